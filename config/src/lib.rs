@@ -1,0 +1,380 @@
+//! Typed settings for every plexus role.
+//!
+//! Settings are layered, each layer overriding the one before it:
+//! built-in defaults → a TOML file → `PLEXUS_*` environment variables → command-line flags.
+//! Nested keys use `__` in environment variables (`PLEXUS_TLS__CA_CERT`), and list keys
+//! (`peers`) take comma-separated values there. After loading, every value is validated;
+//! an error names the offending key and value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors raised while loading or validating settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or overrides could not be read or parsed into the typed settings.
+    #[error("configuration error: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("invalid value for `{key}`: {value:?}: {reason}")]
+    Invalid {
+        /// The dotted key that holds the bad value.
+        key: String,
+        /// The bad value, as text.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// The largest `max_frame_bytes` a node accepts (64 MiB); the wire codec refuses larger claims.
+pub const MAX_FRAME_LIMIT: u32 = 64 * 1024 * 1024;
+
+/// A peer to join: its node name and the address it listens on, written `name@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerAddr {
+    /// The peer's node name (also the name its certificate must carry).
+    pub name: String,
+    /// The peer's QUIC listen address.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, addr) = s
+            .split_once('@')
+            .ok_or_else(|| "expected NAME@HOST:PORT".to_string())?;
+        validate_node_name(name)?;
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        Ok(PeerAddr {
+            name: name.to_string(),
+            addr,
+        })
+    }
+}
+
+impl Serialize for PeerAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks that a node name is usable as a certificate DNS name: 1–63 characters of
+/// lowercase ASCII letters, digits, `-` and `.`, starting with a letter or digit.
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let starts_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > 63 || !ok_chars || !starts_ok {
+        return Err(
+            "a node name is 1-63 characters of a-z, 0-9, '-' and '.', starting with a letter or digit"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// Where a node finds its TLS material.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM file of the cluster CA certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM file of this node's certificate, signed by the cluster CA and naming this node.
+    pub cert: Option<PathBuf>,
+    /// PEM file of this node's private key.
+    pub key: Option<PathBuf>,
+    /// Development mode: when no paths are given, create a CA and this node's certificate
+    /// under `<state_dir>/tls` on first start.
+    pub dev: bool,
+}
+
+/// Settings of one plexus node (every role runs on a node).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// This node's name, unique in the cluster; certificates name it.
+    pub name: String,
+    /// Cluster name; nodes of different clusters refuse each other.
+    pub cluster: String,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Peers to join at start (`name@host:port`).
+    pub peers: Vec<PeerAddr>,
+    /// TLS material.
+    pub tls: TlsSettings,
+    /// Largest frame accepted or sent, in bytes.
+    pub max_frame_bytes: u32,
+    /// Default timeout of remote calls made through the node's helpers.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// How often a heartbeat is sent to each connected peer.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A peer silent for this long is declared down.
+    #[serde(with = "humantime_serde")]
+    pub node_down_timeout: Duration,
+    /// Directory for this node's persistent state.
+    pub state_dir: PathBuf,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            name: "node1".into(),
+            cluster: "plexus".into(),
+            listen: "127.0.0.1:7400".parse().expect("static address"),
+            peers: Vec::new(),
+            tls: TlsSettings::default(),
+            max_frame_bytes: 16 * 1024 * 1024,
+            call_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(250),
+            node_down_timeout: Duration::from_secs(2),
+            state_dir: PathBuf::from("/var/lib/plexus"),
+        }
+    }
+}
+
+impl NodeSettings {
+    /// Checks every value; the error names the first bad key and its value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            value,
+            reason: reason.into(),
+        };
+        validate_node_name(&self.name).map_err(|r| bad("name", self.name.clone(), &r))?;
+        if self.cluster.is_empty() {
+            return Err(bad("cluster", self.cluster.clone(), "must not be empty"));
+        }
+        if !(1024..=MAX_FRAME_LIMIT).contains(&self.max_frame_bytes) {
+            return Err(bad(
+                "max_frame_bytes",
+                self.max_frame_bytes.to_string(),
+                "must be between 1024 and 67108864 (64 MiB)",
+            ));
+        }
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        if self.call_timeout.is_zero() {
+            return Err(bad(
+                "call_timeout",
+                ms(self.call_timeout),
+                "must be positive",
+            ));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(bad(
+                "heartbeat_interval",
+                ms(self.heartbeat_interval),
+                "must be positive",
+            ));
+        }
+        if self.node_down_timeout < self.heartbeat_interval * 2 {
+            return Err(bad(
+                "node_down_timeout",
+                ms(self.node_down_timeout),
+                "must be at least twice heartbeat_interval",
+            ));
+        }
+        if let Some(p) = self.peers.iter().find(|p| p.name == self.name) {
+            return Err(bad(
+                "peers",
+                p.to_string(),
+                "a node cannot list itself as a peer",
+            ));
+        }
+        let tls = &self.tls;
+        let given = [&tls.ca_cert, &tls.cert, &tls.key]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if given != 0 && given != 3 {
+            return Err(bad(
+                "tls",
+                format!(
+                    "ca_cert={:?} cert={:?} key={:?}",
+                    tls.ca_cert, tls.cert, tls.key
+                ),
+                "give all of ca_cert, cert and key, or none (with dev = true)",
+            ));
+        }
+        if given == 0 && !tls.dev {
+            return Err(bad(
+                "tls",
+                "no certificate paths".into(),
+                "set tls.ca_cert, tls.cert and tls.key (see `plexus certs`), or tls.dev = true",
+            ));
+        }
+        for (key, path) in [
+            ("tls.ca_cert", &tls.ca_cert),
+            ("tls.cert", &tls.cert),
+            ("tls.key", &tls.key),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    return Err(bad(key, p.display().to_string(), "no such file"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds settings of type `T` from the four layers and validates nothing: callers validate.
+///
+/// * `file`: optional TOML file; a missing file given explicitly is an error.
+/// * `env_prefix`: usually `"PLEXUS"`; variables `PLEXUS_KEY` / `PLEXUS_SECTION__KEY`.
+/// * `overrides`: `(dotted key, value)` pairs from command-line flags, applied last.
+pub fn load_layered<T>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    overrides: &[(&str, String)],
+) -> Result<T, ConfigError>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default,
+{
+    let defaults = config::Config::try_from(&T::default())?;
+    let mut b = config::Config::builder().add_source(defaults);
+    if let Some(f) = file {
+        if !f.is_file() {
+            return Err(ConfigError::Invalid {
+                key: "--config".into(),
+                value: f.display().to_string(),
+                reason: "no such file".into(),
+            });
+        }
+        b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+    }
+    b = b.add_source(
+        config::Environment::with_prefix(env_prefix)
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("peers")
+            .try_parsing(true),
+    );
+    for (k, v) in overrides {
+        b = b.set_override(*k, v.as_str())?;
+    }
+    Ok(b.build()?.try_deserialize()?)
+}
+
+/// Loads and validates [`NodeSettings`] from all layers.
+pub fn load_node(
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<NodeSettings, ConfigError> {
+    let s: NodeSettings = load_layered(file, "PLEXUS", overrides)?;
+    s.validate()?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn dev() -> Vec<(&'static str, String)> {
+        vec![("tls.dev", "true".into())]
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let f = file(
+            "name = \"alpha\"\nlisten = \"127.0.0.2:7000\"\nheartbeat_interval = \"100ms\"\n\
+             peers = [\"beta@127.0.0.3:7000\"]\n[tls]\ndev = true\n",
+        );
+        let mut o = dev();
+        o.push(("listen", "127.0.0.9:7100".into()));
+        let s = load_node(Some(f.path()), &o).unwrap();
+        assert_eq!(s.name, "alpha");
+        assert_eq!(s.listen, "127.0.0.9:7100".parse().unwrap());
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(s.peers[0].name, "beta");
+        assert_eq!(s.node_down_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let f = file("name = \"Bad Name\"\n");
+        let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+        assert!(e.contains("`name`") && e.contains("Bad Name"), "{e}");
+
+        let f = file("heartbeat_interval = \"fast\"\n");
+        let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+        assert!(e.contains("heartbeat_interval"), "{e}");
+
+        let f = file("peers = [\"nonsense\"]\n");
+        let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+        assert!(
+            e.contains("nonsense") || e.contains("NAME@HOST:PORT"),
+            "{e}"
+        );
+
+        let f = file("node_down_timeout = \"100ms\"\n");
+        let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+        assert!(
+            e.contains("node_down_timeout") && e.contains("100ms"),
+            "{e}"
+        );
+
+        let f = file("typo_key = 1\n");
+        let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+        assert!(e.contains("typo_key"), "{e}");
+    }
+
+    #[test]
+    fn tls_paths_are_all_or_none() {
+        let e = load_node(None, &[("tls.ca_cert", "/etc/hostname".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tls`"), "{e}");
+        let e = load_node(None, &[]).unwrap_err().to_string();
+        assert!(e.contains("tls.dev"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = load_node(Some(Path::new("/nonexistent/plexus.toml")), &dev())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/plexus.toml"), "{e}");
+    }
+
+    #[test]
+    fn peer_addr_round_trips() {
+        let p: PeerAddr = "n-1@127.0.0.1:9".parse().unwrap();
+        assert_eq!(p.to_string(), "n-1@127.0.0.1:9");
+        assert!("@127.0.0.1:9".parse::<PeerAddr>().is_err());
+        assert!("x@notanaddr".parse::<PeerAddr>().is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! Moving framed bytes between plexus nodes.
+//!
+//! - [`codec`]: the wire codec (bincode 2 behind one module, `u32` length prefix, size limit).
+//! - [`transport`]: the [`Transport`] trait, links, batching, and the handshake.
+//! - [`quic`]: the real transport, QUIC with mutual TLS.
+//! - [`tls`]: the cluster CA and node certificates.
+//! - [`sim`]: an in-memory network with seeded faults for simulations.
+
+pub mod codec;
+pub mod quic;
+pub mod sim;
+pub mod tls;
+pub mod transport;
+
+pub use quic::QuicTransport;
+pub use sim::{SimFaults, SimNetwork, SimTransport};
+pub use transport::{
+    FrameReceiver, FrameSender, Hello, Link, LocalIdentity, NetError, PeerAddr, Transport,
+    PROTOCOL_VERSION,
+};
+
+/// The 64-bit id of a node name (FNV-1a, never zero), as used in remote actor ids.
+pub fn node_id(name: &str) -> u64 {
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    h.max(1)
+}

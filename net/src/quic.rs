@@ -1,0 +1,261 @@
+//! QUIC transport: quinn over UDP with mutual TLS (rustls), one connection per peer pair
+//! and one bidirectional stream per connection, so per-pair order is preserved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, Mutex};
+use tracing::{debug, info, warn};
+
+use crate::tls::{self, TlsMaterial};
+use crate::transport::{
+    handshake, send_queue, BoxFuture, ChunkSource, FrameReceiver, FrameSender, Hello, Link,
+    LocalIdentity, NetError, PeerAddr, SendQueue, Transport, HANDSHAKE_TIMEOUT,
+};
+
+/// Application error code used when plexus closes a connection on purpose.
+const CLOSE_CODE: u32 = 1;
+
+/// A QUIC endpoint that both dials and accepts plexus links.
+pub struct QuicTransport {
+    ident: LocalIdentity,
+    endpoint: Endpoint,
+    incoming: Mutex<mpsc::Receiver<Link>>,
+    max_frame: usize,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("ident", &self.ident)
+            .finish()
+    }
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(60)).expect("static idle timeout"),
+    ));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    t.stream_receive_window(VarInt::from_u32(16 << 20));
+    t.receive_window(VarInt::from_u32(32 << 20));
+    t.send_window(32 << 20);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+impl QuicTransport {
+    /// Binds `ident.addr` and starts accepting peers authenticated by `tls`.
+    pub fn bind(
+        ident: LocalIdentity,
+        tls: &TlsMaterial,
+        max_frame: u32,
+    ) -> Result<Arc<Self>, NetError> {
+        let server_crypto = QuicServerConfig::try_from(tls.server_config()?)
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport_config());
+        let client_crypto = QuicClientConfig::try_from(tls.client_config()?)
+            .map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(transport_config());
+        let mut endpoint = Endpoint::server(server, ident.addr)?;
+        endpoint.set_default_client_config(client);
+        let mut ident = ident;
+        ident.addr = endpoint.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        let max_frame = max_frame as usize;
+        tokio::spawn(accept_loop(endpoint.clone(), ident.clone(), max_frame, tx));
+        Ok(Arc::new(QuicTransport {
+            ident,
+            endpoint,
+            incoming: Mutex::new(rx),
+            max_frame,
+        }))
+    }
+}
+
+async fn accept_loop(
+    endpoint: Endpoint,
+    ident: LocalIdentity,
+    max_frame: usize,
+    out: mpsc::Sender<Link>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ident = ident.clone();
+        let out = out.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match accept_one(incoming, &ident, max_frame).await {
+                Ok(link) => {
+                    info!(peer = %link.peer.name, %remote, incarnation = link.peer.incarnation, "peer connected");
+                    let _ = out.send(link).await;
+                }
+                Err(e) => warn!(%remote, "refused peer connection: {e}"),
+            }
+        });
+    }
+}
+
+async fn accept_one(
+    incoming: quinn::Incoming,
+    ident: &LocalIdentity,
+    max_frame: usize,
+) -> Result<Link, NetError> {
+    let conn = incoming
+        .await
+        .map_err(|e| NetError::Handshake(e.to_string()))?;
+    let cert = peer_cert(&conn)?;
+    let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| NetError::Handshake("peer opened no stream".into()))?
+        .map_err(|e| NetError::Handshake(e.to_string()))?;
+    let (tx, mut rx) = wire(conn, send, recv, max_frame);
+    let peer = handshake(ident, false, &tx, &mut rx, |h: &Hello| {
+        tls::cert_names(&cert, &h.name)
+    })
+    .await?;
+    Ok(Link {
+        peer,
+        outbound: false,
+        tx,
+        rx,
+    })
+}
+
+fn peer_cert(conn: &Connection) -> Result<CertificateDer<'static>, NetError> {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|certs| certs.first().cloned())
+        .ok_or_else(|| NetError::Handshake("peer presented no certificate".into()))
+}
+
+fn wire(
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    max_frame: usize,
+) -> (FrameSender, FrameReceiver) {
+    let (tx, queue) = send_queue(max_frame);
+    tokio::spawn(writer(queue, send, conn.clone()));
+    let rx = FrameReceiver::new(Box::new(QuicChunks { recv, conn }), max_frame);
+    (tx, rx)
+}
+
+async fn writer(queue: SendQueue, mut send: SendStream, conn: Connection) {
+    let mut spare = BytesMut::with_capacity(64 * 1024);
+    loop {
+        match queue.next(spare).await {
+            Ok(batch) => {
+                if let Err(e) = send.write_all(&batch).await {
+                    debug!("link write failed: {e}");
+                    queue.close(&format!("write failed: {e}"));
+                    return;
+                }
+                spare = batch;
+            }
+            Err(reason) => {
+                // Let the peer read what was queued before the close, then give the reason.
+                if send.finish().is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                }
+                conn.close(VarInt::from_u32(CLOSE_CODE), reason.as_bytes());
+                return;
+            }
+        }
+    }
+}
+
+struct QuicChunks {
+    recv: RecvStream,
+    conn: Connection,
+}
+
+fn closed_reason(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            String::from_utf8_lossy(&c.reason).into_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl ChunkSource for QuicChunks {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, NetError>> {
+        Box::pin(async move {
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(c)) => Ok(Some(c.bytes)),
+                // The writer always closes the connection after finishing its stream:
+                // report the close reason rather than a bare end of stream.
+                Ok(None) => Err(NetError::Closed(closed_reason(&self.conn.closed().await))),
+                Err(quinn::ReadError::ConnectionLost(e)) => {
+                    Err(NetError::Closed(closed_reason(&e)))
+                }
+                Err(e) => match self.conn.close_reason() {
+                    Some(c) => Err(NetError::Closed(closed_reason(&c))),
+                    None => Err(NetError::Closed(e.to_string())),
+                },
+            }
+        })
+    }
+}
+
+impl Transport for QuicTransport {
+    fn identity(&self) -> &LocalIdentity {
+        &self.ident
+    }
+
+    fn dial(&self, peer: PeerAddr) -> BoxFuture<'static, Result<Link, NetError>> {
+        let endpoint = self.endpoint.clone();
+        let ident = self.ident.clone();
+        let max_frame = self.max_frame;
+        Box::pin(async move {
+            let err = |reason: String| NetError::Connect {
+                peer: peer.to_string(),
+                reason,
+            };
+            let connecting = endpoint
+                .connect(peer.addr, &peer.name)
+                .map_err(|e| err(e.to_string()))?;
+            let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+                .await
+                .map_err(|_| err("timed out".into()))?
+                .map_err(|e| err(e.to_string()))?;
+            let (send, recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
+            let (tx, mut rx) = wire(conn, send, recv, max_frame);
+            let want = peer.name.clone();
+            let hello = handshake(&ident, true, &tx, &mut rx, move |h: &Hello| {
+                if h.name == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "dialed {want:?} but the peer says it is {:?}",
+                        h.name
+                    ))
+                }
+            })
+            .await?;
+            Ok(Link {
+                peer: hello,
+                outbound: true,
+                tx,
+                rx,
+            })
+        })
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Option<Link>> {
+        Box::pin(async move { self.incoming.lock().await.recv().await })
+    }
+
+    fn shutdown(&self) {
+        self.endpoint
+            .close(VarInt::from_u32(CLOSE_CODE), b"node shutting down");
+    }
+}

@@ -1,0 +1,418 @@
+//! `sim`: an in-memory network for simulations and tests.
+//!
+//! Nodes bind fake socket addresses on a shared [`SimNetwork`]; links are in-memory pipes
+//! carrying the same framed byte stream as QUIC. Faults come from one seeded RNG: each
+//! batch of frames may be dropped or delayed (delays never reorder a pipe), directed
+//! partitions silence traffic between sets of nodes, and a crashed node's links go silent
+//! without any close, as a machine that vanished would. Every dial, delivery, drop and
+//! close is appended to a trace; under a current-thread tokio runtime with paused time the
+//! same seed gives the same trace, byte for byte.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::transport::{
+    handshake, send_queue, BoxFuture, ChunkSource, FrameReceiver, FrameSender, Hello, Link,
+    LocalIdentity, NetError, PeerAddr, SendQueue, Transport,
+};
+
+/// Message-level faults applied to every pipe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimFaults {
+    /// Probability that a batch of frames is lost.
+    pub drop_rate: f64,
+    /// Smallest one-way delay.
+    pub min_delay: Duration,
+    /// Largest one-way delay.
+    pub max_delay: Duration,
+}
+
+impl Default for SimFaults {
+    fn default() -> Self {
+        SimFaults {
+            drop_rate: 0.0,
+            min_delay: Duration::from_micros(50),
+            max_delay: Duration::from_micros(50),
+        }
+    }
+}
+
+struct PipeCtl {
+    from: String,
+    to: String,
+    dead: AtomicBool,
+}
+
+struct RawConn {
+    dialer: String,
+    tx: FrameSender,
+    rx: FrameReceiver,
+}
+
+struct Listener {
+    name: String,
+    tx: mpsc::UnboundedSender<RawConn>,
+}
+
+struct SimState {
+    rng: ChaCha8Rng,
+    faults: SimFaults,
+    start: Instant,
+    listeners: BTreeMap<SocketAddr, Listener>,
+    blocked: BTreeSet<(String, String)>,
+    pipes: Vec<Weak<PipeCtl>>,
+    trace: Vec<String>,
+}
+
+impl SimState {
+    fn log(&mut self, line: std::fmt::Arguments<'_>) {
+        let t = self.start.elapsed().as_micros();
+        self.trace.push(format!("{t:>12} {line}"));
+    }
+
+    fn reachable(&self, from: &str, to: &str) -> bool {
+        !self.blocked.contains(&(from.to_string(), to.to_string()))
+    }
+}
+
+/// A simulated network shared by every simulated node.
+#[derive(Clone)]
+pub struct SimNetwork {
+    st: Arc<Mutex<SimState>>,
+}
+
+impl std::fmt::Debug for SimNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimNetwork")
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+impl SimNetwork {
+    /// A network whose faults are drawn from `seed`.
+    pub fn new(seed: u64, faults: SimFaults) -> Self {
+        SimNetwork {
+            st: Arc::new(Mutex::new(SimState {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                faults,
+                start: Instant::now(),
+                listeners: BTreeMap::new(),
+                blocked: BTreeSet::new(),
+                pipes: Vec::new(),
+                trace: Vec::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.st.lock().expect("sim network lock")
+    }
+
+    /// Replaces the message-level faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// Silences traffic from every node of `a` to every node of `b` and back.
+    pub fn partition(&self, a: &[&str], b: &[&str]) {
+        for x in a {
+            for y in b {
+                self.block(x, y);
+                self.block(y, x);
+            }
+        }
+    }
+
+    /// Silences traffic from `from` to `to` only (an asymmetric partition).
+    pub fn block(&self, from: &str, to: &str) {
+        let mut st = self.lock();
+        st.blocked.insert((from.to_string(), to.to_string()));
+        st.log(format_args!("block {from}->{to}"));
+    }
+
+    /// Removes every partition.
+    pub fn heal(&self) {
+        let mut st = self.lock();
+        st.blocked.clear();
+        st.log(format_args!("heal"));
+    }
+
+    /// Crashes `node`: its listener goes away and every link touching it goes silent for
+    /// good, with no close seen by its peers.
+    pub fn crash(&self, node: &str) {
+        let mut st = self.lock();
+        st.listeners.retain(|_, l| l.name != node);
+        st.pipes.retain(|w| match w.upgrade() {
+            Some(p) => {
+                if p.from == node || p.to == node {
+                    p.dead.store(true, Ordering::SeqCst);
+                }
+                true
+            }
+            None => false,
+        });
+        st.log(format_args!("crash {node}"));
+    }
+
+    /// The trace so far, one event per line.
+    pub fn trace(&self) -> Vec<String> {
+        self.lock().trace.clone()
+    }
+
+    /// A hash of the whole trace.
+    pub fn trace_hash(&self) -> u64 {
+        fnv(self.lock().trace.join("\n").as_bytes())
+    }
+
+    /// Binds a node at `ident.addr`.
+    pub fn bind(
+        &self,
+        ident: LocalIdentity,
+        max_frame: u32,
+    ) -> Result<Arc<SimTransport>, NetError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<RawConn>();
+        {
+            let mut st = self.lock();
+            if st.listeners.contains_key(&ident.addr) {
+                return Err(NetError::Io(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use on the simulated network", ident.addr),
+                )));
+            }
+            st.listeners.insert(
+                ident.addr,
+                Listener {
+                    name: ident.name.clone(),
+                    tx,
+                },
+            );
+            st.log(format_args!("bind {} {}", ident.name, ident.addr));
+        }
+        let (links_tx, links_rx) = mpsc::unbounded_channel();
+        let me = ident.clone();
+        tokio::spawn(async move {
+            while let Some(mut raw) = rx.recv().await {
+                let me = me.clone();
+                let links_tx = links_tx.clone();
+                tokio::spawn(async move {
+                    let dialer = raw.dialer.clone();
+                    let res = handshake(&me, false, &raw.tx, &mut raw.rx, |h: &Hello| {
+                        if h.name == dialer {
+                            Ok(())
+                        } else {
+                            Err(format!("peer claims to be {:?} but is {dialer:?}", h.name))
+                        }
+                    })
+                    .await;
+                    match res {
+                        Ok(peer) => {
+                            let _ = links_tx.send(Link {
+                                peer,
+                                outbound: false,
+                                tx: raw.tx,
+                                rx: raw.rx,
+                            });
+                        }
+                        Err(e) => warn!(node = %me.name, "refused peer connection: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(Arc::new(SimTransport {
+            net: self.clone(),
+            ident,
+            incoming: tokio::sync::Mutex::new(links_rx),
+            max_frame: max_frame as usize,
+        }))
+    }
+
+    fn pipe(&self, from: &str, to: &str, max_frame: usize) -> (FrameSender, FrameReceiver) {
+        let ctl = Arc::new(PipeCtl {
+            from: from.to_string(),
+            to: to.to_string(),
+            dead: AtomicBool::new(false),
+        });
+        self.lock().pipes.push(Arc::downgrade(&ctl));
+        let (tx, queue) = send_queue(max_frame);
+        let (chunk_tx, chunk_rx) = mpsc::unbounded_channel();
+        tokio::spawn(pipe_task(self.clone(), ctl, queue, chunk_tx));
+        (
+            tx,
+            FrameReceiver::new(Box::new(SimChunks(chunk_rx)), max_frame),
+        )
+    }
+}
+
+type Delivery = Result<Bytes, String>;
+
+async fn pipe_task(
+    net: SimNetwork,
+    ctl: Arc<PipeCtl>,
+    queue: SendQueue,
+    out: mpsc::UnboundedSender<Delivery>,
+) {
+    let mut inflight: VecDeque<(Instant, Delivery)> = VecDeque::new();
+    let mut last = Instant::now();
+    let mut reading = true;
+    loop {
+        let due = inflight.front().map(|(t, _)| *t);
+        if !reading && due.is_none() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                let now = Instant::now();
+                while inflight.front().is_some_and(|(t, _)| *t <= now) {
+                    let (_, d) = inflight.pop_front().expect("front checked");
+                    if ctl.dead.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    {
+                        let mut st = net.lock();
+                        match &d {
+                            Ok(b) => st.log(format_args!("deliver {}->{} {}B #{:016x}", ctl.from, ctl.to, b.len(), fnv(b))),
+                            Err(r) => st.log(format_args!("close {}->{} {r}", ctl.from, ctl.to)),
+                        }
+                    }
+                    if out.send(d).is_err() {
+                        queue.close("peer went away");
+                        reading = false;
+                    }
+                }
+            }
+            r = queue.next(BytesMut::new()), if reading => {
+                let now = Instant::now();
+                let item = match r {
+                    Ok(b) => Ok(b.freeze()),
+                    Err(reason) => { reading = false; Err(reason) }
+                };
+                let mut st = net.lock();
+                let silent = ctl.dead.load(Ordering::SeqCst) || !st.reachable(&ctl.from, &ctl.to);
+                let f = st.faults.clone();
+                let dropped = item.is_ok() && (silent || (f.drop_rate > 0.0 && st.rng.random_bool(f.drop_rate.min(1.0))));
+                if dropped {
+                    let len = item.as_ref().map(|b| b.len()).unwrap_or(0);
+                    st.log(format_args!("drop {}->{} {len}B", ctl.from, ctl.to));
+                    continue;
+                }
+                let delay = if f.max_delay > f.min_delay {
+                    let span = (f.max_delay - f.min_delay).as_micros() as u64;
+                    f.min_delay + Duration::from_micros(st.rng.random_range(0..=span))
+                } else {
+                    f.min_delay
+                };
+                drop(st);
+                last = last.max(now + delay);
+                inflight.push_back((last, item));
+            }
+        }
+    }
+}
+
+struct SimChunks(mpsc::UnboundedReceiver<Delivery>);
+
+impl ChunkSource for SimChunks {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, NetError>> {
+        Box::pin(async move {
+            match self.0.recv().await {
+                Some(Ok(b)) => Ok(Some(b)),
+                Some(Err(reason)) => Err(NetError::Closed(reason)),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+/// One node's endpoint on a [`SimNetwork`].
+pub struct SimTransport {
+    net: SimNetwork,
+    ident: LocalIdentity,
+    incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<Link>>,
+    max_frame: usize,
+}
+
+impl Transport for SimTransport {
+    fn identity(&self) -> &LocalIdentity {
+        &self.ident
+    }
+
+    fn dial(&self, peer: PeerAddr) -> BoxFuture<'static, Result<Link, NetError>> {
+        let net = self.net.clone();
+        let ident = self.ident.clone();
+        let max_frame = self.max_frame;
+        Box::pin(async move {
+            let unreachable = |reason: &str| NetError::Connect {
+                peer: peer.to_string(),
+                reason: reason.to_string(),
+            };
+            let (listener_name, listener_tx) = {
+                let mut st = net.lock();
+                let Some(l) = st.listeners.get(&peer.addr) else {
+                    st.log(format_args!("dial {}->{} refused", ident.name, peer));
+                    return Err(unreachable("nothing listens there"));
+                };
+                let (name, tx) = (l.name.clone(), l.tx.clone());
+                if !st.reachable(&ident.name, &name) || !st.reachable(&name, &ident.name) {
+                    st.log(format_args!("dial {}->{} partitioned", ident.name, peer));
+                    return Err(unreachable("no route (partitioned)"));
+                }
+                st.log(format_args!("dial {}->{}", ident.name, peer));
+                (name, tx)
+            };
+            let (tx, rx_remote) = net.pipe(&ident.name, &listener_name, max_frame);
+            let (tx_remote, mut rx) = net.pipe(&listener_name, &ident.name, max_frame);
+            listener_tx
+                .send(RawConn {
+                    dialer: ident.name.clone(),
+                    tx: tx_remote,
+                    rx: rx_remote,
+                })
+                .map_err(|_| unreachable("listener closed"))?;
+            let want = peer.name.clone();
+            let hello = handshake(&ident, true, &tx, &mut rx, move |h: &Hello| {
+                if h.name == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "dialed {want:?} but the peer says it is {:?}",
+                        h.name
+                    ))
+                }
+            })
+            .await?;
+            Ok(Link {
+                peer: hello,
+                outbound: true,
+                tx,
+                rx,
+            })
+        })
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Option<Link>> {
+        Box::pin(async move { self.incoming.lock().await.recv().await })
+    }
+
+    fn shutdown(&self) {
+        let mut st = self.net.lock();
+        let name = self.ident.name.clone();
+        st.listeners.retain(|_, l| l.name != name);
+        st.log(format_args!("shutdown {name}"));
+    }
+}

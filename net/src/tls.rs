@@ -1,0 +1,200 @@
+//! Cluster certificates and the TLS configuration of QUIC links.
+//!
+//! A cluster has one CA (`ca.pem`, `ca.key`). Every node holds a certificate signed by it
+//! whose DNS name is the node's name (`NODE.pem`, `NODE.key`). Both ends of a connection
+//! present their certificate and verify the other's against the CA; the accepting side
+//! also checks that the certificate names the node the peer claims to be.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::transport::NetError;
+
+/// ALPN protocol id of plexus links.
+pub const ALPN: &[u8] = b"plexus/1";
+
+fn tls_err(what: impl std::fmt::Display) -> NetError {
+    NetError::Tls(what.to_string())
+}
+
+/// Paths of the CA files in `dir`.
+pub fn ca_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("ca.pem"), dir.join("ca.key"))
+}
+
+/// Paths of a node's certificate and key in `dir`.
+pub fn node_paths(dir: &Path, node: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{node}.pem")),
+        dir.join(format!("{node}.key")),
+    )
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), NetError> {
+    std::fs::write(path, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key`). Refuses to overwrite one.
+pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, NetError> {
+    std::fs::create_dir_all(dir)?;
+    let (cert_path, key_path) = ca_paths(dir);
+    if cert_path.exists() || key_path.exists() {
+        return Err(tls_err(format!(
+            "a CA already exists in {} (remove it first to make a new one)",
+            dir.display()
+        )));
+    }
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("plexus cluster CA ({cluster})"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).map_err(tls_err)?;
+    write_private(&key_path, &key.serialize_pem())?;
+    std::fs::write(&cert_path, cert.pem())?;
+    Ok(cert_path)
+}
+
+/// Issues a certificate for `node`, signed by the CA in `ca_dir`, written to `out_dir`.
+pub fn issue(ca_dir: &Path, out_dir: &Path, node: &str) -> Result<(PathBuf, PathBuf), NetError> {
+    plexus_config::validate_node_name(node).map_err(tls_err)?;
+    let (ca_cert, ca_key) = ca_paths(ca_dir);
+    let ca_pem = std::fs::read_to_string(&ca_cert)
+        .map_err(|e| tls_err(format!("reading {}: {e}", ca_cert.display())))?;
+    let ca_key_pem = std::fs::read_to_string(&ca_key)
+        .map_err(|e| tls_err(format!("reading {}: {e}", ca_key.display())))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_err)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(tls_err)?;
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(vec![node.to_string()]).map_err(tls_err)?;
+    params.distinguished_name.push(DnType::CommonName, node);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, &issuer).map_err(tls_err)?;
+    std::fs::create_dir_all(out_dir)?;
+    let (cert_path, key_path) = node_paths(out_dir, node);
+    std::fs::write(&cert_path, cert.pem())?;
+    write_private(&key_path, &key.serialize_pem())?;
+    Ok((cert_path, key_path))
+}
+
+/// A node's TLS material, loaded.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    /// The cluster CA certificate.
+    pub ca: CertificateDer<'static>,
+    /// This node's certificate chain.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// This node's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl TlsMaterial {
+    /// Loads PEM files.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, NetError> {
+        let ctx = |p: &Path, e: &dyn std::fmt::Display| tls_err(format!("{}: {e}", p.display()));
+        let ca_der = CertificateDer::from_pem_file(ca).map_err(|e| ctx(ca, &e))?;
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| ctx(cert, &e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ctx(cert, &e))?;
+        if chain.is_empty() {
+            return Err(ctx(cert, &"no certificate in file"));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| ctx(key, &e))?;
+        Ok(TlsMaterial {
+            ca: ca_der,
+            chain,
+            key: key_der,
+        })
+    }
+
+    /// Development mode: makes (once) a CA and this node's certificate under `dir`, then
+    /// loads them. Returns the material and whether anything was created.
+    pub fn dev(dir: &Path, cluster: &str, node: &str) -> Result<(Self, bool), NetError> {
+        let (ca_cert, _) = ca_paths(dir);
+        let (cert, key) = node_paths(dir, node);
+        let mut created = false;
+        if !ca_cert.exists() {
+            init_ca(dir, cluster)?;
+            created = true;
+        }
+        if !cert.exists() || !key.exists() {
+            issue(dir, dir, node)?;
+            created = true;
+        }
+        Ok((Self::load(&ca_cert, &cert, &key)?, created))
+    }
+
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, NetError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).map_err(tls_err)?;
+        Ok(Arc::new(roots))
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// rustls server configuration: requires a client certificate signed by the CA.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, NetError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots()?,
+            Self::provider(),
+        )
+        .build()
+        .map_err(tls_err)?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(tls_err)?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+
+    /// rustls client configuration: presents this node's certificate, trusts only the CA.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, NetError> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(tls_err)?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// Checks that `cert` (already verified against the CA) names `node`.
+pub fn cert_names(cert: &CertificateDer<'_>, node: &str) -> Result<(), String> {
+    let ee = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| format!("unreadable peer certificate: {e:?}"))?;
+    let name = ServerName::try_from(node.to_string())
+        .map_err(|e| format!("peer name {node:?} is not a DNS name: {e}"))?;
+    ee.verify_is_valid_for_subject_name(&name)
+        .map_err(|_| format!("peer claims to be {node:?} but its certificate names another node"))
+}

@@ -1,0 +1,10 @@
+//! plexus: a datacenter operating-system kernel built on distributed actors.
+//!
+//! This facade re-exports the workspace's crates under one name:
+//! [`config`] (typed settings), [`net`] (wire codec, QUIC, simulated network),
+//! [`actors`] (distributed ractor), [`kernel`] (the datacenter OS).
+
+pub use plexus_actors as actors;
+pub use plexus_config as config;
+pub use plexus_kernel as kernel;
+pub use plexus_net as net;
