@@ -1,0 +1,942 @@
+//! A node: one process's membership in the cluster.
+//!
+//! A [`Node`] owns a transport, keeps one session per connected peer (dialing configured
+//! and gossiped peers, redialing lost ones with backoff), dispatches the peers' frames to
+//! local actors, runs the failure detector, spawns registered actor types for peers, and
+//! replicates the cluster-wide name table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorId, ActorRef, Message};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use plexus_config::NodeSettings;
+use plexus_net::codec;
+use plexus_net::tls::TlsMaterial;
+use plexus_net::{
+    FrameReceiver, Link, LocalIdentity, NetError, PeerAddr, QuicTransport, Transport,
+};
+
+use crate::detector::{FailureDetector, Verdict};
+use crate::error::ActorsError;
+use crate::names::{Claim, NameEntry, NameTable};
+use crate::session::{PendingSpawn, Session};
+use crate::watcher::{ProxyHost, Watcher, WatcherMsg};
+use crate::wire::{DownReason, Wire};
+
+/// Prefix of the exit reason a supervisor or monitor sees when a remote actor's node
+/// died, was cut off, or left. See [`is_node_down`].
+pub const NODE_DOWN: &str = "plexus:node-down";
+
+/// Prefix of the exit reason of a local actor stopped because its remote parent's node
+/// went down.
+pub const PARENT_NODE_DOWN: &str = "plexus:parent-node-down";
+
+/// True when an exit reason says the actor's node went down (not that the actor itself
+/// stopped or failed).
+pub fn is_node_down(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| r.starts_with(NODE_DOWN))
+}
+
+/// Tunables of a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Peers to join at start and keep connected to.
+    pub peers: Vec<PeerAddr>,
+    /// Timeout of spawn requests and other node-level requests.
+    pub call_timeout: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is declared down.
+    pub node_down_timeout: Duration,
+}
+
+impl From<&NodeSettings> for NodeOptions {
+    fn from(s: &NodeSettings) -> Self {
+        NodeOptions {
+            peers: s.peers.clone(),
+            call_timeout: s.call_timeout,
+            heartbeat_interval: s.heartbeat_interval,
+            node_down_timeout: s.node_down_timeout,
+        }
+    }
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        (&NodeSettings::default()).into()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+trait Factory: Send + Sync {
+    fn msg_type(&self) -> &'static str;
+    fn spawn(
+        &self,
+        args: &[u8],
+        supervisor: Option<ActorCell>,
+    ) -> BoxFuture<Result<ActorCell, String>>;
+}
+
+struct TypedFactory<A, F> {
+    make: F,
+    _a: PhantomData<fn() -> A>,
+}
+
+impl<A, F> Factory for TypedFactory<A, F>
+where
+    A: Actor,
+    A::Arguments: DeserializeOwned,
+    F: Fn() -> A + Send + Sync + 'static,
+{
+    fn msg_type(&self) -> &'static str {
+        std::any::type_name::<A::Msg>()
+    }
+
+    fn spawn(
+        &self,
+        args: &[u8],
+        supervisor: Option<ActorCell>,
+    ) -> BoxFuture<Result<ActorCell, String>> {
+        let args: Result<A::Arguments, _> = codec::decode(args);
+        let actor = (self.make)();
+        Box::pin(async move {
+            let args = args.map_err(|e| format!("bad spawn arguments: {e}"))?;
+            let r = match supervisor {
+                Some(s) => Actor::spawn_linked(None, actor, args, s).await,
+                None => Actor::spawn(None, actor, args).await,
+            };
+            r.map(|(a, _)| a.get_cell()).map_err(|e| e.to_string())
+        })
+    }
+}
+
+pub(crate) struct NodeInner {
+    transport: Arc<dyn Transport>,
+    ident: LocalIdentity,
+    opts: NodeOptions,
+    start: Instant,
+    sessions: Mutex<BTreeMap<String, Arc<Session>>>,
+    known: Mutex<BTreeMap<String, SocketAddr>>,
+    dialing: Mutex<BTreeSet<String>>,
+    types: RwLock<BTreeMap<String, Arc<dyn Factory>>>,
+    names: Mutex<NameTable>,
+    watcher: OnceLock<ActorRef<WatcherMsg>>,
+    proxy_host: OnceLock<ActorCell>,
+    next_id: AtomicU64,
+    leaving: AtomicBool,
+    changes: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("node lock")
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("ident", &self.inner.ident)
+            .finish()
+    }
+}
+
+/// A connected peer, as seen by [`Node::peers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Node name.
+    pub name: String,
+    /// Its current incarnation.
+    pub incarnation: u64,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+fn new_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+impl Node {
+    /// Starts a node on QUIC from settings: loads (or, in dev mode, creates) the TLS
+    /// material, binds the listen address and joins the configured peers.
+    pub async fn start(settings: &NodeSettings) -> Result<Node, ActorsError> {
+        let tls = match (&settings.tls.ca_cert, &settings.tls.cert, &settings.tls.key) {
+            (Some(ca), Some(c), Some(k)) => TlsMaterial::load(ca, c, k)?,
+            _ => {
+                let dir = settings.state_dir.join("tls");
+                let (m, created) = TlsMaterial::dev(&dir, &settings.cluster, &settings.name)?;
+                if created {
+                    info!(dir = %dir.display(), "development mode: created TLS certificates");
+                }
+                m
+            }
+        };
+        let ident = LocalIdentity {
+            cluster: settings.cluster.clone(),
+            name: settings.name.clone(),
+            incarnation: new_incarnation(),
+            addr: settings.listen,
+        };
+        let t = QuicTransport::bind(ident, &tls, settings.max_frame_bytes)?;
+        Node::start_with(t, settings.into()).await
+    }
+
+    /// Starts a node on any transport (QUIC, or the simulated network).
+    pub async fn start_with(
+        transport: Arc<dyn Transport>,
+        opts: NodeOptions,
+    ) -> Result<Node, ActorsError> {
+        let ident = transport.identity().clone();
+        let inner = Arc::new(NodeInner {
+            transport,
+            ident,
+            opts,
+            start: Instant::now(),
+            sessions: Mutex::new(BTreeMap::new()),
+            known: Mutex::new(BTreeMap::new()),
+            dialing: Mutex::new(BTreeSet::new()),
+            types: RwLock::new(BTreeMap::new()),
+            names: Mutex::new(NameTable::default()),
+            watcher: OnceLock::new(),
+            proxy_host: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+            leaving: AtomicBool::new(false),
+            changes: watch::channel(0).0,
+        });
+        let actor_err = |e: ractor::SpawnErr| ActorsError::Actor(e.to_string());
+        let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
+            .await
+            .map_err(actor_err)?;
+        let _ = inner.watcher.set(w);
+        let (h, _) = Actor::spawn(None, ProxyHost, ()).await.map_err(actor_err)?;
+        let _ = inner.proxy_host.set(h.get_cell());
+
+        let n = inner.clone();
+        tokio::spawn(async move {
+            while let Some(link) = n.transport.accept().await {
+                n.install(link);
+            }
+        });
+        tokio::spawn(heartbeats(Arc::downgrade(&inner)));
+        for p in inner.opts.peers.clone() {
+            lock(&inner.known).insert(p.name.clone(), p.addr);
+            inner.keep_connected(p.name.clone());
+        }
+        info!(node = %inner.ident.name, addr = %inner.ident.addr, incarnation = inner.ident.incarnation, "node started");
+        Ok(Node { inner })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.ident.name
+    }
+
+    /// This node's incarnation (new at every start).
+    pub fn incarnation(&self) -> u64 {
+        self.inner.ident.incarnation
+    }
+
+    /// The address peers reach this node at.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.ident.addr
+    }
+
+    /// This node as a peer address (`name@addr`).
+    pub fn peer_addr(&self) -> PeerAddr {
+        PeerAddr {
+            name: self.inner.ident.name.clone(),
+            addr: self.inner.ident.addr,
+        }
+    }
+
+    /// The node's options.
+    pub fn options(&self) -> &NodeOptions {
+        &self.inner.opts
+    }
+
+    /// The peers connected now, by name.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        lock(&self.inner.sessions)
+            .values()
+            .map(|s| PeerInfo {
+                name: s.peer.name.clone(),
+                incarnation: s.peer.incarnation,
+                addr: s.peer.addr,
+            })
+            .collect()
+    }
+
+    /// Connects to `peer` (and keeps reconnecting while it is known).
+    pub fn join(&self, peer: PeerAddr) {
+        lock(&self.inner.known).insert(peer.name.clone(), peer.addr);
+        self.inner.keep_connected(peer.name);
+    }
+
+    /// Waits until every node in `names` is connected.
+    pub async fn wait_for_peers(
+        &self,
+        names: &[&str],
+        timeout: Duration,
+    ) -> Result<(), ActorsError> {
+        let mut rx = self.inner.changes.subscribe();
+        let all = || {
+            let s = lock(&self.inner.sessions);
+            names.iter().all(|n| s.contains_key(*n))
+        };
+        tokio::time::timeout(timeout, async {
+            while !all() {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .map_err(|_| ActorsError::Timeout {
+            what: format!("connecting to {names:?}"),
+            node: self.name().to_string(),
+            after: timeout,
+        })
+    }
+
+    /// Registers an actor type that peers may spawn here by `type_name`. `make` builds
+    /// the actor; the spawn arguments travel encoded.
+    pub fn register_type<A, F>(&self, type_name: &str, make: F)
+    where
+        A: Actor,
+        A::Arguments: DeserializeOwned,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.inner.types.write().expect("types lock").insert(
+            type_name.to_string(),
+            Arc::new(TypedFactory {
+                make,
+                _a: PhantomData,
+            }),
+        );
+    }
+
+    /// Spawns an actor of registered type `type_name` on `node` (this node included).
+    pub async fn spawn_remote<M: Message, Args: Serialize>(
+        &self,
+        node: &str,
+        type_name: &str,
+        args: &Args,
+    ) -> Result<ActorRef<M>, ActorsError> {
+        self.spawn_inner(None, node, type_name, args).await
+    }
+
+    /// Spawns an actor of registered type `type_name` on `node`, linked to `supervisor`:
+    /// the supervisor gets the child's supervision events as for a local child, and a
+    /// termination whose reason satisfies [`is_node_down`] if the child's node goes down.
+    /// If the supervisor's node goes down, the child is stopped.
+    pub async fn spawn_remote_linked<M: Message, Args: Serialize>(
+        &self,
+        supervisor: ActorCell,
+        node: &str,
+        type_name: &str,
+        args: &Args,
+    ) -> Result<ActorRef<M>, ActorsError> {
+        self.spawn_inner(Some(supervisor), node, type_name, args)
+            .await
+    }
+
+    async fn spawn_inner<M: Message, Args: Serialize>(
+        &self,
+        supervisor: Option<ActorCell>,
+        node: &str,
+        type_name: &str,
+        args: &Args,
+    ) -> Result<ActorRef<M>, ActorsError> {
+        let spawn_err = |reason: String| ActorsError::Spawn {
+            type_name: type_name.to_string(),
+            node: node.to_string(),
+            reason,
+        };
+        let bytes = codec::encode(args).map_err(|e| spawn_err(e.to_string()))?;
+        let msg_type = std::any::type_name::<M>();
+        if node == self.name() {
+            let f = self.inner.factory(type_name, msg_type).map_err(spawn_err)?;
+            let cell = f.spawn(&bytes, supervisor).await.map_err(spawn_err)?;
+            return Ok(cell.into());
+        }
+        let session = self.inner.session(node)?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let linked = supervisor.is_some();
+        lock(&session.spawns).insert(
+            id,
+            PendingSpawn {
+                supervisor,
+                done: tx,
+            },
+        );
+        session.send(&Wire::Spawn {
+            id,
+            type_name: type_name.to_string(),
+            msg_type: msg_type.to_string(),
+            args: bytes,
+            linked,
+        })?;
+        let after = self.inner.opts.call_timeout;
+        match tokio::time::timeout(after, rx).await {
+            Ok(Ok(Ok(cell))) => Ok(cell.into()),
+            Ok(Ok(Err(reason))) => Err(spawn_err(reason)),
+            Ok(Err(_)) => Err(spawn_err(format!("node {node} went down"))),
+            Err(_) => {
+                lock(&session.spawns).remove(&id);
+                Err(ActorsError::Timeout {
+                    what: format!("spawn of {type_name:?}"),
+                    node: node.to_string(),
+                    after,
+                })
+            }
+        }
+    }
+
+    /// Registers a local actor under a cluster-wide `name`. The name is released when the
+    /// actor ends.
+    pub fn register<M: Message>(&self, name: &str, actor: &ActorRef<M>) -> Result<(), ActorsError> {
+        let id = actor.get_id();
+        if !id.is_local() {
+            return Err(ActorsError::Actor(format!(
+                "only local actors can be registered; {id} is remote"
+            )));
+        }
+        let entry = NameEntry {
+            node: self.name().to_string(),
+            pid: id.pid(),
+            msg_type: std::any::type_name::<M>().to_string(),
+        };
+        {
+            let mut names = lock(&self.inner.names);
+            if let Some(cur) = names.get(name) {
+                if cur.node != entry.node || cur.pid != entry.pid {
+                    return Err(ActorsError::NameTaken {
+                        name: name.to_string(),
+                        node: cur.node.clone(),
+                    });
+                }
+            }
+            if let Claim::Lost { holder } = names.claim(name, entry.clone()) {
+                return Err(ActorsError::NameTaken {
+                    name: name.to_string(),
+                    node: holder.node,
+                });
+            }
+        }
+        self.inner.broadcast(&Wire::Register {
+            name: name.to_string(),
+            pid: entry.pid,
+            msg_type: entry.msg_type,
+        });
+        if let Some(w) = self.inner.watcher.get() {
+            let _ = w.cast(WatcherMsg::Registered { pid: entry.pid });
+        }
+        Ok(())
+    }
+
+    /// Drops this node's registration of `name`.
+    pub fn unregister(&self, name: &str) {
+        if lock(&self.inner.names).release(name, self.name()) {
+            self.inner.broadcast(&Wire::Unregister {
+                name: name.to_string(),
+            });
+        }
+    }
+
+    /// Looks up a cluster-wide name from any node. A remote actor comes back as an
+    /// ordinary `ActorRef` whose messages travel to it.
+    pub async fn whereis<M: Message>(
+        &self,
+        name: &str,
+    ) -> Result<Option<ActorRef<M>>, ActorsError> {
+        let Some(e) = lock(&self.inner.names).get(name).cloned() else {
+            return Ok(None);
+        };
+        let expected = std::any::type_name::<M>();
+        if e.msg_type != expected {
+            return Err(ActorsError::TypeMismatch {
+                name: name.to_string(),
+                expected: expected.to_string(),
+                actual: e.msg_type,
+            });
+        }
+        if e.node == self.name() {
+            return Ok(ractor::registry::where_is_pid(ActorId::Local(e.pid)).map(Into::into));
+        }
+        let session = self.inner.session(&e.node)?;
+        let cell = session
+            .proxy(e.pid, None, true)
+            .await
+            .map_err(ActorsError::Actor)?;
+        Ok(Some(cell.into()))
+    }
+
+    /// Leaves the cluster: tells every peer, closes every link and stops the transport.
+    pub async fn leave(&self) {
+        let n = &self.inner;
+        if n.leaving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let sessions: Vec<_> = lock(&n.sessions).values().cloned().collect();
+        for s in sessions {
+            let _ = s.send(&Wire::Leave {
+                reason: "node leaving".into(),
+            });
+            n.session_down(&s, "this node is leaving");
+        }
+        n.transport.shutdown();
+        if let Some(w) = n.watcher.get() {
+            w.stop(None);
+        }
+        if let Some(h) = n.proxy_host.get() {
+            h.stop(None);
+        }
+        info!(node = %n.ident.name, "node left the cluster");
+    }
+}
+
+async fn heartbeats(node: std::sync::Weak<NodeInner>) {
+    let period = match node.upgrade() {
+        Some(n) => n.opts.heartbeat_interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(n) = node.upgrade() else { return };
+        if n.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = n.now();
+        let sessions: Vec<_> = lock(&n.sessions).values().cloned().collect();
+        for s in sessions {
+            let heard = Duration::from_micros(s.last_heard.load(Ordering::Relaxed));
+            let d = FailureDetector::new(heard, n.opts.node_down_timeout);
+            match d.check(now) {
+                Verdict::Alive => {
+                    let _ = s.send(&Wire::Heartbeat);
+                }
+                Verdict::Down { silent_for } => {
+                    let reason = format!(
+                        "no frame for {} ms (timeout {} ms)",
+                        silent_for.as_millis(),
+                        n.opts.node_down_timeout.as_millis()
+                    );
+                    s.close_link(&reason);
+                    n.session_down(&s, &reason);
+                }
+            }
+        }
+    }
+}
+
+impl NodeInner {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn session(&self, node: &str) -> Result<Arc<Session>, ActorsError> {
+        lock(&self.sessions)
+            .get(node)
+            .cloned()
+            .ok_or_else(|| ActorsError::NotConnected(node.to_string()))
+    }
+
+    fn factory(&self, type_name: &str, msg_type: &str) -> Result<Arc<dyn Factory>, String> {
+        let f = self
+            .types
+            .read()
+            .expect("types lock")
+            .get(type_name)
+            .cloned()
+            .ok_or_else(|| format!("node {} has no actor type {type_name:?}", self.ident.name))?;
+        if f.msg_type() != msg_type {
+            return Err(format!(
+                "actor type {type_name:?} handles {}, not {msg_type}",
+                f.msg_type()
+            ));
+        }
+        Ok(f)
+    }
+
+    fn broadcast(&self, w: &Wire) {
+        for s in lock(&self.sessions).values() {
+            let _ = s.send(w);
+        }
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn release_local_pid(&self, pid: u64) {
+        let names = lock(&self.names).release_pid(&self.ident.name, pid);
+        for name in names {
+            self.broadcast(&Wire::Unregister { name });
+        }
+    }
+
+    /// Keeps dialing `name` (with backoff) until a session with it exists.
+    fn keep_connected(self: &Arc<Self>, name: String) {
+        if !lock(&self.dialing).insert(name.clone()) {
+            return;
+        }
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let Some(n) = node.upgrade() else { return };
+                let addr = lock(&n.known).get(&name).copied();
+                let done = n.leaving.load(Ordering::SeqCst)
+                    || lock(&n.sessions).contains_key(&name)
+                    || addr.is_none();
+                let Some(addr) = addr.filter(|_| !done) else {
+                    lock(&n.dialing).remove(&name);
+                    return;
+                };
+                let dial = n.transport.dial(PeerAddr {
+                    name: name.clone(),
+                    addr,
+                });
+                drop(n);
+                match dial.await {
+                    Ok(link) => {
+                        if let Some(n) = node.upgrade() {
+                            lock(&n.dialing).remove(&name);
+                            n.install(link);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(peer = %name, "dial failed: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+    }
+
+    fn install(self: &Arc<Self>, link: Link) {
+        let Link {
+            peer,
+            outbound,
+            tx,
+            rx,
+        } = link;
+        if self.leaving.load(Ordering::SeqCst) {
+            tx.close("node leaving");
+            return;
+        }
+        let link_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let my_id = plexus_net::node_id(&self.ident.name);
+        let peer_id = plexus_net::node_id(&peer.name);
+        let mut sessions = lock(&self.sessions);
+        if let Some(cur) = sessions.get(&peer.name).cloned() {
+            if cur.peer.incarnation == peer.incarnation {
+                // A dial race: both keep the connection dialed by the lower node id.
+                let dialer = |out: bool| if out { my_id } else { peer_id };
+                if dialer(outbound) < dialer(cur.outbound()) {
+                    cur.swap_link(link_id, outbound, tx);
+                    drop(sessions);
+                    tokio::spawn(reader(self.clone(), cur, link_id, rx));
+                } else {
+                    tx.close("duplicate connection");
+                }
+                return;
+            }
+            if peer.incarnation < cur.peer.incarnation {
+                tx.close("stale incarnation");
+                return;
+            }
+            sessions.remove(&peer.name);
+            drop(sessions);
+            let reason = format!("restarted as incarnation {}", peer.incarnation);
+            cur.close_link(&reason);
+            self.session_down(&cur, &reason);
+            sessions = lock(&self.sessions);
+        }
+        let host = self.proxy_host.get().expect("proxy host started").clone();
+        let s = Arc::new(Session::new(
+            peer.clone(),
+            link_id,
+            outbound,
+            tx,
+            self.now().as_micros() as u64,
+            host,
+        ));
+        sessions.insert(peer.name.clone(), s.clone());
+        let peers: Vec<(String, SocketAddr)> = sessions
+            .values()
+            .map(|x| (x.peer.name.clone(), x.peer.addr))
+            .collect();
+        drop(sessions);
+        lock(&self.known).insert(peer.name.clone(), peer.addr);
+        info!(node = %self.ident.name, peer = %peer.name, incarnation = peer.incarnation, "peer up");
+        let _ = s.send(&Wire::Peers { peers });
+        for (name, e) in lock(&self.names).held_by(&self.ident.name) {
+            let _ = s.send(&Wire::Register {
+                name,
+                pid: e.pid,
+                msg_type: e.msg_type,
+            });
+        }
+        tokio::spawn(reader(self.clone(), s, link_id, rx));
+        self.bump();
+    }
+
+    /// The peer of `s` is gone (down, cut off, restarted or left).
+    fn session_down(self: &Arc<Self>, s: &Arc<Session>, reason: &str) {
+        if !s.kill() {
+            return;
+        }
+        {
+            let mut sessions = lock(&self.sessions);
+            if sessions
+                .get(&s.peer.name)
+                .is_some_and(|c| Arc::ptr_eq(c, s))
+            {
+                sessions.remove(&s.peer.name);
+            }
+        }
+        warn!(node = %self.ident.name, peer = %s.peer.name, "peer down: {reason}");
+        let who = format!("{} (incarnation {})", s.peer.name, s.peer.incarnation);
+        s.fail_all(
+            &format!("{NODE_DOWN} {who}: {reason}"),
+            &format!("{PARENT_NODE_DOWN} {who}: {reason}"),
+        );
+        lock(&self.names).release_node(&s.peer.name);
+        self.bump();
+        if !self.leaving.load(Ordering::SeqCst) && lock(&self.known).contains_key(&s.peer.name) {
+            self.keep_connected(s.peer.name.clone());
+        }
+    }
+
+    fn link_lost(self: &Arc<Self>, s: &Arc<Session>, link_id: u64, reason: &str) {
+        if s.link_id() != link_id || reason.contains("duplicate connection") {
+            return; // a superseded duplicate; the session lives on its other link
+        }
+        self.session_down(s, reason);
+    }
+
+    async fn dispatch(self: &Arc<Self>, s: &Arc<Session>, msg: Wire) {
+        match msg {
+            Wire::Heartbeat => {}
+            Wire::Cast { to, body } => match ractor::registry::where_is_pid(ActorId::Local(to)) {
+                Some(c) => {
+                    let _ = c.send_serialized(crate::private::cast(body));
+                }
+                None => {
+                    let _ = s.send(&Wire::Down {
+                        pid: to,
+                        reason: DownReason::NoProc,
+                    });
+                }
+            },
+            Wire::Call { to, id, body } => {
+                let Some(c) = ractor::registry::where_is_pid(ActorId::Local(to)) else {
+                    let _ = s.send(&Wire::Reply {
+                        id,
+                        body: Err(format!("no actor {to} on node {}", self.ident.name)),
+                    });
+                    return;
+                };
+                let (tx, rx) = ractor::concurrency::oneshot::<Vec<u8>>();
+                let m = ractor::message::SerializedMessage::Call {
+                    variant: String::new(),
+                    args: body,
+                    reply: tx.into(),
+                    metadata: None,
+                };
+                if c.send_serialized(m).is_err() {
+                    let _ = s.send(&Wire::Reply {
+                        id,
+                        body: Err("actor stopped".into()),
+                    });
+                    return;
+                }
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let body = rx
+                        .await
+                        .map(serde_bytes::ByteBuf::from)
+                        .map_err(|_| "the actor dropped the call".to_string());
+                    let _ = s.send(&Wire::Reply { id, body });
+                });
+            }
+            Wire::Reply { id, body } => s.reply(id, body.map(|b| b.into_vec())),
+            Wire::Spawn {
+                id,
+                type_name,
+                msg_type,
+                args,
+                linked,
+            } => {
+                let node = self.clone();
+                let s = s.clone();
+                tokio::spawn(async move {
+                    node.spawn_for_peer(&s, id, &type_name, &msg_type, &args, linked)
+                        .await
+                });
+            }
+            Wire::Spawned { id, result } => {
+                let Some(p) = lock(&s.spawns).remove(&id) else {
+                    // Its requester gave up waiting: do not leave an orphan behind.
+                    if let Ok(pid) = result {
+                        let _ = s.send(&Wire::Stop {
+                            pid,
+                            reason: Some("spawn request timed out".into()),
+                        });
+                    }
+                    return;
+                };
+                let r = match result {
+                    Ok(pid) => s.proxy(pid, p.supervisor, false).await,
+                    Err(e) => Err(e),
+                };
+                let _ = p.done.send(r);
+            }
+            Wire::Watch { pid } => {
+                if let Some(w) = self.watcher.get() {
+                    let _ = w.cast(WatcherMsg::Watch {
+                        pid,
+                        session: s.clone(),
+                    });
+                }
+            }
+            Wire::Down { pid, reason } => s.remote_down(pid, reason),
+            Wire::Stop { pid, reason } => {
+                lock(&s.linked_children).remove(&pid);
+                if let Some(c) = ractor::registry::where_is_pid(ActorId::Local(pid)) {
+                    c.stop(reason);
+                }
+            }
+            Wire::Register {
+                name,
+                pid,
+                msg_type,
+            } => {
+                let e = NameEntry {
+                    node: s.peer.name.clone(),
+                    pid,
+                    msg_type,
+                };
+                if let Claim::Lost { holder } = lock(&self.names).claim(&name, e) {
+                    debug!(%name, holder = %holder.node, peer = %s.peer.name, "name claim lost");
+                }
+            }
+            Wire::Unregister { name } => {
+                lock(&self.names).release(&name, &s.peer.name);
+            }
+            Wire::Peers { peers } => {
+                for (name, addr) in peers {
+                    if name == self.ident.name {
+                        continue;
+                    }
+                    let new = lock(&self.known).insert(name.clone(), addr).is_none();
+                    if new && !lock(&self.sessions).contains_key(&name) {
+                        self.keep_connected(name);
+                    }
+                }
+            }
+            Wire::Leave { reason } => {
+                lock(&self.known).remove(&s.peer.name);
+                let r = format!("left the cluster ({reason})");
+                s.close_link(&r);
+                self.session_down(s, &r);
+            }
+        }
+    }
+
+    async fn spawn_for_peer(
+        &self,
+        s: &Arc<Session>,
+        id: u64,
+        type_name: &str,
+        msg_type: &str,
+        args: &[u8],
+        linked: bool,
+    ) {
+        let res = match self.factory(type_name, msg_type) {
+            Ok(f) => f.spawn(args, None).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(cell) => {
+                let pid = cell.get_id().pid();
+                if linked {
+                    lock(&s.linked_children).insert(pid);
+                }
+                let _ = s.send(&Wire::Spawned {
+                    id,
+                    result: Ok(pid),
+                });
+                if let Some(w) = self.watcher.get() {
+                    let _ = w.cast(WatcherMsg::Watch {
+                        pid,
+                        session: s.clone(),
+                    });
+                }
+            }
+            Err(e) => {
+                let _ = s.send(&Wire::Spawned { id, result: Err(e) });
+            }
+        }
+    }
+}
+
+async fn reader(node: Arc<NodeInner>, s: Arc<Session>, link_id: u64, mut rx: FrameReceiver) {
+    let peer = s.peer.name.clone();
+    let reason = loop {
+        match rx.next().await {
+            Ok(Some(frame)) => {
+                s.last_heard
+                    .store(node.now().as_micros() as u64, Ordering::Relaxed);
+                match codec::decode::<Wire>(&frame) {
+                    Ok(m) => node.dispatch(&s, m).await,
+                    Err(e) => {
+                        let r = format!("undecodable frame from {peer}: {e}");
+                        warn!(node = %node.ident.name, "closing connection: {r}");
+                        if s.link_id() == link_id {
+                            s.close_link(&r);
+                        }
+                        break r;
+                    }
+                }
+            }
+            Ok(None) => break "connection ended".to_string(),
+            Err(NetError::Closed(r)) => break format!("connection closed: {r}"),
+            Err(e) => {
+                let r = format!("bad stream from {peer}: {e}");
+                warn!(node = %node.ident.name, "closing connection: {r}");
+                if s.link_id() == link_id {
+                    s.close_link(&r);
+                }
+                break r;
+            }
+        }
+    };
+    node.link_lost(&s, link_id, &reason);
+}

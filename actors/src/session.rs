@@ -1,0 +1,241 @@
+//! A session: this node's state about one connected peer incarnation — its link, pending
+//! calls and spawns, the proxies standing in for its actors, and the local actors linked
+//! to parents on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ractor::concurrency::OneshotSender;
+use ractor::{ActorCell, ActorId, RpcReplyPort};
+
+use plexus_net::{FrameSender, Hello, NetError};
+
+use crate::proxy::{ProxyArgs, RemoteProxy, FAIL_VARIANT};
+use crate::wire::{DownReason, Wire};
+
+/// A spawn request waiting for its answer.
+pub(crate) struct PendingSpawn {
+    pub supervisor: Option<ActorCell>,
+    pub done: OneshotSender<Result<ActorCell, String>>,
+}
+
+struct ProxyEntry {
+    cell: ActorCell,
+    gone: Arc<AtomicBool>,
+    linked: bool,
+}
+
+struct LinkSlot {
+    id: u64,
+    outbound: bool,
+    tx: FrameSender,
+}
+
+pub(crate) struct Session {
+    pub peer: Hello,
+    pub peer_id: u64,
+    link: RwLock<LinkSlot>,
+    alive: AtomicBool,
+    /// Microseconds since the node's start when the last frame arrived.
+    pub last_heard: AtomicU64,
+    next_call: AtomicU64,
+    calls: Mutex<BTreeMap<u64, RpcReplyPort<Vec<u8>>>>,
+    pub spawns: Mutex<BTreeMap<u64, PendingSpawn>>,
+    proxies: Mutex<BTreeMap<u64, Vec<ProxyEntry>>>,
+    pub linked_children: Mutex<BTreeSet<u64>>,
+    proxy_host: ActorCell,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("session lock")
+}
+
+impl Session {
+    pub fn new(
+        peer: Hello,
+        link_id: u64,
+        outbound: bool,
+        tx: FrameSender,
+        now_us: u64,
+        proxy_host: ActorCell,
+    ) -> Self {
+        Session {
+            peer_id: plexus_net::node_id(&peer.name),
+            peer,
+            link: RwLock::new(LinkSlot {
+                id: link_id,
+                outbound,
+                tx,
+            }),
+            alive: AtomicBool::new(true),
+            last_heard: AtomicU64::new(now_us),
+            next_call: AtomicU64::new(1),
+            calls: Mutex::new(BTreeMap::new()),
+            spawns: Mutex::new(BTreeMap::new()),
+            proxies: Mutex::new(BTreeMap::new()),
+            linked_children: Mutex::new(BTreeSet::new()),
+            proxy_host,
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Marks the session dead; true for the caller that did it.
+    pub fn kill(&self) -> bool {
+        self.alive.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn link_id(&self) -> u64 {
+        self.link.read().expect("link lock").id
+    }
+
+    pub fn outbound(&self) -> bool {
+        self.link.read().expect("link lock").outbound
+    }
+
+    /// Replaces the link (a duplicate connection won the dial race); closes the old one.
+    pub fn swap_link(&self, id: u64, outbound: bool, tx: FrameSender) {
+        let old = std::mem::replace(
+            &mut *self.link.write().expect("link lock"),
+            LinkSlot { id, outbound, tx },
+        );
+        old.tx.close("duplicate connection");
+    }
+
+    pub fn close_link(&self, reason: &str) {
+        self.link.read().expect("link lock").tx.close(reason);
+    }
+
+    pub fn send(&self, w: &Wire) -> Result<(), NetError> {
+        self.link.read().expect("link lock").tx.send(w)
+    }
+
+    /// Waits while the link's send queue is over its high-water mark.
+    pub async fn ready(&self) {
+        let tx = self.link.read().expect("link lock").tx.clone();
+        tx.ready().await;
+    }
+
+    pub fn call(&self, pid: u64, body: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) {
+        if !self.is_alive() {
+            return; // dropping the port fails the call at once
+        }
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        lock(&self.calls).insert(id, reply);
+        if self.send(&Wire::Call { to: pid, id, body }).is_err() {
+            lock(&self.calls).remove(&id);
+        }
+    }
+
+    pub fn reply(&self, id: u64, body: Result<Vec<u8>, String>) {
+        if let Some(port) = lock(&self.calls).remove(&id) {
+            if let Ok(b) = body {
+                let _ = port.send(b);
+            }
+        }
+    }
+
+    /// A proxy for the peer's actor `pid`: linked to `supervisor`, or else the shared
+    /// unlinked one. New unlinked proxies ask the peer to report the actor's end.
+    pub async fn proxy(
+        self: &Arc<Self>,
+        pid: u64,
+        supervisor: Option<ActorCell>,
+        watch: bool,
+    ) -> Result<ActorCell, String> {
+        let linked = supervisor.is_some();
+        if !linked {
+            if let Some(e) = lock(&self.proxies)
+                .get(&pid)
+                .and_then(|v| v.iter().find(|e| !e.linked))
+            {
+                return Ok(e.cell.clone());
+            }
+        }
+        if !self.is_alive() {
+            return Err(format!("node {} is down", self.peer.name));
+        }
+        let gone = Arc::new(AtomicBool::new(false));
+        let args = ProxyArgs {
+            session: self.clone(),
+            pid,
+            gone: gone.clone(),
+        };
+        let id = ActorId::Remote {
+            node_id: self.peer_id,
+            pid,
+        };
+        let sup = supervisor.unwrap_or_else(|| self.proxy_host.clone());
+        let (r, _) = ractor::ActorRuntime::spawn_linked_remote(None, RemoteProxy, id, args, sup)
+            .await
+            .map_err(|e| e.to_string())?;
+        let cell = r.get_cell();
+        lock(&self.proxies)
+            .entry(pid)
+            .or_default()
+            .push(ProxyEntry {
+                cell: cell.clone(),
+                gone,
+                linked,
+            });
+        if watch {
+            let _ = self.send(&Wire::Watch { pid });
+        }
+        Ok(cell)
+    }
+
+    /// Drops a stopped proxy from the table.
+    /// (All proxies of one remote actor share its id; an entry is known by its flag.)
+    pub fn forget_proxy(&self, pid: u64, gone: &Arc<AtomicBool>) {
+        let mut p = lock(&self.proxies);
+        if let Some(v) = p.get_mut(&pid) {
+            v.retain(|e| !Arc::ptr_eq(&e.gone, gone));
+            if v.is_empty() {
+                p.remove(&pid);
+            }
+        }
+    }
+
+    /// The peer's actor `pid` ended: end every proxy of it the same way.
+    pub fn remote_down(&self, pid: u64, reason: DownReason) {
+        let entries = lock(&self.proxies).remove(&pid).unwrap_or_default();
+        for e in entries {
+            e.gone.store(true, Ordering::SeqCst);
+            match &reason {
+                DownReason::Failed(text) => {
+                    let _ = e
+                        .cell
+                        .send_serialized(ractor::message::SerializedMessage::Cast {
+                            variant: FAIL_VARIANT.to_string(),
+                            args: text.clone().into_bytes(),
+                            metadata: None,
+                        });
+                }
+                DownReason::Terminated(r) => e.cell.stop(r.clone()),
+                DownReason::NoProc => e.cell.stop(Some("noproc".into())),
+            }
+        }
+    }
+
+    /// The peer is gone: fail every call and spawn, stop every proxy with `reason`, and
+    /// stop the local actors linked to parents there.
+    pub fn fail_all(&self, proxy_reason: &str, child_reason: &str) {
+        lock(&self.calls).clear();
+        for (_, p) in std::mem::take(&mut *lock(&self.spawns)) {
+            let _ = p.done.send(Err(proxy_reason.to_string()));
+        }
+        let all = std::mem::take(&mut *lock(&self.proxies));
+        for e in all.into_values().flatten() {
+            e.gone.store(true, Ordering::SeqCst);
+            e.cell.stop(Some(proxy_reason.to_string()));
+        }
+        for pid in std::mem::take(&mut *lock(&self.linked_children)) {
+            if let Some(c) = ractor::registry::where_is_pid(ActorId::Local(pid)) {
+                c.stop(Some(child_reason.to_string()));
+            }
+        }
+    }
+}
