@@ -35,6 +35,55 @@ pub enum Command {
     /// Create the cluster CA and node certificates for mutual TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Run a bare node: join its peers and host remote actors until SIGINT/SIGTERM.
+    Node(NodeArgs),
+}
+
+/// Settings flags shared by every role; they override the file and `PLEXUS_*` variables.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// TOML settings file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Node name (must match its certificate).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// QUIC listen address, e.g. 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Peer to join, NAME@HOST:PORT (repeatable; replaces the file's list).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// Directory for the node's state.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Development TLS: create a CA and certificate under the state dir if none is given.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+impl NodeArgs {
+    /// Loads and validates the node settings from all layers.
+    pub fn settings(&self) -> anyhow::Result<plexus_config::NodeSettings> {
+        use plexus_config::Override;
+        let mut o: Vec<(&str, Override)> = Vec::new();
+        if let Some(n) = &self.name {
+            o.push(("name", n.as_str().into()));
+        }
+        if let Some(l) = &self.listen {
+            o.push(("listen", l.as_str().into()));
+        }
+        if !self.peers.is_empty() {
+            o.push(("peers", Override::Many(self.peers.clone())));
+        }
+        if let Some(d) = &self.state_dir {
+            o.push(("state_dir", d.display().to_string().into()));
+        }
+        if self.dev {
+            o.push(("tls.dev", "true".into()));
+        }
+        Ok(plexus_config::load_node(self.config.as_deref(), &o)?)
+    }
 }
 
 /// `plexus certs ...`
@@ -65,6 +114,7 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         .with_context(|| format!("bad --log filter {filter:?}"))?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -73,9 +123,36 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r?; Ok("SIGINT") }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let node = plexus_actors::Node::start(&settings)
+        .await
+        .context("starting the node")?;
+    plexus::builtin::install(&node).await?;
+    let sig = wait_for_signal().await?;
+    tracing::info!("{sig}: leaving the cluster");
+    node.leave().await;
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
+        Command::Node(args) => runtime()?.block_on(run_node(args))?,
         Command::Certs(CertsCommand::Init { dir, cluster }) => {
             let p = plexus_net::tls::init_ca(&dir, &cluster)?;
             println!("created cluster CA {}", p.display());

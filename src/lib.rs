@@ -8,3 +8,5 @@ pub use plexus_actors as actors;
 pub use plexus_config as config;
 pub use plexus_kernel as kernel;
 pub use plexus_net as net;
+
+pub mod builtin;

@@ -53,7 +53,7 @@ impl std::str::FromStr for PeerAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, addr) = s
             .split_once('@')
-            .ok_or_else(|| "expected NAME@HOST:PORT".to_string())?;
+            .ok_or_else(|| format!("{s:?} is not NAME@HOST:PORT"))?;
         validate_node_name(name)?;
         let addr = addr
             .parse()
@@ -243,6 +243,27 @@ impl NodeSettings {
     }
 }
 
+/// A value given on the command line for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Override {
+    /// A single value (parsed like the TOML value would be).
+    One(String),
+    /// A list value.
+    Many(Vec<String>),
+}
+
+impl From<String> for Override {
+    fn from(s: String) -> Self {
+        Override::One(s)
+    }
+}
+
+impl From<&str> for Override {
+    fn from(s: &str) -> Self {
+        Override::One(s.to_string())
+    }
+}
+
 /// Builds settings of type `T` from the four layers and validates nothing: callers validate.
 ///
 /// * `file`: optional TOML file; a missing file given explicitly is an error.
@@ -251,7 +272,7 @@ impl NodeSettings {
 pub fn load_layered<T>(
     file: Option<&Path>,
     env_prefix: &str,
-    overrides: &[(&str, String)],
+    overrides: &[(&str, Override)],
 ) -> Result<T, ConfigError>
 where
     T: Serialize + serde::de::DeserializeOwned + Default,
@@ -277,7 +298,10 @@ where
             .try_parsing(true),
     );
     for (k, v) in overrides {
-        b = b.set_override(*k, v.as_str())?;
+        b = match v {
+            Override::One(v) => b.set_override(*k, v.as_str())?,
+            Override::Many(vs) => b.set_override(*k, vs.clone())?,
+        };
     }
     Ok(b.build()?.try_deserialize()?)
 }
@@ -285,7 +309,7 @@ where
 /// Loads and validates [`NodeSettings`] from all layers.
 pub fn load_node(
     file: Option<&Path>,
-    overrides: &[(&str, String)],
+    overrides: &[(&str, Override)],
 ) -> Result<NodeSettings, ConfigError> {
     let s: NodeSettings = load_layered(file, "PLEXUS", overrides)?;
     s.validate()?;
@@ -303,7 +327,7 @@ mod tests {
         f
     }
 
-    fn dev() -> Vec<(&'static str, String)> {
+    fn dev() -> Vec<(&'static str, Override)> {
         vec![("tls.dev", "true".into())]
     }
 
@@ -315,11 +339,15 @@ mod tests {
         );
         let mut o = dev();
         o.push(("listen", "127.0.0.9:7100".into()));
+        o.push((
+            "peers",
+            Override::Many(vec!["gamma@127.0.0.4:1".into(), "delta@127.0.0.5:2".into()]),
+        ));
         let s = load_node(Some(f.path()), &o).unwrap();
         assert_eq!(s.name, "alpha");
         assert_eq!(s.listen, "127.0.0.9:7100".parse().unwrap());
         assert_eq!(s.heartbeat_interval, Duration::from_millis(100));
-        assert_eq!(s.peers[0].name, "beta");
+        assert_eq!(s.peers[1].name, "delta", "flags replace the file's peers");
         assert_eq!(s.node_down_timeout, Duration::from_secs(2));
     }
 

@@ -187,13 +187,17 @@ fn closed_reason(e: &quinn::ConnectionError) -> String {
 }
 
 impl ChunkSource for QuicChunks {
+    // The writer always closes the connection after finishing its stream: report the
+    // close reason rather than a bare end of stream.
+    fn end_reason(&mut self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move { Some(closed_reason(&self.conn.closed().await)) })
+    }
+
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, NetError>> {
         Box::pin(async move {
             match self.recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(c)) => Ok(Some(c.bytes)),
-                // The writer always closes the connection after finishing its stream:
-                // report the close reason rather than a bare end of stream.
-                Ok(None) => Err(NetError::Closed(closed_reason(&self.conn.closed().await))),
+                Ok(None) => Ok(None),
                 Err(quinn::ReadError::ConnectionLost(e)) => {
                     Err(NetError::Closed(closed_reason(&e)))
                 }

@@ -308,8 +308,13 @@ impl SendQueue {
 
 /// A source of byte chunks (a QUIC receive stream, a simulated pipe).
 pub trait ChunkSource: Send + 'static {
-    /// The next chunk; `Ok(None)` at a clean end of stream.
+    /// The next chunk; `Ok(None)` at the end of the stream.
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, NetError>>;
+
+    /// After the end of the stream: why the connection closed, if the source can tell.
+    fn end_reason(&mut self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The receiving half of a link: splits the peer's byte stream into frames.
@@ -343,7 +348,12 @@ impl FrameReceiver {
                         self.buf.extend_from_slice(&c);
                     }
                 }
-                None if self.buf.is_empty() => return Ok(None),
+                None if self.buf.is_empty() => {
+                    return match self.src.end_reason().await {
+                        Some(r) => Err(NetError::Closed(r)),
+                        None => Ok(None),
+                    }
+                }
                 None => return Err(NetError::Truncated(self.buf.len())),
             }
         }
