@@ -37,6 +37,17 @@ pub enum Command {
     Certs(CertsCommand),
     /// Run a bare node: join its peers and host remote actors until SIGINT/SIGTERM.
     Node(NodeArgs),
+    /// Benchmarks, one figure per printed line (`plexus <figure> key=value ...`).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `plexus bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Remote call RTT, cast throughput and remote spawn latency between two processes on
+    /// loopback (this one and a `plexus node` it starts), and local ractor baselines.
+    Remote(crate::bench::remote::RemoteOpts),
 }
 
 /// Settings flags shared by every role; they override the file and `PLEXUS_*` variables.
@@ -153,6 +164,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
         Command::Node(args) => runtime()?.block_on(run_node(args))?,
+        Command::Bench(BenchCommand::Remote(o)) => {
+            runtime()?.block_on(crate::bench::remote::run(o))?
+        }
         Command::Certs(CertsCommand::Init { dir, cluster }) => {
             let p = plexus_net::tls::init_ca(&dir, &cluster)?;
             println!("created cluster CA {}", p.display());

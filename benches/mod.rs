@@ -1,0 +1,4 @@
+//! Benchmarks behind `plexus bench`; each prints one figure per line in the shape
+//! `plexus <figure> key=value ...`, comparable line by line with `../shared/peers/*/run.sh`.
+
+pub mod remote;
