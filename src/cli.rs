@@ -142,8 +142,7 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
     }
 }
 
-async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+async fn run_node(settings: plexus_config::NodeSettings) -> anyhow::Result<()> {
     let node = plexus_actors::Node::start(&settings)
         .await
         .context("starting the node")?;
@@ -154,18 +153,30 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+/// The runtime a node's `worker_threads` setting asks for.
+pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    Ok(b.enable_all().build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
-        Command::Node(args) => runtime()?.block_on(run_node(args))?,
+        Command::Node(args) => {
+            let settings = args.settings()?;
+            runtime(settings.worker_threads)?.block_on(run_node(settings))?
+        }
         Command::Bench(BenchCommand::Remote(o)) => {
-            runtime()?.block_on(crate::bench::remote::run(o))?
+            let threads = plexus_config::NodeSettings::default().worker_threads;
+            runtime(threads)?.block_on(crate::bench::remote::run(o))?
         }
         Command::Certs(CertsCommand::Init { dir, cluster }) => {
             let p = plexus_net::tls::init_ca(&dir, &cluster)?;

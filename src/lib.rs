@@ -4,6 +4,8 @@
 //! [`config`] (typed settings), [`net`] (wire codec, QUIC, simulated network),
 //! [`actors`] (distributed ractor), [`kernel`] (the datacenter OS).
 
+#![warn(missing_docs)]
+
 pub use plexus_actors as actors;
 pub use plexus_config as config;
 pub use plexus_kernel as kernel;

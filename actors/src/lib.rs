@@ -8,6 +8,8 @@
 //! cut off, it receives `ActorTerminated` with a reason for which [`is_node_down`] holds.
 //! Monitors (`ActorCell::monitor`) work on remote actors the same way.
 
+#![warn(missing_docs)]
+
 extern crate self as plexus_actors;
 
 pub mod detector;

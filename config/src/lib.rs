@@ -6,6 +6,8 @@
 //! (`peers`) take comma-separated values there. After loading, every value is validated;
 //! an error names the offending key and value.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,6 +141,9 @@ pub struct NodeSettings {
     pub node_down_timeout: Duration,
     /// Directory for this node's persistent state.
     pub state_dir: PathBuf,
+    /// Runtime threads: 1 runs the node on one thread (lowest message latency, like one
+    /// Erlang scheduler), N > 1 on N worker threads, 0 on one worker per core.
+    pub worker_threads: usize,
 }
 
 impl Default for NodeSettings {
@@ -154,6 +159,7 @@ impl Default for NodeSettings {
             heartbeat_interval: Duration::from_millis(250),
             node_down_timeout: Duration::from_secs(2),
             state_dir: PathBuf::from("/var/lib/plexus"),
+            worker_threads: 1,
         }
     }
 }
@@ -197,6 +203,13 @@ impl NodeSettings {
                 "node_down_timeout",
                 ms(self.node_down_timeout),
                 "must be at least twice heartbeat_interval",
+            ));
+        }
+        if self.worker_threads > 1024 {
+            return Err(bad(
+                "worker_threads",
+                self.worker_threads.to_string(),
+                "must be at most 1024 (0 means one per core)",
             ));
         }
         if let Some(p) = self.peers.iter().find(|p| p.name == self.name) {

@@ -6,6 +6,8 @@
 //! - [`tls`]: the cluster CA and node certificates.
 //! - [`sim`]: an in-memory network with seeded faults for simulations.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod quic;
 pub mod sim;

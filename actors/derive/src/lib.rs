@@ -5,6 +5,8 @@
 //! `ActorRef` to a remote actor of that message type can `cast` and `call` like a local one.
 //! A field of type `RpcReplyPort<T>` makes that variant a call whose reply `T` travels back.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
