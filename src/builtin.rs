@@ -200,6 +200,8 @@ pub enum KeeperMsg {
     Status(RpcReplyPort<KeeperStatus>),
     /// Calls the child (`Echo`) and answers its reply.
     CallChild(String, RpcReplyPort<Result<String, String>>),
+    /// Tries again to start the child (sent to itself while no candidate is up).
+    Retry,
 }
 
 /// A supervisor that keeps one [`Echo`] child running on one of its candidate nodes:
@@ -256,8 +258,9 @@ impl Keeper {
         st.status.child_node = None;
         st.status.events.push(KeeperEvent {
             unix_ms: unix_ms(),
-            what: "no candidate node available".into(),
+            what: "no candidate node available; retrying".into(),
         });
+        me.send_after(Duration::from_millis(200), || KeeperMsg::Retry);
     }
 }
 
@@ -289,13 +292,18 @@ impl Actor for Keeper {
 
     async fn handle(
         &self,
-        _: ActorRef<KeeperMsg>,
+        me: ActorRef<KeeperMsg>,
         msg: KeeperMsg,
         st: &mut KeeperState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             KeeperMsg::Status(r) => {
                 let _ = r.send(st.status.clone());
+            }
+            KeeperMsg::Retry => {
+                if st.child.is_none() {
+                    self.start_child(&me, st, None).await;
+                }
             }
             KeeperMsg::CallChild(text, r) => {
                 let res = match &st.child {

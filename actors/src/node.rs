@@ -692,6 +692,13 @@ impl NodeInner {
             .values()
             .map(|x| (x.peer.name.clone(), x.peer.addr))
             .collect();
+        // Tell the others about the newcomer, so the whole cluster meshes promptly.
+        let newcomer = Wire::Peers {
+            peers: vec![(peer.name.clone(), peer.addr)],
+        };
+        for other in sessions.values().filter(|x| x.peer.name != peer.name) {
+            let _ = other.send(&newcomer);
+        }
         drop(sessions);
         lock(&self.known).insert(peer.name.clone(), peer.addr);
         info!(node = %self.ident.name, peer = %peer.name, incarnation = peer.incarnation, "peer up");

@@ -17,6 +17,10 @@ use crate::transport::{
     LocalIdentity, NetError, PeerAddr, SendQueue, Transport, HANDSHAKE_TIMEOUT,
 };
 
+/// How long a dial waits for the QUIC handshake. UDP gives no refusal when nothing
+/// listens, so this bounds a dial to a node that is not up (yet); callers retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Application error code used when plexus closes a connection on purpose.
 const CLOSE_CODE: u32 = 1;
 
@@ -227,7 +231,7 @@ impl Transport for QuicTransport {
             let connecting = endpoint
                 .connect(peer.addr, &peer.name)
                 .map_err(|e| err(e.to_string()))?;
-            let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
                 .map_err(|_| err("timed out".into()))?
                 .map_err(|e| err(e.to_string()))?;
