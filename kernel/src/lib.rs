@@ -1,5 +1,12 @@
 //! plexus-kernel: the datacenter operating system — master, agents, frameworks and tasks
 //! as actors, the allocator, the containerizer, status updates and the operator HTTP API.
 //!
-//! The kernel is built on [`plexus_actors`](../plexus_actors/index.html) nodes; it knows
-//! nothing of sockets or QUIC.
+//! The deciding cores are plain types with no I/O: [`resources`], [`task`] (the task
+//! state machine) and [`status`] (the at-least-once status-update stream). The kernel
+//! is built on `plexus_actors` nodes; it knows nothing of sockets or QUIC.
+
+#![warn(missing_docs)]
+
+pub mod resources;
+pub mod status;
+pub mod task;
