@@ -1,4 +1,5 @@
 //! Benchmarks behind `plexus bench`; each prints one figure per line in the shape
 //! `plexus <figure> key=value ...`, comparable line by line with `../shared/peers/*/run.sh`.
 
+pub mod allocator;
 pub mod remote;

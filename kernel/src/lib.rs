@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod resources;
 pub mod status;
 pub mod task;

@@ -1,0 +1,695 @@
+//! The allocator: a sans-IO core deciding which framework is offered which agent's free
+//! resources, by weighted Dominant Resource Fairness over roles, then over the frameworks
+//! of a role (Mesos's hierarchical DRF).
+//!
+//! The master feeds it events (agents and frameworks coming and going, resources
+//! recovered from declines and finished tasks, suppress/revive, weights, quotas) and calls
+//! [`Allocator::allocate`] with the current time; it returns allocations (offers to make).
+//! Offered resources count as allocated until recovered. A decline may install a filter:
+//! that agent is not offered to that framework again before it expires.
+//!
+//! Ordering is indexed, not scanned: roles and frameworks sit in ordered sets keyed by
+//! weighted dominant share, so each agent costs a few ordered-set operations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::resources::{Resources, RoleResources, ANY_ROLE};
+
+type Ix = u32;
+
+/// Smallest free resources worth offering (Mesos's defaults: 0.01 cpus or 32 MB).
+const MIN_CPUS_MILLI: u64 = 10;
+const MIN_MEM_MB: u64 = 32;
+
+fn offerable(r: &Resources) -> bool {
+    r.cpus_milli >= MIN_CPUS_MILLI || r.mem_mb >= MIN_MEM_MB
+}
+
+/// One offer to make: `resources` of `agent` to `framework`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The framework.
+    pub framework: String,
+    /// The agent.
+    pub agent: String,
+    /// What is offered, per role.
+    pub resources: RoleResources,
+}
+
+/// Errors of allocator events naming unknown parties.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocatorError {
+    /// No such agent.
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    /// No such framework.
+    #[error("unknown framework {0:?}")]
+    UnknownFramework(String),
+    /// A framework of that id is already registered.
+    #[error("framework {0:?} is already added")]
+    DuplicateFramework(String),
+    /// Recovered resources were not allocated to that framework on that agent.
+    #[error("framework {framework:?} holds no such resources on agent {agent:?}")]
+    NotAllocated {
+        /// The framework.
+        framework: String,
+        /// The agent.
+        agent: String,
+    },
+}
+
+struct Agent {
+    name: String,
+    total: RoleResources,
+    available: RoleResources,
+    alive: bool,
+}
+
+struct Framework {
+    name: String,
+    role: Ix,
+    allocated: Resources,
+    suppressed: bool,
+    key: u64,
+    alive: bool,
+}
+
+struct Role {
+    name: String,
+    weight: f64,
+    allocated: Resources,
+    quota: Option<Resources>,
+    /// Active (not suppressed) frameworks by (share key, index).
+    frameworks: BTreeSet<(u64, Ix)>,
+    key: u64,
+}
+
+/// The weighted hierarchical DRF allocator.
+#[derive(Default)]
+pub struct Allocator {
+    agents: Vec<Agent>,
+    agent_ix: BTreeMap<String, Ix>,
+    frameworks: Vec<Framework>,
+    framework_ix: BTreeMap<String, Ix>,
+    roles: Vec<Role>,
+    role_ix: BTreeMap<String, Ix>,
+    /// Roles having active frameworks, by (weighted share key, index).
+    role_order: BTreeSet<(u64, Ix)>,
+    /// Allocated resources per (framework, agent).
+    allocations: BTreeMap<(Ix, Ix), RoleResources>,
+    /// Decline filters: (framework, agent) → expiry.
+    filters: BTreeMap<(Ix, Ix), Duration>,
+    total: Resources,
+    keys_stale: bool,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("agents", &self.agent_ix.len())
+            .field("frameworks", &self.framework_ix.len())
+            .finish()
+    }
+}
+
+fn key(share: f64, weight: f64) -> u64 {
+    ((share / weight.max(1e-9)) * 1e15) as u64
+}
+
+impl Allocator {
+    /// An empty allocator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn role(&mut self, name: &str) -> Ix {
+        if let Some(i) = self.role_ix.get(name) {
+            return *i;
+        }
+        let i = self.roles.len() as Ix;
+        self.roles.push(Role {
+            name: name.to_string(),
+            weight: 1.0,
+            allocated: Resources::default(),
+            quota: None,
+            frameworks: BTreeSet::new(),
+            key: 0,
+        });
+        self.role_ix.insert(name.to_string(), i);
+        i
+    }
+
+    fn agent(&self, name: &str) -> Result<Ix, AllocatorError> {
+        self.agent_ix
+            .get(name)
+            .copied()
+            .ok_or_else(|| AllocatorError::UnknownAgent(name.to_string()))
+    }
+
+    fn framework(&self, name: &str) -> Result<Ix, AllocatorError> {
+        self.framework_ix
+            .get(name)
+            .copied()
+            .ok_or_else(|| AllocatorError::UnknownFramework(name.to_string()))
+    }
+
+    /// Adds (or re-adds) an agent with `total` resources, of which `used` are already
+    /// held by running tasks of the given frameworks (an agent re-registering).
+    pub fn add_agent(
+        &mut self,
+        name: &str,
+        total: RoleResources,
+        used: &[(String, RoleResources)],
+    ) {
+        if let Some(&i) = self.agent_ix.get(name) {
+            if self.agents[i as usize].alive {
+                self.remove_agent(name);
+            }
+        }
+        let i = match self.agent_ix.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = self.agents.len() as Ix;
+                self.agent_ix.insert(name.to_string(), i);
+                self.agents.push(Agent {
+                    name: name.to_string(),
+                    total: RoleResources::default(),
+                    available: RoleResources::default(),
+                    alive: false,
+                });
+                i
+            }
+        };
+        self.total.add(&total.total());
+        let a = &mut self.agents[i as usize];
+        a.total = total.clone();
+        a.available = total;
+        a.alive = true;
+        for (fw, r) in used {
+            if let Some(&f) = self.framework_ix.get(fw) {
+                if let Some(rest) = self.agents[i as usize].available.checked_sub(r) {
+                    self.agents[i as usize].available = rest;
+                    self.charge(f, i, r);
+                }
+            }
+        }
+        self.keys_stale = true;
+    }
+
+    /// Removes an agent; everything allocated on it is dropped.
+    pub fn remove_agent(&mut self, name: &str) {
+        let Ok(i) = self.agent(name) else { return };
+        if !self.agents[i as usize].alive {
+            return;
+        }
+        let held: Vec<(Ix, RoleResources)> = self
+            .allocations
+            .iter()
+            .filter(|((_, a), _)| *a == i)
+            .map(|((f, _), r)| (*f, r.clone()))
+            .collect();
+        for (f, r) in held {
+            self.uncharge(f, i, &r);
+        }
+        let a = &mut self.agents[i as usize];
+        a.alive = false;
+        let t = a.total.total();
+        a.available = RoleResources::default();
+        self.total = self.total.checked_sub(&t).unwrap_or_default();
+        self.filters.retain(|(_, ag), _| *ag != i);
+        self.keys_stale = true;
+    }
+
+    /// Registers a framework in `role`.
+    pub fn add_framework(&mut self, name: &str, role: &str) -> Result<(), AllocatorError> {
+        if let Some(&f) = self.framework_ix.get(name) {
+            if self.frameworks[f as usize].alive {
+                return Err(AllocatorError::DuplicateFramework(name.to_string()));
+            }
+        }
+        let r = self.role(role);
+        let f = match self.framework_ix.get(name) {
+            Some(&f) => f,
+            None => {
+                let f = self.frameworks.len() as Ix;
+                self.framework_ix.insert(name.to_string(), f);
+                self.frameworks.push(Framework {
+                    name: name.to_string(),
+                    role: r,
+                    allocated: Resources::default(),
+                    suppressed: false,
+                    key: 0,
+                    alive: false,
+                });
+                f
+            }
+        };
+        let fw = &mut self.frameworks[f as usize];
+        fw.role = r;
+        fw.alive = true;
+        fw.suppressed = false;
+        fw.allocated = Resources::default();
+        self.reindex_framework(f);
+        Ok(())
+    }
+
+    /// Removes a framework and recovers everything allocated to it.
+    pub fn remove_framework(&mut self, name: &str) {
+        let Ok(f) = self.framework(name) else { return };
+        let held: Vec<(Ix, RoleResources)> = self
+            .allocations
+            .range((f, 0)..=(f, Ix::MAX))
+            .map(|((_, a), r)| (*a, r.clone()))
+            .collect();
+        for (a, r) in held {
+            self.uncharge(f, a, &r);
+            if self.agents[a as usize].alive {
+                self.agents[a as usize].available.add(&r);
+            }
+        }
+        self.unindex_framework(f);
+        self.frameworks[f as usize].alive = false;
+        self.filters.retain(|(fw, _), _| *fw != f);
+    }
+
+    /// Sets a role's weight (default 1).
+    pub fn set_weight(&mut self, role: &str, weight: f64) {
+        let r = self.role(role);
+        self.roles[r as usize].weight = weight.max(1e-6);
+        self.keys_stale = true;
+    }
+
+    /// Sets (or clears) a role's quota limit: it is never allocated beyond it.
+    pub fn set_quota(&mut self, role: &str, limit: Option<Resources>) {
+        let r = self.role(role);
+        self.roles[r as usize].quota = limit;
+    }
+
+    /// Stops offers to a framework until [`Allocator::revive`].
+    pub fn suppress(&mut self, name: &str) -> Result<(), AllocatorError> {
+        let f = self.framework(name)?;
+        self.unindex_framework(f);
+        self.frameworks[f as usize].suppressed = true;
+        Ok(())
+    }
+
+    /// Resumes offers to a framework and clears its decline filters.
+    pub fn revive(&mut self, name: &str) -> Result<(), AllocatorError> {
+        let f = self.framework(name)?;
+        self.filters.retain(|(fw, _), _| *fw != f);
+        if self.frameworks[f as usize].suppressed {
+            self.frameworks[f as usize].suppressed = false;
+            self.reindex_framework(f);
+        }
+        Ok(())
+    }
+
+    /// Returns resources a framework held on an agent (declined, unused, or freed by a
+    /// finished task). With `refuse`, that agent is not offered to that framework again
+    /// until `now + refuse`.
+    pub fn recover(
+        &mut self,
+        framework: &str,
+        agent: &str,
+        resources: &RoleResources,
+        refuse: Option<Duration>,
+        now: Duration,
+    ) -> Result<(), AllocatorError> {
+        let f = self.framework(framework)?;
+        let a = self.agent(agent)?;
+        let held = self.allocations.get(&(f, a)).cloned().unwrap_or_default();
+        if held.checked_sub(resources).is_none() {
+            return Err(AllocatorError::NotAllocated {
+                framework: framework.to_string(),
+                agent: agent.to_string(),
+            });
+        }
+        self.uncharge(f, a, resources);
+        if self.agents[a as usize].alive {
+            self.agents[a as usize].available.add(resources);
+        }
+        if let Some(d) = refuse.filter(|d| !d.is_zero()) {
+            self.filters.insert((f, a), now + d);
+        }
+        Ok(())
+    }
+
+    fn charge(&mut self, f: Ix, a: Ix, r: &RoleResources) {
+        self.allocations.entry((f, a)).or_default().add(r);
+        let t = r.total();
+        let role = self.frameworks[f as usize].role;
+        self.unindex_framework(f);
+        self.frameworks[f as usize].allocated.add(&t);
+        self.roles[role as usize].allocated.add(&t);
+        self.reindex_framework(f);
+    }
+
+    fn uncharge(&mut self, f: Ix, a: Ix, r: &RoleResources) {
+        if let Some(h) = self.allocations.get_mut(&(f, a)) {
+            *h = h.checked_sub(r).unwrap_or_default();
+            if h.is_empty() {
+                self.allocations.remove(&(f, a));
+            }
+        }
+        let t = r.total();
+        let role = self.frameworks[f as usize].role;
+        self.unindex_framework(f);
+        let fw = &mut self.frameworks[f as usize];
+        fw.allocated = fw.allocated.checked_sub(&t).unwrap_or_default();
+        let ro = &mut self.roles[role as usize];
+        ro.allocated = ro.allocated.checked_sub(&t).unwrap_or_default();
+        self.reindex_framework(f);
+    }
+
+    fn unindex_framework(&mut self, f: Ix) {
+        let fw = &self.frameworks[f as usize];
+        let r = fw.role as usize;
+        let had = self.roles[r].frameworks.remove(&(fw.key, f));
+        if had && self.roles[r].frameworks.is_empty() {
+            self.role_order.remove(&(self.roles[r].key, r as Ix));
+        }
+    }
+
+    fn reindex_framework(&mut self, f: Ix) {
+        let fw = &self.frameworks[f as usize];
+        if !fw.alive || fw.suppressed {
+            return;
+        }
+        let r = fw.role as usize;
+        let fkey = key(fw.allocated.dominant_share(&self.total), 1.0);
+        self.frameworks[f as usize].key = fkey;
+        let role = &mut self.roles[r];
+        let was_empty = role.frameworks.is_empty();
+        if !was_empty {
+            self.role_order.remove(&(role.key, r as Ix));
+        }
+        role.frameworks.insert((fkey, f));
+        role.key = key(role.allocated.dominant_share(&self.total), role.weight);
+        self.role_order.insert((role.key, r as Ix));
+    }
+
+    fn refresh_keys(&mut self) {
+        if !self.keys_stale {
+            return;
+        }
+        self.keys_stale = false;
+        self.role_order.clear();
+        for r in &mut self.roles {
+            r.frameworks.clear();
+        }
+        for f in 0..self.frameworks.len() as Ix {
+            self.reindex_framework(f);
+        }
+    }
+
+    /// True when a role has used up any dimension its quota limits.
+    fn at_quota(&self, r: Ix) -> bool {
+        let role = &self.roles[r as usize];
+        let Some(q) = &role.quota else { return false };
+        let a = &role.allocated;
+        (q.cpus_milli > 0 && a.cpus_milli >= q.cpus_milli)
+            || (q.mem_mb > 0 && a.mem_mb >= q.mem_mb)
+            || (q.disk_mb > 0 && a.disk_mb >= q.disk_mb)
+    }
+
+    /// Quota headroom of a role: `None` when it has no quota.
+    fn headroom(&self, r: Ix) -> Option<Resources> {
+        let role = &self.roles[r as usize];
+        let q = role.quota.as_ref()?;
+        let mut h = q.clone();
+        h.cpus_milli = q.cpus_milli.saturating_sub(role.allocated.cpus_milli);
+        h.mem_mb = q.mem_mb.saturating_sub(role.allocated.mem_mb);
+        h.disk_mb = q.disk_mb.saturating_sub(role.allocated.disk_mb);
+        Some(h)
+    }
+
+    /// Removes from agent `a`'s free resources what role `r` may be offered (its
+    /// reservations and unreserved resources, within its quota headroom) and returns it.
+    fn take_offer(&mut self, a: Ix, r: Ix) -> RoleResources {
+        let headroom = self.headroom(r);
+        let role = self.roles[r as usize].name.clone();
+        let avail = &mut self.agents[a as usize].available;
+        let all_eligible = avail.0.keys().all(|k| *k == role || k == ANY_ROLE);
+        if all_eligible && headroom.is_none() {
+            let mut offer = std::mem::take(avail);
+            offer.0.retain(|_, v| !v.is_empty());
+            return offer;
+        }
+        let mut offer = avail.for_role(&role);
+        if let Some(h) = &headroom {
+            for v in offer.0.values_mut() {
+                *v = v.clamp_to(h);
+            }
+        }
+        offer.0.retain(|_, v| !v.is_empty());
+        *avail = avail
+            .checked_sub(&offer)
+            .expect("offer taken from available");
+        offer
+    }
+
+    /// One allocation cycle at time `now`: every agent with free resources is offered to
+    /// the first eligible framework of the role with the lowest weighted dominant share
+    /// (and, within it, of the framework with the lowest share).
+    pub fn allocate(&mut self, now: Duration) -> Vec<Allocation> {
+        self.refresh_keys();
+        self.filters.retain(|_, exp| *exp > now);
+        let mut out = Vec::new();
+        for a in 0..self.agents.len() as Ix {
+            let agent = &self.agents[a as usize];
+            if !agent.alive || !agent.available.0.values().any(offerable) {
+                continue;
+            }
+            let mut pick: Option<(Ix, Ix)> = None;
+            'roles: for &(_, r) in &self.role_order {
+                if self.at_quota(r) {
+                    continue;
+                }
+                let name = self.roles[r as usize].name.as_str();
+                let eligible = agent
+                    .available
+                    .0
+                    .iter()
+                    .any(|(k, v)| (k == name || k == ANY_ROLE) && offerable(v));
+                if !eligible {
+                    continue;
+                }
+                for &(_, f) in &self.roles[r as usize].frameworks {
+                    if !self.filters.contains_key(&(f, a)) {
+                        pick = Some((r, f));
+                        break 'roles;
+                    }
+                }
+            }
+            let Some((r, f)) = pick else { continue };
+            let offer = self.take_offer(a, r);
+            if offer.is_empty() {
+                continue;
+            }
+            self.charge(f, a, &offer);
+            out.push(Allocation {
+                framework: self.frameworks[f as usize].name.clone(),
+                agent: self.agents[a as usize].name.clone(),
+                resources: offer,
+            });
+        }
+        out
+    }
+
+    /// Each framework's dominant share of the cluster, by framework name.
+    pub fn shares(&self) -> BTreeMap<String, f64> {
+        self.frameworks
+            .iter()
+            .filter(|f| f.alive)
+            .map(|f| (f.name.clone(), f.allocated.dominant_share(&self.total)))
+            .collect()
+    }
+
+    /// Total resources of the live agents.
+    pub fn total(&self) -> &Resources {
+        &self.total
+    }
+
+    /// Free (unallocated) resources of an agent.
+    pub fn available(&self, agent: &str) -> Option<&RoleResources> {
+        self.agent_ix
+            .get(agent)
+            .map(|&i| &self.agents[i as usize].available)
+    }
+
+    /// Why a framework gets no offers now, if something in the allocator says so.
+    pub fn why_no_offers(&self, framework: &str, now: Duration) -> Option<String> {
+        let f = self.framework(framework).ok()?;
+        let fw = &self.frameworks[f as usize];
+        if fw.suppressed {
+            return Some("the framework suppressed its offers".into());
+        }
+        if self.at_quota(fw.role) {
+            return Some(format!(
+                "role {:?} reached its quota",
+                self.roles[fw.role as usize].name
+            ));
+        }
+        let live = self.agents.iter().filter(|a| a.alive).count();
+        let filtered = self
+            .filters
+            .range((f, 0)..=(f, Ix::MAX))
+            .filter(|(_, exp)| **exp > now)
+            .count();
+        if live > 0 && filtered >= live {
+            return Some(format!("all {live} agents are filtered after declines"));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(cpus: f64, mem: u64) -> RoleResources {
+        RoleResources::unreserved(Resources::new(cpus, mem))
+    }
+
+    /// Frameworks that keep every offer (a saturated cluster), tasks of `task`
+    /// size finishing in rounds.
+    fn run_saturated(weights: &[(&str, &str, f64)], rounds: usize) -> BTreeMap<String, f64> {
+        let mut al = Allocator::new();
+        for i in 0..60 {
+            al.add_agent(&format!("a{i}"), agent(4.0, 8192), &[]);
+        }
+        for (fw, role, w) in weights {
+            al.add_framework(fw, role).unwrap();
+            al.set_weight(role, *w);
+        }
+        let mut held: Vec<Allocation> = Vec::new();
+        let mut t = Duration::ZERO;
+        for round in 0..rounds {
+            held.extend(al.allocate(t));
+            // a third of the holdings finish each round and are recovered
+            let (done, keep): (Vec<_>, Vec<_>) = held
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| (i + round) % 3 == 0);
+            held = keep.into_iter().map(|(_, a)| a).collect();
+            for (_, a) in done {
+                al.recover(&a.framework, &a.agent, &a.resources, None, t)
+                    .unwrap();
+            }
+            t += Duration::from_secs(1);
+        }
+        held.extend(al.allocate(t));
+        al.shares()
+    }
+
+    #[test]
+    fn equal_weights_converge_to_equal_shares() {
+        let s = run_saturated(&[("f1", "r1", 1.0), ("f2", "r2", 1.0)], 30);
+        assert!((s["f1"] - s["f2"]).abs() <= 0.1, "{s:?}");
+        assert!(s["f1"] + s["f2"] > 0.95, "cluster saturated: {s:?}");
+    }
+
+    #[test]
+    fn weights_two_to_one_converge_to_two_to_one() {
+        let s = run_saturated(&[("f1", "gold", 2.0), ("f2", "silver", 1.0)], 30);
+        let ratio = s["f1"] / s["f2"];
+        assert!((ratio - 2.0).abs() <= 0.2, "ratio {ratio}: {s:?}");
+    }
+
+    #[test]
+    fn frameworks_of_one_role_share_it_by_drf() {
+        let mut al = Allocator::new();
+        for i in 0..10 {
+            al.add_agent(&format!("a{i}"), agent(2.0, 2048), &[]);
+        }
+        al.add_framework("f1", "r").unwrap();
+        al.add_framework("f2", "r").unwrap();
+        let got = al.allocate(Duration::ZERO);
+        let f1 = got.iter().filter(|a| a.framework == "f1").count();
+        assert_eq!(f1, 5, "alternating by share");
+    }
+
+    #[test]
+    fn declined_offer_is_filtered_until_refuse_expires() {
+        let s = Duration::from_secs;
+        let mut al = Allocator::new();
+        al.add_agent("a1", agent(4.0, 4096), &[]);
+        al.add_framework("f1", "r").unwrap();
+        al.add_framework("f2", "r").unwrap();
+        let first = al.allocate(s(0));
+        assert_eq!(first.len(), 1);
+        let who = first[0].framework.clone();
+        let other = if who == "f1" { "f2" } else { "f1" };
+        al.recover(&who, "a1", &first[0].resources, Some(s(5)), s(0))
+            .unwrap();
+        let next = al.allocate(s(1));
+        assert_eq!(next[0].framework, other, "the decliner is skipped");
+        al.recover(other, "a1", &next[0].resources, Some(s(30)), s(1))
+            .unwrap();
+        assert!(al.allocate(s(2)).is_empty(), "both filtered");
+        assert!(al.why_no_offers(&who, s(2)).unwrap().contains("filtered"));
+        let later = al.allocate(s(6));
+        assert_eq!(
+            later[0].framework, who,
+            "offered again once the filter expired"
+        );
+    }
+
+    #[test]
+    fn suppress_revive_and_quota() {
+        let mut al = Allocator::new();
+        for i in 0..4 {
+            al.add_agent(&format!("a{i}"), agent(4.0, 4096), &[]);
+        }
+        al.add_framework("f1", "capped").unwrap();
+        al.set_quota("capped", Some(Resources::new(6.0, 1 << 20)));
+        let got = al.allocate(Duration::ZERO);
+        let cpus: u64 = got.iter().map(|a| a.resources.total().cpus_milli).sum();
+        assert_eq!(cpus, 6000, "quota limit respected");
+        assert!(al
+            .why_no_offers("f1", Duration::ZERO)
+            .unwrap()
+            .contains("quota"));
+        al.add_framework("f2", "free").unwrap();
+        al.suppress("f2").unwrap();
+        assert!(al.allocate(Duration::ZERO).is_empty());
+        al.revive("f2").unwrap();
+        assert_eq!(al.allocate(Duration::ZERO).len(), 3, "f2 gets what is left");
+    }
+
+    #[test]
+    fn reservations_go_only_to_their_role() {
+        let mut al = Allocator::new();
+        let mut m = BTreeMap::new();
+        m.insert("db".to_string(), Resources::new(2.0, 1024));
+        al.add_agent("a1", RoleResources(m), &[]);
+        al.add_framework("web", "web").unwrap();
+        assert!(al.allocate(Duration::ZERO).is_empty());
+        al.add_framework("pg", "db").unwrap();
+        assert_eq!(al.allocate(Duration::ZERO)[0].framework, "pg");
+    }
+
+    #[test]
+    fn lost_agent_drops_its_allocations_and_readding_counts_running_tasks() {
+        let mut al = Allocator::new();
+        al.add_agent("a1", agent(4.0, 4096), &[]);
+        al.add_framework("f1", "r").unwrap();
+        let got = al.allocate(Duration::ZERO);
+        assert!(al.shares()["f1"] > 0.99);
+        al.remove_agent("a1");
+        assert_eq!(al.shares()["f1"], 0.0);
+        assert!(al.allocate(Duration::ZERO).is_empty());
+        let used = vec![("f1".to_string(), agent(1.0, 1024))];
+        al.add_agent("a1", agent(4.0, 4096), &used);
+        let again = al.allocate(Duration::ZERO);
+        assert_eq!(again[0].resources.total(), Resources::new(3.0, 3072));
+        assert_eq!(got[0].resources.total(), Resources::new(4.0, 4096));
+        let too_much = agent(5.0, 0);
+        assert!(
+            al.recover("f1", "a1", &too_much, None, Duration::ZERO)
+                .is_err(),
+            "cannot recover more than the framework holds there"
+        );
+    }
+}
