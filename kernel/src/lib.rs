@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod allocator;
+pub mod containerizer;
 pub mod resources;
 pub mod status;
 pub mod task;

@@ -1,0 +1,339 @@
+//! The containerizer: launches tasks as isolated OS processes and reports how they end.
+//!
+//! [`Containerizer`] is the trait the agent uses; [`ProcessContainerizer`] is the real
+//! one: each task gets a sandbox directory (`stdout`, `stderr`), runs under a [`shim`] in
+//! its own process group, in its own cgroup (v1 or v2) with cpu and memory limits, or with
+//! an rlimit when the machine has no usable cgroups. Exits are awaited through a pidfd, so
+//! a restarted agent re-adopts running tasks ([`Containerizer::recover`]) and still learns
+//! their exit status from the sandbox. The simulator provides its own implementation.
+
+pub mod cgroups;
+pub mod shim;
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resources::Resources;
+use crate::task::TaskState;
+use cgroups::{CgroupMode, TaskCgroup};
+use shim::{ExitRecord, ShimArgs};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Reason given when a task is killed for exceeding its memory limit.
+pub const REASON_MEMORY: &str = "REASON_CONTAINER_LIMITATION_MEMORY";
+/// Reason given when a command exits non-zero or dies of a signal.
+pub const REASON_COMMAND_FAILED: &str = "REASON_COMMAND_EXECUTOR_FAILED";
+/// Reason given when a task could not be started.
+pub const REASON_LAUNCH_FAILED: &str = "REASON_CONTAINER_LAUNCH_FAILED";
+/// Reason given when a task was killed on request.
+pub const REASON_KILLED: &str = "REASON_TASK_KILLED";
+
+/// Errors of launching.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The sandbox or cgroup could not be prepared, or the shim not started.
+    #[error("launch of task {task} failed: {reason}")]
+    Launch {
+        /// The task.
+        task: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What to launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// Unique task id.
+    pub task_id: String,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// Its resource limits.
+    pub resources: Resources,
+}
+
+/// What the agent checkpoints about a launched task to re-adopt it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// The task.
+    pub task_id: String,
+    /// Its sandbox.
+    pub sandbox: PathBuf,
+    /// The shim's pid.
+    pub shim_pid: u32,
+    /// Its cgroup directories (empty with rlimits).
+    pub cgroups: Vec<PathBuf>,
+    /// True for cgroup v2.
+    pub cgroup_v2: bool,
+}
+
+impl ContainerInfo {
+    fn cgroup(&self) -> Option<TaskCgroup> {
+        (!self.cgroups.is_empty()).then(|| TaskCgroup {
+            v2: self.cgroup_v2,
+            dirs: self.cgroups.clone(),
+        })
+    }
+}
+
+/// How a task's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// What the shim recorded (`None`: the shim itself died without recording).
+    pub record: Option<ExitRecord>,
+    /// The kernel OOM-killed a process of the task.
+    pub oom_killed: bool,
+}
+
+/// The task state, reason and message for an exit; `killing` when the agent was killing it.
+pub fn classify(exit: &ExitInfo, killing: bool) -> (TaskState, Option<&'static str>, String) {
+    if exit.oom_killed {
+        return (
+            TaskState::Failed,
+            Some(REASON_MEMORY),
+            "memory limit exceeded: the task was OOM-killed".into(),
+        );
+    }
+    match &exit.record {
+        Some(ExitRecord::Exited(0)) => (
+            TaskState::Finished,
+            None,
+            "command exited with status 0".into(),
+        ),
+        Some(ExitRecord::Exited(c)) if killing => (
+            TaskState::Killed,
+            Some(REASON_KILLED),
+            format!("killed; command exited with status {c}"),
+        ),
+        Some(ExitRecord::Exited(c)) => (
+            TaskState::Failed,
+            Some(REASON_COMMAND_FAILED),
+            format!("command exited with status {c}"),
+        ),
+        Some(ExitRecord::Signaled(s)) if killing => (
+            TaskState::Killed,
+            Some(REASON_KILLED),
+            format!("killed by signal {s}"),
+        ),
+        Some(ExitRecord::Signaled(s)) => (
+            TaskState::Failed,
+            Some(REASON_COMMAND_FAILED),
+            format!("command terminated by signal {s}"),
+        ),
+        Some(ExitRecord::LaunchFailed(t)) => (
+            TaskState::Failed,
+            Some(REASON_LAUNCH_FAILED),
+            format!("launch failed: {t}"),
+        ),
+        None if killing => (TaskState::Killed, Some(REASON_KILLED), "killed".into()),
+        None => (
+            TaskState::Failed,
+            Some(REASON_COMMAND_FAILED),
+            "the task's shim ended without recording an exit status".into(),
+        ),
+    }
+}
+
+/// Launches, watches and kills task processes.
+pub trait Containerizer: Send + Sync + 'static {
+    /// How tasks are isolated here (for logs and the API).
+    fn isolation(&self) -> String;
+    /// Starts a task.
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerInfo, ContainerError>>;
+    /// Resolves when the task's process has ended (also for re-adopted tasks).
+    fn wait(&self, info: &ContainerInfo) -> BoxFuture<'static, ExitInfo>;
+    /// Asks the task to stop (SIGTERM), then forces it (SIGKILL) after `grace`.
+    fn kill(&self, info: &ContainerInfo, grace: Duration) -> BoxFuture<'static, ()>;
+    /// True when the task's process still runs (checked when re-adopting).
+    fn is_running(&self, info: &ContainerInfo) -> bool;
+    /// Frees what the task held (its cgroup); the sandbox stays for its logs.
+    fn destroy(&self, info: &ContainerInfo);
+}
+
+/// The real containerizer: OS processes, sandboxes, cgroups.
+#[derive(Debug)]
+pub struct ProcessContainerizer {
+    sandboxes: PathBuf,
+    shim: Vec<OsString>,
+    cgroups: CgroupMode,
+}
+
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a fresh fd we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn read_exit(sandbox: &Path) -> Option<ExitRecord> {
+    let t = std::fs::read_to_string(sandbox.join(shim::META_DIR).join(shim::EXIT_FILE)).ok()?;
+    ExitRecord::parse(&t)
+}
+
+fn read_pid(sandbox: &Path) -> Option<i32> {
+    std::fs::read_to_string(sandbox.join(shim::META_DIR).join(shim::PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) on a process group the shim created for this task.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+impl ProcessContainerizer {
+    /// A containerizer keeping sandboxes under `sandboxes`, starting tasks through the
+    /// shim program `shim` (program and leading arguments, e.g. `[plexus, __shim]`),
+    /// isolating them as `cgroups` allows.
+    pub fn new(sandboxes: PathBuf, shim: Vec<OsString>, cgroups: CgroupMode) -> Self {
+        ProcessContainerizer {
+            sandboxes,
+            shim,
+            cgroups,
+        }
+    }
+
+    /// The cgroup mode in use.
+    pub fn cgroup_mode(&self) -> &CgroupMode {
+        &self.cgroups
+    }
+}
+
+impl Containerizer for ProcessContainerizer {
+    fn isolation(&self) -> String {
+        self.cgroups.describe()
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerInfo, ContainerError>> {
+        Box::pin(async move {
+            let fail = |reason: String| ContainerError::Launch {
+                task: spec.task_id.clone(),
+                reason,
+            };
+            if spec.argv.is_empty() || spec.argv[0].is_empty() {
+                return Err(fail("empty command".into()));
+            }
+            let sandbox = self.sandboxes.join(&spec.task_id);
+            tokio::fs::create_dir_all(&sandbox)
+                .await
+                .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;
+            let cg = match &self.cgroups {
+                CgroupMode::Unavailable { .. } => None,
+                mode => Some(
+                    mode.create(
+                        &spec.task_id,
+                        spec.resources.cpus_milli,
+                        spec.resources.mem_mb,
+                    )
+                    .map_err(|e| fail(format!("cgroup: {e}")))?,
+                ),
+            };
+            let args = ShimArgs {
+                sandbox: sandbox.clone(),
+                cgroup_procs: cg.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+                rlimit_as: cg
+                    .is_none()
+                    .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
+                argv: spec.argv.iter().map(OsString::from).collect(),
+            };
+            let log = std::fs::File::create(sandbox.join("shim.log"))
+                .map_err(|e| fail(format!("sandbox: {e}")))?;
+            let mut cmd = tokio::process::Command::new(&self.shim[0]);
+            cmd.args(&self.shim[1..])
+                .args(args.to_args())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .process_group(0)
+                .kill_on_drop(false);
+            let child = cmd.spawn().map_err(|e| {
+                if let Some(c) = &cg {
+                    c.destroy();
+                }
+                fail(format!("starting the shim {:?}: {e}", self.shim[0]))
+            })?;
+            let shim_pid = child
+                .id()
+                .ok_or_else(|| fail("the shim exited at once".into()))?;
+            // Dropped: tokio reaps the shim when it exits; exits are awaited via pidfd.
+            drop(child);
+            Ok(ContainerInfo {
+                task_id: spec.task_id,
+                sandbox,
+                shim_pid,
+                cgroups: cg.as_ref().map(|c| c.dirs.clone()).unwrap_or_default(),
+                cgroup_v2: cg.is_some_and(|c| c.v2),
+            })
+        })
+    }
+
+    fn wait(&self, info: &ContainerInfo) -> BoxFuture<'static, ExitInfo> {
+        let info = info.clone();
+        Box::pin(async move {
+            if let Some(fd) = pidfd(info.shim_pid) {
+                // SAFETY: `fd` is an open pidfd owned by the AsyncFd for its whole life.
+                let afd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        fd,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                if let Ok(afd) = afd {
+                    let _ = afd.readable().await;
+                }
+            }
+            // The shim writes its record before exiting; a killed shim leaves none.
+            let record = read_exit(&info.sandbox);
+            ExitInfo {
+                record,
+                oom_killed: info.cgroup().is_some_and(|c| c.oom_killed()),
+            }
+        })
+    }
+
+    fn kill(&self, info: &ContainerInfo, grace: Duration) -> BoxFuture<'static, ()> {
+        let info = info.clone();
+        let waiter = self.wait(&info);
+        Box::pin(async move {
+            let pgid = read_pid(&info.sandbox).unwrap_or(0);
+            signal_group(pgid, libc::SIGTERM);
+            if tokio::time::timeout(grace, waiter).await.is_err() {
+                signal_group(pgid, libc::SIGKILL);
+                if let Some(c) = info.cgroup() {
+                    // Everything else in the task's cgroup, but not the shim: it records
+                    // how the task ended.
+                    for pid in c.pids().into_iter().filter(|p| *p != info.shim_pid as i32) {
+                        // SAFETY: kill(2) on a pid in the task's own cgroup.
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn is_running(&self, info: &ContainerInfo) -> bool {
+        pidfd(info.shim_pid).is_some() && read_exit(&info.sandbox).is_none()
+    }
+
+    fn destroy(&self, info: &ContainerInfo) {
+        if let Some(c) = info.cgroup() {
+            c.destroy();
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The task shim: a small process between the agent and a task's command.
+//!
+//! The agent starts one shim per task, in its own process group. The shim joins the
+//! task's cgroups (or applies an address-space rlimit when there are none), starts the
+//! command in a new process group with stdout and stderr in the sandbox, records the
+//! command's pid, waits for it, and writes its exit status to the sandbox. Because the
+//! status lands in a file, an agent that restarted meanwhile still learns how its task
+//! ended. This runs in its own process, outside any kernel logic.
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Directory inside a sandbox holding the shim's files.
+pub const META_DIR: &str = ".plexus";
+/// File (in [`META_DIR`]) with the command's pid.
+pub const PID_FILE: &str = "pid";
+/// File (in [`META_DIR`]) with the command's exit status.
+pub const EXIT_FILE: &str = "exit";
+
+/// What the shim was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimArgs {
+    /// The task's sandbox (working directory; stdout, stderr and metadata live there).
+    pub sandbox: PathBuf,
+    /// `cgroup.procs` files to join before starting the command.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Address-space limit in bytes (used when there are no cgroups).
+    pub rlimit_as: Option<u64>,
+    /// The command and its arguments.
+    pub argv: Vec<OsString>,
+}
+
+impl ShimArgs {
+    /// Command-line arguments for the shim (after the shim program itself).
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["--sandbox".into(), self.sandbox.clone().into()];
+        for p in &self.cgroup_procs {
+            v.push("--cgroup-procs".into());
+            v.push(p.clone().into());
+        }
+        if let Some(b) = self.rlimit_as {
+            v.push("--rlimit-as".into());
+            v.push(b.to_string().into());
+        }
+        v.push("--".into());
+        v.extend(self.argv.iter().cloned());
+        v
+    }
+
+    /// Parses what [`ShimArgs::to_args`] wrote.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<ShimArgs, String> {
+        let mut it = args.into_iter();
+        let mut out = ShimArgs {
+            sandbox: PathBuf::new(),
+            cgroup_procs: Vec::new(),
+            rlimit_as: None,
+            argv: Vec::new(),
+        };
+        while let Some(a) = it.next() {
+            let mut val = || it.next().ok_or_else(|| format!("{a:?} needs a value"));
+            match a.to_str() {
+                Some("--sandbox") => out.sandbox = val()?.into(),
+                Some("--cgroup-procs") => out.cgroup_procs.push(val()?.into()),
+                Some("--rlimit-as") => {
+                    out.rlimit_as = Some(
+                        val()?
+                            .to_str()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or("--rlimit-as takes bytes")?,
+                    )
+                }
+                Some("--") => {
+                    out.argv = it.collect();
+                    break;
+                }
+                _ => return Err(format!("unexpected shim argument {a:?}")),
+            }
+        }
+        if out.sandbox.as_os_str().is_empty() || out.argv.is_empty() {
+            return Err("the shim needs --sandbox DIR -- COMMAND...".into());
+        }
+        Ok(out)
+    }
+}
+
+/// How the command ended, as the shim records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitRecord {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled(i32),
+    /// It could not be started.
+    LaunchFailed(String),
+}
+
+impl ExitRecord {
+    /// The file form: `exited N`, `signaled N` or `launch-failed TEXT`.
+    pub fn to_line(&self) -> String {
+        match self {
+            ExitRecord::Exited(c) => format!("exited {c}"),
+            ExitRecord::Signaled(s) => format!("signaled {s}"),
+            ExitRecord::LaunchFailed(t) => format!("launch-failed {t}"),
+        }
+    }
+
+    /// Parses [`ExitRecord::to_line`]'s form.
+    pub fn parse(line: &str) -> Option<ExitRecord> {
+        let (k, v) = line.trim().split_once(' ')?;
+        match k {
+            "exited" => v.parse().ok().map(ExitRecord::Exited),
+            "signaled" => v.parse().ok().map(ExitRecord::Signaled),
+            "launch-failed" => Some(ExitRecord::LaunchFailed(v.to_string())),
+            _ => None,
+        }
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Runs the shim; returns its process exit code.
+pub fn run(args: &ShimArgs) -> i32 {
+    let meta = args.sandbox.join(META_DIR);
+    if std::fs::create_dir_all(&meta).is_err() {
+        return 125;
+    }
+    let record = launch_and_wait(args, &meta);
+    let _ = write_atomic(&meta.join(EXIT_FILE), &record.to_line());
+    match record {
+        ExitRecord::Exited(c) => c,
+        ExitRecord::Signaled(s) => 128 + s,
+        ExitRecord::LaunchFailed(_) => 127,
+    }
+}
+
+fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
+    let me = std::process::id().to_string();
+    for p in &args.cgroup_procs {
+        if let Err(e) = std::fs::write(p, &me) {
+            return ExitRecord::LaunchFailed(format!("joining cgroup {}: {e}", p.display()));
+        }
+    }
+    if let Some(bytes) = args.rlimit_as {
+        let lim = libc::rlimit {
+            rlim_cur: bytes as libc::rlim_t,
+            rlim_max: bytes as libc::rlim_t,
+        };
+        // SAFETY: setrlimit with a valid, initialised struct affects only this process
+        // (and the children it starts).
+        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
+            return ExitRecord::LaunchFailed(format!(
+                "setrlimit: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let open = |name: &str| std::fs::File::create(args.sandbox.join(name));
+    let (out, err) = match (open("stdout"), open("stderr")) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            return ExitRecord::LaunchFailed(format!("sandbox files: {e}"))
+        }
+    };
+    let mut cmd = Command::new(&args.argv[0]);
+    cmd.args(&args.argv[1..])
+        .current_dir(&args.sandbox)
+        .env("PLEXUS_SANDBOX", &args.sandbox)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return ExitRecord::LaunchFailed(format!("{:?}: {e}", args.argv[0])),
+    };
+    let _ = write_atomic(&meta.join(PID_FILE), &child.id().to_string());
+    match child.wait() {
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => ExitRecord::Exited(c),
+            (None, Some(s)) => ExitRecord::Signaled(s),
+            _ => ExitRecord::LaunchFailed("unknown exit status".into()),
+        },
+        Err(e) => ExitRecord::LaunchFailed(format!("wait: {e}")),
+    }
+}
+
+/// Entry point for a binary acting as the shim (`plexus-shim`, `plexus __shim`).
+pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
+    match ShimArgs::parse(args) {
+        Ok(a) => run(&a),
+        Err(e) => {
+            eprintln!("plexus shim: {e}");
+            126
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_and_records_round_trip() {
+        let a = ShimArgs {
+            sandbox: "/tmp/s".into(),
+            cgroup_procs: vec!["/sys/fs/cgroup/memory/x/cgroup.procs".into()],
+            rlimit_as: Some(1 << 30),
+            argv: vec!["sh".into(), "-c".into(), "echo --sandbox".into()],
+        };
+        assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);
+        assert!(ShimArgs::parse(vec![OsString::from("--sandbox")]).is_err());
+        for r in [
+            ExitRecord::Exited(3),
+            ExitRecord::Signaled(9),
+            ExitRecord::LaunchFailed("no such file".into()),
+        ] {
+            assert_eq!(ExitRecord::parse(&r.to_line()), Some(r));
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The process containerizer with the real shim, sandboxes and cgroups.
+
+use std::time::Duration;
+
+use plexus_kernel::containerizer::cgroups::{CgroupMode, TaskCgroup};
+use plexus_kernel::containerizer::shim::ExitRecord;
+use plexus_kernel::containerizer::{
+    classify, ContainerInfo, Containerizer, LaunchSpec, ProcessContainerizer, REASON_LAUNCH_FAILED,
+    REASON_MEMORY,
+};
+use plexus_kernel::resources::Resources;
+use plexus_kernel::task::TaskState;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    c: ProcessContainerizer,
+    mode: CgroupMode,
+}
+
+impl Fixture {
+    fn new(cgroups: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = format!("test-{}", dir.path().file_name().unwrap().to_string_lossy());
+        let mode = if cgroups {
+            CgroupMode::detect(&agent)
+        } else {
+            CgroupMode::Unavailable {
+                why: "disabled for this test".into(),
+            }
+        };
+        let c = ProcessContainerizer::new(
+            dir.path().join("sandboxes"),
+            vec![env!("CARGO_BIN_EXE_plexus-shim").into()],
+            mode.clone(),
+        );
+        Fixture { dir, c, mode }
+    }
+
+    fn new_containerizer(&self) -> ProcessContainerizer {
+        ProcessContainerizer::new(
+            self.dir.path().join("sandboxes"),
+            vec![env!("CARGO_BIN_EXE_plexus-shim").into()],
+            self.mode.clone(),
+        )
+    }
+
+    fn has_cgroups(&self) -> bool {
+        if let CgroupMode::Unavailable { why } = &self.mode {
+            eprintln!("cgroups unavailable here, so this test cannot check isolation: {why}");
+            return false;
+        }
+        true
+    }
+
+    async fn launch(&self, id: &str, sh: &str, cpus: f64, mem: u64) -> ContainerInfo {
+        self.c
+            .launch(LaunchSpec {
+                task_id: id.into(),
+                argv: vec!["/bin/sh".into(), "-c".into(), sh.into()],
+                resources: Resources::new(cpus, mem),
+            })
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.mode.remove_base();
+    }
+}
+
+async fn end(
+    c: &ProcessContainerizer,
+    info: &ContainerInfo,
+    killing: bool,
+) -> (TaskState, Option<&'static str>, String) {
+    let exit = tokio::time::timeout(Duration::from_secs(60), c.wait(info))
+        .await
+        .expect("the task ends");
+    c.destroy(info);
+    classify(&exit, killing)
+}
+
+#[tokio::test]
+async fn exit_codes_map_to_states_and_output_lands_in_the_sandbox() {
+    let f = Fixture::new(true);
+    let ok = f.launch("ok", "echo hello; echo oops >&2", 0.5, 64).await;
+    assert_eq!(end(&f.c, &ok, false).await.0, TaskState::Finished);
+    assert_eq!(
+        std::fs::read_to_string(ok.sandbox.join("stdout")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ok.sandbox.join("stderr")).unwrap(),
+        "oops\n"
+    );
+    let bad = f.launch("bad", "exit 3", 0.5, 64).await;
+    let (st, _, msg) = end(&f.c, &bad, false).await;
+    assert_eq!(st, TaskState::Failed);
+    assert!(msg.contains("status 3"), "{msg}");
+}
+
+#[tokio::test]
+async fn kill_sends_term_then_kill_after_grace() {
+    let f = Fixture::new(true);
+    let polite = f.launch("polite", "sleep 100", 0.5, 64).await;
+    let stubborn = f
+        .launch(
+            "stubborn",
+            "trap '' TERM; while :; do sleep 1; done",
+            0.5,
+            64,
+        )
+        .await;
+    // let both shells install their traps
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.c.kill(&polite, Duration::from_secs(30)).await;
+    let (st, _, msg) = end(&f.c, &polite, true).await;
+    assert_eq!(st, TaskState::Killed);
+    assert!(msg.contains("signal 15"), "SIGTERM was enough: {msg}");
+    f.c.kill(&stubborn, Duration::from_millis(500)).await;
+    let (st, _, msg) = end(&f.c, &stubborn, true).await;
+    assert_eq!(st, TaskState::Killed);
+    assert!(msg.contains("signal 9"), "escalated to SIGKILL: {msg}");
+}
+
+#[tokio::test]
+async fn exceeding_memory_fails_with_the_memory_reason() {
+    let f = Fixture::new(true);
+    if !f.has_cgroups() {
+        return;
+    }
+    let hog = f
+        .launch(
+            "hog",
+            "python3 -c 'a = bytearray(400 * 1024 * 1024); import time; time.sleep(10)'",
+            1.0,
+            64,
+        )
+        .await;
+    let (st, reason, msg) = end(&f.c, &hog, false).await;
+    assert_eq!(
+        (st, reason),
+        (TaskState::Failed, Some(REASON_MEMORY)),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn exceeding_cpu_is_throttled_not_killed() {
+    let f = Fixture::new(true);
+    if !f.has_cgroups() {
+        return;
+    }
+    let spin = f.launch("spin", "while :; do :; done", 0.1, 64).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(f.c.is_running(&spin), "a cpu-hungry task keeps running");
+    let cg = TaskCgroup {
+        v2: spin.cgroup_v2,
+        dirs: spin.cgroups.clone(),
+    };
+    assert!(cg.throttled_periods() > 0, "and is throttled");
+    f.c.kill(&spin, Duration::from_secs(5)).await;
+    assert_eq!(end(&f.c, &spin, true).await.0, TaskState::Killed);
+}
+
+#[tokio::test]
+async fn a_new_containerizer_re_adopts_running_tasks() {
+    let f = Fixture::new(true);
+    let info = f.launch("long", "sleep 1; exit 7", 0.5, 64).await;
+    // the agent restarts: a new containerizer, knowing only the checkpointed info
+    let again = f.new_containerizer();
+    assert!(again.is_running(&info));
+    let exit = again.wait(&info).await;
+    assert_eq!(exit.record, Some(ExitRecord::Exited(7)));
+    again.destroy(&info);
+    assert!(!again.is_running(&info));
+}
+
+#[tokio::test]
+async fn bad_commands_fail_to_launch_with_a_reason() {
+    let f = Fixture::new(true);
+    let info =
+        f.c.launch(LaunchSpec {
+            task_id: "nope".into(),
+            argv: vec!["/nonexistent/command".into()],
+            resources: Resources::new(0.1, 32),
+        })
+        .await
+        .unwrap();
+    let (st, reason, msg) = end(&f.c, &info, false).await;
+    assert_eq!(
+        (st, reason),
+        (TaskState::Failed, Some(REASON_LAUNCH_FAILED)),
+        "{msg}"
+    );
+    let empty =
+        f.c.launch(LaunchSpec {
+            task_id: "empty".into(),
+            argv: vec![],
+            resources: Resources::new(0.1, 32),
+        })
+        .await;
+    assert!(empty.unwrap_err().to_string().contains("empty command"));
+}
+
+#[tokio::test]
+async fn without_cgroups_an_rlimit_bounds_memory() {
+    let f = Fixture::new(false);
+    assert!(f.c.isolation().contains("rlimits"));
+    let hog = f
+        .launch(
+            "hog",
+            "python3 -c 'a = bytearray(400 * 1024 * 1024)'",
+            1.0,
+            64,
+        )
+        .await;
+    let (st, _, msg) = end(&f.c, &hog, false).await;
+    assert_eq!(st, TaskState::Failed, "{msg}");
+    let small = f
+        .launch("small", "python3 -c 'a = bytearray(1024)'", 1.0, 256)
+        .await;
+    assert_eq!(end(&f.c, &small, false).await.0, TaskState::Finished);
+}
