@@ -7,8 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod allocator;
 pub mod containerizer;
+pub mod jobs;
+pub mod master;
+pub mod protocol;
 pub mod resources;
+pub mod scheduler;
 pub mod status;
 pub mod task;

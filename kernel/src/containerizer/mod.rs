@@ -156,6 +156,8 @@ pub trait Containerizer: Send + Sync + 'static {
     fn is_running(&self, info: &ContainerInfo) -> bool;
     /// Frees what the task held (its cgroup); the sandbox stays for its logs.
     fn destroy(&self, info: &ContainerInfo);
+    /// The sandbox of a task (also after it ended), if it has one.
+    fn sandbox_of(&self, task_id: &str) -> Option<PathBuf>;
 }
 
 /// The real containerizer: OS processes, sandboxes, cgroups.
@@ -335,5 +337,10 @@ impl Containerizer for ProcessContainerizer {
         if let Some(c) = info.cgroup() {
             c.destroy();
         }
+    }
+
+    fn sandbox_of(&self, task_id: &str) -> Option<PathBuf> {
+        let p = self.sandboxes.join(task_id);
+        (!task_id.contains('/') && !task_id.starts_with('.') && p.is_dir()).then_some(p)
     }
 }

@@ -1,0 +1,454 @@
+//! The agent: one per machine. Registers its resources with the master, runs tasks through
+//! a [`Containerizer`], and delivers their status updates at least once: every update is
+//! checkpointed and resent with backoff until the framework acknowledges it. Its state is
+//! checkpointed to `state_dir`, so a restarted agent re-adopts the tasks still running,
+//! reports those that ended meanwhile, and loses no unacknowledged update.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use plexus_actors::Node;
+
+use crate::containerizer::{
+    classify, ContainerInfo, Containerizer, LaunchSpec, REASON_LAUNCH_FAILED,
+};
+use crate::protocol::*;
+use crate::resources::{PortSet, Resources, RoleResources};
+use crate::status::{StatusUpdate, StatusUpdateManager};
+use crate::task::TaskState;
+
+/// Agent tunables.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Stable id; when `None`, the checkpointed one, or the node name.
+    pub agent_id: Option<String>,
+    /// Resources to offer, per role.
+    pub resources: RoleResources,
+    /// Where the checkpoint and the sandboxes live.
+    pub state_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL when killing a task.
+    pub kill_grace: Duration,
+    /// Period of registration retries and update resends.
+    pub tick: Duration,
+}
+
+/// Resources of this machine: its cpus, its memory less 1 GiB (at least half of it),
+/// 10 GiB of disk and ports 31000-32000.
+pub fn detect_resources() -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
+    let mem_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024);
+    Resources {
+        cpus_milli: cpus * 1000,
+        mem_mb: (mem_mb.saturating_sub(1024)).max(mem_mb / 2),
+        disk_mb: 10 * 1024,
+        ports: PortSet::from_ranges([(31000, 32000)]),
+        scalars: BTreeMap::new(),
+    }
+}
+
+/// The agent actor.
+pub struct Agent {
+    node: Node,
+    cfg: AgentConfig,
+    containerizer: Arc<dyn Containerizer>,
+}
+
+impl Agent {
+    /// An agent on `node` running tasks through `containerizer`.
+    pub fn new(node: Node, cfg: AgentConfig, containerizer: Arc<dyn Containerizer>) -> Self {
+        Agent {
+            node,
+            cfg,
+            containerizer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskRecord {
+    spec: TaskSpec,
+    framework_id: String,
+    resources: RoleResources,
+    state: TaskState,
+    container: Option<ContainerInfo>,
+    killing: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    agent_id: String,
+    next_uuid: u64,
+    tasks: BTreeMap<String, TaskRecord>,
+    updates: StatusUpdateManager,
+}
+
+/// The agent's state.
+pub struct AgentState {
+    ck: Checkpoint,
+    master: Option<ActorRef<MasterMsg>>,
+    registered: bool,
+    start: Instant,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    fn checkpoint_path(&self) -> PathBuf {
+        self.cfg.state_dir.join("agent.checkpoint")
+    }
+
+    fn save(&self, st: &AgentState) {
+        let path = self.checkpoint_path();
+        let tmp = path.with_extension("tmp");
+        let r = plexus_net::codec::encode(&st.ck)
+            .map_err(|e| e.to_string())
+            .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
+            .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            warn!("agent checkpoint failed: {e}");
+        }
+    }
+
+    fn update(
+        &self,
+        st: &mut AgentState,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<String>,
+        message: String,
+    ) {
+        let Some(t) = st.ck.tasks.get_mut(task_id) else {
+            return;
+        };
+        t.state = state;
+        st.ck.next_uuid += 1;
+        let u = StatusUpdate {
+            uuid: st.ck.next_uuid,
+            task_id: task_id.to_string(),
+            framework_id: t.framework_id.clone(),
+            agent_id: st.ck.agent_id.clone(),
+            state,
+            reason,
+            message,
+            unix_ms: unix_ms(),
+        };
+        st.ck.updates.push(u);
+        self.save(st);
+        self.flush(st);
+    }
+
+    /// Sends the updates that are due.
+    fn flush(&self, st: &mut AgentState) {
+        if !st.registered {
+            return;
+        }
+        let Some(m) = st.master.clone() else { return };
+        let now = st.start.elapsed();
+        for u in st.ck.updates.due(now) {
+            let _ = m.cast(MasterMsg::Update(u));
+        }
+    }
+
+    fn watch(&self, me: &ActorRef<AgentMsg>, info: ContainerInfo, killing: bool) {
+        let wait = self.containerizer.wait(&info);
+        let me = me.clone();
+        tokio::spawn(async move {
+            let exit = wait.await;
+            let (state, reason, message) = classify(&exit, killing);
+            let _ = me.cast(AgentMsg::Exited {
+                task_id: info.task_id,
+                state,
+                reason: reason.map(str::to_string),
+                message,
+            });
+        });
+    }
+
+    async fn register(&self, me: &ActorRef<AgentMsg>, st: &mut AgentState) {
+        if st.master.is_none() {
+            match self.node.whereis::<MasterMsg>(MASTER_NAME).await {
+                Ok(Some(m)) => {
+                    me.get_cell().monitor(m.get_cell());
+                    st.master = Some(m);
+                }
+                _ => return,
+            }
+        }
+        let tasks = st
+            .ck
+            .tasks
+            .values()
+            .map(|t| AgentTask {
+                spec: t.spec.clone(),
+                framework_id: t.framework_id.clone(),
+                resources: t.resources.clone(),
+                state: t.state,
+            })
+            .collect();
+        if let Some(m) = &st.master {
+            let _ = m.cast(MasterMsg::RegisterAgent(AgentRegistration {
+                agent_id: st.ck.agent_id.clone(),
+                hostname: self.node.name().to_string(),
+                resources: self.cfg.resources.clone(),
+                tasks,
+                isolation: self.containerizer.isolation(),
+            }));
+        }
+    }
+}
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<AgentMsg>,
+        _: (),
+    ) -> Result<AgentState, ActorProcessingErr> {
+        std::fs::create_dir_all(&self.cfg.state_dir)?;
+        let mut ck: Checkpoint = match std::fs::read(self.checkpoint_path()) {
+            Ok(b) => plexus_net::codec::decode(&b).map_err(|e| {
+                format!("agent checkpoint {}: {e}", self.checkpoint_path().display())
+            })?,
+            Err(_) => Checkpoint::default(),
+        };
+        if let Some(id) = &self.cfg.agent_id {
+            ck.agent_id = id.clone();
+        }
+        if ck.agent_id.is_empty() {
+            ck.agent_id = self.node.name().to_string();
+        }
+        self.node.register(&agent_name(&ck.agent_id), &me)?;
+        let mut st = AgentState {
+            ck,
+            master: None,
+            registered: false,
+            start: Instant::now(),
+        };
+        // Re-adopt what survived the restart; report what did not.
+        let ids: Vec<String> = st.ck.tasks.keys().cloned().collect();
+        for id in ids {
+            let t = st.ck.tasks[&id].clone();
+            if t.state.is_terminal() {
+                continue;
+            }
+            match t.container {
+                Some(info) => {
+                    let running = self.containerizer.is_running(&info);
+                    info!(task = %id, running, "re-adopting task");
+                    self.watch(&me, info, t.killing);
+                }
+                None => self.update(
+                    &mut st,
+                    &id,
+                    TaskState::Failed,
+                    Some(REASON_LAUNCH_FAILED.into()),
+                    "the agent restarted while launching the task".into(),
+                ),
+            }
+        }
+        me.send_interval(self.cfg.tick, || AgentMsg::Tick);
+        info!(agent = %st.ck.agent_id, isolation = %self.containerizer.isolation(), resources = %self.cfg.resources.total(), "agent started");
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        st: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Tick => {
+                if !st.registered {
+                    self.register(&me, st).await;
+                }
+                self.flush(st);
+            }
+            AgentMsg::Registered => {
+                if !st.registered {
+                    info!(agent = %st.ck.agent_id, "registered with the master");
+                }
+                st.registered = true;
+                st.ck.updates.resend_all();
+                self.flush(st);
+            }
+            AgentMsg::Run {
+                framework_id,
+                spec,
+                resources,
+            } => {
+                if st.ck.tasks.contains_key(&spec.task_id) {
+                    return Ok(());
+                }
+                let id = spec.task_id.clone();
+                st.ck.tasks.insert(
+                    id.clone(),
+                    TaskRecord {
+                        spec: spec.clone(),
+                        framework_id,
+                        resources,
+                        state: TaskState::Staging,
+                        container: None,
+                        killing: false,
+                    },
+                );
+                let launch = LaunchSpec {
+                    task_id: id.clone(),
+                    argv: spec.argv.clone(),
+                    resources: spec.resources.clone(),
+                };
+                match self.containerizer.launch(launch).await {
+                    Ok(info) => {
+                        if let Some(t) = st.ck.tasks.get_mut(&id) {
+                            t.container = Some(info.clone());
+                        }
+                        self.watch(&me, info, false);
+                        self.update(st, &id, TaskState::Running, None, "running".into());
+                    }
+                    Err(e) => self.update(
+                        st,
+                        &id,
+                        TaskState::Failed,
+                        Some(REASON_LAUNCH_FAILED.into()),
+                        e.to_string(),
+                    ),
+                }
+            }
+            AgentMsg::Kill { task_id } => {
+                let Some(t) = st.ck.tasks.get_mut(&task_id) else {
+                    return Ok(());
+                };
+                if t.state.is_terminal() || t.killing {
+                    return Ok(());
+                }
+                t.killing = true;
+                match t.container.clone() {
+                    Some(info) => {
+                        // The running watcher reports the end; this one only signals.
+                        tokio::spawn(self.containerizer.kill(&info, self.cfg.kill_grace));
+                        // Re-watch with `killing` set so the end is reported as killed.
+                        self.watch(&me, info, true);
+                        self.update(st, &task_id, TaskState::Killing, None, "killing".into());
+                    }
+                    None => self.update(
+                        st,
+                        &task_id,
+                        TaskState::Killed,
+                        None,
+                        "killed before it started".into(),
+                    ),
+                }
+            }
+            AgentMsg::Exited {
+                task_id,
+                state,
+                reason,
+                message,
+            } => {
+                let Some(t) = st.ck.tasks.get(&task_id) else {
+                    return Ok(());
+                };
+                if t.state.is_terminal() {
+                    return Ok(()); // a second watcher of the same task
+                }
+                let state = if t.killing
+                    && state == TaskState::Failed
+                    && reason.as_deref() != Some(crate::containerizer::REASON_MEMORY)
+                {
+                    TaskState::Killed
+                } else {
+                    state
+                };
+                if let Some(info) = &t.container {
+                    self.containerizer.destroy(info);
+                }
+                self.update(st, &task_id, state, reason, message);
+            }
+            AgentMsg::Ack { task_id, uuid } => {
+                st.ck.updates.ack(&task_id, uuid);
+                let done = st
+                    .ck
+                    .tasks
+                    .get(&task_id)
+                    .is_some_and(|t| t.state.is_terminal())
+                    && st.ck.updates.pending(&task_id).is_empty();
+                if done {
+                    st.ck.tasks.remove(&task_id);
+                }
+                self.save(st);
+                self.flush(st);
+            }
+            AgentMsg::ReadFile {
+                task_id,
+                file,
+                offset,
+                reply,
+            } => {
+                let r = if file != "stdout" && file != "stderr" {
+                    Err(format!("no file {file:?} (stdout or stderr)"))
+                } else {
+                    match self.containerizer.sandbox_of(&task_id) {
+                        Some(dir) => read_from(&dir.join(&file), offset),
+                        None => Err(format!("no sandbox for task {task_id:?} on this agent")),
+                    }
+                };
+                let _ = reply.send(r);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<AgentMsg>,
+        evt: SupervisionEvent,
+        st: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) = &evt
+        {
+            if st.master.as_ref().is_some_and(|m| m.get_id() == c.get_id()) {
+                warn!("lost the master; re-registering");
+                st.master = None;
+                st.registered = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    f.take(1 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    Ok(buf)
+}

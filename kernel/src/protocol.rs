@@ -1,0 +1,314 @@
+//! Messages between masters, agents and schedulers, and the data they carry.
+
+use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
+
+use plexus_actors::RemoteMessage;
+
+use crate::resources::{Resources, RoleResources};
+use crate::status::StatusUpdate;
+use crate::task::TaskState;
+
+/// Cluster-wide name of the master actor.
+pub const MASTER_NAME: &str = "plexus.master";
+
+/// Cluster-wide name of an agent actor.
+pub fn agent_name(agent_id: &str) -> String {
+    format!("plexus.agent:{agent_id}")
+}
+
+/// A task a framework asks to launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Unique id (chosen by the framework).
+    pub task_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Command and arguments.
+    pub argv: Vec<String>,
+    /// What it needs.
+    pub resources: Resources,
+}
+
+/// A framework's description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    /// Set when re-subscribing after a failover.
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Who runs it.
+    pub principal: Option<String>,
+    /// Its role (`*` for none).
+    pub role: String,
+    /// How long its tasks outlive a disconnection.
+    pub failover_timeout_secs: f64,
+}
+
+/// An offer of one agent's resources to one framework.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Offer id.
+    pub id: String,
+    /// The framework it is for.
+    pub framework_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent's node name.
+    pub hostname: String,
+    /// What is offered, per role.
+    pub resources: RoleResources,
+}
+
+/// The master's view of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Task id.
+    pub task_id: String,
+    /// Name.
+    pub name: String,
+    /// Its framework.
+    pub framework_id: String,
+    /// Its agent.
+    pub agent_id: String,
+    /// Current state.
+    pub state: TaskState,
+    /// Reason of the last update.
+    pub reason: Option<String>,
+    /// Message of the last update.
+    pub message: String,
+    /// What it holds.
+    pub resources: RoleResources,
+    /// Command.
+    pub argv: Vec<String>,
+}
+
+/// An agent's view of a task it runs (sent when re-registering).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTask {
+    /// The task.
+    pub spec: TaskSpec,
+    /// Its framework.
+    pub framework_id: String,
+    /// Resources it holds, per role.
+    pub resources: RoleResources,
+    /// Its state on the agent.
+    pub state: TaskState,
+}
+
+/// What an agent tells the master when it (re-)registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRegistration {
+    /// Stable agent id (kept across agent restarts).
+    pub agent_id: String,
+    /// Node name (for people and logs).
+    pub hostname: String,
+    /// Its total resources, per role.
+    pub resources: RoleResources,
+    /// Tasks it runs now.
+    pub tasks: Vec<AgentTask>,
+    /// How it isolates tasks.
+    pub isolation: String,
+}
+
+/// Messages to the master.
+#[derive(Debug, RemoteMessage)]
+pub enum MasterMsg {
+    /// An agent (re-)registers; it registered `agent_name(agent_id)` first.
+    RegisterAgent(AgentRegistration),
+    /// A status update from an agent.
+    Update(StatusUpdate),
+    /// A scheduler subscribes (or re-subscribes); it registered `scheduler` first.
+    Subscribe {
+        /// The framework.
+        info: FrameworkInfo,
+        /// Cluster-wide name of its driver actor.
+        scheduler: String,
+        /// Answers the framework id, or why it is refused.
+        reply: RpcReplyPort<Result<String, String>>,
+    },
+    /// Accept offers, launching tasks on them; leftovers are declined with `refuse_secs`.
+    Accept {
+        /// The framework.
+        framework_id: String,
+        /// Offers used (all of one agent).
+        offer_ids: Vec<String>,
+        /// Tasks to launch.
+        tasks: Vec<TaskSpec>,
+        /// Decline filter for what is left.
+        refuse_secs: f64,
+    },
+    /// Decline offers.
+    Decline {
+        /// The framework.
+        framework_id: String,
+        /// Offers declined.
+        offer_ids: Vec<String>,
+        /// Do not offer these agents again to this framework for this long.
+        refuse_secs: f64,
+    },
+    /// Kill a task.
+    Kill {
+        /// The framework.
+        framework_id: String,
+        /// The task.
+        task_id: String,
+    },
+    /// Acknowledge a status update.
+    Acknowledge {
+        /// The framework.
+        framework_id: String,
+        /// The task.
+        task_id: String,
+        /// The update's uuid.
+        uuid: u64,
+    },
+    /// Ask for the state of tasks (empty: all of the framework's: implicit reconciliation).
+    Reconcile {
+        /// The framework.
+        framework_id: String,
+        /// Tasks to reconcile.
+        task_ids: Vec<String>,
+    },
+    /// Stop offers to the framework.
+    Suppress {
+        /// The framework.
+        framework_id: String,
+    },
+    /// Resume offers and clear filters.
+    Revive {
+        /// The framework.
+        framework_id: String,
+    },
+    /// The framework is done: its tasks are killed and it is removed.
+    Teardown {
+        /// The framework.
+        framework_id: String,
+    },
+    /// The cluster's state (for the API).
+    State(RpcReplyPort<ClusterState>),
+    /// Periodic and on-demand allocation (internal).
+    Allocate,
+    /// Timer checks: agent removal, framework failover (internal).
+    Tick,
+}
+
+/// Messages to a scheduler driver.
+#[derive(Debug, RemoteMessage)]
+pub enum SchedulerMsg {
+    /// The master accepted the subscription (sent before any offer).
+    Subscribed(String),
+    /// Try to subscribe again after losing the master (internal).
+    Resubscribe,
+    /// New offers.
+    Offers(Vec<Offer>),
+    /// An offer is no longer valid.
+    Rescind(String),
+    /// A task's status changed.
+    Update(StatusUpdate),
+    /// The master refused something.
+    Error(String),
+}
+
+/// Messages to an agent.
+#[derive(Debug, RemoteMessage)]
+pub enum AgentMsg {
+    /// Launch a task.
+    Run {
+        /// Its framework.
+        framework_id: String,
+        /// The task.
+        spec: TaskSpec,
+        /// Resources it holds, per role.
+        resources: RoleResources,
+    },
+    /// Kill a task.
+    Kill {
+        /// The task.
+        task_id: String,
+    },
+    /// The framework acknowledged an update.
+    Ack {
+        /// The task.
+        task_id: String,
+        /// The update's uuid.
+        uuid: u64,
+    },
+    /// Read a task's sandbox file from `offset`.
+    ReadFile {
+        /// The task.
+        task_id: String,
+        /// `stdout` or `stderr`.
+        file: String,
+        /// Byte offset.
+        offset: u64,
+        /// Answers the bytes (at most 1 MiB) or why not.
+        reply: RpcReplyPort<Result<Vec<u8>, String>>,
+    },
+    /// Registration answered (internal retries stop).
+    Registered,
+    /// Periodic work: resend due updates, (re-)register (internal).
+    Tick,
+    /// A task's process ended (internal).
+    Exited {
+        /// The task.
+        task_id: String,
+        /// Task state.
+        state: TaskState,
+        /// Reason.
+        reason: Option<String>,
+        /// Message.
+        message: String,
+    },
+}
+
+/// The state served by the operator API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Agents.
+    pub agents: Vec<AgentState>,
+    /// Frameworks.
+    pub frameworks: Vec<FrameworkState>,
+    /// Tasks.
+    pub tasks: Vec<TaskInfo>,
+    /// Total resources of active agents.
+    pub total: Resources,
+    /// Resources held by tasks and offers.
+    pub used: Resources,
+    /// Outstanding offers.
+    pub offers_outstanding: usize,
+    /// Duration of the last allocation cycle, in microseconds.
+    pub last_allocation_us: u64,
+}
+
+/// One agent in [`ClusterState`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Id.
+    pub id: String,
+    /// Node name.
+    pub hostname: String,
+    /// `active` or `unreachable`.
+    pub status: String,
+    /// Total resources.
+    pub total: Resources,
+    /// Free resources.
+    pub free: Resources,
+    /// Isolation in use.
+    pub isolation: String,
+}
+
+/// One framework in [`ClusterState`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkState {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// `connected` or `disconnected`.
+    pub status: String,
+    /// Dominant share.
+    pub share: f64,
+}

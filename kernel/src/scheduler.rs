@@ -1,0 +1,300 @@
+//! The framework API: implement [`Scheduler`], start it with [`SchedulerDriver::start`].
+//!
+//! The driver is an actor on the framework's node. It subscribes to the master, calls the
+//! scheduler with offers, rescinds and status updates, acknowledges updates after the
+//! scheduler has seen them (implicit acknowledgement), and re-subscribes with the same
+//! framework id when the master is lost, so a framework back within its failover timeout
+//! keeps its tasks.
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::{info, warn};
+
+use plexus_actors::Node;
+
+use crate::protocol::*;
+use crate::status::StatusUpdate;
+
+/// What a framework does with offers and updates.
+pub trait Scheduler: Send + 'static {
+    /// Subscribed (or re-subscribed) as `framework_id`.
+    fn registered(&mut self, _driver: &DriverHandle, _framework_id: &str) {}
+    /// New offers: accept some with [`DriverHandle::launch`], decline the rest.
+    fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>);
+    /// An offer was withdrawn.
+    fn rescinded(&mut self, _driver: &DriverHandle, _offer_id: &str) {}
+    /// A task's status changed (acknowledged by the driver afterwards).
+    fn update(&mut self, driver: &DriverHandle, update: &StatusUpdate);
+    /// The master reported an error.
+    fn error(&mut self, _driver: &DriverHandle, message: &str) {
+        warn!("framework error: {message}");
+    }
+}
+
+/// The calls a scheduler can make.
+#[derive(Clone)]
+pub struct DriverHandle {
+    master: ActorRef<MasterMsg>,
+    framework_id: String,
+}
+
+impl DriverHandle {
+    /// This framework's id.
+    pub fn framework_id(&self) -> &str {
+        &self.framework_id
+    }
+
+    /// Launches `tasks` on the offers (of one agent); the rest is declined for `refuse`.
+    pub fn launch(&self, offer_ids: Vec<String>, tasks: Vec<TaskSpec>, refuse: Duration) {
+        let _ = self.master.cast(MasterMsg::Accept {
+            framework_id: self.framework_id.clone(),
+            offer_ids,
+            tasks,
+            refuse_secs: refuse.as_secs_f64(),
+        });
+    }
+
+    /// Declines offers; their agents are not offered again for `refuse`.
+    pub fn decline(&self, offer_ids: Vec<String>, refuse: Duration) {
+        let _ = self.master.cast(MasterMsg::Decline {
+            framework_id: self.framework_id.clone(),
+            offer_ids,
+            refuse_secs: refuse.as_secs_f64(),
+        });
+    }
+
+    /// Kills a task.
+    pub fn kill(&self, task_id: &str) {
+        let _ = self.master.cast(MasterMsg::Kill {
+            framework_id: self.framework_id.clone(),
+            task_id: task_id.to_string(),
+        });
+    }
+
+    /// Acknowledges an update explicitly (the driver does it implicitly by default).
+    pub fn acknowledge(&self, u: &StatusUpdate) {
+        let _ = self.master.cast(MasterMsg::Acknowledge {
+            framework_id: self.framework_id.clone(),
+            task_id: u.task_id.clone(),
+            uuid: u.uuid,
+        });
+    }
+
+    /// Asks for the state of `task_ids` (empty: every task of the framework).
+    pub fn reconcile(&self, task_ids: Vec<String>) {
+        let _ = self.master.cast(MasterMsg::Reconcile {
+            framework_id: self.framework_id.clone(),
+            task_ids,
+        });
+    }
+
+    /// Stops offers.
+    pub fn suppress(&self) {
+        let _ = self.master.cast(MasterMsg::Suppress {
+            framework_id: self.framework_id.clone(),
+        });
+    }
+
+    /// Resumes offers and clears decline filters.
+    pub fn revive(&self) {
+        let _ = self.master.cast(MasterMsg::Revive {
+            framework_id: self.framework_id.clone(),
+        });
+    }
+
+    /// Ends the framework: its tasks are killed.
+    pub fn teardown(&self) {
+        let _ = self.master.cast(MasterMsg::Teardown {
+            framework_id: self.framework_id.clone(),
+        });
+    }
+}
+
+/// Arguments of the driver actor.
+pub struct DriverArgs {
+    /// The framework.
+    pub info: FrameworkInfo,
+    /// The scheduler.
+    pub scheduler: Box<dyn Scheduler>,
+    /// Acknowledge updates after the scheduler saw them.
+    pub implicit_acks: bool,
+    /// Cluster-wide name the driver registers (the master finds it by this name).
+    pub name: String,
+}
+
+/// The driver actor.
+pub struct SchedulerDriver {
+    node: Node,
+}
+
+/// The driver's state.
+pub struct DriverState {
+    info: FrameworkInfo,
+    scheduler: Box<dyn Scheduler>,
+    handle: Option<DriverHandle>,
+    implicit_acks: bool,
+    name: String,
+}
+
+async fn subscribe(node: &Node, info: &FrameworkInfo, name: &str) -> Result<String, String> {
+    let master = node
+        .whereis::<MasterMsg>(MASTER_NAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no master is known yet".to_string())?;
+    ractor::call_t!(
+        master,
+        |reply| MasterMsg::Subscribe {
+            info: info.clone(),
+            scheduler: name.to_string(),
+            reply
+        },
+        10_000
+    )
+    .map_err(|e| format!("subscribe: {e}"))?
+}
+
+impl SchedulerDriver {
+    /// Starts a driver for `scheduler` on `node` and subscribes it, retrying until a
+    /// master answers or `timeout` passes; returns the driver and the framework id.
+    pub async fn start(
+        node: &Node,
+        info: FrameworkInfo,
+        scheduler: Box<dyn Scheduler>,
+        timeout: Duration,
+    ) -> Result<(ActorRef<SchedulerMsg>, String), String> {
+        let name = format!(
+            "plexus.scheduler:{}:{}:{}",
+            node.name(),
+            node.incarnation(),
+            info.name
+        );
+        let (r, _) = Actor::spawn(
+            None,
+            SchedulerDriver { node: node.clone() },
+            DriverArgs {
+                info: info.clone(),
+                scheduler,
+                implicit_acks: true,
+                name: name.clone(),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            match subscribe(node, &info, &name).await {
+                Ok(id) => return Ok((r, id)),
+                Err(e) if tokio::time::Instant::now() > end => {
+                    r.stop(None);
+                    return Err(e);
+                }
+                Err(e) if e.contains("needs") || e.contains("unknown framework") => {
+                    r.stop(None);
+                    return Err(e);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+impl Actor for SchedulerDriver {
+    type Msg = SchedulerMsg;
+    type State = DriverState;
+    type Arguments = DriverArgs;
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<SchedulerMsg>,
+        a: DriverArgs,
+    ) -> Result<DriverState, ActorProcessingErr> {
+        self.node.register(&a.name, &me)?;
+        Ok(DriverState {
+            info: a.info,
+            scheduler: a.scheduler,
+            handle: None,
+            implicit_acks: a.implicit_acks,
+            name: a.name,
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<SchedulerMsg>,
+        msg: SchedulerMsg,
+        st: &mut DriverState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Subscribed(id) => {
+                let Ok(Some(master)) = self.node.whereis::<MasterMsg>(MASTER_NAME).await else {
+                    me.send_after(Duration::from_millis(200), || SchedulerMsg::Resubscribe);
+                    return Ok(());
+                };
+                me.get_cell().monitor(master.get_cell());
+                st.info.id = Some(id.clone());
+                let h = DriverHandle {
+                    master,
+                    framework_id: id.clone(),
+                };
+                st.scheduler.registered(&h, &id);
+                st.handle = Some(h);
+                info!(framework = %id, "subscribed");
+            }
+            SchedulerMsg::Resubscribe => {
+                if st.handle.is_none() {
+                    if let Err(e) = subscribe(&self.node, &st.info, &st.name).await {
+                        warn!("re-subscription failed: {e}");
+                        me.send_after(Duration::from_millis(500), || SchedulerMsg::Resubscribe);
+                    }
+                }
+            }
+            SchedulerMsg::Offers(offers) => {
+                if let Some(h) = st.handle.clone() {
+                    st.scheduler.offers(&h, offers);
+                }
+            }
+            SchedulerMsg::Rescind(id) => {
+                if let Some(h) = st.handle.clone() {
+                    st.scheduler.rescinded(&h, &id);
+                }
+            }
+            SchedulerMsg::Update(u) => {
+                if let Some(h) = st.handle.clone() {
+                    st.scheduler.update(&h, &u);
+                    if st.implicit_acks && u.uuid != 0 {
+                        h.acknowledge(&u);
+                    }
+                }
+            }
+            SchedulerMsg::Error(e) => {
+                if let Some(h) = st.handle.clone() {
+                    st.scheduler.error(&h, &e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<SchedulerMsg>,
+        evt: SupervisionEvent,
+        st: &mut DriverState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) = &evt
+        {
+            if st
+                .handle
+                .as_ref()
+                .is_some_and(|h| h.master.get_id() == c.get_id())
+            {
+                warn!("lost the master; re-subscribing");
+                st.handle = None;
+                me.send_after(Duration::from_millis(200), || SchedulerMsg::Resubscribe);
+            }
+        }
+        Ok(())
+    }
+}

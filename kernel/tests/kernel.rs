@@ -1,0 +1,301 @@
+//! Master, agents and frameworks as actors on in-process nodes over QUIC, with real
+//! task processes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plexus_actors::Node;
+use plexus_config::{NodeSettings, PeerAddr, TlsSettings};
+use plexus_kernel::agent::{Agent, AgentConfig};
+use plexus_kernel::containerizer::cgroups::CgroupMode;
+use plexus_kernel::containerizer::ProcessContainerizer;
+use plexus_kernel::jobs::{JobRequest, Jobs};
+use plexus_kernel::master::{Master, MasterConfig};
+use plexus_kernel::protocol::*;
+use plexus_kernel::resources::{Resources, RoleResources};
+use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
+use plexus_kernel::status::StatusUpdate;
+use plexus_kernel::task::TaskState;
+use ractor::{call_t, Actor, ActorRef};
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    master_node: Node,
+    master: ActorRef<MasterMsg>,
+    _agents: Vec<Node>,
+}
+
+fn settings(dir: &std::path::Path, name: &str, peers: Vec<PeerAddr>) -> NodeSettings {
+    let (c, k) = plexus_net::tls::issue(dir, dir, name).unwrap();
+    NodeSettings {
+        name: name.into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers,
+        tls: TlsSettings {
+            ca_cert: Some(dir.join("ca.pem")),
+            cert: Some(c),
+            key: Some(k),
+            dev: false,
+        },
+        heartbeat_interval: Duration::from_millis(100),
+        node_down_timeout: Duration::from_millis(600),
+        state_dir: dir.join(name),
+        ..NodeSettings::default()
+    }
+}
+
+async fn start_agent(
+    dir: &std::path::Path,
+    name: &str,
+    master: &Node,
+    cpus: f64,
+    mem: u64,
+) -> Node {
+    let node = Node::start(&settings(dir, name, vec![master.peer_addr()]))
+        .await
+        .unwrap();
+    let state_dir = dir.join(name).join("agent");
+    let containerizer = ProcessContainerizer::new(
+        state_dir.join("sandboxes"),
+        vec![env!("CARGO_BIN_EXE_plexus-shim").into()],
+        CgroupMode::Unavailable {
+            why: "not needed by this test".into(),
+        },
+    );
+    let cfg = AgentConfig {
+        agent_id: None,
+        resources: RoleResources::unreserved(Resources::new(cpus, mem)),
+        state_dir,
+        kill_grace: Duration::from_secs(2),
+        tick: Duration::from_millis(100),
+    };
+    Actor::spawn(
+        None,
+        Agent::new(node.clone(), cfg, Arc::new(containerizer)),
+        (),
+    )
+    .await
+    .unwrap();
+    node
+}
+
+impl Cluster {
+    async fn start(agents: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
+        let master_node = Node::start(&settings(dir.path(), "master", vec![]))
+            .await
+            .unwrap();
+        let (master, _) = Actor::spawn(
+            None,
+            Master::new(master_node.clone(), MasterConfig::default()),
+            (),
+        )
+        .await
+        .unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..agents {
+            nodes
+                .push(start_agent(dir.path(), &format!("agent{i}"), &master_node, 4.0, 4096).await);
+        }
+        let c = Cluster {
+            _dir: dir,
+            master_node,
+            master,
+            _agents: nodes,
+        };
+        c.wait(|s| s.agents.iter().filter(|a| a.status == "active").count() == agents)
+            .await;
+        c
+    }
+
+    async fn state(&self) -> ClusterState {
+        call_t!(self.master, MasterMsg::State, 5000).unwrap()
+    }
+
+    async fn wait(&self, f: impl Fn(&ClusterState) -> bool) -> ClusterState {
+        for _ in 0..600 {
+            let s = self.state().await;
+            if f(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "cluster never reached the expected state: {:#?}",
+            self.state().await
+        );
+    }
+}
+
+async fn start_jobs(c: &Cluster) -> Jobs {
+    let jobs = Jobs::default();
+    let info = FrameworkInfo {
+        id: None,
+        name: "jobs".into(),
+        principal: None,
+        role: "*".into(),
+        failover_timeout_secs: 60.0,
+    };
+    SchedulerDriver::start(
+        &c.master_node,
+        info,
+        jobs.scheduler(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    jobs
+}
+
+async fn wait_jobs(jobs: &Jobs, f: impl Fn(&[plexus_kernel::jobs::JobStatus]) -> bool) {
+    for _ in 0..1200 {
+        if f(&jobs.list()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("jobs never reached the expected state: {:#?}", jobs.list());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_to_completion_across_agents_and_resources_return() {
+    let c = Cluster::start(3).await;
+    let jobs = start_jobs(&c).await;
+    let ids: Vec<String> = (0..60)
+        .map(|i| {
+            jobs.submit(JobRequest {
+                name: None,
+                argv: vec!["/bin/sh".into(), "-c".into(), format!("echo job {i}")],
+                resources: Resources::new(0.5, 64),
+            })
+            .unwrap()
+        })
+        .collect();
+    wait_jobs(&jobs, |js| {
+        js.iter().all(|j| j.state == Some(TaskState::Finished))
+    })
+    .await;
+    let agents: std::collections::BTreeSet<_> =
+        jobs.list().into_iter().filter_map(|j| j.agent_id).collect();
+    assert!(agents.len() >= 2, "tasks spread over agents: {agents:?}");
+    let s = c
+        .wait(|s| s.used.cpus_milli == 0 && s.tasks.iter().all(|t| t.state.is_terminal()))
+        .await;
+    assert_eq!(s.tasks.len(), ids.len());
+    assert_eq!(s.total.cpus_milli, 12_000);
+    // a job no agent can hold says why
+    let big = jobs
+        .submit(JobRequest {
+            name: Some("huge".into()),
+            argv: vec!["true".into()],
+            resources: Resources::new(1.0, 100_000),
+        })
+        .unwrap();
+    wait_jobs(&jobs, |js| {
+        js.iter().any(|j| {
+            j.task_id == big
+                && j.why_not_placed
+                    .as_deref()
+                    .is_some_and(|w| w.contains("mem"))
+        })
+    })
+    .await;
+}
+
+/// A scheduler that launches what the test tells it to on the first offer.
+struct Scripted {
+    launches: Vec<TaskSpec>,
+    updates: Arc<Mutex<Vec<StatusUpdate>>>,
+}
+
+impl Scheduler for Scripted {
+    fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
+        let mut offers = offers.into_iter();
+        if let Some(o) = offers.next() {
+            let tasks = std::mem::take(&mut self.launches);
+            driver.launch(vec![o.id], tasks, Duration::from_secs(1));
+        }
+        let rest: Vec<String> = offers.map(|o| o.id).collect();
+        if !rest.is_empty() {
+            driver.decline(rest, Duration::from_secs(1));
+        }
+    }
+    fn update(&mut self, _driver: &DriverHandle, u: &StatusUpdate) {
+        self.updates.lock().unwrap().push(u.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_launches_become_task_error_and_the_master_stays_up() {
+    let c = Cluster::start(1).await;
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let spec = |id: &str, argv: Vec<&str>, r: Resources| TaskSpec {
+        task_id: id.into(),
+        name: id.into(),
+        argv: argv.into_iter().map(String::from).collect(),
+        resources: r,
+    };
+    let sched = Scripted {
+        launches: vec![
+            spec("too-big", vec!["true"], Resources::new(64.0, 64)),
+            spec("empty", vec![], Resources::new(0.1, 16)),
+            spec("nothing", vec!["true"], Resources::default()),
+            spec("good", vec!["true"], Resources::new(0.1, 16)),
+            spec("good", vec!["true"], Resources::new(0.1, 16)),
+        ],
+        updates: updates.clone(),
+    };
+    let info = FrameworkInfo {
+        id: None,
+        name: "scripted".into(),
+        principal: None,
+        role: "*".into(),
+        failover_timeout_secs: 10.0,
+    };
+    SchedulerDriver::start(
+        &c.master_node,
+        info,
+        Box::new(sched),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    for _ in 0..400 {
+        let u = updates.lock().unwrap().clone();
+        if u.iter()
+            .any(|x| x.task_id == "good" && x.state == TaskState::Finished)
+            && u.iter().filter(|x| x.state == TaskState::Error).count() >= 4
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let u = updates.lock().unwrap().clone();
+    let err = |id: &str| {
+        u.iter()
+            .find(|x| x.task_id == id && x.state == TaskState::Error)
+            .map(|x| x.message.clone())
+    };
+    assert!(
+        err("too-big")
+            .unwrap()
+            .contains("resources not in the offer"),
+        "{u:#?}"
+    );
+    assert!(err("empty").unwrap().contains("empty command"));
+    assert!(err("nothing").unwrap().contains("cpus or mem"));
+    assert!(
+        u.iter().any(|x| x.task_id == "good"
+            && x.state == TaskState::Error
+            && x.message.contains("already used")),
+        "duplicate id refused: {u:#?}"
+    );
+    assert!(u
+        .iter()
+        .any(|x| x.task_id == "good" && x.state == TaskState::Finished));
+    assert!(
+        c.state().await.agents.len() == 1,
+        "the master still answers"
+    );
+}
