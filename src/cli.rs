@@ -37,9 +37,105 @@ pub enum Command {
     Certs(CertsCommand),
     /// Run a bare node: join its peers and host remote actors until SIGINT/SIGTERM.
     Node(NodeArgs),
+    /// Run a master and an agent in this one process (development).
+    Dev(RoleArgs),
+    /// Run a master (with the built-in jobs framework and the HTTP API).
+    Master(RoleArgs),
+    /// Run an agent that joins the master at NAME@HOST:PORT.
+    Agent {
+        /// The master node, NAME@HOST:PORT.
+        #[arg(long)]
+        master: String,
+        #[command(flatten)]
+        role: RoleArgs,
+    },
+    /// Submit a command as a job and follow its state changes.
+    Run(RunArgs),
+    /// List tasks (running and pending; --all for ended ones too).
+    Ps {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Include ended tasks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Kill a task.
+    Kill {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The task id.
+        task: String,
+    },
+    /// Print a task's stdout (or --stderr).
+    Logs {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The task id.
+        task: String,
+        /// Keep printing new output until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// List agents.
+    Agents {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Benchmarks, one figure per printed line (`plexus <figure> key=value ...`).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Where the master's API is, and output format.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// Master API URL.
+    #[arg(long, env = "PLEXUS_API", default_value = "http://127.0.0.1:5050")]
+    pub api: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of the server roles.
+#[derive(Debug, clap::Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Address of the HTTP API (master and dev), e.g. 127.0.0.1:5050.
+    #[arg(long)]
+    pub api_listen: Option<String>,
+    /// Resources the agent offers, e.g. `cpus:4;mem:8192` (agent and dev).
+    #[arg(long)]
+    pub resources: Option<String>,
+}
+
+/// `plexus run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Cpus (fractional).
+    #[arg(long, default_value_t = 0.1)]
+    pub cpus: f64,
+    /// Memory in MB.
+    #[arg(long, default_value_t = 64)]
+    pub mem: u64,
+    /// Role (the built-in jobs framework runs in `*`).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Name of the job.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the task id and return at once.
+    #[arg(long, short)]
+    pub detach: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `plexus bench ...`
@@ -78,8 +174,16 @@ pub struct NodeArgs {
 impl NodeArgs {
     /// Loads and validates the node settings from all layers.
     pub fn settings(&self) -> anyhow::Result<plexus_config::NodeSettings> {
+        self.settings_with(Vec::new())
+    }
+
+    /// As [`NodeArgs::settings`], with extra overrides applied before the flags.
+    pub fn settings_with(
+        &self,
+        extra: Vec<(&str, plexus_config::Override)>,
+    ) -> anyhow::Result<plexus_config::NodeSettings> {
         use plexus_config::Override;
-        let mut o: Vec<(&str, Override)> = Vec::new();
+        let mut o: Vec<(&str, Override)> = extra;
         if let Some(n) = &self.name {
             o.push(("name", n.as_str().into()));
         }
@@ -156,7 +260,59 @@ async fn run_node(settings: plexus_config::NodeSettings) -> anyhow::Result<()> {
 }
 
 /// The runtime a node's `worker_threads` setting asks for.
-pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn role_settings(
+    r: &RoleArgs,
+    dev: bool,
+    master: Option<&str>,
+) -> anyhow::Result<plexus_config::NodeSettings> {
+    use plexus_config::Override;
+    let mut extra: Vec<(&str, Override)> = Vec::new();
+    if dev {
+        extra.push(("name", "dev".into()));
+        extra.push(("state_dir", ".plexus/dev".into()));
+        extra.push(("tls.dev", "true".into()));
+    }
+    if let Some(a) = &r.api_listen {
+        extra.push(("master.api_listen", a.as_str().into()));
+    }
+    if let Some(res) = &r.resources {
+        extra.push(("agent.resources", res.as_str().into()));
+    }
+    let mut s = r.node.settings_with(extra)?;
+    if let Some(m) = master {
+        let p: plexus_config::PeerAddr = m
+            .parse()
+            .map_err(|e| anyhow::anyhow!("bad --master {m:?}: {e}"))?;
+        if !s.peers.contains(&p) {
+            s.peers.push(p);
+        }
+    }
+    Ok(s)
+}
+
+async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> anyhow::Result<()> {
+    let node = plexus_actors::Node::start(&s)
+        .await
+        .context("starting the node")?;
+    plexus::builtin::register_all(&node);
+    let m = if master {
+        Some(plexus::roles::start_master(&node, &s).await?)
+    } else {
+        None
+    };
+    if agent {
+        plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
+    }
+    let sig = wait_for_signal().await?;
+    tracing::info!("{sig}: stopping (running tasks keep running)");
+    if let Some(m) = m {
+        m.api.stop(true).await;
+    }
+    node.leave().await;
+    Ok(())
+}
+
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut b = match worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         0 => tokio::runtime::Builder::new_multi_thread(),
@@ -175,6 +331,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => {
             let settings = args.settings()?;
             runtime(settings.worker_threads)?.block_on(run_node(settings))?
+        }
+        Command::Dev(r) => {
+            let s = role_settings(&r, true, None)?;
+            runtime(s.worker_threads)?.block_on(run_role(s, true, true))?
+        }
+        Command::Master(r) => {
+            let s = role_settings(&r, false, None)?;
+            runtime(s.worker_threads)?.block_on(run_role(s, true, false))?
+        }
+        Command::Agent { master, role } => {
+            let s = role_settings(&role, false, Some(&master))?;
+            runtime(s.worker_threads)?.block_on(run_role(s, false, true))?
+        }
+        Command::Run(r) => {
+            let c = plexus::client::Client::new(&r.api.api);
+            let job = plexus_kernel::api::SubmitJob {
+                argv: r.command,
+                cpus: r.cpus,
+                mem: r.mem,
+                disk: 0,
+                name: r.name,
+                role: r.role,
+            };
+            if !plexus::client::run(&c, job, r.detach, r.api.json)? {
+                return Err(anyhow::anyhow!("the task did not finish successfully"));
+            }
+        }
+        Command::Ps { api, all } => {
+            plexus::client::ps(&plexus::client::Client::new(&api.api), all, api.json)?
+        }
+        Command::Kill { api, task } => {
+            plexus::client::Client::new(&api.api).kill(&task)?;
+            println!("killing {task}");
+        }
+        Command::Logs {
+            api,
+            task,
+            follow,
+            stderr,
+        } => {
+            let file = if stderr { "stderr" } else { "stdout" };
+            plexus::client::logs(&plexus::client::Client::new(&api.api), &task, file, follow)?
+        }
+        Command::Agents { api } => {
+            plexus::client::agents(&plexus::client::Client::new(&api.api), api.json)?
         }
         Command::Bench(BenchCommand::Allocator(o)) => crate::bench::allocator::run(o)?,
         Command::Bench(BenchCommand::Remote(o)) => {

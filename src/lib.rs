@@ -12,3 +12,5 @@ pub use plexus_kernel as kernel;
 pub use plexus_net as net;
 
 pub mod builtin;
+pub mod client;
+pub mod roles;

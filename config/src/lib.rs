@@ -114,6 +114,57 @@ pub struct TlsSettings {
     pub dev: bool,
 }
 
+/// Settings of the master role (`[master]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MasterSettings {
+    /// Address of the operator HTTP API.
+    pub api_listen: SocketAddr,
+    /// How long an unreachable agent's tasks wait before they are `TASK_GONE`.
+    #[serde(with = "humantime_serde")]
+    pub agent_removal_timeout: Duration,
+    /// Longest pause between allocation cycles.
+    #[serde(with = "humantime_serde")]
+    pub allocation_interval: Duration,
+}
+
+impl Default for MasterSettings {
+    fn default() -> Self {
+        MasterSettings {
+            api_listen: "127.0.0.1:5050".parse().expect("static address"),
+            agent_removal_timeout: Duration::from_secs(60),
+            allocation_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings of the agent role (`[agent]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Resources to offer, Mesos syntax (`cpus:4;mem:8192;ports:[31000-32000]`); empty:
+    /// detected from the machine.
+    pub resources: String,
+    /// Static reservations, `role = "cpus:1;mem:512"` (taken out of the resources).
+    pub reservations: std::collections::BTreeMap<String, String>,
+    /// Time between SIGTERM and SIGKILL when a task is killed.
+    #[serde(with = "humantime_serde")]
+    pub kill_grace: Duration,
+    /// Isolate tasks with cgroups when the machine allows (else rlimits).
+    pub cgroups: bool,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            resources: String::new(),
+            reservations: Default::default(),
+            kill_grace: Duration::from_secs(3),
+            cgroups: true,
+        }
+    }
+}
+
 /// Settings of one plexus node (every role runs on a node).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +195,10 @@ pub struct NodeSettings {
     /// Runtime threads: 1 runs the node on one thread (lowest message latency, like one
     /// Erlang scheduler), N > 1 on N worker threads, 0 on one worker per core.
     pub worker_threads: usize,
+    /// The master role's settings.
+    pub master: MasterSettings,
+    /// The agent role's settings.
+    pub agent: AgentSettings,
 }
 
 impl Default for NodeSettings {
@@ -160,6 +215,8 @@ impl Default for NodeSettings {
             node_down_timeout: Duration::from_secs(2),
             state_dir: PathBuf::from("/var/lib/plexus"),
             worker_threads: 1,
+            master: MasterSettings::default(),
+            agent: AgentSettings::default(),
         }
     }
 }
@@ -302,13 +359,26 @@ where
         }
         b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
     }
+    // Only variables naming a known key: other programs' `PLEXUS_*` variables (a client's
+    // `PLEXUS_API`, say) are not settings of this role. The file stays strict.
+    let known: Vec<String> = defaults_keys::<T>()?;
+    let pre = format!("{env_prefix}_");
+    let vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix(&pre).is_some_and(|rest| {
+                let top = rest.split("__").next().unwrap_or_default().to_lowercase();
+                known.contains(&top)
+            })
+        })
+        .collect();
     b = b.add_source(
         config::Environment::with_prefix(env_prefix)
             .prefix_separator("_")
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("peers")
-            .try_parsing(true),
+            .try_parsing(true)
+            .source(Some(vars)),
     );
     for (k, v) in overrides {
         b = match v {
@@ -317,6 +387,15 @@ where
         };
     }
     Ok(b.build()?.try_deserialize()?)
+}
+
+/// The top-level keys of `T`'s defaults.
+fn defaults_keys<T: Serialize + Default>() -> Result<Vec<String>, ConfigError> {
+    let c = config::Config::builder()
+        .add_source(config::Config::try_from(&T::default())?)
+        .build()?;
+    let table: config::Map<String, config::Value> = c.try_deserialize()?;
+    Ok(table.into_keys().collect())
 }
 
 /// Loads and validates [`NodeSettings`] from all layers.
@@ -401,6 +480,22 @@ mod tests {
         assert!(e.contains("`tls`"), "{e}");
         let e = load_node(None, &[]).unwrap_err().to_string();
         assert!(e.contains("tls.dev"), "{e}");
+    }
+
+    #[test]
+    fn env_layer_takes_known_keys_only() {
+        // SAFETY of set_var: this test is the only one in this crate touching these names.
+        std::env::set_var("PLEXUSCFGTEST_HEARTBEAT_INTERVAL", "300ms");
+        std::env::set_var("PLEXUSCFGTEST_API", "http://127.0.0.1:5050");
+        std::env::set_var("PLEXUSCFGTEST_TLS__DEV", "true");
+        let s: NodeSettings = load_layered(None, "PLEXUSCFGTEST", &[]).unwrap();
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(300));
+        assert!(s.tls.dev);
+        std::env::set_var("PLEXUSCFGTEST_HEARTBEAT_INTERVAL", "soon");
+        let e = load_layered::<NodeSettings>(None, "PLEXUSCFGTEST", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("heartbeat_interval"), "{e}");
     }
 
     #[test]

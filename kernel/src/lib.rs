@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod allocator;
+pub mod api;
 pub mod containerizer;
 pub mod jobs;
 pub mod master;

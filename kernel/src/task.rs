@@ -13,30 +13,43 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskState {
     /// Accepted by the master, on its way to the agent.
+    #[serde(rename = "TASK_STAGING")]
     Staging,
     /// The agent is starting it.
+    #[serde(rename = "TASK_STARTING")]
     Starting,
     /// Its process runs.
+    #[serde(rename = "TASK_RUNNING")]
     Running,
     /// A kill was requested; waiting for the process to end.
+    #[serde(rename = "TASK_KILLING")]
     Killing,
     /// Ended with exit code 0.
+    #[serde(rename = "TASK_FINISHED")]
     Finished,
     /// Ended with a non-zero exit, a signal, or a limit violation.
+    #[serde(rename = "TASK_FAILED")]
     Failed,
     /// Ended because it was killed on request.
+    #[serde(rename = "TASK_KILLED")]
     Killed,
     /// The launch was invalid; it never ran.
+    #[serde(rename = "TASK_ERROR")]
     Error,
     /// Its agent was lost; it may or may not still run.
+    #[serde(rename = "TASK_LOST")]
     Lost,
     /// It was dropped before launch (e.g. the agent went away).
+    #[serde(rename = "TASK_DROPPED")]
     Dropped,
     /// Its agent is cut off; it may come back.
+    #[serde(rename = "TASK_UNREACHABLE")]
     Unreachable,
     /// Its agent was removed for good; the task is gone.
+    #[serde(rename = "TASK_GONE")]
     Gone,
     /// The master knows nothing of it (a reconciliation answer).
+    #[serde(rename = "TASK_UNKNOWN")]
     Unknown,
 }
 

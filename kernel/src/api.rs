@@ -1,0 +1,406 @@
+//! The operator HTTP API (actix-web), served by the master's process.
+//!
+//! - `GET /health`, `GET /metrics` (Prometheus text)
+//! - `GET /api/v1/state`, `GET /api/v1/agents`, `GET /api/v1/tasks`, `GET /api/v1/tasks/{id}`
+//! - `POST /api/v1/jobs` (`{"argv": [...], "cpus": 0.5, "mem": 64, "name": "..."}`)
+//! - `POST /api/v1/tasks/{id}/kill`, `GET /api/v1/tasks/{id}/logs?file=stdout&offset=0`
+//!
+//! Errors are JSON `{"error": "..."}` with a 4xx/5xx status naming the problem.
+
+use std::net::SocketAddr;
+
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use ractor::{call_t, ActorRef};
+use serde::{Deserialize, Serialize};
+
+use plexus_actors::Node;
+
+use crate::jobs::{JobEvent, JobRequest, Jobs};
+use crate::protocol::{agent_name, AgentMsg, ClusterState, MasterMsg};
+use crate::resources::{Resources, ANY_ROLE};
+use crate::task::TaskState;
+
+/// What the API serves from.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The master.
+    pub master: ActorRef<MasterMsg>,
+    /// The built-in jobs framework.
+    pub jobs: Jobs,
+    /// The master's node (to reach agents for logs).
+    pub node: Node,
+}
+
+/// A task as listed by the API and `plexus ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// Task id.
+    pub task_id: String,
+    /// Name.
+    pub name: String,
+    /// State (`TASK_RUNNING`, …), or `PENDING` while not placed.
+    pub state: String,
+    /// Its agent.
+    pub agent_id: Option<String>,
+    /// Reason of the last update.
+    pub reason: Option<String>,
+    /// Message of the last update.
+    pub message: String,
+    /// Why it is not placed yet.
+    pub why_not_placed: Option<String>,
+    /// Its framework.
+    pub framework_id: Option<String>,
+    /// Command.
+    pub argv: Vec<String>,
+    /// State changes seen by the jobs framework.
+    pub history: Vec<JobEvent>,
+}
+
+/// Body of `POST /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// Command and arguments.
+    pub argv: Vec<String>,
+    /// Cpus (fractional).
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// Memory, MB.
+    #[serde(default = "default_mem")]
+    pub mem: u64,
+    /// Disk, MB.
+    #[serde(default)]
+    pub disk: u64,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Role (only `*` for the built-in jobs framework).
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+fn default_cpus() -> f64 {
+    0.1
+}
+fn default_mem() -> u64 {
+    32
+}
+
+/// An API error: status and message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    status: actix_web::http::StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(m: impl Into<String>) -> Self {
+        ApiError {
+            status: actix_web::http::StatusCode::BAD_REQUEST,
+            message: m.into(),
+        }
+    }
+    fn not_found(m: impl Into<String>) -> Self {
+        ApiError {
+            status: actix_web::http::StatusCode::NOT_FOUND,
+            message: m.into(),
+        }
+    }
+    fn unavailable(m: impl Into<String>) -> Self {
+        ApiError {
+            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: m.into(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.message }))
+    }
+}
+
+async fn state(ctx: &ApiContext) -> Result<ClusterState, ApiError> {
+    call_t!(ctx.master, MasterMsg::State, 5000)
+        .map_err(|e| ApiError::unavailable(format!("master: {e}")))
+}
+
+/// Tasks known to the master and pending jobs, merged, by task id.
+pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
+    let mut out: std::collections::BTreeMap<String, TaskView> = s
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.task_id.clone(),
+                TaskView {
+                    task_id: t.task_id.clone(),
+                    name: t.name.clone(),
+                    state: t.state.mesos_name().into(),
+                    agent_id: (!t.agent_id.is_empty()).then(|| t.agent_id.clone()),
+                    reason: t.reason.clone(),
+                    message: t.message.clone(),
+                    why_not_placed: None,
+                    framework_id: Some(t.framework_id.clone()),
+                    argv: t.argv.clone(),
+                    history: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    for j in jobs.list() {
+        let v = out.entry(j.task_id.clone()).or_insert_with(|| TaskView {
+            task_id: j.task_id.clone(),
+            name: j.name.clone(),
+            state: j.state.map(|s| s.mesos_name()).unwrap_or("PENDING").into(),
+            agent_id: j.agent_id.clone(),
+            reason: None,
+            message: String::new(),
+            why_not_placed: None,
+            framework_id: None,
+            argv: j.argv.clone(),
+            history: Vec::new(),
+        });
+        if j.state.is_none() || j.state == Some(TaskState::Killed) && v.framework_id.is_none() {
+            v.state = j.state.map(|s| s.mesos_name()).unwrap_or("PENDING").into();
+        }
+        v.why_not_placed = j.why_not_placed.clone();
+        v.history = j.history.clone();
+    }
+    out.into_values().collect()
+}
+
+async fn get_state(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state(&ctx).await?))
+}
+
+async fn get_agents(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state(&ctx).await?.agents))
+}
+
+async fn get_tasks(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+    let s = state(&ctx).await?;
+    Ok(HttpResponse::Ok().json(task_views(&s, &ctx.jobs)))
+}
+
+async fn get_task(
+    ctx: web::Data<ApiContext>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let s = state(&ctx).await?;
+    task_views(&s, &ctx.jobs)
+        .into_iter()
+        .find(|t| t.task_id == *id)
+        .map(|t| HttpResponse::Ok().json(t))
+        .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))
+}
+
+async fn submit(
+    ctx: web::Data<ApiContext>,
+    body: web::Json<SubmitJob>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if !b.cpus.is_finite() || b.cpus < 0.0 {
+        return Err(ApiError::bad(format!(
+            "cpus must be a non-negative number, not {}",
+            b.cpus
+        )));
+    }
+    if b.role.as_deref().is_some_and(|r| r != ANY_ROLE) {
+        return Err(ApiError::bad(
+            "the built-in jobs framework runs in role `*` only",
+        ));
+    }
+    let resources = Resources {
+        cpus_milli: (b.cpus * 1000.0).round() as u64,
+        mem_mb: b.mem,
+        disk_mb: b.disk,
+        ..Default::default()
+    };
+    let id = ctx
+        .jobs
+        .submit(JobRequest {
+            name: b.name,
+            argv: b.argv,
+            resources,
+        })
+        .map_err(ApiError::bad)?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "task_id": id })))
+}
+
+async fn kill(ctx: web::Data<ApiContext>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    ctx.jobs.kill(&id).map_err(ApiError::not_found)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "killing": id.as_str() })))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    offset: u64,
+}
+
+async fn logs(
+    ctx: web::Data<ApiContext>,
+    id: web::Path<String>,
+    q: web::Query<LogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let s = state(&ctx).await?;
+    let agent = task_views(&s, &ctx.jobs)
+        .into_iter()
+        .find(|t| t.task_id == *id)
+        .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))?
+        .agent_id
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "task {:?} has not been placed on an agent",
+                id.as_str()
+            ))
+        })?;
+    let a = ctx
+        .node
+        .whereis::<AgentMsg>(&agent_name(&agent))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::unavailable(format!("agent {agent} is not reachable")))?;
+    let file = q.file.clone().unwrap_or_else(|| "stdout".into());
+    let offset = q.offset;
+    let bytes = call_t!(
+        a,
+        |reply| AgentMsg::ReadFile {
+            task_id: id.to_string(),
+            file,
+            offset,
+            reply
+        },
+        10_000
+    )
+    .map_err(|e| ApiError::unavailable(format!("agent {agent}: {e}")))?
+    .map_err(ApiError::not_found)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Next-Offset", (offset + bytes.len() as u64).to_string()))
+        .content_type("application/octet-stream")
+        .body(bytes))
+}
+
+/// Prometheus text for a cluster state.
+pub fn metrics_text(s: &ClusterState) -> String {
+    let mut m = String::new();
+    let mut g = |name: &str, help: &str, lines: Vec<(String, f64)>| {
+        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (labels, v) in lines {
+            m.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let active = s.agents.iter().filter(|a| a.status == "active").count();
+    g(
+        "plexus_agents",
+        "Agents by status.",
+        vec![
+            ("{status=\"active\"}".into(), active as f64),
+            (
+                "{status=\"unreachable\"}".into(),
+                (s.agents.len() - active) as f64,
+            ),
+        ],
+    );
+    g(
+        "plexus_frameworks",
+        "Registered frameworks.",
+        vec![(String::new(), s.frameworks.len() as f64)],
+    );
+    let mut by_state: std::collections::BTreeMap<&str, usize> =
+        TaskState::ALL.iter().map(|t| (t.mesos_name(), 0)).collect();
+    for t in &s.tasks {
+        *by_state.entry(t.state.mesos_name()).or_default() += 1;
+    }
+    g(
+        "plexus_tasks",
+        "Tasks by state.",
+        by_state
+            .into_iter()
+            .map(|(k, v)| (format!("{{state=\"{k}\"}}"), v as f64))
+            .collect(),
+    );
+    g(
+        "plexus_resources_total",
+        "Resources of active agents.",
+        vec![
+            ("{resource=\"cpus\"}".into(), s.total.cpus()),
+            ("{resource=\"mem\"}".into(), s.total.mem_mb as f64),
+            ("{resource=\"disk\"}".into(), s.total.disk_mb as f64),
+        ],
+    );
+    g(
+        "plexus_resources_used",
+        "Resources held by tasks and offers.",
+        vec![
+            ("{resource=\"cpus\"}".into(), s.used.cpus()),
+            ("{resource=\"mem\"}".into(), s.used.mem_mb as f64),
+            ("{resource=\"disk\"}".into(), s.used.disk_mb as f64),
+        ],
+    );
+    g(
+        "plexus_offers_outstanding",
+        "Offers not yet answered.",
+        vec![(String::new(), s.offers_outstanding as f64)],
+    );
+    g(
+        "plexus_allocation_run_seconds",
+        "Duration of the last allocation cycle.",
+        vec![(String::new(), s.last_allocation_us as f64 / 1e6)],
+    );
+    m
+}
+
+async fn metrics(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+    let s = state(&ctx).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics_text(&s)))
+}
+
+/// Starts the API on `addr`; the returned server runs until stopped.
+pub fn serve(addr: SocketAddr, ctx: ApiContext) -> std::io::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(ctx.clone()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(1 << 20)
+                    .error_handler(|e, _| {
+                        let msg = format!("bad request body: {e}");
+                        ApiError::bad(msg).into()
+                    }),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::bad(format!("bad query: {e}")).into()),
+            )
+            .route(
+                "/health",
+                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
+            )
+            .route("/metrics", web::get().to(metrics))
+            .route("/api/v1/state", web::get().to(get_state))
+            .route("/api/v1/agents", web::get().to(get_agents))
+            .route("/api/v1/tasks", web::get().to(get_tasks))
+            .route("/api/v1/tasks/{id}", web::get().to(get_task))
+            .route("/api/v1/tasks/{id}/kill", web::post().to(kill))
+            .route("/api/v1/tasks/{id}/logs", web::get().to(logs))
+            .route("/api/v1/jobs", web::post().to(submit))
+            .default_service(web::to(|| async {
+                ApiError::not_found("no such endpoint").error_response()
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)?
+    .run();
+    Ok(server)
+}

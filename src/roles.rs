@@ -1,0 +1,140 @@
+//! Starting the kernel's roles on a node: the master (with the built-in jobs framework and
+//! the operator API) and the agent.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use plexus_actors::Node;
+use plexus_config::NodeSettings;
+use plexus_kernel::agent::{detect_resources, Agent, AgentConfig};
+use plexus_kernel::api::{self, ApiContext};
+use plexus_kernel::containerizer::cgroups::CgroupMode;
+use plexus_kernel::containerizer::ProcessContainerizer;
+use plexus_kernel::jobs::Jobs;
+use plexus_kernel::master::{Master, MasterConfig};
+use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
+use plexus_kernel::resources::{Resources, RoleResources, ANY_ROLE};
+use plexus_kernel::scheduler::SchedulerDriver;
+use ractor::{Actor, ActorRef};
+
+/// A running master.
+pub struct MasterHandle {
+    /// The master actor.
+    pub master: ActorRef<MasterMsg>,
+    /// The built-in jobs framework.
+    pub jobs: Jobs,
+    /// The API server.
+    pub api: actix_web::dev::ServerHandle,
+}
+
+/// Starts the master, the jobs framework and the API on `node`.
+pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<MasterHandle> {
+    let cfg = MasterConfig {
+        agent_removal_timeout: s.master.agent_removal_timeout,
+        allocation_interval: s.master.allocation_interval,
+        ..MasterConfig::default()
+    };
+    let (master, _) = Actor::spawn(None, Master::new(node.clone(), cfg), ())
+        .await
+        .context("starting the master")?;
+    let jobs = Jobs::default();
+    let info = FrameworkInfo {
+        id: None,
+        name: "jobs".into(),
+        principal: Some("plexus".into()),
+        role: ANY_ROLE.into(),
+        failover_timeout_secs: 3600.0,
+    };
+    SchedulerDriver::start(node, info, jobs.scheduler(), Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the jobs framework: {e}"))?;
+    let server = api::serve(
+        s.master.api_listen,
+        ApiContext {
+            master: master.clone(),
+            jobs: jobs.clone(),
+            node: node.clone(),
+        },
+    )
+    .with_context(|| {
+        format!(
+            "binding the API at {} (`master.api_listen`)",
+            s.master.api_listen
+        )
+    })?;
+    let handle = server.handle();
+    tokio::spawn(server);
+    tracing::info!(api = %s.master.api_listen, "master started");
+    Ok(MasterHandle {
+        master,
+        jobs,
+        api: handle,
+    })
+}
+
+/// The agent's resources from its settings: `agent.resources` (or the machine's), with
+/// `agent.reservations` set aside for their roles.
+pub fn agent_resources(s: &NodeSettings) -> anyhow::Result<RoleResources> {
+    let bad = |key: &str, value: &str, e: &dyn std::fmt::Display| {
+        anyhow::anyhow!("invalid value for `{key}`: {value:?}: {e}")
+    };
+    let mut total = if s.agent.resources.trim().is_empty() {
+        detect_resources()
+    } else {
+        Resources::parse(&s.agent.resources)
+            .map_err(|e| bad("agent.resources", &s.agent.resources, &e))?
+    };
+    let mut rr = RoleResources::default();
+    for (role, text) in &s.agent.reservations {
+        let key = format!("agent.reservations.{role}");
+        if role == ANY_ROLE || role.is_empty() {
+            return Err(bad(&key, text, &"reservations are for named roles"));
+        }
+        let r = Resources::parse(text).map_err(|e| bad(&key, text, &e))?;
+        total = total
+            .checked_sub(&r)
+            .ok_or_else(|| bad(&key, text, &"more than the agent has"))?;
+        rr.0.insert(role.clone(), r);
+    }
+    rr.0.insert(ANY_ROLE.into(), total);
+    Ok(rr)
+}
+
+/// Starts the agent on `node`; tasks run under `shim` (program and leading arguments).
+pub async fn start_agent(
+    node: &Node,
+    s: &NodeSettings,
+    shim: Vec<OsString>,
+) -> anyhow::Result<ActorRef<AgentMsg>> {
+    let resources = agent_resources(s)?;
+    let state_dir = s.state_dir.join("agent");
+    let mode = if s.agent.cgroups {
+        CgroupMode::detect(&s.name)
+    } else {
+        CgroupMode::Unavailable {
+            why: "disabled by `agent.cgroups = false`".into(),
+        }
+    };
+    if let CgroupMode::Unavailable { why } = &mode {
+        tracing::warn!("tasks get no cgroup isolation, only an address-space rlimit: {why}");
+    }
+    let c = ProcessContainerizer::new(state_dir.join("sandboxes"), shim, mode);
+    let cfg = AgentConfig {
+        agent_id: None,
+        resources,
+        state_dir,
+        kill_grace: s.agent.kill_grace,
+        tick: Duration::from_millis(250),
+    };
+    let (a, _) = Actor::spawn(None, Agent::new(node.clone(), cfg, Arc::new(c)), ())
+        .await
+        .context("starting the agent")?;
+    Ok(a)
+}
+
+/// The shim command of this binary: `[current_exe, "__shim"]`.
+pub fn own_shim() -> anyhow::Result<Vec<OsString>> {
+    Ok(vec![std::env::current_exe()?.into(), "__shim".into()])
+}
