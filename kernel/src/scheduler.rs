@@ -164,6 +164,18 @@ impl SchedulerDriver {
         scheduler: Box<dyn Scheduler>,
         timeout: Duration,
     ) -> Result<(ActorRef<SchedulerMsg>, String), String> {
+        Self::start_with(node, info, scheduler, true, timeout).await
+    }
+
+    /// As [`SchedulerDriver::start`]; with `implicit_acks` false the scheduler must call
+    /// [`DriverHandle::acknowledge`] itself, and unacknowledged updates keep coming.
+    pub async fn start_with(
+        node: &Node,
+        info: FrameworkInfo,
+        scheduler: Box<dyn Scheduler>,
+        implicit_acks: bool,
+        timeout: Duration,
+    ) -> Result<(ActorRef<SchedulerMsg>, String), String> {
         let name = format!(
             "plexus.scheduler:{}:{}:{}",
             node.name(),
@@ -176,7 +188,7 @@ impl SchedulerDriver {
             DriverArgs {
                 info: info.clone(),
                 scheduler,
-                implicit_acks: true,
+                implicit_acks,
                 name: name.clone(),
             },
         )
