@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use plexus_kernel::api::{SubmitJob, TaskView};
-use plexus_kernel::protocol::AgentState;
+use plexus_kernel::protocol::{AgentState, ClusterState};
 use serde::de::DeserializeOwned;
 
 /// An API client.
@@ -88,6 +88,11 @@ impl Client {
     /// All tasks.
     pub fn tasks(&self) -> anyhow::Result<Vec<TaskView>> {
         self.get("/api/v1/tasks")
+    }
+
+    /// The whole cluster state (`GET /api/v1/state`).
+    pub fn state(&self) -> anyhow::Result<ClusterState> {
+        self.get("/api/v1/state")
     }
 
     /// All agents.

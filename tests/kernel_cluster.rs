@@ -1,0 +1,674 @@
+//! Multi-process kernel tests: a `plexus master` and `plexus agent` processes on
+//! 127.0.0.x, driven through the HTTP API the way an operator drives them, and (for
+//! acknowledgements) by a framework running in this test process.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plexus::client::Client;
+use plexus_actors::Node;
+use plexus_config::{NodeSettings, PeerAddr, TlsSettings};
+use plexus_kernel::api::{SubmitJob, TaskView};
+use plexus_kernel::containerizer::REASON_MEMORY;
+use plexus_kernel::protocol::{ClusterState, FrameworkInfo, Offer, TaskSpec};
+use plexus_kernel::resources::Resources;
+use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
+use plexus_kernel::status::StatusUpdate;
+use plexus_kernel::task::TaskState;
+use plexus_net::tls;
+
+const HEARTBEAT_MS: u64 = 100;
+const DOWN_MS: u64 = 1000;
+const MASTER: &str = "master";
+
+fn free_udp(ip: &str) -> u16 {
+    UdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_tcp(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn certs(dir: &Path, name: &str) -> TlsSettings {
+    let (c, k) = tls::issue(dir, dir, name).unwrap();
+    TlsSettings {
+        ca_cert: Some(dir.join("ca.pem")),
+        cert: Some(c),
+        key: Some(k),
+        dev: false,
+    }
+}
+
+/// One `plexus` process that can be killed and started again with the same arguments.
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and reap.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// A master and `n` agents as separate processes, sharing one CA.
+struct KCluster {
+    dir: tempfile::TempDir,
+    master_addr: SocketAddr,
+    api: String,
+    master: Proc,
+    agents: Vec<Proc>,
+}
+
+fn node_toml(dir: &Path, name: &str, listen: SocketAddr) -> String {
+    let t = certs(dir, name);
+    format!(
+        "name = \"{name}\"\nlisten = \"{listen}\"\nstate_dir = \"{}\"\n\
+         heartbeat_interval = \"{HEARTBEAT_MS}ms\"\nnode_down_timeout = \"{DOWN_MS}ms\"\n\
+         [tls]\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join(name).display(),
+        t.ca_cert.unwrap().display(),
+        t.cert.unwrap().display(),
+        t.key.unwrap().display(),
+    )
+}
+
+impl KCluster {
+    /// Starts the master on 127.0.0.1 and agents `{tag}-a1`.. on 127.0.0.2.., each with
+    /// 4 cpus and 4096 MB, and waits until all are registered.
+    fn start(tag: &str, agents: usize) -> KCluster {
+        let dir = tempfile::tempdir().unwrap();
+        tls::init_ca(dir.path(), "plexus").unwrap();
+        let master_addr: SocketAddr = format!("127.0.0.1:{}", free_udp("127.0.0.1"))
+            .parse()
+            .unwrap();
+        let api_addr = format!("127.0.0.1:{}", free_tcp("127.0.0.1"));
+        let cfg = format!(
+            "{}[master]\napi_listen = \"{api_addr}\"\nallocation_interval = \"200ms\"\n\
+             agent_removal_timeout = \"60s\"\n",
+            node_toml(dir.path(), MASTER, master_addr)
+        );
+        let cfg_path = dir.path().join("master.toml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut master = Proc {
+            name: MASTER.into(),
+            args: vec![
+                "master".into(),
+                "--config".into(),
+                cfg_path.display().to_string(),
+            ],
+            log: dir.path().join("master.log"),
+            child: None,
+        };
+        master.spawn();
+        let mut procs = Vec::new();
+        for i in 1..=agents {
+            let name = format!("{tag}-a{i}");
+            let ip = format!("127.0.0.{}", i + 1);
+            let listen: SocketAddr = format!("{ip}:{}", free_udp(&ip)).parse().unwrap();
+            let cfg = format!(
+                "{}[agent]\nresources = \"cpus:4;mem:4096;disk:10000\"\nkill_grace = \"1s\"\n",
+                node_toml(dir.path(), &name, listen)
+            );
+            let cfg_path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&cfg_path, cfg).unwrap();
+            let mut p = Proc {
+                name: name.clone(),
+                args: vec![
+                    "agent".into(),
+                    "--master".into(),
+                    format!("{MASTER}@{master_addr}"),
+                    "--config".into(),
+                    cfg_path.display().to_string(),
+                ],
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            };
+            p.spawn();
+            procs.push(p);
+        }
+        let c = KCluster {
+            dir,
+            master_addr,
+            api: format!("http://{api_addr}"),
+            master,
+            agents: procs,
+        };
+        c.wait_state("all agents registered", Duration::from_secs(60), |s| {
+            s.agents.iter().filter(|a| a.status == "active").count() == agents
+        });
+        c
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.api)
+    }
+
+    fn logs(&self) -> String {
+        let mut out = format!("--- {} ---\n{}\n", self.master.name, self.master.log_tail());
+        for a in &self.agents {
+            out += &format!("--- {} ---\n{}\n", a.name, a.log_tail());
+        }
+        out
+    }
+
+    /// Polls the API until `f` holds, or fails the test with the last state and the logs.
+    fn wait_state(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&ClusterState) -> bool,
+    ) -> ClusterState {
+        let c = self.client();
+        let end = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < end {
+            if let Ok(s) = c.state() {
+                if f(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; last state: {last:#?}\n{}",
+            self.logs()
+        );
+    }
+
+    /// Polls the task list until `f` holds.
+    fn wait_tasks(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&[TaskView]) -> bool,
+    ) -> Vec<TaskView> {
+        let c = self.client();
+        let end = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < end {
+            if let Ok(t) = c.tasks() {
+                if f(&t) {
+                    return t;
+                }
+                last = t;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; last tasks: {last:#?}\n{}",
+            self.logs()
+        );
+    }
+
+    fn agent(&mut self, name: &str) -> &mut Proc {
+        self.agents.iter_mut().find(|a| a.name == name).unwrap()
+    }
+}
+
+impl Drop for KCluster {
+    fn drop(&mut self) {
+        self.master.kill9();
+        for a in &mut self.agents {
+            a.kill9();
+        }
+        // Tasks outlive their agent by design: stop this cluster's task processes, then
+        // their shims (whose command lines name this cluster's directory).
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("^sleep 300\\.{}", std::process::id())])
+            .status();
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &self.dir.path().display().to_string()])
+            .status();
+    }
+}
+
+/// A unique long-running command: `sleep 300.<pid><i>`.
+fn sleeper(i: usize) -> Vec<String> {
+    vec!["sleep".into(), format!("300.{}{i:03}", std::process::id())]
+}
+
+/// How many processes run exactly `argv`.
+fn running(argv: &[String]) -> usize {
+    let out = Command::new("pgrep")
+        .args([
+            "-c",
+            "-f",
+            &format!("^{}$", argv.join(" ").replace('.', "\\.")),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn job(argv: Vec<String>, cpus: f64, mem: u64) -> SubmitJob {
+    SubmitJob {
+        argv,
+        cpus,
+        mem,
+        disk: 0,
+        name: None,
+        role: None,
+    }
+}
+
+#[test]
+fn two_hundred_jobs_finish_across_three_agents_and_resources_return() {
+    let c = KCluster::start("spread", 3);
+    let api = c.client();
+    let total = c.client().state().unwrap().total;
+    assert_eq!(total.cpus_milli, 12_000);
+    let ids: Vec<String> = (0..200)
+        .map(|i| {
+            api.submit(&job(
+                vec!["/bin/sh".into(), "-c".into(), format!("echo job {i}")],
+                0.1,
+                32,
+            ))
+            .unwrap()
+        })
+        .collect();
+    let tasks = c.wait_tasks("200 jobs finished", Duration::from_secs(180), |ts| {
+        ids.iter().all(|id| {
+            ts.iter()
+                .any(|t| &t.task_id == id && t.state == "TASK_FINISHED")
+        })
+    });
+    let agents: std::collections::BTreeSet<&str> =
+        tasks.iter().filter_map(|t| t.agent_id.as_deref()).collect();
+    assert_eq!(agents.len(), 3, "the jobs ran on every agent: {agents:?}");
+    // Every agent's resources are free again, and nothing is held by tasks or offers.
+    let s = c.wait_state("resources returned", Duration::from_secs(30), |s| {
+        s.used.cpus_milli == 0 && s.used.mem_mb == 0 && s.agents.iter().all(|a| a.free == a.total)
+    });
+    assert_eq!(s.total, total);
+    // A job's output is in its sandbox, readable through the API.
+    let (out, _) = api.logs(&ids[7], "stdout", 0).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out), "job 7\n");
+    // And the returned resources are offered again: new work is placed.
+    let again = api
+        .submit(&job(vec!["/bin/true".into()], 4.0, 4096))
+        .unwrap();
+    c.wait_tasks(
+        "a whole-agent job after the 200",
+        Duration::from_secs(60),
+        |ts| {
+            ts.iter()
+                .any(|t| t.task_id == again && t.state == "TASK_FINISHED")
+        },
+    );
+}
+
+#[test]
+fn a_task_over_its_memory_limit_fails_with_the_memory_reason() {
+    let c = KCluster::start("oom", 1);
+    let isolation = c.client().agents().unwrap()[0].isolation.clone();
+    if !isolation.contains("cgroup") {
+        eprintln!(
+            "SKIPPED: the agent runs without cgroups here ({isolation}), so no memory limit \
+             can be enforced by the kernel's OOM killer"
+        );
+        return;
+    }
+    let api = c.client();
+    let hog = api
+        .submit(&job(
+            vec![
+                "python3".into(),
+                "-c".into(),
+                "a = bytearray(400 * 1024 * 1024); import time; time.sleep(30)".into(),
+            ],
+            0.5,
+            64,
+        ))
+        .unwrap();
+    let ts = c.wait_tasks("the memory hog to fail", Duration::from_secs(60), |ts| {
+        ts.iter()
+            .any(|t| t.task_id == hog && t.state == "TASK_FAILED")
+    });
+    let t = ts.iter().find(|t| t.task_id == hog).unwrap();
+    assert_eq!(t.reason.as_deref(), Some(REASON_MEMORY), "{t:#?}");
+}
+
+#[test]
+fn kill_9_of_an_agent_makes_its_tasks_unreachable_and_a_restart_readopts_them() {
+    let mut c = KCluster::start("kill", 3);
+    let api = c.client();
+    let ids: Vec<(String, Vec<String>)> = (0..9)
+        .map(|i| {
+            let argv = sleeper(i);
+            (api.submit(&job(argv.clone(), 0.1, 16)).unwrap(), argv)
+        })
+        .collect();
+    let tasks = c.wait_tasks("9 tasks running", Duration::from_secs(60), |ts| {
+        ids.iter().all(|(id, _)| {
+            ts.iter()
+                .any(|t| &t.task_id == id && t.state == "TASK_RUNNING")
+        })
+    });
+    // The agent with the most tasks (at least 3 of 9) is the victim.
+    let mut per_agent: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for t in &tasks {
+        per_agent
+            .entry(t.agent_id.clone().unwrap())
+            .or_default()
+            .push(t.task_id.clone());
+    }
+    let (victim, victim_tasks) = per_agent.into_iter().max_by_key(|(_, v)| v.len()).unwrap();
+    let argv_of = |id: &str| ids.iter().find(|(i, _)| i == id).unwrap().1.clone();
+
+    c.agent(&victim).kill9();
+    let killed_at = Instant::now();
+    c.wait_tasks(
+        "the victim's tasks unreachable",
+        Duration::from_secs(30),
+        |ts| {
+            victim_tasks.iter().all(|id| {
+                ts.iter()
+                    .any(|t| &t.task_id == id && t.state == "TASK_UNREACHABLE")
+            })
+        },
+    );
+    let detected = killed_at.elapsed();
+    // Detection is `node_down_timeout` after the last heartbeat; allow as much again for
+    // a loaded machine and the API polling.
+    eprintln!("tasks unreachable {detected:?} after kill -9");
+    assert!(
+        detected <= Duration::from_millis(2 * DOWN_MS),
+        "tasks unreachable after {detected:?} (detection time {DOWN_MS} ms)"
+    );
+    // The framework was told, and the processes kept running without their agent.
+    let ts = api.tasks().unwrap();
+    for id in &victim_tasks {
+        let t = ts.iter().find(|t| &t.task_id == id).unwrap();
+        assert!(
+            t.history.iter().any(|e| e.state == TaskState::Unreachable),
+            "the jobs framework saw TASK_UNREACHABLE: {t:#?}"
+        );
+        assert_eq!(running(&argv_of(id)), 1, "{id} still runs");
+    }
+    // One task dies while its agent is away: the restarted agent must report it.
+    let dead = victim_tasks[0].clone();
+    let st = Command::new("pkill")
+        .args([
+            "-9",
+            "-f",
+            &format!("^{}$", argv_of(&dead).join(" ").replace('.', "\\.")),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    c.agent(&victim).spawn();
+    let ts = c.wait_tasks("the victim's tasks back", Duration::from_secs(60), |ts| {
+        victim_tasks.iter().all(|id| {
+            ts.iter().any(|t| {
+                &t.task_id == id
+                    && if *id == dead {
+                        t.state == "TASK_FAILED"
+                    } else {
+                        t.state == "TASK_RUNNING"
+                            && t.history.iter().any(|e| e.state == TaskState::Unreachable)
+                    }
+            })
+        })
+    });
+    assert_eq!(ts.len(), ids.len(), "no task was launched again: {ts:#?}");
+    for (id, argv) in &ids {
+        let t = ts.iter().find(|t| &t.task_id == id).unwrap();
+        if *id == dead {
+            assert_eq!(running(argv), 0);
+            continue;
+        }
+        assert_eq!(t.state, "TASK_RUNNING", "{t:#?}");
+        assert_eq!(running(argv), 1, "{id} runs exactly once");
+    }
+    // Re-adopted tasks are still the agent's to kill.
+    let readopted = victim_tasks[1].clone();
+    api.kill(&readopted).unwrap();
+    c.wait_tasks(
+        "the re-adopted task killed",
+        Duration::from_secs(30),
+        |ts| {
+            ts.iter()
+                .any(|t| t.task_id == readopted && t.state == "TASK_KILLED")
+        },
+    );
+    assert_eq!(running(&argv_of(&readopted)), 0);
+}
+
+/// What the explicit-acknowledgement framework saw.
+#[derive(Default)]
+struct Seen {
+    handle: Option<DriverHandle>,
+    launched: bool,
+    auto_ack: bool,
+    updates: Vec<(Instant, StatusUpdate)>,
+}
+
+/// Launches one task on its first offer and acknowledges only when told to.
+struct Manual {
+    seen: Arc<Mutex<Seen>>,
+    argv: Vec<String>,
+}
+
+impl Scheduler for Manual {
+    fn registered(&mut self, driver: &DriverHandle, _: &str) {
+        self.seen.lock().unwrap().handle = Some(driver.clone());
+    }
+    fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
+        let mut seen = self.seen.lock().unwrap();
+        let mut ids: Vec<String> = offers.into_iter().map(|o| o.id).collect();
+        if !seen.launched && !ids.is_empty() {
+            seen.launched = true;
+            let first = ids.remove(0);
+            driver.launch(
+                vec![first],
+                vec![TaskSpec {
+                    task_id: "acked".into(),
+                    name: "acked".into(),
+                    argv: self.argv.clone(),
+                    resources: Resources::new(0.1, 16),
+                }],
+                Duration::from_secs(3600),
+            );
+        }
+        if !ids.is_empty() {
+            driver.decline(ids, Duration::from_secs(3600));
+        }
+    }
+    fn update(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.updates.push((Instant::now(), u.clone()));
+        if seen.auto_ack && u.uuid != 0 {
+            driver.acknowledge(u);
+        }
+    }
+}
+
+impl Seen {
+    /// Copies of agent update `uuid` received after `after`.
+    fn copies(&self, uuid: u64, after: Instant) -> usize {
+        self.updates
+            .iter()
+            .filter(|(t, u)| u.uuid == uuid && *t > after)
+            .count()
+    }
+}
+
+async fn wait_seen(what: &str, seen: &Mutex<Seen>, f: impl Fn(&Seen) -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        if f(&seen.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = seen.lock().unwrap();
+    let u: Vec<_> = s.updates.iter().map(|(_, u)| u).collect();
+    panic!("timed out waiting for {what}; updates seen: {u:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_updates_are_resent_survive_an_agent_restart_and_stop_when_acked() {
+    let mut c = KCluster::start("ack", 1);
+    let s = NodeSettings {
+        name: "ack-fw".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers: vec![PeerAddr {
+            name: MASTER.into(),
+            addr: c.master_addr,
+        }],
+        tls: certs(c.dir.path(), "ack-fw"),
+        heartbeat_interval: Duration::from_millis(HEARTBEAT_MS),
+        node_down_timeout: Duration::from_millis(DOWN_MS),
+        state_dir: c.dir.path().join("ack-fw"),
+        ..NodeSettings::default()
+    };
+    let node = Node::start(&s).await.unwrap();
+    node.wait_for_peers(&[MASTER], Duration::from_secs(30))
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let argv = sleeper(900);
+    let info = FrameworkInfo {
+        id: None,
+        name: "manual".into(),
+        principal: None,
+        role: "*".into(),
+        failover_timeout_secs: 60.0,
+    };
+    let t0 = Instant::now();
+    let sched = Manual {
+        seen: seen.clone(),
+        argv: argv.clone(),
+    };
+    SchedulerDriver::start_with(&node, info, Box::new(sched), false, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Not acknowledged: the same update keeps coming, with growing gaps.
+    wait_seen("three copies of the first update", &seen, |s| {
+        s.updates
+            .iter()
+            .find(|(_, u)| u.uuid != 0)
+            .is_some_and(|(_, first)| s.copies(first.uuid, t0) >= 3)
+    })
+    .await;
+    let first = {
+        let s = seen.lock().unwrap();
+        let first = s
+            .updates
+            .iter()
+            .find(|(_, u)| u.uuid != 0)
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(first.state, TaskState::Running);
+        let times: Vec<Instant> = s
+            .updates
+            .iter()
+            .filter(|(_, u)| u.uuid == first.uuid)
+            .map(|(t, _)| *t)
+            .collect();
+        assert!(
+            times[2] - times[1] > times[1] - times[0],
+            "resends back off: {times:?}"
+        );
+        assert!(
+            s.updates.iter().all(|(_, u)| u.uuid == 0 || u == &first),
+            "every copy is the same update"
+        );
+        first
+    };
+    assert_eq!(running(&argv), 1);
+
+    // The agent dies and comes back before the acknowledgement: the update is not lost.
+    c.agents[0].kill9();
+    c.agents[0].spawn();
+    let restarted = Instant::now();
+    wait_seen("the update again from the restarted agent", &seen, |s| {
+        s.copies(first.uuid, restarted) >= 1
+    })
+    .await;
+    assert_eq!(running(&argv), 1, "the task was re-adopted, not run again");
+
+    // Acknowledge it (and everything after): resends stop, and the next updates flow.
+    let acked_at = {
+        let mut s = seen.lock().unwrap();
+        s.auto_ack = true;
+        s.handle.as_ref().unwrap().acknowledge(&first);
+        s.handle.as_ref().unwrap().kill("acked");
+        Instant::now()
+    };
+    wait_seen("the kill's updates", &seen, |s| {
+        s.updates
+            .iter()
+            .any(|(_, u)| u.uuid != 0 && u.state == TaskState::Killed)
+    })
+    .await;
+    // No event marks the absence of a resend; watch for well over the 1 s first backoff.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = seen.lock().unwrap();
+    assert_eq!(
+        s.copies(first.uuid, acked_at + Duration::from_millis(500)),
+        0,
+        "an acknowledged update is not resent"
+    );
+    let later: Vec<&StatusUpdate> = s
+        .updates
+        .iter()
+        .filter(|(t, u)| *t > acked_at && u.uuid != 0 && u.uuid != first.uuid)
+        .map(|(_, u)| u)
+        .collect();
+    let states: Vec<TaskState> = later.iter().map(|u| u.state).collect();
+    assert_eq!(
+        states,
+        vec![TaskState::Killing, TaskState::Killed],
+        "each later update once, in order (acknowledged at once)"
+    );
+    assert_eq!(running(&argv), 0);
+}
