@@ -31,9 +31,18 @@ pub struct MasterHandle {
 
 /// Starts the master, the jobs framework and the API on `node`.
 pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<MasterHandle> {
+    let mut quotas = std::collections::BTreeMap::new();
+    for (role, text) in &s.master.quotas {
+        let q = Resources::parse(text).map_err(|e| {
+            anyhow::anyhow!("invalid value for `master.quotas.{role}`: {text:?}: {e}")
+        })?;
+        quotas.insert(role.clone(), q);
+    }
     let cfg = MasterConfig {
         agent_removal_timeout: s.master.agent_removal_timeout,
         allocation_interval: s.master.allocation_interval,
+        weights: s.master.weights.clone(),
+        quotas,
         ..MasterConfig::default()
     };
     let (master, _) = Actor::spawn(None, Master::new(node.clone(), cfg), ())

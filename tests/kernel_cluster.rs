@@ -672,3 +672,71 @@ async fn unacknowledged_updates_are_resent_survive_an_agent_restart_and_stop_whe
     );
     assert_eq!(running(&argv), 0);
 }
+
+#[test]
+fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
+    let c = KCluster::start("api", 1);
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, body: &str| {
+        let mut r = http
+            .post(&format!("{}{path}", c.api))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        (r.status().as_u16(), text)
+    };
+    let cases = [
+        ("{not json", "bad request body"),
+        (r#"{"argv": ["true"], "cpu": 1}"#, "unknown field `cpu`"),
+        (
+            r#"{"argv": ["true"], "cpus": -1}"#,
+            "cpus must be a non-negative",
+        ),
+        (r#"{"argv": []}"#, "empty command"),
+        (r#"{"argv": ["true"], "mem": "lots"}"#, "bad request body"),
+        (r#"{"argv": ["true"], "role": "prod"}"#, "role `*` only"),
+        (r#"{"argv": ["true"], "cpus": 0, "mem": 0}"#, "cpus or mem"),
+    ];
+    for (body, want) in cases {
+        let (status, text) = post("/api/v1/jobs", body);
+        assert_eq!(status, 400, "{body} -> {status} {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let err = v["error"].as_str().unwrap();
+        assert!(err.contains(want), "{body} -> {err:?}, wanted {want:?}");
+    }
+    let (status, text) = post("/api/v1/tasks/nope/kill", "");
+    assert_eq!(status, 404, "{text}");
+    let mut r = http
+        .get(&format!("{}/api/v1/tasks/nope", c.api))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.body_mut().read_to_string().unwrap().contains("nope"));
+    let r = http
+        .get(&format!("{}/api/v1/tasks/x/logs?offset=minus", c.api))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Nothing was accepted, and the master still serves.
+    let api = c.client();
+    assert!(api.tasks().unwrap().is_empty());
+    let ok = api.submit(&job(vec!["/bin/true".into()], 0.1, 16)).unwrap();
+    c.wait_tasks(
+        "a good job after the bad ones",
+        Duration::from_secs(60),
+        |ts| {
+            ts.iter()
+                .any(|t| t.task_id == ok && t.state == "TASK_FINISHED")
+        },
+    );
+    let mut m = http.get(&format!("{}/metrics", c.api)).call().unwrap();
+    let metrics = m.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1"),
+        "{metrics}"
+    );
+}

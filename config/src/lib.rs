@@ -126,6 +126,10 @@ pub struct MasterSettings {
     /// Longest pause between allocation cycles.
     #[serde(with = "humantime_serde")]
     pub allocation_interval: Duration,
+    /// DRF weights of roles, `role = 2.0` (roles not listed weigh 1).
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// Quota limits of roles, `role = "cpus:8;mem:16384"` (Mesos resource syntax).
+    pub quotas: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for MasterSettings {
@@ -134,6 +138,8 @@ impl Default for MasterSettings {
             api_listen: "127.0.0.1:5050".parse().expect("static address"),
             agent_removal_timeout: Duration::from_secs(60),
             allocation_interval: Duration::from_secs(1),
+            weights: Default::default(),
+            quotas: Default::default(),
         }
     }
 }
@@ -267,6 +273,22 @@ impl NodeSettings {
                 "worker_threads",
                 self.worker_threads.to_string(),
                 "must be at most 1024 (0 means one per core)",
+            ));
+        }
+        for (role, w) in &self.master.weights {
+            if !(w.is_finite() && *w > 0.0) {
+                return Err(bad(
+                    &format!("master.weights.{role}"),
+                    w.to_string(),
+                    "must be a positive number",
+                ));
+            }
+        }
+        if self.master.allocation_interval.is_zero() {
+            return Err(bad(
+                "master.allocation_interval",
+                ms(self.master.allocation_interval),
+                "must be positive",
             ));
         }
         if let Some(p) = self.peers.iter().find(|p| p.name == self.name) {

@@ -28,6 +28,10 @@ pub struct MasterConfig {
     pub allocation_interval: Duration,
     /// Delay that batches events into one allocation cycle.
     pub allocation_batch: Duration,
+    /// DRF weights of roles (roles not listed weigh 1).
+    pub weights: BTreeMap<String, f64>,
+    /// Quota limits of roles.
+    pub quotas: BTreeMap<String, Resources>,
 }
 
 impl Default for MasterConfig {
@@ -36,6 +40,8 @@ impl Default for MasterConfig {
             agent_removal_timeout: Duration::from_secs(60),
             allocation_interval: Duration::from_secs(1),
             allocation_batch: Duration::from_millis(2),
+            weights: BTreeMap::new(),
+            quotas: BTreeMap::new(),
         }
     }
 }
@@ -599,13 +605,20 @@ impl Actor for Master {
         self.node.register(MASTER_NAME, &me)?;
         me.send_interval(Duration::from_secs(1), || MasterMsg::Tick);
         me.send_interval(self.cfg.allocation_interval, || MasterMsg::Allocate);
+        let mut allocator = Allocator::new();
+        for (role, w) in &self.cfg.weights {
+            allocator.set_weight(role, *w);
+        }
+        for (role, q) in &self.cfg.quotas {
+            allocator.set_quota(role, Some(q.clone()));
+        }
         Ok(MasterState {
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
             watched: BTreeMap::new(),
-            allocator: Allocator::new(),
+            allocator,
             alloc_pending: false,
             next_id: 0,
             start: Instant::now(),
@@ -642,7 +655,18 @@ impl Actor for Master {
                     let _ = st.allocator.recover(&fw, &agent, &res, None, now);
                     schedule_allocation(&me, st, self.cfg.allocation_batch);
                 }
-                st.send_to_framework(&fw, SchedulerMsg::Update(u));
+                if st.frameworks.contains_key(&fw) {
+                    st.send_to_framework(&fw, SchedulerMsg::Update(u));
+                } else if u.uuid != 0 {
+                    // Nobody is left to acknowledge it: the master does, so the agent's
+                    // stream moves on (and reaches the task's terminal update).
+                    if let Some(a) = st.agents.get(&agent).and_then(|a| a.actor.clone()) {
+                        let _ = a.cast(AgentMsg::Ack {
+                            task_id: u.task_id,
+                            uuid: u.uuid,
+                        });
+                    }
+                }
             }
             MasterMsg::Subscribe {
                 info,

@@ -81,22 +81,22 @@ async fn start_agent(
 
 impl Cluster {
     async fn start(agents: usize) -> Cluster {
+        Self::start_with(agents, MasterConfig::default(), 4.0, 4096).await
+    }
+
+    async fn start_with(agents: usize, cfg: MasterConfig, cpus: f64, mem: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
         let master_node = Node::start(&settings(dir.path(), "master", vec![]))
             .await
             .unwrap();
-        let (master, _) = Actor::spawn(
-            None,
-            Master::new(master_node.clone(), MasterConfig::default()),
-            (),
-        )
-        .await
-        .unwrap();
+        let (master, _) = Actor::spawn(None, Master::new(master_node.clone(), cfg), ())
+            .await
+            .unwrap();
         let mut nodes = Vec::new();
         for i in 0..agents {
             nodes
-                .push(start_agent(dir.path(), &format!("agent{i}"), &master_node, 4.0, 4096).await);
+                .push(start_agent(dir.path(), &format!("agent{i}"), &master_node, cpus, mem).await);
         }
         let c = Cluster {
             _dir: dir,
@@ -207,9 +207,13 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
 struct Scripted {
     launches: Vec<TaskSpec>,
     updates: Arc<Mutex<Vec<StatusUpdate>>>,
+    handle: Arc<Mutex<Option<DriverHandle>>>,
 }
 
 impl Scheduler for Scripted {
+    fn registered(&mut self, driver: &DriverHandle, _: &str) {
+        *self.handle.lock().unwrap() = Some(driver.clone());
+    }
     fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
         let mut offers = offers.into_iter();
         if let Some(o) = offers.next() {
@@ -245,6 +249,7 @@ async fn malformed_launches_become_task_error_and_the_master_stays_up() {
             spec("good", vec!["true"], Resources::new(0.1, 16)),
         ],
         updates: updates.clone(),
+        handle: Default::default(),
     };
     let info = FrameworkInfo {
         id: None,
@@ -298,4 +303,233 @@ async fn malformed_launches_become_task_error_and_the_master_stays_up() {
         c.state().await.agents.len() == 1,
         "the master still answers"
     );
+}
+
+async fn wait_updates(
+    updates: &Mutex<Vec<StatusUpdate>>,
+    f: impl Fn(&[StatusUpdate]) -> bool,
+) -> Vec<StatusUpdate> {
+    for _ in 0..600 {
+        let u = updates.lock().unwrap().clone();
+        if f(&u) {
+            return u;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the framework never saw the expected updates: {:#?}",
+        updates.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_within_the_timeout_keeps_tasks_and_after_it_kills_them() {
+    let c = Cluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The framework's node uses the cluster's CA.
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(c._dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let fw_settings = settings(dir.path(), "fw", vec![c.master_node.peer_addr()]);
+    let info = FrameworkInfo {
+        id: None,
+        name: "failover".into(),
+        principal: None,
+        role: "*".into(),
+        failover_timeout_secs: 2.0,
+    };
+    let sleeper = format!("300.{}77", std::process::id());
+    let start = |info: FrameworkInfo, launches: Vec<TaskSpec>| {
+        let fw_settings = fw_settings.clone();
+        async move {
+            let node = Node::start(&fw_settings).await.unwrap();
+            node.wait_for_peers(&["master"], Duration::from_secs(20))
+                .await
+                .unwrap();
+            let updates = Arc::new(Mutex::new(Vec::new()));
+            let handle = Arc::new(Mutex::new(None));
+            let sched = Scripted {
+                launches,
+                updates: updates.clone(),
+                handle: handle.clone(),
+            };
+            let r = SchedulerDriver::start(&node, info, Box::new(sched), Duration::from_secs(20))
+                .await
+                .map(|(_, id)| id);
+            (node, r, updates, handle)
+        }
+    };
+    let (node, id, updates, _) = start(
+        info.clone(),
+        vec![TaskSpec {
+            task_id: "svc".into(),
+            name: "svc".into(),
+            argv: vec!["sleep".into(), sleeper.clone()],
+            resources: Resources::new(0.5, 32),
+        }],
+    )
+    .await;
+    let id = id.unwrap();
+    wait_updates(&updates, |u| {
+        u.iter()
+            .any(|x| x.task_id == "svc" && x.state == TaskState::Running)
+    })
+    .await;
+
+    // The framework's process goes away and comes back within its failover timeout.
+    node.leave().await;
+    c.wait(|s| {
+        s.frameworks
+            .iter()
+            .any(|f| f.id == id && f.status == "disconnected")
+    })
+    .await;
+    let back = FrameworkInfo {
+        id: Some(id.clone()),
+        ..info.clone()
+    };
+    let (node, again, updates, handle) = start(back.clone(), vec![]).await;
+    assert_eq!(again.unwrap(), id, "re-subscribed under the same id");
+    let h = handle.lock().unwrap().clone().unwrap();
+    // Explicit reconciliation: a known task and one the master never saw.
+    h.reconcile(vec!["svc".into(), "never-launched".into()]);
+    let u = wait_updates(&updates, |u| {
+        u.iter()
+            .any(|x| x.task_id == "svc" && x.state == TaskState::Running)
+            && u.iter()
+                .any(|x| x.task_id == "never-launched" && x.state == TaskState::Unknown)
+    })
+    .await;
+    assert!(u
+        .iter()
+        .filter(|x| x.task_id == "svc")
+        .all(|x| x.reason.as_deref() == Some("REASON_RECONCILIATION")));
+    // Implicit reconciliation: every task of the framework.
+    updates.lock().unwrap().clear();
+    h.reconcile(vec![]);
+    wait_updates(&updates, |u| {
+        u.iter()
+            .any(|x| x.task_id == "svc" && x.state == TaskState::Running)
+    })
+    .await;
+    let s = c.state().await;
+    assert_eq!(
+        s.tasks.iter().find(|t| t.task_id == "svc").unwrap().state,
+        TaskState::Running,
+        "the task outlived the framework's absence"
+    );
+
+    // Gone for longer than the failover timeout: its tasks are killed, it is removed.
+    node.leave().await;
+    // (with no framework left, nothing holds resources: the task's came back)
+    c.wait(|s| {
+        s.frameworks.iter().all(|f| f.id != id)
+            && s.tasks
+                .iter()
+                .any(|t| t.task_id == "svc" && t.state == TaskState::Killed)
+            && s.used.cpus_milli == 0
+    })
+    .await;
+    let (_node, late, ..) = start(back, vec![]).await;
+    let e = late.unwrap_err();
+    assert!(e.contains("unknown framework id"), "{e}");
+}
+
+/// Takes one 1-cpu task from each offer and declines the rest without a filter, so the
+/// allocator decides who gets each next cpu.
+struct OneAtATime {
+    role: String,
+    launched: Arc<Mutex<Vec<String>>>,
+    handle: Arc<Mutex<Option<DriverHandle>>>,
+}
+
+impl Scheduler for OneAtATime {
+    fn registered(&mut self, driver: &DriverHandle, _: &str) {
+        *self.handle.lock().unwrap() = Some(driver.clone());
+    }
+    fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
+        for o in offers {
+            let fits = o.resources.total().contains(&Resources::new(1.0, 512));
+            if !fits {
+                driver.decline(vec![o.id], Duration::ZERO);
+                continue;
+            }
+            let mut l = self.launched.lock().unwrap();
+            let id = format!("{}-{}", self.role, l.len());
+            let argv = vec![
+                "sleep".into(),
+                format!("300.{}{}", std::process::id(), l.len()),
+            ];
+            l.push(id.clone());
+            driver.launch(
+                vec![o.id],
+                vec![TaskSpec {
+                    task_id: id.clone(),
+                    name: id,
+                    argv,
+                    resources: Resources::new(1.0, 512),
+                }],
+                Duration::ZERO,
+            );
+        }
+    }
+    fn update(&mut self, _: &DriverHandle, _: &StatusUpdate) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_drf_splits_a_saturated_agent_two_to_one() {
+    let cfg = MasterConfig {
+        weights: [("gold".to_string(), 2.0)].into_iter().collect(),
+        ..MasterConfig::default()
+    };
+    let c = Cluster::start_with(1, cfg, 6.0, 6144).await;
+    let mut frameworks = Vec::new();
+    for role in ["gold", "silver"] {
+        let launched = Arc::new(Mutex::new(Vec::new()));
+        let handle = Arc::new(Mutex::new(None));
+        let info = FrameworkInfo {
+            id: None,
+            name: role.into(),
+            principal: None,
+            role: role.into(),
+            failover_timeout_secs: 0.0,
+        };
+        let sched = OneAtATime {
+            role: role.into(),
+            launched: launched.clone(),
+            handle: handle.clone(),
+        };
+        SchedulerDriver::start(
+            &c.master_node,
+            info,
+            Box::new(sched),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        frameworks.push((role, launched, handle));
+    }
+    let s = c
+        .wait(|s| {
+            s.tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Running)
+                .count()
+                == 6
+        })
+        .await;
+    let of = |role: &str| {
+        s.tasks
+            .iter()
+            .filter(|t| t.task_id.starts_with(role) && !t.state.is_terminal())
+            .count()
+    };
+    assert_eq!((of("gold"), of("silver")), (4, 2), "{:#?}", s.frameworks);
+    let share = |name: &str| s.frameworks.iter().find(|f| f.name == name).unwrap().share;
+    assert!((share("gold") / share("silver") - 2.0).abs() < 0.01);
+    for (_, _, h) in &frameworks {
+        h.lock().unwrap().clone().unwrap().teardown();
+    }
+    c.wait(|s| s.tasks.iter().all(|t| t.state.is_terminal()) && s.used.cpus_milli == 0)
+        .await;
 }
