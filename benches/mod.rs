@@ -2,4 +2,5 @@
 //! `plexus <figure> key=value ...`, comparable line by line with `../shared/peers/*/run.sh`.
 
 pub mod allocator;
+pub mod launch;
 pub mod remote;

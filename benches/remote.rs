@@ -30,7 +30,7 @@ pub struct RemoteOpts {
     pub spawns: usize,
 }
 
-struct Reaper(Child);
+pub(crate) struct Reaper(pub(crate) Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ impl Drop for Reaper {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((p * sorted.len() as f64).round() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1e6
 }
@@ -78,7 +78,7 @@ async fn cast_rate(e: &ActorRef<EchoMsg>, n: u64) -> anyhow::Result<f64> {
     Ok(n as f64 / dt)
 }
 
-fn tls_for(dir: &std::path::Path, name: &str) -> anyhow::Result<TlsSettings> {
+pub(crate) fn tls_for(dir: &std::path::Path, name: &str) -> anyhow::Result<TlsSettings> {
     let (c, k) = plexus_net::tls::issue(dir, dir, name)?;
     Ok(TlsSettings {
         ca_cert: Some(dir.join("ca.pem")),

@@ -146,6 +146,9 @@ pub enum BenchCommand {
     Remote(crate::bench::remote::RemoteOpts),
     /// One allocation cycle of the DRF allocator alone at 20,000 agents and 2,000 frameworks.
     Allocator(crate::bench::allocator::AllocatorOpts),
+    /// Trivial tasks (`/bin/true`) end to end through an in-process master and agent:
+    /// launch latency, throughput, and an idle agent process's memory.
+    Launch(crate::bench::launch::LaunchOpts),
 }
 
 /// Settings flags shared by every role; they override the file and `PLEXUS_*` variables.
@@ -378,6 +381,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plexus::client::agents(&plexus::client::Client::new(&api.api), api.json)?
         }
         Command::Bench(BenchCommand::Allocator(o)) => crate::bench::allocator::run(o)?,
+        Command::Bench(BenchCommand::Launch(o)) => {
+            let threads = plexus_config::NodeSettings::default().worker_threads;
+            runtime(threads)?.block_on(crate::bench::launch::run(o))?
+        }
         Command::Bench(BenchCommand::Remote(o)) => {
             let threads = plexus_config::NodeSettings::default().worker_threads;
             runtime(threads)?.block_on(crate::bench::remote::run(o))?

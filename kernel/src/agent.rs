@@ -12,7 +12,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use plexus_actors::Node;
 
@@ -100,12 +100,21 @@ struct Checkpoint {
     updates: StatusUpdateManager,
 }
 
+/// Most changes written in one checkpoint during a burst.
+const PERSIST_BATCH: usize = 32;
+
 /// The agent's state.
 pub struct AgentState {
     ck: Checkpoint,
     master: Option<ActorRef<MasterMsg>>,
     registered: bool,
     start: Instant,
+    me: ActorRef<AgentMsg>,
+    /// Changes not yet in the checkpoint; updates are only sent once they are.
+    dirty: bool,
+    /// Changes since the last write.
+    unsaved: usize,
+    persist_queued: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -156,12 +165,42 @@ impl Agent {
             unix_ms: unix_ms(),
         };
         st.ck.updates.push(u);
-        self.save(st);
+        self.mark_dirty(st);
+    }
+
+    /// Notes an unsaved change; the checkpoint is written once the changes queued before
+    /// it are handled.
+    fn mark_dirty(&self, st: &mut AgentState) {
+        st.dirty = true;
+        st.unsaved += 1;
+        if st.unsaved >= PERSIST_BATCH {
+            // A long burst: do not hold its updates back until it ends.
+            self.persist(st);
+            return;
+        }
+        if !st.persist_queued {
+            st.persist_queued = true;
+            let _ = st.me.cast(AgentMsg::Persist);
+        }
+    }
+
+    /// Writes the checkpoint if anything changed, then sends the updates that are due.
+    fn persist(&self, st: &mut AgentState) {
+        if st.dirty {
+            self.save(st);
+            st.dirty = false;
+            st.unsaved = 0;
+        }
         self.flush(st);
     }
 
-    /// Sends the updates that are due.
+    /// Sends the updates that are due, once everything is checkpointed (an update is
+    /// never sent before it is on disk).
     fn flush(&self, st: &mut AgentState) {
+        if st.dirty {
+            self.mark_dirty(st);
+            return;
+        }
         if !st.registered {
             return;
         }
@@ -249,6 +288,10 @@ impl Actor for Agent {
             master: None,
             registered: false,
             start: Instant::now(),
+            me: me.clone(),
+            dirty: false,
+            unsaved: 0,
+            persist_queued: false,
         };
         // Re-adopt what survived the restart; report what did not.
         let ids: Vec<String> = st.ck.tasks.keys().cloned().collect();
@@ -284,6 +327,10 @@ impl Actor for Agent {
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            AgentMsg::Persist => {
+                st.persist_queued = false;
+                self.persist(st);
+            }
             AgentMsg::Tick => {
                 if !st.registered {
                     self.register(&me, st).await;
@@ -323,20 +370,47 @@ impl Actor for Agent {
                     argv: spec.argv.clone(),
                     resources: spec.resources.clone(),
                 };
-                match self.containerizer.launch(launch).await {
+                // Launches run side by side; the agent hears back in `Launched`.
+                let launch = self.containerizer.launch(launch);
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let result = launch.await.map_err(|e| e.to_string());
+                    let _ = me.cast(AgentMsg::Launched {
+                        task_id: id,
+                        result,
+                    });
+                });
+            }
+            AgentMsg::Launched { task_id, result } => {
+                let Some(t) = st.ck.tasks.get_mut(&task_id) else {
+                    return Ok(());
+                };
+                match result {
+                    Ok(info) if t.state.is_terminal() => {
+                        // Killed while it was being launched: stop what did start.
+                        let c = self.containerizer.clone();
+                        let grace = self.cfg.kill_grace;
+                        tokio::spawn(async move {
+                            c.kill(&info, grace).await;
+                            c.wait(&info).await;
+                            c.destroy(&info);
+                        });
+                    }
                     Ok(info) => {
-                        if let Some(t) = st.ck.tasks.get_mut(&id) {
-                            t.container = Some(info.clone());
-                        }
+                        // (a kill before this point made the task terminal, above)
+                        t.container = Some(info.clone());
                         self.watch(&me, info, false);
-                        self.update(st, &id, TaskState::Running, None, "running".into());
+                        self.update(st, &task_id, TaskState::Running, None, "running".into());
+                    }
+                    Err(e) if t.state.is_terminal() => {
+                        debug!(task = %task_id, "launch of a killed task failed: {e}");
                     }
                     Err(e) => self.update(
                         st,
-                        &id,
+                        &task_id,
                         TaskState::Failed,
                         Some(REASON_LAUNCH_FAILED.into()),
-                        e.to_string(),
+                        e,
                     ),
                 }
             }
@@ -401,8 +475,7 @@ impl Actor for Agent {
                 if done {
                     st.ck.tasks.remove(&task_id);
                 }
-                self.save(st);
-                self.flush(st);
+                self.mark_dirty(st);
             }
             AgentMsg::ReadFile {
                 task_id,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::protocol::{Offer, TaskSpec};
 use crate::resources::{Resources, RoleResources};
@@ -71,6 +71,7 @@ struct Inner {
     handle: Option<DriverHandle>,
     suppressed: bool,
     offers_seen: u64,
+    subscribers: Vec<mpsc::UnboundedSender<(String, TaskState)>>,
 }
 
 /// The jobs framework's shared state: submit, list and kill jobs from anywhere.
@@ -179,6 +180,14 @@ impl Jobs {
         drop(g);
         self.changed();
         Ok(())
+    }
+
+    /// Every state change of every job from now on, as `(task_id, state)`, in the order
+    /// the framework saw them.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<(String, TaskState)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().subscribers.push(tx);
+        rx
     }
 
     /// A receiver that changes whenever any job changes.
@@ -315,6 +324,8 @@ impl Scheduler for JobsScheduler {
                     message: u.message.clone(),
                     unix_ms: u.unix_ms,
                 });
+                g.subscribers
+                    .retain(|s| s.send((u.task_id.clone(), u.state)).is_ok());
             }
         }
         drop(g);

@@ -249,6 +249,16 @@ pub enum AgentMsg {
     Registered,
     /// Periodic work: resend due updates, (re-)register (internal).
     Tick,
+    /// Write the checkpoint, then send the updates it covers (internal; one per burst of
+    /// changes, so a burst costs one write).
+    Persist,
+    /// A launch finished (internal).
+    Launched {
+        /// The task.
+        task_id: String,
+        /// Its container, or why it could not start.
+        result: Result<crate::containerizer::ContainerInfo, String>,
+    },
     /// A task's process ended (internal).
     Exited {
         /// The task.

@@ -12,9 +12,11 @@ pub mod shim;
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -147,7 +149,9 @@ pub trait Containerizer: Send + Sync + 'static {
     /// How tasks are isolated here (for logs and the API).
     fn isolation(&self) -> String;
     /// Starts a task.
-    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerInfo, ContainerError>>;
+    /// The future owns what it needs, so launches can run side by side.
+    fn launch(&self, spec: LaunchSpec)
+        -> BoxFuture<'static, Result<ContainerInfo, ContainerError>>;
     /// Resolves when the task's process has ended (also for re-adopted tasks).
     fn wait(&self, info: &ContainerInfo) -> BoxFuture<'static, ExitInfo>;
     /// Asks the task to stop (SIGTERM), then forces it (SIGKILL) after `grace`.
@@ -160,12 +164,16 @@ pub trait Containerizer: Send + Sync + 'static {
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf>;
 }
 
+/// Launches in flight at once (each holds a blocking thread while the shim starts).
+const LAUNCH_PARALLELISM: usize = 4;
+
 /// The real containerizer: OS processes, sandboxes, cgroups.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProcessContainerizer {
     sandboxes: PathBuf,
     shim: Vec<OsString>,
     cgroups: CgroupMode,
+    launching: Arc<tokio::sync::Semaphore>,
 }
 
 fn pidfd(pid: u32) -> Option<OwnedFd> {
@@ -206,12 +214,70 @@ impl ProcessContainerizer {
             sandboxes,
             shim,
             cgroups,
+            launching: Arc::new(tokio::sync::Semaphore::new(LAUNCH_PARALLELISM)),
         }
     }
 
     /// The cgroup mode in use.
     pub fn cgroup_mode(&self) -> &CgroupMode {
         &self.cgroups
+    }
+
+    fn launch_blocking(&self, spec: LaunchSpec) -> Result<ContainerInfo, ContainerError> {
+        let fail = |reason: String| ContainerError::Launch {
+            task: spec.task_id.clone(),
+            reason,
+        };
+        if spec.argv.is_empty() || spec.argv[0].is_empty() {
+            return Err(fail("empty command".into()));
+        }
+        let sandbox = self.sandboxes.join(&spec.task_id);
+        std::fs::create_dir_all(&sandbox)
+            .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;
+        let cg = match &self.cgroups {
+            CgroupMode::Unavailable { .. } => None,
+            mode => Some(
+                mode.create(
+                    &spec.task_id,
+                    spec.resources.cpus_milli,
+                    spec.resources.mem_mb,
+                )
+                .map_err(|e| fail(format!("cgroup: {e}")))?,
+            ),
+        };
+        let args = ShimArgs {
+            sandbox: sandbox.clone(),
+            cgroup_procs: cg.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            rlimit_as: cg
+                .is_none()
+                .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
+            argv: spec.argv.iter().map(OsString::from).collect(),
+        };
+        let log = std::fs::File::create(sandbox.join("shim.log"))
+            .map_err(|e| fail(format!("sandbox: {e}")))?;
+        let mut cmd = std::process::Command::new(&self.shim[0]);
+        cmd.args(&self.shim[1..])
+            .args(args.to_args())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0);
+        let child = cmd.spawn().map_err(|e| {
+            if let Some(c) = &cg {
+                c.destroy();
+            }
+            fail(format!("starting the shim {:?}: {e}", self.shim[0]))
+        })?;
+        // Not waited on here: `wait` watches the shim through a pidfd and reaps it.
+        let shim_pid = child.id();
+        drop(child);
+        Ok(ContainerInfo {
+            task_id: spec.task_id,
+            sandbox,
+            shim_pid,
+            cgroups: cg.as_ref().map(|c| c.dirs.clone()).unwrap_or_default(),
+            cgroup_v2: cg.is_some_and(|c| c.v2),
+        })
     }
 }
 
@@ -220,66 +286,24 @@ impl Containerizer for ProcessContainerizer {
         self.cgroups.describe()
     }
 
-    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<ContainerInfo, ContainerError>> {
+    fn launch(
+        &self,
+        spec: LaunchSpec,
+    ) -> BoxFuture<'static, Result<ContainerInfo, ContainerError>> {
+        let me = self.clone();
         Box::pin(async move {
-            let fail = |reason: String| ContainerError::Launch {
-                task: spec.task_id.clone(),
-                reason,
-            };
-            if spec.argv.is_empty() || spec.argv[0].is_empty() {
-                return Err(fail("empty command".into()));
-            }
-            let sandbox = self.sandboxes.join(&spec.task_id);
-            tokio::fs::create_dir_all(&sandbox)
+            let task = spec.task_id.clone();
+            let _permit = me.launching.clone().acquire_owned().await;
+            // Starting a process blocks until the child has exec'd: keep it off the runtime,
+            // so the agent stays responsive and launches overlap.
+            tokio::task::spawn_blocking(move || me.launch_blocking(spec))
                 .await
-                .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;
-            let cg = match &self.cgroups {
-                CgroupMode::Unavailable { .. } => None,
-                mode => Some(
-                    mode.create(
-                        &spec.task_id,
-                        spec.resources.cpus_milli,
-                        spec.resources.mem_mb,
-                    )
-                    .map_err(|e| fail(format!("cgroup: {e}")))?,
-                ),
-            };
-            let args = ShimArgs {
-                sandbox: sandbox.clone(),
-                cgroup_procs: cg.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
-                rlimit_as: cg
-                    .is_none()
-                    .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
-                argv: spec.argv.iter().map(OsString::from).collect(),
-            };
-            let log = std::fs::File::create(sandbox.join("shim.log"))
-                .map_err(|e| fail(format!("sandbox: {e}")))?;
-            let mut cmd = tokio::process::Command::new(&self.shim[0]);
-            cmd.args(&self.shim[1..])
-                .args(args.to_args())
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .process_group(0)
-                .kill_on_drop(false);
-            let child = cmd.spawn().map_err(|e| {
-                if let Some(c) = &cg {
-                    c.destroy();
-                }
-                fail(format!("starting the shim {:?}: {e}", self.shim[0]))
-            })?;
-            let shim_pid = child
-                .id()
-                .ok_or_else(|| fail("the shim exited at once".into()))?;
-            // Dropped: tokio reaps the shim when it exits; exits are awaited via pidfd.
-            drop(child);
-            Ok(ContainerInfo {
-                task_id: spec.task_id,
-                sandbox,
-                shim_pid,
-                cgroups: cg.as_ref().map(|c| c.dirs.clone()).unwrap_or_default(),
-                cgroup_v2: cg.is_some_and(|c| c.v2),
-            })
+                .unwrap_or_else(|e| {
+                    Err(ContainerError::Launch {
+                        task,
+                        reason: format!("launcher thread: {e}"),
+                    })
+                })
         })
     }
 
@@ -296,6 +320,17 @@ impl Containerizer for ProcessContainerizer {
                 };
                 if let Ok(afd) = afd {
                     let _ = afd.readable().await;
+                    // Reap it if it is our child (a re-adopted shim is not: ECHILD).
+                    // SAFETY: waitid on a pidfd we own, into a zeroed siginfo.
+                    unsafe {
+                        let mut si: libc::siginfo_t = std::mem::zeroed();
+                        libc::waitid(
+                            libc::P_PIDFD,
+                            afd.get_ref().as_raw_fd() as libc::id_t,
+                            &mut si,
+                            libc::WEXITED | libc::WNOHANG,
+                        );
+                    }
                 }
             }
             // The shim writes its record before exiting; a killed shim leaves none.
