@@ -84,6 +84,9 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Simulate a whole datacenter under seeded faults and check its invariants:
+    /// `--seed N`, a sweep `--seeds 1..1000`, or `--replay N` with the full trace.
+    Sim(crate::sim::SimArgs),
     /// Benchmarks, one figure per printed line (`plexus <figure> key=value ...`).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -329,7 +332,20 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log_format, &cli.log)?;
+    // A simulation's kernel logs describe simulated faults: keep them out of the way
+    // unless asked for.
+    let quiet = matches!(cli.command, Command::Sim(_)) && cli.log == "info";
+    if matches!(
+        cli.command,
+        Command::Sim(_) | Command::Ps { .. } | Command::Agents { .. } | Command::Logs { .. }
+    ) {
+        // Output commands end quietly when their reader goes away (`| head`).
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    init_logging(cli.log_format, if quiet { "error" } else { &cli.log })?;
     match cli.command {
         Command::Node(args) => {
             let settings = args.settings()?;
@@ -379,6 +395,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Agents { api } => {
             plexus::client::agents(&plexus::client::Client::new(&api.api), api.json)?
+        }
+        Command::Sim(a) => {
+            if !crate::sim::main(a)? {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(1);
+            }
         }
         Command::Bench(BenchCommand::Allocator(o)) => crate::bench::allocator::run(o)?,
         Command::Bench(BenchCommand::Launch(o)) => {

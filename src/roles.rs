@@ -136,6 +136,7 @@ pub async fn start_agent(
         state_dir,
         kill_grace: s.agent.kill_grace,
         tick: Duration::from_millis(250),
+        drop_acknowledgements: false,
     };
     let (a, _) = Actor::spawn(None, Agent::new(node.clone(), cfg, Arc::new(c)), ())
         .await

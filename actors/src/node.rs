@@ -60,6 +60,8 @@ pub struct NodeOptions {
     pub heartbeat_interval: Duration,
     /// Silence after which a peer is declared down.
     pub node_down_timeout: Duration,
+    /// Mesh with every node the peers know of (see `NodeSettings::connect_all`).
+    pub connect_all: bool,
 }
 
 impl From<&NodeSettings> for NodeOptions {
@@ -69,6 +71,7 @@ impl From<&NodeSettings> for NodeOptions {
             call_timeout: s.call_timeout,
             heartbeat_interval: s.heartbeat_interval,
             node_down_timeout: s.node_down_timeout,
+            connect_all: s.connect_all,
         }
     }
 }
@@ -170,10 +173,7 @@ pub struct PeerInfo {
 }
 
 fn new_incarnation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
+    plexus_net::clock::unix_nanos()
 }
 
 impl Node {
@@ -492,6 +492,34 @@ impl Node {
         Ok(Some(cell.into()))
     }
 
+    /// True once the node has left or halted.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.leaving.load(Ordering::SeqCst)
+    }
+
+    /// Stops this node as a crash would: no goodbye to anyone, every link dropped, the
+    /// transport and the node's own actors stopped (the caller stops its actors). Peers
+    /// notice only by silence. For simulations of machine failure.
+    pub fn halt(&self) {
+        let n = &self.inner;
+        if n.leaving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        n.transport.shutdown();
+        let sessions: Vec<_> = lock(&n.sessions).values().cloned().collect();
+        for s in sessions {
+            s.close_link("halted");
+            n.session_down(&s, "this node halted");
+        }
+        if let Some(w) = n.watcher.get() {
+            w.stop(None);
+        }
+        if let Some(h) = n.proxy_host.get() {
+            h.stop(None);
+        }
+        info!(node = %n.ident.name, "node halted");
+    }
+
     /// Leaves the cluster: tells every peer, closes every link and stops the transport.
     pub async fn leave(&self) {
         let n = &self.inner;
@@ -655,12 +683,19 @@ impl NodeInner {
         let peer_id = plexus_net::node_id(&peer.name);
         let mut sessions = lock(&self.sessions);
         if let Some(cur) = sessions.get(&peer.name).cloned() {
-            if cur.peer.incarnation == peer.incarnation {
+            let age = self
+                .now()
+                .saturating_sub(Duration::from_micros(cur.since_us));
+            let same = cur.peer.incarnation == peer.incarnation;
+            if same && age < self.opts.heartbeat_interval * 2 {
                 // A dial race: both keep the connection dialed by the lower node id.
                 let dialer = |out: bool| if out { my_id } else { peer_id };
                 if dialer(outbound) < dialer(cur.outbound()) {
                     cur.swap_link(link_id, outbound, tx);
                     drop(sessions);
+                    // What went out on the losing link is gone with it: the names the
+                    // peer must know go again.
+                    self.announce_names(&cur);
                     tokio::spawn(reader(self.clone(), cur, link_id, rx));
                 } else {
                     tx.close("duplicate connection");
@@ -671,9 +706,16 @@ impl NodeInner {
                 tx.close("stale incarnation");
                 return;
             }
+            // Either the peer restarted, or it lost its connection (and so its session)
+            // and dialed again before ours timed out: start afresh on both sides, so that
+            // both re-announce their names and both see the interruption.
+            let reason = if same {
+                "the peer reconnected (its previous connection was lost)".to_string()
+            } else {
+                format!("restarted as incarnation {}", peer.incarnation)
+            };
             sessions.remove(&peer.name);
             drop(sessions);
-            let reason = format!("restarted as incarnation {}", peer.incarnation);
             cur.close_link(&reason);
             self.session_down(&cur, &reason);
             sessions = lock(&self.sessions);
@@ -688,21 +730,37 @@ impl NodeInner {
             host,
         ));
         sessions.insert(peer.name.clone(), s.clone());
-        let peers: Vec<(String, SocketAddr)> = sessions
-            .values()
-            .map(|x| (x.peer.name.clone(), x.peer.addr))
-            .collect();
-        // Tell the others about the newcomer, so the whole cluster meshes promptly.
-        let newcomer = Wire::Peers {
-            peers: vec![(peer.name.clone(), peer.addr)],
+        let mesh = self.opts.connect_all;
+        let peers: Vec<(String, SocketAddr)> = if mesh {
+            sessions
+                .values()
+                .map(|x| (x.peer.name.clone(), x.peer.addr))
+                .collect()
+        } else {
+            Vec::new()
         };
-        for other in sessions.values().filter(|x| x.peer.name != peer.name) {
-            let _ = other.send(&newcomer);
+        if mesh {
+            // Tell the others about the newcomer, so the whole cluster meshes promptly.
+            let newcomer = Wire::Peers {
+                peers: vec![(peer.name.clone(), peer.addr)],
+            };
+            for other in sessions.values().filter(|x| x.peer.name != peer.name) {
+                let _ = other.send(&newcomer);
+            }
         }
         drop(sessions);
         lock(&self.known).insert(peer.name.clone(), peer.addr);
         info!(node = %self.ident.name, peer = %peer.name, incarnation = peer.incarnation, "peer up");
-        let _ = s.send(&Wire::Peers { peers });
+        if mesh {
+            let _ = s.send(&Wire::Peers { peers });
+        }
+        self.announce_names(&s);
+        tokio::spawn(reader(self.clone(), s, link_id, rx));
+        self.bump();
+    }
+
+    /// Sends this node's registered names to the peer of `s`.
+    fn announce_names(&self, s: &Session) {
         for (name, e) in lock(&self.names).held_by(&self.ident.name) {
             let _ = s.send(&Wire::Register {
                 name,
@@ -710,8 +768,6 @@ impl NodeInner {
                 msg_type: e.msg_type,
             });
         }
-        tokio::spawn(reader(self.clone(), s, link_id, rx));
-        self.bump();
     }
 
     /// The peer of `s` is gone (down, cut off, restarted or left).
@@ -858,6 +914,9 @@ impl NodeInner {
                 lock(&self.names).release(&name, &s.peer.name);
             }
             Wire::Peers { peers } => {
+                if !self.opts.connect_all {
+                    return;
+                }
                 for (name, addr) in peers {
                     if name == self.ident.name {
                         continue;

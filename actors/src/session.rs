@@ -39,6 +39,8 @@ pub(crate) struct Session {
     alive: AtomicBool,
     /// Microseconds since the node's start when the last frame arrived.
     pub last_heard: AtomicU64,
+    /// When the session was established (µs on the node's clock).
+    pub since_us: u64,
     next_call: AtomicU64,
     calls: Mutex<BTreeMap<u64, RpcReplyPort<Vec<u8>>>>,
     pub spawns: Mutex<BTreeMap<u64, PendingSpawn>>,
@@ -70,6 +72,7 @@ impl Session {
             }),
             alive: AtomicBool::new(true),
             last_heard: AtomicU64::new(now_us),
+            since_us: now_us,
             next_call: AtomicU64::new(1),
             calls: Mutex::new(BTreeMap::new()),
             spawns: Mutex::new(BTreeMap::new()),

@@ -100,6 +100,7 @@ fn opts() -> NodeOptions {
         call_timeout: Duration::from_secs(5),
         heartbeat_interval: Duration::from_millis(100),
         node_down_timeout: Duration::from_millis(500),
+        connect_all: true,
     }
 }
 

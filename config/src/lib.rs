@@ -201,6 +201,10 @@ pub struct NodeSettings {
     /// Runtime threads: 1 runs the node on one thread (lowest message latency, like one
     /// Erlang scheduler), N > 1 on N worker threads, 0 on one worker per core.
     pub worker_threads: usize,
+    /// Connect to every node the peers know of, so the cluster is a full mesh (Erlang's
+    /// `connect_all`). With `false` a node keeps only the links it dials or is dialed on:
+    /// agents that talk only to their master need no link to each other.
+    pub connect_all: bool,
     /// The master role's settings.
     pub master: MasterSettings,
     /// The agent role's settings.
@@ -221,6 +225,7 @@ impl Default for NodeSettings {
             node_down_timeout: Duration::from_secs(2),
             state_dir: PathBuf::from("/var/lib/plexus"),
             worker_threads: 1,
+            connect_all: true,
             master: MasterSettings::default(),
             agent: AgentSettings::default(),
         }

@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// Period of registration retries and update resends.
     pub tick: Duration,
+    /// A deliberate defect, for proving that the simulation's invariants catch real bugs:
+    /// acknowledgements are ignored. Never set outside such checks.
+    pub drop_acknowledgements: bool,
 }
 
 /// Resources of this machine: its cpus, its memory less 1 GiB (at least half of it),
@@ -118,10 +121,7 @@ pub struct AgentState {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    plexus_net::clock::unix_ms()
 }
 
 impl Agent {
@@ -327,6 +327,25 @@ impl Actor for Agent {
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            AgentMsg::Inspect { reply } => {
+                let pending = st
+                    .ck
+                    .tasks
+                    .keys()
+                    .flat_map(|id| st.ck.updates.pending(id))
+                    .collect();
+                let _ = reply.send(AgentView {
+                    agent_id: st.ck.agent_id.clone(),
+                    tasks: st
+                        .ck
+                        .tasks
+                        .iter()
+                        .map(|(id, t)| (id.clone(), t.state))
+                        .collect(),
+                    pending_updates: pending,
+                    registered: st.registered,
+                });
+            }
             AgentMsg::Persist => {
                 st.persist_queued = false;
                 self.persist(st);
@@ -464,6 +483,7 @@ impl Actor for Agent {
                 }
                 self.update(st, &task_id, state, reason, message);
             }
+            AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
             AgentMsg::Ack { task_id, uuid } => {
                 st.ck.updates.ack(&task_id, uuid);
                 let done = st

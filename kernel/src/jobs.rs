@@ -91,10 +91,7 @@ impl Default for Jobs {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    plexus_net::clock::unix_ms()
 }
 
 impl Jobs {

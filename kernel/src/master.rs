@@ -103,10 +103,7 @@ pub struct MasterState {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    plexus_net::clock::unix_ms()
 }
 
 impl MasterState {
@@ -309,6 +306,7 @@ impl MasterState {
             total: self.allocator.total().clone(),
             used,
             offers_outstanding: self.offers.len(),
+            offers: self.offers.values().cloned().collect(),
             last_allocation_us: self.last_alloc_us,
         }
     }
@@ -379,8 +377,28 @@ impl Master {
             }
         }
         let mut used: Vec<(String, RoleResources)> = Vec::new();
+        let mut stale = Vec::new();
         for (id, t) in reported {
             if t.state.is_terminal() {
+                // Ended while the agent was away: its terminal update is on its way and
+                // frees the resources then, so until that they count as used.
+                if st
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|k| !k.info.state.is_terminal())
+                {
+                    used.push((t.framework_id.clone(), t.resources.clone()));
+                }
+                continue;
+            }
+            if st
+                .tasks
+                .get(&id)
+                .is_some_and(|k| k.info.state.is_terminal())
+            {
+                // Already given up on (e.g. TASK_GONE while the agent was away): it must
+                // not run on unknown to its framework.
+                stale.push(id);
                 continue;
             }
             used.push((t.framework_id.clone(), t.resources.clone()));
@@ -412,6 +430,10 @@ impl Master {
             },
         );
         let _ = actor.cast(AgentMsg::Registered);
+        for task_id in stale {
+            warn!(task = %task_id, "killing a task the cluster already gave up on");
+            let _ = actor.cast(AgentMsg::Kill { task_id });
+        }
         schedule_allocation(me, st, self.cfg.allocation_batch);
     }
 

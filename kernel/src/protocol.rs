@@ -247,6 +247,11 @@ pub enum AgentMsg {
     },
     /// Registration answered (internal retries stop).
     Registered,
+    /// The agent's own view: its tasks and unacknowledged updates.
+    Inspect {
+        /// Answers the view.
+        reply: RpcReplyPort<AgentView>,
+    },
     /// Periodic work: resend due updates, (re-)register (internal).
     Tick,
     /// Write the checkpoint, then send the updates it covers (internal; one per burst of
@@ -272,6 +277,19 @@ pub enum AgentMsg {
     },
 }
 
+/// An agent's own view of its work (see [`AgentMsg::Inspect`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// The agent.
+    pub agent_id: String,
+    /// Its tasks and their states, by task id.
+    pub tasks: Vec<(String, TaskState)>,
+    /// Status updates not yet acknowledged, oldest first per task.
+    pub pending_updates: Vec<crate::status::StatusUpdate>,
+    /// Registered with a master.
+    pub registered: bool,
+}
+
 /// The state served by the operator API.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -287,6 +305,9 @@ pub struct ClusterState {
     pub used: Resources,
     /// Outstanding offers.
     pub offers_outstanding: usize,
+    /// The outstanding offers themselves.
+    #[serde(default)]
+    pub offers: Vec<Offer>,
     /// Duration of the last allocation cycle, in microseconds.
     pub last_allocation_us: u64,
 }

@@ -68,6 +68,7 @@ async fn start_agent(
         state_dir,
         kill_grace: Duration::from_secs(2),
         tick: Duration::from_millis(100),
+        drop_acknowledgements: false,
     };
     Actor::spawn(
         None,

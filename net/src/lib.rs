@@ -1,5 +1,6 @@
 //! Moving framed bytes between plexus nodes.
 //!
+//! - [`clock`]: the wall clock for timestamps (simulated in simulations).
 //! - [`codec`]: the wire codec (bincode 2 behind one module, `u32` length prefix, size limit).
 //! - [`transport`]: the [`Transport`] trait, links, batching, and the handshake.
 //! - [`quic`]: the real transport, QUIC with mutual TLS.
@@ -8,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod codec;
 pub mod quic;
 pub mod sim;

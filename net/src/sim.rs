@@ -35,6 +35,10 @@ pub struct SimFaults {
     pub min_delay: Duration,
     /// Largest one-way delay.
     pub max_delay: Duration,
+    /// A lost batch breaks its connection (both ends see it close), as a QUIC
+    /// connection that cannot get its packets through gives up, instead of the
+    /// connection silently skipping the batch.
+    pub break_on_loss: bool,
 }
 
 impl Default for SimFaults {
@@ -43,6 +47,7 @@ impl Default for SimFaults {
             drop_rate: 0.0,
             min_delay: Duration::from_micros(50),
             max_delay: Duration::from_micros(50),
+            break_on_loss: false,
         }
     }
 }
@@ -71,13 +76,26 @@ struct SimState {
     listeners: BTreeMap<SocketAddr, Listener>,
     blocked: BTreeSet<(String, String)>,
     pipes: Vec<Weak<PipeCtl>>,
-    trace: Vec<String>,
+    trace: VecDeque<String>,
+    /// Lines kept in `trace` (the oldest go first); the hash covers every line.
+    keep: usize,
+    hash: u64,
+    lines: u64,
 }
 
 impl SimState {
     fn log(&mut self, line: std::fmt::Arguments<'_>) {
         let t = self.start.elapsed().as_micros();
-        self.trace.push(format!("{t:>12} {line}"));
+        let line = format!("{t:>12} {line}");
+        self.hash = fnv_from(self.hash, line.as_bytes());
+        self.hash = fnv_from(self.hash, b"\n");
+        self.lines += 1;
+        if self.keep > 0 {
+            if self.trace.len() >= self.keep {
+                self.trace.pop_front();
+            }
+            self.trace.push_back(line);
+        }
     }
 
     fn reachable(&self, from: &str, to: &str) -> bool {
@@ -97,10 +115,16 @@ impl std::fmt::Debug for SimNetwork {
     }
 }
 
+const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+
+fn fnv_from(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    })
+    fnv_from(FNV_OFFSET, bytes)
 }
 
 impl SimNetwork {
@@ -114,7 +138,10 @@ impl SimNetwork {
                 listeners: BTreeMap::new(),
                 blocked: BTreeSet::new(),
                 pipes: Vec::new(),
-                trace: Vec::new(),
+                trace: VecDeque::new(),
+                keep: usize::MAX,
+                hash: FNV_OFFSET,
+                lines: 0,
             })),
         }
     }
@@ -169,14 +196,44 @@ impl SimNetwork {
         st.log(format_args!("crash {node}"));
     }
 
-    /// The trace so far, one event per line.
+    /// The trace kept so far, one event per line (all of it unless
+    /// [`SimNetwork::keep_trace`] limited it).
     pub fn trace(&self) -> Vec<String> {
-        self.lock().trace.clone()
+        self.lock().trace.iter().cloned().collect()
     }
 
-    /// A hash of the whole trace.
+    /// Keeps only the last `lines` lines of the trace in memory (the hash still covers
+    /// every line); 0 keeps none.
+    pub fn keep_trace(&self, lines: usize) {
+        let mut st = self.lock();
+        st.keep = lines;
+        while st.trace.len() > lines {
+            st.trace.pop_front();
+        }
+    }
+
+    /// A hash of the whole trace (every line, kept or not).
     pub fn trace_hash(&self) -> u64 {
-        fnv(self.lock().trace.join("\n").as_bytes())
+        self.lock().hash
+    }
+
+    /// Lines traced so far.
+    pub fn trace_lines(&self) -> u64 {
+        self.lock().lines
+    }
+
+    /// Adds a line of the caller's to the trace (faults, timers, checks), stamped with
+    /// the simulated time like every other line.
+    pub fn note(&self, line: std::fmt::Arguments<'_>) {
+        self.lock().log(line);
+    }
+
+    /// Lets traffic from `from` to `to` through again (undoes [`SimNetwork::block`]).
+    pub fn unblock(&self, from: &str, to: &str) {
+        let mut st = self.lock();
+        if st.blocked.remove(&(from.to_string(), to.to_string())) {
+            st.log(format_args!("unblock {from}->{to}"));
+        }
     }
 
     /// Binds a node at `ident.addr`.
@@ -309,6 +366,14 @@ async fn pipe_task(
                 if dropped {
                     let len = item.as_ref().map(|b| b.len()).unwrap_or(0);
                     st.log(format_args!("drop {}->{} {len}B", ctl.from, ctl.to));
+                    if f.break_on_loss && !ctl.dead.load(Ordering::SeqCst) {
+                        st.log(format_args!("break {}->{}", ctl.from, ctl.to));
+                        drop(st);
+                        reading = false;
+                        queue.close("connection lost");
+                        last = last.max(now);
+                        inflight.push_back((last, Err("connection lost".into())));
+                    }
                     continue;
                 }
                 let delay = if f.max_delay > f.min_delay {

@@ -310,6 +310,7 @@ async fn sim_run(seed: u64) -> (u64, usize) {
         drop_rate: 0.2,
         min_delay: Duration::from_micros(100),
         max_delay: Duration::from_millis(5),
+        break_on_loss: false,
     });
     let a = sim.node("alpha", "c1");
     let b = sim.node("beta", "c1");
@@ -319,6 +320,7 @@ async fn sim_run(seed: u64) -> (u64, usize) {
         drop_rate: 0.2,
         min_delay: Duration::from_micros(100),
         max_delay: Duration::from_millis(5),
+        break_on_loss: false,
     });
     let mut got = 0usize;
     for i in 0..500u32 {

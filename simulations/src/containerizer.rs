@@ -1,0 +1,275 @@
+//! The simulated containerizer: tasks are simulated processes on simulated machines.
+//!
+//! Every process's fate (how long it runs, how it exits, whether it outgrows its memory
+//! limit) is drawn from the simulation's seed when it starts. Processes outlive their
+//! agent (like real ones) and die with their machine. The shared [`Machines`] table also
+//! watches one invariant directly: no task of one launch runs twice at the same time.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plexus_kernel::containerizer::shim::ExitRecord;
+use plexus_kernel::containerizer::{
+    BoxFuture, ContainerError, ContainerInfo, Containerizer, ExitInfo, LaunchSpec,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::watch;
+
+use crate::trace::Recorder;
+
+/// How a simulated process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Exit(i32),
+    Signal(i32),
+    Oom,
+    /// Its machine died: nothing recorded.
+    Vanished,
+}
+
+struct Proc {
+    task_id: String,
+    machine: String,
+    end: watch::Sender<Option<End>>,
+}
+
+struct Inner {
+    rng: ChaCha8Rng,
+    next_pid: u32,
+    procs: BTreeMap<u32, Proc>,
+    failure_rate: f64,
+    rec: Recorder,
+}
+
+/// The processes of every simulated machine of one simulation.
+#[derive(Clone)]
+pub struct Machines {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Machines {
+    /// Processes whose fates are drawn from `seed`; `failure_rate` of them crash.
+    pub fn new(seed: u64, failure_rate: f64, rec: Recorder) -> Self {
+        Machines {
+            inner: Arc::new(Mutex::new(Inner {
+                rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6368_696e_6573),
+                next_pid: 1000,
+                procs: BTreeMap::new(),
+                failure_rate,
+                rec,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("machines lock")
+    }
+
+    /// The containerizer of `machine`.
+    pub fn containerizer(&self, machine: &str) -> SimContainerizer {
+        SimContainerizer {
+            machine: machine.to_string(),
+            machines: self.clone(),
+        }
+    }
+
+    /// The machine died: every process on it is gone, with nothing recorded.
+    pub fn crash(&self, machine: &str) {
+        let g = self.lock();
+        for p in g.procs.values().filter(|p| p.machine == machine) {
+            p.end.send_if_modified(|e| {
+                if e.is_none() {
+                    *e = Some(End::Vanished);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Live processes of `task_id`, as `(machine, pid)`.
+    pub fn running(&self, task_id: &str) -> Vec<(String, u32)> {
+        self.lock()
+            .procs
+            .iter()
+            .filter(|(_, p)| p.task_id == task_id && p.end.borrow().is_none())
+            .map(|(pid, p)| (p.machine.clone(), *pid))
+            .collect()
+    }
+
+    /// Number of live processes.
+    pub fn live(&self) -> usize {
+        self.lock()
+            .procs
+            .values()
+            .filter(|p| p.end.borrow().is_none())
+            .count()
+    }
+
+    fn finish(&self, pid: u32, how: End) {
+        if let Some(p) = self.lock().procs.get(&pid) {
+            p.end.send_if_modified(|e| {
+                if e.is_none() {
+                    *e = Some(how);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+
+/// One machine's containerizer.
+#[derive(Clone)]
+pub struct SimContainerizer {
+    machine: String,
+    machines: Machines,
+}
+
+impl Containerizer for SimContainerizer {
+    fn isolation(&self) -> String {
+        "simulated".into()
+    }
+
+    fn launch(
+        &self,
+        spec: LaunchSpec,
+    ) -> BoxFuture<'static, Result<ContainerInfo, ContainerError>> {
+        let m = self.machines.clone();
+        let machine = self.machine.clone();
+        Box::pin(async move {
+            if spec.argv.is_empty() || spec.argv[0].is_empty() {
+                return Err(ContainerError::Launch {
+                    task: spec.task_id,
+                    reason: "empty command".into(),
+                });
+            }
+            // Starting a process takes a moment.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let (pid, life, end) = {
+                let mut g = m.lock();
+                let twice: Vec<String> = g
+                    .procs
+                    .values()
+                    .filter(|p| p.task_id == spec.task_id && p.end.borrow().is_none())
+                    .map(|p| p.machine.clone())
+                    .collect();
+                if let Some(other) = twice.first() {
+                    g.rec.violation(
+                        "no-task-twice",
+                        format!(
+                            "task {} started on {machine} while it still runs on {other}",
+                            spec.task_id
+                        ),
+                    );
+                }
+                g.next_pid += 1;
+                let pid = g.next_pid;
+                let secs = g.rng.random_range(5.0..600.0);
+                let roll: f64 = g.rng.random();
+                let fail = g.failure_rate;
+                let end = if roll < fail * 0.3 {
+                    End::Oom
+                } else if roll < fail * 0.6 {
+                    End::Signal(11)
+                } else if roll < fail {
+                    End::Exit(1)
+                } else {
+                    End::Exit(0)
+                };
+                let (tx, _) = watch::channel(None);
+                g.procs.insert(
+                    pid,
+                    Proc {
+                        task_id: spec.task_id.clone(),
+                        machine: machine.clone(),
+                        end: tx,
+                    },
+                );
+                (pid, Duration::from_secs_f64(secs), end)
+            };
+            let m2 = m.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(life).await;
+                m2.finish(pid, end);
+            });
+            Ok(ContainerInfo {
+                task_id: spec.task_id.clone(),
+                sandbox: PathBuf::from(format!("/sim/{machine}/{}", spec.task_id)),
+                shim_pid: pid,
+                cgroups: Vec::new(),
+                cgroup_v2: false,
+            })
+        })
+    }
+
+    fn wait(&self, info: &ContainerInfo) -> BoxFuture<'static, ExitInfo> {
+        let rx = self
+            .machines
+            .lock()
+            .procs
+            .get(&info.shim_pid)
+            .map(|p| p.end.subscribe());
+        Box::pin(async move {
+            let end = match rx {
+                Some(mut rx) => rx.wait_for(|e| e.is_some()).await.ok().and_then(|e| *e),
+                None => Some(End::Vanished),
+            };
+            match end {
+                Some(End::Exit(c)) => ExitInfo {
+                    record: Some(ExitRecord::Exited(c)),
+                    oom_killed: false,
+                },
+                Some(End::Signal(s)) => ExitInfo {
+                    record: Some(ExitRecord::Signaled(s)),
+                    oom_killed: false,
+                },
+                Some(End::Oom) => ExitInfo {
+                    record: Some(ExitRecord::Signaled(9)),
+                    oom_killed: true,
+                },
+                Some(End::Vanished) | None => ExitInfo {
+                    record: None,
+                    oom_killed: false,
+                },
+            }
+        })
+    }
+
+    fn kill(&self, info: &ContainerInfo, _grace: Duration) -> BoxFuture<'static, ()> {
+        let m = self.machines.clone();
+        let pid = info.shim_pid;
+        Box::pin(async move {
+            // A simulated task stops at SIGTERM, a moment later.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            m.finish(pid, End::Signal(15));
+        })
+    }
+
+    fn is_running(&self, info: &ContainerInfo) -> bool {
+        self.machines
+            .lock()
+            .procs
+            .get(&info.shim_pid)
+            .is_some_and(|p| p.end.borrow().is_none())
+    }
+
+    fn destroy(&self, info: &ContainerInfo) {
+        let mut g = self.machines.lock();
+        if g.procs
+            .get(&info.shim_pid)
+            .is_some_and(|p| p.end.borrow().is_some())
+        {
+            g.procs.remove(&info.shim_pid);
+        }
+    }
+
+    fn sandbox_of(&self, _task_id: &str) -> Option<PathBuf> {
+        None
+    }
+}

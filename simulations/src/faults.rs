@@ -1,0 +1,204 @@
+//! The fault plan: which faults happen when, drawn from the seed before the run starts.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::world::SimConfig;
+
+/// How often faults happen (per simulated hour, whole cluster) and how bad messages get.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultRates {
+    /// Machine crashes (the agent and its tasks die; it restarts later).
+    pub crashes_per_hour: f64,
+    /// Chance that a crashed machine comes back without its state directory.
+    pub lose_state: f64,
+    /// Network partitions between some agents and the master (some one-way).
+    pub partitions_per_hour: f64,
+    /// Pauses: a node (master, framework or agent) stops answering for a while.
+    pub pauses_per_hour: f64,
+    /// Probability that a batch of messages is lost.
+    pub drop_rate: f64,
+    /// Smallest one-way message delay.
+    pub min_delay: Duration,
+    /// Largest one-way message delay.
+    pub max_delay: Duration,
+    /// Share of tasks that crash (non-zero exit, signal, or out of memory).
+    pub task_failure_rate: f64,
+}
+
+impl Default for FaultRates {
+    fn default() -> Self {
+        FaultRates {
+            crashes_per_hour: 12.0,
+            lose_state: 0.25,
+            partitions_per_hour: 6.0,
+            pauses_per_hour: 6.0,
+            drop_rate: 0.001,
+            min_delay: Duration::from_micros(200),
+            max_delay: Duration::from_millis(20),
+            task_failure_rate: 0.1,
+        }
+    }
+}
+
+impl FaultRates {
+    /// A clean run: no faults, steady small delays, no task crashes.
+    pub fn none() -> Self {
+        FaultRates {
+            crashes_per_hour: 0.0,
+            lose_state: 0.0,
+            partitions_per_hour: 0.0,
+            pauses_per_hour: 0.0,
+            drop_rate: 0.0,
+            min_delay: Duration::from_micros(200),
+            max_delay: Duration::from_micros(200),
+            task_failure_rate: 0.0,
+        }
+    }
+
+    /// Every rate multiplied by `k` (message delays unchanged).
+    pub fn scaled(&self, k: f64) -> Self {
+        FaultRates {
+            crashes_per_hour: self.crashes_per_hour * k,
+            partitions_per_hour: self.partitions_per_hour * k,
+            pauses_per_hour: self.pauses_per_hour * k,
+            drop_rate: (self.drop_rate * k).min(0.5),
+            task_failure_rate: (self.task_failure_rate * k).min(1.0),
+            ..self.clone()
+        }
+    }
+}
+
+/// One fault.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// A machine crashes and restarts after `down_for`.
+    CrashAgent {
+        /// Which agent.
+        agent: usize,
+        /// Time until it restarts.
+        down_for: Duration,
+        /// It restarts without its state directory.
+        lose_state: bool,
+    },
+    /// Some agents lose the master, for a while.
+    Partition {
+        /// Which agents.
+        agents: Vec<usize>,
+        /// Only their traffic towards the master is lost.
+        one_way: bool,
+        /// How long.
+        lasts: Duration,
+    },
+    /// A node stops answering: 0 is the master, 1..=F frameworks, the rest agents.
+    Pause {
+        /// Which node.
+        node: usize,
+        /// How long.
+        lasts: Duration,
+    },
+}
+
+/// Faults and when they start; each one ends before the simulation's duration does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultPlan {
+    /// `(start, fault)`, in start order.
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+fn arrivals(rng: &mut ChaCha8Rng, per_hour: f64, within: Duration) -> Vec<Duration> {
+    let mut out = Vec::new();
+    if per_hour <= 0.0 {
+        return out;
+    }
+    let mean = 3600.0 / per_hour;
+    let mut t = 0.0;
+    loop {
+        let u: f64 = rng.random::<f64>().max(1e-12);
+        t += -mean * u.ln();
+        if t >= within.as_secs_f64() {
+            return out;
+        }
+        out.push(Duration::from_secs_f64(t));
+    }
+}
+
+impl FaultPlan {
+    /// The plan of `cfg.seed` for `cfg`'s cluster and rates.
+    pub fn draw(cfg: &SimConfig) -> FaultPlan {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6661_756c_7473);
+        let r = &cfg.faults;
+        let end = cfg.duration;
+        let agents = cfg.agents.max(1);
+        let mut faults = Vec::new();
+        let fits = |at: Duration, d: Duration| at + d < end;
+        for at in arrivals(&mut rng, r.crashes_per_hour, end) {
+            let down_for = Duration::from_secs(rng.random_range(5..=120));
+            let f = Fault::CrashAgent {
+                agent: rng.random_range(0..agents),
+                down_for,
+                lose_state: rng.random_bool(r.lose_state.clamp(0.0, 1.0)),
+            };
+            if fits(at, down_for) {
+                faults.push((at, f));
+            }
+        }
+        for at in arrivals(&mut rng, r.partitions_per_hour, end) {
+            let n = rng.random_range(1..=agents.div_ceil(3));
+            let lasts = Duration::from_secs(rng.random_range(5..=90));
+            let f = Fault::Partition {
+                agents: (0..n).map(|_| rng.random_range(0..agents)).collect(),
+                one_way: rng.random_bool(0.3),
+                lasts,
+            };
+            if fits(at, lasts) {
+                faults.push((at, f));
+            }
+        }
+        for at in arrivals(&mut rng, r.pauses_per_hour, end) {
+            let lasts = Duration::from_secs(rng.random_range(2..=40));
+            let f = Fault::Pause {
+                node: rng.random_range(0..=cfg.frameworks + agents),
+                lasts,
+            };
+            if fits(at, lasts) {
+                faults.push((at, f));
+            }
+        }
+        faults.sort_by_key(|f| f.0);
+        FaultPlan { faults }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_is_a_function_of_the_seed_and_ends_in_time() {
+        let cfg = |seed| SimConfig {
+            seed,
+            duration: Duration::from_secs(3600),
+            ..SimConfig::default()
+        };
+        let a = FaultPlan::draw(&cfg(5));
+        assert_eq!(a, FaultPlan::draw(&cfg(5)));
+        assert_ne!(a, FaultPlan::draw(&cfg(6)));
+        assert!(a.faults.len() >= 5, "{a:?}");
+        assert!(a.faults.windows(2).all(|w| w[0].0 <= w[1].0));
+        for (at, f) in &a.faults {
+            let d = match f {
+                Fault::CrashAgent { down_for, .. } => *down_for,
+                Fault::Partition { lasts, .. } | Fault::Pause { lasts, .. } => *lasts,
+            };
+            assert!(*at + d < Duration::from_secs(3600), "{f:?} at {at:?}");
+        }
+        let none = SimConfig {
+            faults: FaultRates::none(),
+            ..cfg(5)
+        };
+        assert!(FaultPlan::draw(&none).faults.is_empty());
+    }
+}

@@ -1,0 +1,152 @@
+//! A simulated framework: keeps a number of tasks of seeded sizes running, records every
+//! status update it receives and checks that each task's updates arrive in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plexus_kernel::protocol::{Offer, TaskSpec};
+use plexus_kernel::resources::Resources;
+use plexus_kernel::scheduler::{DriverHandle, Scheduler};
+use plexus_kernel::status::StatusUpdate;
+use plexus_kernel::task::TaskState;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::trace::Recorder;
+
+/// What one framework knows of its tasks.
+#[derive(Default)]
+pub struct FrameworkLog {
+    /// Its framework id, once subscribed.
+    pub framework_id: Option<String>,
+    /// Every task it launched, with the simulated time (ms) of the launch.
+    pub launched: BTreeMap<String, u64>,
+    /// The last state it heard of each task.
+    pub last: BTreeMap<String, TaskState>,
+    /// Highest agent update uuid seen per task, and whether that update was terminal.
+    seen: BTreeMap<String, (u64, bool)>,
+    /// Tasks not known to be terminal.
+    pub live: BTreeSet<String>,
+    /// Simulated time (ms) of the last offer received.
+    pub last_offer_ms: Option<u64>,
+    /// The driver, once subscribed.
+    pub handle: Option<DriverHandle>,
+}
+
+/// Shared handle on a framework's log.
+pub type SharedLog = Arc<Mutex<FrameworkLog>>;
+
+/// The scheduler of a simulated framework.
+pub struct SimScheduler {
+    name: String,
+    rng: ChaCha8Rng,
+    target: usize,
+    next: u64,
+    log: SharedLog,
+    rec: Recorder,
+}
+
+impl SimScheduler {
+    /// A scheduler named `name` keeping `target` tasks running, with sizes drawn from
+    /// `seed`.
+    pub fn new(name: &str, seed: u64, target: usize, log: SharedLog, rec: Recorder) -> Self {
+        SimScheduler {
+            name: name.to_string(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            target,
+            next: 0,
+            log,
+            rec,
+        }
+    }
+}
+
+impl Scheduler for SimScheduler {
+    fn registered(&mut self, driver: &DriverHandle, framework_id: &str) {
+        let mut g = self.log.lock().expect("log lock");
+        g.framework_id = Some(framework_id.to_string());
+        g.handle = Some(driver.clone());
+        // After a (re-)subscription, learn the state of everything not known to be over.
+        let live: Vec<String> = g.live.iter().cloned().collect();
+        if !live.is_empty() {
+            driver.reconcile(live);
+        }
+    }
+
+    fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
+        let mut g = self.log.lock().expect("log lock");
+        g.last_offer_ms = Some(self.rec.now_ms());
+        for offer in offers {
+            let mut left = offer.resources.total();
+            let mut tasks = Vec::new();
+            while g.live.len() + tasks.len() < self.target {
+                let want = Resources::new(
+                    (self.rng.random_range(1..=10) as f64) / 10.0,
+                    self.rng.random_range(1..=8) * 128,
+                );
+                let Some(rest) = left.checked_sub(&want) else {
+                    break;
+                };
+                left = rest;
+                self.next += 1;
+                let id = format!("{}-t{}", self.name, self.next);
+                tasks.push(TaskSpec {
+                    task_id: id.clone(),
+                    name: id,
+                    argv: vec!["simulated".into()],
+                    resources: want,
+                });
+            }
+            let refuse = Duration::from_secs(self.rng.random_range(1..=5));
+            if tasks.is_empty() {
+                driver.decline(vec![offer.id], refuse);
+                continue;
+            }
+            let now = self.rec.now_ms();
+            for t in &tasks {
+                g.launched.insert(t.task_id.clone(), now);
+                g.live.insert(t.task_id.clone());
+                g.last.insert(t.task_id.clone(), TaskState::Staging);
+            }
+            driver.launch(vec![offer.id], tasks, refuse);
+        }
+    }
+
+    fn update(&mut self, _driver: &DriverHandle, u: &StatusUpdate) {
+        let mut g = self.log.lock().expect("log lock");
+        if !g.launched.contains_key(&u.task_id) {
+            return;
+        }
+        if u.uuid != 0 {
+            let (max, ended) = g.seen.get(&u.task_id).copied().unwrap_or((0, false));
+            if u.uuid < max {
+                self.rec.violation(
+                    "updates-in-order",
+                    format!(
+                        "{}: update {} ({:?}) of task {} arrived after update {max}",
+                        self.name, u.uuid, u.state, u.task_id
+                    ),
+                );
+            } else if u.uuid > max && ended {
+                self.rec.violation(
+                    "updates-in-order",
+                    format!(
+                        "{}: task {} got {:?} after its terminal update",
+                        self.name, u.task_id, u.state
+                    ),
+                );
+            }
+            if u.uuid >= max {
+                g.seen
+                    .insert(u.task_id.clone(), (u.uuid, ended || u.state.is_terminal()));
+            }
+        }
+        g.last.insert(u.task_id.clone(), u.state);
+        if u.state.is_terminal() {
+            g.live.remove(&u.task_id);
+        } else {
+            g.live.insert(u.task_id.clone());
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The invariant checkers. Each is named; each violation says what went wrong and when.
+//!
+//! - `no-task-twice` (in the containerizer, at every launch);
+//! - `updates-in-order` (in every framework, at every update);
+//! - `resources` (every 15 simulated seconds and at the end);
+//! - `no-task-lost`, `updates-acknowledged`, `liveness` (at the end, after faults heal);
+//! - workload checks of user actors (e.g. `supervision`).
+
+use std::collections::BTreeMap;
+
+use plexus_kernel::protocol::ClusterState;
+use plexus_kernel::resources::Resources;
+use plexus_kernel::task::TaskState;
+
+use crate::trace::Recorder;
+use crate::world::World;
+
+/// Resources: never offered twice at once, never more than an agent has, and never
+/// offered on an agent the master considers lost.
+pub fn resources(rec: &Recorder, s: &ClusterState) {
+    let mut held: BTreeMap<&str, Resources> = BTreeMap::new();
+    for t in s.tasks.iter().filter(|t| !t.state.is_terminal()) {
+        // Tasks of an unreachable agent keep their resources until they are gone.
+        held.entry(t.agent_id.as_str())
+            .or_default()
+            .add(&t.resources.total());
+    }
+    for o in &s.offers {
+        held.entry(o.agent_id.as_str())
+            .or_default()
+            .add(&o.resources.total());
+        match s.agents.iter().find(|a| a.id == o.agent_id) {
+            Some(a) if a.status == "active" => {}
+            other => rec.violation(
+                "resources",
+                format!(
+                    "offer {} to {} is for agent {} which is {}",
+                    o.id,
+                    o.framework_id,
+                    o.agent_id,
+                    other.map(|a| a.status.as_str()).unwrap_or("unknown")
+                ),
+            ),
+        }
+    }
+    for a in s.agents.iter().filter(|a| a.status == "active") {
+        if let Some(h) = held.get(a.id.as_str()) {
+            if !a.total.contains(h) {
+                rec.violation(
+                    "resources",
+                    format!(
+                        "agent {} holds {h} in tasks and offers but has only {}",
+                        a.id, a.total
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The checks after every fault has healed and the cluster has had time to settle.
+pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
+    let rec = &w.rec;
+    let Some(s) = w.master_state().await else {
+        rec.violation("liveness", "the master does not answer".into());
+        return;
+    };
+    resources(rec, &s);
+    let views = w.agent_views().await;
+    // liveness: every agent registered, every framework subscribed, offers flowing.
+    for name in w.agent_names() {
+        match s.agents.iter().find(|a| a.hostname == name) {
+            Some(a) if a.status == "active" => {}
+            Some(a) => rec.violation(
+                "liveness",
+                format!("agent {name} is {} after the faults healed", a.status),
+            ),
+            None => rec.violation(
+                "liveness",
+                format!("agent {name} is not registered after the faults healed"),
+            ),
+        }
+    }
+    for (name, log, _) in &w.frameworks {
+        let g = log.lock().expect("log lock");
+        let Some(id) = &g.framework_id else {
+            rec.violation("liveness", format!("framework {name} never subscribed"));
+            continue;
+        };
+        match s.frameworks.iter().find(|f| &f.id == id) {
+            Some(f) if f.status == "connected" => {}
+            _ => rec.violation(
+                "liveness",
+                format!("framework {name} ({id}) is not connected after the faults healed"),
+            ),
+        }
+        let wants_more = g.live.len() < w.cfg.tasks_per_framework;
+        if wants_more && g.last_offer_ms.is_none_or(|t| t < settle_start_ms) {
+            rec.violation(
+                "liveness",
+                format!(
+                    "framework {name} wants tasks but got no offer since the faults healed \
+                     (last offer at {:?} ms)",
+                    g.last_offer_ms
+                ),
+            );
+        }
+    }
+    // no-task-lost: every launched task is terminal for its framework, or running and
+    // known to both master and agent.
+    for (name, log, _) in &w.frameworks {
+        let g = log.lock().expect("log lock");
+        for (task, at) in &g.launched {
+            let fw = g.last.get(task).copied().unwrap_or(TaskState::Staging);
+            if fw.is_terminal() || fw == TaskState::Unknown {
+                continue;
+            }
+            let m = s.tasks.iter().find(|t| &t.task_id == task);
+            let on_agent = m.and_then(|m| {
+                views
+                    .get(&m.agent_id)
+                    .and_then(|v| v.tasks.iter().find(|(id, _)| id == task).map(|x| x.1))
+            });
+            let procs = w.machines.running(task);
+            let fine = m.is_some_and(|m| !m.state.is_terminal())
+                && on_agent.is_some_and(|st| !st.is_terminal())
+                && !procs.is_empty();
+            if !fine {
+                rec.violation(
+                    "no-task-lost",
+                    format!(
+                        "{name}: task {task} launched at {:.3} s: the framework last heard {}, \
+                         the master says {}, its agent says {}, processes running: {}",
+                        *at as f64 / 1000.0,
+                        fw.mesos_name(),
+                        m.map(|m| m.state.mesos_name()).unwrap_or("nothing"),
+                        on_agent.map(|s| s.mesos_name()).unwrap_or("nothing"),
+                        procs.len()
+                    ),
+                );
+            }
+        }
+    }
+    // updates-acknowledged: nothing left unacknowledged once everyone is connected.
+    for (agent, v) in &views {
+        if let Some(u) = v.pending_updates.first() {
+            rec.violation(
+                "updates-acknowledged",
+                format!(
+                    "agent {agent} still has {} unacknowledged update(s) after the faults \
+                     healed; the oldest: {} of task {} (uuid {})",
+                    v.pending_updates.len(),
+                    u.state.mesos_name(),
+                    u.task_id,
+                    u.uuid
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The simulated datacenter: one master, agents and frameworks as real kernel actors on
+//! real `Node`s, over the simulated network, with the simulated containerizer, on a
+//! current-thread runtime whose paused clock jumps from event to event.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plexus_actors::{Node, NodeOptions};
+use plexus_kernel::agent::{Agent, AgentConfig};
+use plexus_kernel::master::{Master, MasterConfig};
+use plexus_kernel::protocol::{AgentMsg, AgentView, ClusterState, FrameworkInfo, MasterMsg};
+use plexus_kernel::resources::{Resources, RoleResources};
+use plexus_kernel::scheduler::SchedulerDriver;
+use plexus_net::{LocalIdentity, PeerAddr, SimFaults, SimNetwork};
+use ractor::{call_t, Actor, ActorRef};
+use tokio::time::Instant;
+
+use crate::containerizer::Machines;
+use crate::faults::{Fault, FaultPlan, FaultRates};
+use crate::framework::{FrameworkLog, SharedLog, SimScheduler};
+use crate::invariants;
+use crate::trace::{Recorder, Violation};
+use crate::workload::{SimContext, Workload};
+
+/// A deliberate defect switched on to prove that the invariants catch bugs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defect {
+    /// Agents ignore status-update acknowledgements.
+    DropAcks,
+}
+
+/// What to simulate.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// The seed everything random is drawn from.
+    pub seed: u64,
+    /// Agents (one per simulated machine).
+    pub agents: usize,
+    /// Frameworks.
+    pub frameworks: usize,
+    /// Tasks each framework keeps running.
+    pub tasks_per_framework: usize,
+    /// Simulated time under faults.
+    pub duration: Duration,
+    /// Simulated time after every fault healed, before the final checks.
+    pub settle: Duration,
+    /// Fault rates.
+    pub faults: FaultRates,
+    /// Heartbeat period of every node.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is declared down.
+    pub node_down_timeout: Duration,
+    /// Trace lines kept in memory (the hash covers all of them).
+    pub keep_trace: usize,
+    /// A deliberate defect, if any.
+    pub defect: Option<Defect>,
+    /// User actors to run in the datacenter.
+    pub workloads: Vec<Arc<dyn Workload>>,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("seed", &self.seed)
+            .field("agents", &self.agents)
+            .field("frameworks", &self.frameworks)
+            .field("duration", &self.duration)
+            .field("faults", &self.faults)
+            .field("defect", &self.defect)
+            .finish()
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            agents: 5,
+            frameworks: 2,
+            tasks_per_framework: 10,
+            duration: Duration::from_secs(600),
+            settle: Duration::from_secs(120),
+            faults: FaultRates::default(),
+            heartbeat_interval: Duration::from_secs(2),
+            node_down_timeout: Duration::from_secs(10),
+            keep_trace: 200,
+            defect: None,
+            workloads: Vec::new(),
+        }
+    }
+}
+
+/// What a simulation found.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the whole trace: same seed and settings ⇒ same hash.
+    pub trace_hash: u64,
+    /// Lines in the whole trace.
+    pub trace_lines: u64,
+    /// The last lines of the trace (all of it when kept).
+    pub trace_tail: Vec<String>,
+    /// Broken invariants.
+    pub violations: Vec<Violation>,
+    /// Tasks launched by the frameworks.
+    pub tasks_launched: usize,
+    /// Faults injected.
+    pub faults: usize,
+}
+
+/// Simulated address of node number `i`.
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 5050))
+}
+
+/// One simulated machine running an agent.
+struct Machine {
+    name: String,
+    addr: SocketAddr,
+    node: Option<Node>,
+    agent: Option<ActorRef<AgentMsg>>,
+    state_dir: PathBuf,
+    /// Crashed and not yet restarted.
+    down: bool,
+}
+
+/// The running datacenter.
+pub(crate) struct World {
+    pub(crate) cfg: SimConfig,
+    pub(crate) net: SimNetwork,
+    pub(crate) rec: Recorder,
+    pub(crate) machines: Machines,
+    pub(crate) master_node: Node,
+    pub(crate) master: ActorRef<MasterMsg>,
+    hosts: Mutex<Vec<Machine>>,
+    pub(crate) frameworks: Vec<(String, SharedLog, Node)>,
+    _dir: tempfile::TempDir,
+}
+
+fn options(cfg: &SimConfig, peers: Vec<PeerAddr>) -> NodeOptions {
+    NodeOptions {
+        peers,
+        call_timeout: Duration::from_secs(10),
+        heartbeat_interval: cfg.heartbeat_interval,
+        node_down_timeout: cfg.node_down_timeout,
+        connect_all: false,
+    }
+}
+
+async fn start_node(
+    net: &SimNetwork,
+    cfg: &SimConfig,
+    name: &str,
+    addr: SocketAddr,
+    peers: Vec<PeerAddr>,
+) -> Node {
+    let ident = LocalIdentity {
+        cluster: "sim".into(),
+        name: name.to_string(),
+        incarnation: plexus_net::clock::unix_nanos(),
+        addr,
+    };
+    let t = net
+        .bind(ident, 16 << 20)
+        .expect("simulated addresses are unique");
+    Node::start_with(t, options(cfg, peers))
+        .await
+        .expect("a simulated node starts")
+}
+
+impl World {
+    async fn build(cfg: SimConfig) -> Arc<World> {
+        let net = SimNetwork::new(
+            cfg.seed,
+            SimFaults {
+                drop_rate: cfg.faults.drop_rate,
+                min_delay: cfg.faults.min_delay,
+                max_delay: cfg.faults.max_delay,
+                break_on_loss: true,
+            },
+        );
+        net.keep_trace(cfg.keep_trace);
+        let rec = Recorder::new(net.clone());
+        let machines = Machines::new(cfg.seed, cfg.faults.task_failure_rate, rec.clone());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let master_node = start_node(&net, &cfg, "master", addr_of(1), vec![]).await;
+        let mcfg = MasterConfig {
+            agent_removal_timeout: Duration::from_secs(600),
+            allocation_interval: Duration::from_secs(1),
+            ..MasterConfig::default()
+        };
+        let (master, _) = Actor::spawn(None, Master::new(master_node.clone(), mcfg), ())
+            .await
+            .expect("the master starts");
+        let hosts = (0..cfg.agents)
+            .map(|i| Machine {
+                name: format!("agent-{i:05}"),
+                addr: addr_of(1000 + i),
+                node: None,
+                agent: None,
+                state_dir: dir.path().join(format!("agent-{i:05}")),
+                down: true,
+            })
+            .collect();
+        let mut frameworks = Vec::new();
+        for j in 0..cfg.frameworks {
+            let name = format!("fw-{j:03}");
+            let node = start_node(
+                &net,
+                &cfg,
+                &name,
+                addr_of(100 + j),
+                vec![master_node.peer_addr()],
+            )
+            .await;
+            frameworks.push((name, Arc::new(Mutex::new(FrameworkLog::default())), node));
+        }
+        let w = Arc::new(World {
+            cfg,
+            net,
+            rec,
+            machines,
+            master_node,
+            master,
+            hosts: Mutex::new(hosts),
+            frameworks,
+            _dir: dir,
+        });
+        for i in 0..w.cfg.agents {
+            w.start_agent(i).await;
+        }
+        for w8 in &w.cfg.workloads {
+            w8.install_master(&w.master_node);
+        }
+        for (j, (name, log, node)) in w.frameworks.iter().enumerate() {
+            let info = FrameworkInfo {
+                id: None,
+                name: name.clone(),
+                principal: None,
+                role: "*".into(),
+                failover_timeout_secs: 3600.0,
+            };
+            let sched = SimScheduler::new(
+                name,
+                w.cfg.seed.wrapping_mul(31).wrapping_add(j as u64),
+                w.cfg.tasks_per_framework,
+                log.clone(),
+                w.rec.clone(),
+            );
+            if let Err(e) =
+                SchedulerDriver::start(node, info, Box::new(sched), Duration::from_secs(120)).await
+            {
+                w.rec
+                    .violation("liveness", format!("{name} could not subscribe: {e}"));
+            }
+        }
+        w
+    }
+
+    fn hosts(&self) -> std::sync::MutexGuard<'_, Vec<Machine>> {
+        self.hosts.lock().expect("hosts lock")
+    }
+
+    /// Names of the agents' machines.
+    pub(crate) fn agent_names(&self) -> Vec<String> {
+        self.hosts().iter().map(|m| m.name.clone()).collect()
+    }
+
+    async fn start_agent(&self, i: usize) {
+        let (name, addr, state_dir) = {
+            let h = self.hosts();
+            (h[i].name.clone(), h[i].addr, h[i].state_dir.clone())
+        };
+        let node = start_node(
+            &self.net,
+            &self.cfg,
+            &name,
+            addr,
+            vec![self.master_node.peer_addr()],
+        )
+        .await;
+        for w in &self.cfg.workloads {
+            w.install_agent(&node);
+        }
+        let acfg = AgentConfig {
+            agent_id: None,
+            resources: RoleResources::unreserved(Resources::new(8.0, 16384)),
+            state_dir,
+            kill_grace: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+            drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
+        };
+        let c = Arc::new(self.machines.containerizer(&name));
+        let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())
+            .await
+            .expect("the agent starts");
+        let mut h = self.hosts();
+        h[i].node = Some(node);
+        h[i].agent = Some(agent);
+        h[i].down = false;
+    }
+
+    fn crash_agent(&self, i: usize, lose_state: bool) {
+        let (name, node, agent, dir) = {
+            let mut h = self.hosts();
+            let m = &mut h[i];
+            if m.down {
+                return;
+            }
+            m.down = true;
+            (
+                m.name.clone(),
+                m.node.take(),
+                m.agent.take(),
+                m.state_dir.clone(),
+            )
+        };
+        self.net.crash(&name);
+        if let Some(a) = agent {
+            a.kill();
+        }
+        if let Some(n) = node {
+            n.halt();
+        }
+        self.machines.crash(&name);
+        if lose_state {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// Blocks traffic of `node` with everything it talks to (both ways unless `one_way`).
+    fn cut(&self, node: &str, one_way: bool, block: bool) {
+        let others: Vec<String> = if node == "master" {
+            self.agent_names()
+                .into_iter()
+                .chain(self.frameworks.iter().map(|f| f.0.clone()))
+                .collect()
+        } else {
+            vec!["master".to_string()]
+        };
+        for o in others {
+            if block {
+                self.net.block(node, &o);
+                if !one_way {
+                    self.net.block(&o, node);
+                }
+            } else {
+                self.net.unblock(node, &o);
+                self.net.unblock(&o, node);
+            }
+        }
+    }
+
+    async fn apply(self: &Arc<Self>, fault: Fault) {
+        let rec = &self.rec;
+        match fault {
+            Fault::CrashAgent {
+                agent,
+                down_for,
+                lose_state,
+            } => {
+                let i = agent % self.cfg.agents.max(1);
+                rec.note(format_args!(
+                    "fault crash agent-{i:05} for {:?} (state {})",
+                    down_for,
+                    if lose_state { "lost" } else { "kept" }
+                ));
+                self.crash_agent(i, lose_state);
+                tokio::time::sleep(down_for).await;
+                if self.hosts()[i].down {
+                    rec.note(format_args!("fault restart agent-{i:05}"));
+                    self.start_agent(i).await;
+                }
+            }
+            Fault::Partition {
+                agents,
+                one_way,
+                lasts,
+            } => {
+                let names: Vec<String> = agents
+                    .iter()
+                    .map(|a| format!("agent-{:05}", a % self.cfg.agents.max(1)))
+                    .collect();
+                rec.note(format_args!(
+                    "fault partition {} from master{} for {lasts:?}",
+                    names.join(","),
+                    if one_way { " (one way)" } else { "" }
+                ));
+                for n in &names {
+                    self.cut(n, one_way, true);
+                }
+                tokio::time::sleep(lasts).await;
+                rec.note(format_args!("fault heal partition {}", names.join(",")));
+                for n in &names {
+                    self.cut(n, one_way, false);
+                }
+            }
+            Fault::Pause { node, lasts } => {
+                let name = match node {
+                    0 => "master".to_string(),
+                    n if n <= self.frameworks.len() => self.frameworks[n - 1].0.clone(),
+                    n => format!("agent-{:05}", n % self.cfg.agents.max(1)),
+                };
+                rec.note(format_args!("fault pause {name} for {lasts:?}"));
+                self.cut(&name, false, true);
+                tokio::time::sleep(lasts).await;
+                rec.note(format_args!("fault resume {name}"));
+                self.cut(&name, false, false);
+            }
+        }
+    }
+
+    pub(crate) async fn master_state(&self) -> Option<ClusterState> {
+        call_t!(self.master, MasterMsg::State, 30_000).ok()
+    }
+
+    pub(crate) async fn agent_views(&self) -> BTreeMap<String, AgentView> {
+        let agents: Vec<(String, ActorRef<AgentMsg>)> = self
+            .hosts()
+            .iter()
+            .filter_map(|m| m.agent.clone().map(|a| (m.name.clone(), a)))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (name, a) in agents {
+            if let Ok(v) = call_t!(a, |reply| AgentMsg::Inspect { reply }, 30_000) {
+                out.insert(name, v);
+            }
+        }
+        out
+    }
+}
+
+/// Runs one simulation on a fresh current-thread runtime with paused time.
+pub fn run(cfg: SimConfig) -> SimReport {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    rt.block_on(async move {
+        // A fixed epoch: the wall clock in the simulation is simulated too.
+        plexus_net::clock::simulate(Duration::from_secs(1_700_000_000));
+        let r = simulate(cfg).await;
+        plexus_net::clock::real();
+        r
+    })
+}
+
+async fn simulate(cfg: SimConfig) -> SimReport {
+    let start = Instant::now();
+    let plan = FaultPlan::draw(&cfg);
+    let w = World::build(cfg.clone()).await;
+    let faults = plan.faults.len();
+    for (at, f) in plan.faults {
+        let w = w.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start + at).await;
+            w.apply(f).await;
+        });
+    }
+    for wl in &w.cfg.workloads {
+        wl.start(SimContext {
+            master: w.master_node.clone(),
+            agents: w.agent_names(),
+            rec: w.rec.clone(),
+        })
+        .await;
+    }
+    // Continuous checks.
+    let checker = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                if let Some(s) = w.master_state().await {
+                    invariants::resources(&w.rec, &s);
+                }
+            }
+        })
+    };
+    tokio::time::sleep_until(start + cfg.duration).await;
+    // Every planned fault has ended by now; clean network from here on.
+    w.rec.note(format_args!("faults over; settling"));
+    w.net.set_faults(SimFaults {
+        drop_rate: 0.0,
+        min_delay: cfg.faults.min_delay,
+        max_delay: cfg.faults.min_delay,
+        break_on_loss: true,
+    });
+    w.net.heal();
+    let settle_start = w.rec.now_ms();
+    tokio::time::sleep(cfg.settle).await;
+    for (_, log, _) in &w.frameworks {
+        let g = log.lock().expect("log lock");
+        if let Some(h) = &g.handle {
+            h.reconcile(g.live.iter().cloned().collect());
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    checker.abort();
+    w.rec.note(format_args!("final checks"));
+    invariants::final_checks(&w, settle_start).await;
+    for wl in &w.cfg.workloads {
+        wl.check(&w.rec);
+    }
+    let tasks_launched = w
+        .frameworks
+        .iter()
+        .map(|(_, l, _)| l.lock().expect("log lock").launched.len())
+        .sum();
+    SimReport {
+        seed: cfg.seed,
+        trace_hash: w.net.trace_hash(),
+        trace_lines: w.net.trace_lines(),
+        trace_tail: w.net.trace(),
+        violations: w.rec.violations(),
+        tasks_launched,
+        faults,
+    }
+}

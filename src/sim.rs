@@ -1,0 +1,329 @@
+//! `plexus sim`: run one seed, sweep a range of seeds, or replay a seed with its full
+//! trace. A sweep runs each seed in its own process (`plexus sim --seed N`), so any seed
+//! it reports replays byte for byte with `plexus sim --replay N`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use plexus_sim::{run, Defect, FaultRates, SimConfig, SimReport, SupervisedService};
+
+/// Flags of `plexus sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Run this seed.
+    #[arg(long, conflicts_with_all = ["seeds", "replay"])]
+    pub seed: Option<u64>,
+    /// Sweep seeds A..B (B excluded) or A..=B, each in its own process.
+    #[arg(long, value_name = "A..B")]
+    pub seeds: Option<String>,
+    /// Replay one seed and print its whole trace.
+    #[arg(long, value_name = "SEED")]
+    pub replay: Option<u64>,
+    /// Agents (machines).
+    #[arg(long, default_value_t = 5)]
+    pub agents: usize,
+    /// Frameworks.
+    #[arg(long, default_value_t = 2)]
+    pub frameworks: usize,
+    /// Tasks each framework keeps running.
+    #[arg(long, default_value_t = 10)]
+    pub tasks: usize,
+    /// Supervised user workers (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Simulated time under faults, e.g. `10m`, `1h`.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Simulated time after faults heal, before the final checks.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// Fault rates: `none`, `default`, or `default*K` (every rate times K).
+    #[arg(long, default_value = "default")]
+    pub faults: String,
+    /// Heartbeat period of every node.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Silence after which a node is declared down.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub node_down: Duration,
+    /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`.
+    #[arg(long)]
+    pub defect: Option<String>,
+    /// Trace lines printed before a violation.
+    #[arg(long, default_value_t = 40)]
+    pub tail: usize,
+    /// Seeds run at once in a sweep.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Print only the one-line result (used by sweeps).
+    #[arg(long, hide = true)]
+    pub line: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); e.g. 90s, 10m, 1h"))
+}
+
+fn fault_rates(s: &str) -> anyhow::Result<FaultRates> {
+    match s {
+        "none" => Ok(FaultRates::none()),
+        "default" => Ok(FaultRates::default()),
+        other => match other.strip_prefix("default*") {
+            Some(k) => {
+                let k: f64 = k
+                    .parse()
+                    .map_err(|_| anyhow!("bad --faults {other:?}: {k:?} is not a number"))?;
+                if !(k.is_finite() && k >= 0.0) {
+                    bail!("bad --faults {other:?}: the factor must be a non-negative number");
+                }
+                Ok(FaultRates::default().scaled(k))
+            }
+            None => bail!("bad --faults {other:?}: use none, default or default*K"),
+        },
+    }
+}
+
+fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig> {
+    if a.agents == 0 {
+        bail!("--agents must be at least 1");
+    }
+    if a.node_down < a.heartbeat * 2 {
+        bail!("--node-down must be at least twice --heartbeat");
+    }
+    let defect = match a.defect.as_deref() {
+        None => None,
+        Some("drop-acks") => Some(Defect::DropAcks),
+        Some(d) => bail!("unknown --defect {d:?} (known: drop-acks)"),
+    };
+    let mut workloads: Vec<std::sync::Arc<dyn plexus_sim::Workload>> = Vec::new();
+    if a.workers > 0 {
+        workloads.push(std::sync::Arc::new(SupervisedService::new(
+            a.workers,
+            Duration::from_secs(300),
+            seed ^ 0x776f_726b,
+        )));
+    }
+    Ok(SimConfig {
+        seed,
+        agents: a.agents,
+        frameworks: a.frameworks,
+        tasks_per_framework: a.tasks,
+        duration: a.duration,
+        settle: a.settle,
+        faults: fault_rates(&a.faults)?,
+        heartbeat_interval: a.heartbeat,
+        node_down_timeout: a.node_down,
+        keep_trace,
+        defect,
+        workloads,
+    })
+}
+
+/// The flags that reproduce this run (everything but the seed selection).
+fn same_flags(a: &SimArgs) -> Vec<String> {
+    let mut v = vec![
+        format!("--agents={}", a.agents),
+        format!("--frameworks={}", a.frameworks),
+        format!("--tasks={}", a.tasks),
+        format!("--workers={}", a.workers),
+        format!("--duration={}", humantime::format_duration(a.duration)),
+        format!("--settle={}", humantime::format_duration(a.settle)),
+        format!("--faults={}", a.faults),
+        format!("--heartbeat={}", humantime::format_duration(a.heartbeat)),
+        format!("--node-down={}", humantime::format_duration(a.node_down)),
+    ];
+    if let Some(d) = &a.defect {
+        v.push(format!("--defect={d}"));
+    }
+    v
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn result_line(r: &SimReport, wall: Duration) -> String {
+    format!(
+        "plexus sim seed={} trace_hash={:016x} trace_lines={} tasks={} faults={} violations={} wall_s={:.2} peak_rss_mb={:.0}",
+        r.seed,
+        r.trace_hash,
+        r.trace_lines,
+        r.tasks_launched,
+        r.faults,
+        r.violations.len(),
+        wall.as_secs_f64(),
+        peak_rss_mb()
+    )
+}
+
+fn print_violations(a: &SimArgs, r: &SimReport) {
+    println!(
+        "seed {} broke {} invariant check(s):",
+        r.seed,
+        r.violations.len()
+    );
+    for v in &r.violations {
+        println!("  {v}");
+    }
+    let tail = &r.trace_tail[r.trace_tail.len().saturating_sub(a.tail)..];
+    println!("last {} events (time in µs):", tail.len());
+    for l in tail {
+        println!("  {l}");
+    }
+    println!(
+        "replay: plexus sim --replay {} {}",
+        r.seed,
+        same_flags(a).join(" ")
+    );
+}
+
+/// Runs `plexus sim`; the process exits non-zero when an invariant broke.
+pub fn main(a: SimArgs) -> anyhow::Result<bool> {
+    if let Some(range) = &a.seeds {
+        return sweep(&a, range);
+    }
+    let (seed, replay) = match (a.seed, a.replay) {
+        (_, Some(s)) => (s, true),
+        (Some(s), None) => (s, false),
+        (None, None) => (1, false),
+    };
+    let keep = if replay { usize::MAX } else { a.tail.max(1) };
+    let cfg = config(&a, seed, keep)?;
+    let t = Instant::now();
+    let r = run(cfg);
+    let wall = t.elapsed();
+    if replay {
+        for l in &r.trace_tail {
+            println!("{l}");
+        }
+    }
+    println!("{}", result_line(&r, wall));
+    if !r.violations.is_empty() && !a.line {
+        print_violations(&a, &r);
+    } else if !r.violations.is_empty() {
+        for v in &r.violations {
+            println!("violation {v}");
+        }
+    }
+    Ok(r.violations.is_empty())
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
+    let bad = || anyhow!("bad --seeds {s:?}: use A..B or A..=B, e.g. 1..201");
+    let (a, b, inclusive) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = s.split_once("..") {
+        (a, b, false)
+    } else {
+        return Err(bad());
+    };
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    let end = if inclusive { b.saturating_add(1) } else { b };
+    if end <= a {
+        return Err(bad());
+    }
+    Ok((a, end))
+}
+
+struct Outcome {
+    seed: u64,
+    ok: bool,
+    first_violation: Option<String>,
+}
+
+fn sweep(a: &SimArgs, range: &str) -> anyhow::Result<bool> {
+    let (from, to) = parse_range(range)?;
+    config(a, from, 1)?; // validate the flags once, before starting anything
+    let exe = std::env::current_exe().context("finding this program")?;
+    let total = (to - from) as usize;
+    let mut next = from;
+    let mut running: Vec<(u64, std::process::Child)> = Vec::new();
+    let mut done: Vec<Outcome> = Vec::new();
+    let t = Instant::now();
+    let jobs = a.jobs.max(1);
+    while done.len() < total {
+        while running.len() < jobs && next < to {
+            let child = Command::new(&exe)
+                .args(["--log", "error", "sim", "--line", "--seed"])
+                .arg(next.to_string())
+                .args(same_flags(a))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting a seed's process")?;
+            running.push((next, child));
+            next += 1;
+        }
+        // Wait for the oldest (seeds take similar times).
+        let (seed, child) = running.remove(0);
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("plexus sim "))
+            .unwrap_or("")
+            .to_string();
+        let first_violation = text
+            .lines()
+            .find_map(|l| l.strip_prefix("violation "))
+            .map(str::to_string)
+            .or_else(|| {
+                (!out.status.success() && line.is_empty())
+                    .then(|| format!("the seed's process failed: {}", out.status))
+            });
+        done.push(Outcome {
+            seed,
+            ok: out.status.success() && line.contains("violations=0"),
+            first_violation,
+        });
+        let failed = done.iter().filter(|o| !o.ok).count();
+        let width = 40;
+        let filled = done.len() * width / total;
+        eprint!(
+            "\r[{}{}] {}/{} seeds, {} failed, {:.0} s",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            done.len(),
+            total,
+            failed,
+            t.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().flush();
+    }
+    eprintln!();
+    let failed: Vec<&Outcome> = done.iter().filter(|o| !o.ok).collect();
+    println!(
+        "plexus sim_sweep seeds={total} passed={} failed={} wall_s={:.1}",
+        total - failed.len(),
+        failed.len(),
+        t.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        println!("{:<8} {:<60} replay", "SEED", "FIRST VIOLATION");
+        for o in &failed {
+            let v = o.first_violation.clone().unwrap_or_default();
+            let v: String = v.chars().take(60).collect();
+            println!(
+                "{:<8} {:<60} plexus sim --replay {} {}",
+                o.seed,
+                v,
+                o.seed,
+                same_flags(a).join(" ")
+            );
+        }
+    }
+    Ok(failed.is_empty())
+}
