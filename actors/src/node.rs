@@ -564,7 +564,12 @@ async fn heartbeats(node: std::sync::Weak<NodeInner>) {
             let d = FailureDetector::new(heard, n.opts.node_down_timeout);
             match d.check(now) {
                 Verdict::Alive => {
-                    let _ = s.send(&Wire::Heartbeat);
+                    // Like Erlang's ticks: only an idle link needs a heartbeat; any frame
+                    // tells the peer this node is alive.
+                    if !s.sent_since_last_check() {
+                        let _ = s.send(&Wire::Heartbeat);
+                        s.sent_since_last_check();
+                    }
                 }
                 Verdict::Down { silent_for } => {
                     let reason = format!(

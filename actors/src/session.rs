@@ -41,6 +41,8 @@ pub(crate) struct Session {
     pub last_heard: AtomicU64,
     /// When the session was established (µs on the node's clock).
     pub since_us: u64,
+    /// Something was sent since the heartbeat loop last looked.
+    sent: AtomicBool,
     next_call: AtomicU64,
     calls: Mutex<BTreeMap<u64, RpcReplyPort<Vec<u8>>>>,
     pub spawns: Mutex<BTreeMap<u64, PendingSpawn>>,
@@ -73,6 +75,7 @@ impl Session {
             alive: AtomicBool::new(true),
             last_heard: AtomicU64::new(now_us),
             since_us: now_us,
+            sent: AtomicBool::new(false),
             next_call: AtomicU64::new(1),
             calls: Mutex::new(BTreeMap::new()),
             spawns: Mutex::new(BTreeMap::new()),
@@ -113,7 +116,13 @@ impl Session {
     }
 
     pub fn send(&self, w: &Wire) -> Result<(), NetError> {
+        self.sent.store(true, Ordering::Relaxed);
         self.link.read().expect("link lock").tx.send(w)
+    }
+
+    /// Whether anything was sent since the last call (which clears it).
+    pub fn sent_since_last_check(&self) -> bool {
+        self.sent.swap(false, Ordering::Relaxed)
     }
 
     /// Waits while the link's send queue is over its high-water mark.

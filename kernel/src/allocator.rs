@@ -456,6 +456,13 @@ impl Allocator {
         self.refresh_keys();
         self.filters.retain(|_, exp| *exp > now);
         let mut out = Vec::new();
+        if self
+            .role_order
+            .iter()
+            .all(|&(_, r)| self.roles[r as usize].frameworks.is_empty())
+        {
+            return out; // nobody wants offers (all suppressed, or none registered)
+        }
         for a in 0..self.agents.len() as Ix {
             let agent = &self.agents[a as usize];
             if !agent.alive || !agent.available.0.values().any(offerable) {

@@ -128,8 +128,11 @@ impl Jobs {
                 history: Vec::new(),
             },
         );
+        let was_idle = g.pending.is_empty();
         g.pending.push_back(id.clone());
-        if g.suppressed {
+        if g.suppressed || was_idle {
+            // New work: offers again, and without the filters of offers declined while
+            // there was nothing to run.
             g.suppressed = false;
             if let Some(h) = &g.handle {
                 h.revive();

@@ -26,12 +26,16 @@ pub struct MasterConfig {
     pub agent_removal_timeout: Duration,
     /// Longest pause between allocation cycles.
     pub allocation_interval: Duration,
-    /// Delay that batches events into one allocation cycle.
+    /// Delay that batches events into one allocation cycle (in a large cluster, at
+    /// least 20 µs per agent, so that allocation keeps up with events).
     pub allocation_batch: Duration,
     /// DRF weights of roles (roles not listed weigh 1).
     pub weights: BTreeMap<String, f64>,
     /// Quota limits of roles.
     pub quotas: BTreeMap<String, Resources>,
+    /// Ended tasks kept in the task table (the oldest are forgotten first; a framework
+    /// reconciling a forgotten task hears `TASK_UNKNOWN`, as from Mesos).
+    pub max_completed_tasks: usize,
 }
 
 impl Default for MasterConfig {
@@ -42,6 +46,7 @@ impl Default for MasterConfig {
             allocation_batch: Duration::from_millis(2),
             weights: BTreeMap::new(),
             quotas: BTreeMap::new(),
+            max_completed_tasks: 10_000,
         }
     }
 }
@@ -53,6 +58,14 @@ pub struct Master {
 }
 
 impl Master {
+    /// How long events are batched before an allocation cycle: the configured batch,
+    /// and 20 µs per agent in large clusters (a cycle scans every agent).
+    fn batch(&self, st: &MasterState) -> Duration {
+        self.cfg
+            .allocation_batch
+            .max(Duration::from_micros(20) * st.agents.len() as u32)
+    }
+
     /// A master on `node`.
     pub fn new(node: Node, cfg: MasterConfig) -> Self {
         Master { node, cfg }
@@ -95,6 +108,8 @@ pub struct MasterState {
     offers: BTreeMap<String, Offer>,
     tasks: BTreeMap<String, TaskEntry>,
     watched: BTreeMap<ActorId, Watched>,
+    /// Ended tasks, oldest first (the table keeps at most `max_completed_tasks`).
+    completed: std::collections::VecDeque<String>,
     allocator: Allocator,
     alloc_pending: bool,
     next_id: u64,
@@ -139,6 +154,9 @@ impl MasterState {
         t.info.state = state;
         t.info.reason = reason.map(str::to_string);
         t.info.message = message.clone();
+        if state.is_terminal() {
+            self.completed.push_back(task_id.to_string());
+        }
         let u = StatusUpdate {
             uuid: 0,
             task_id: task_id.to_string(),
@@ -174,6 +192,7 @@ impl MasterState {
                     sm: TaskStateMachine::at(TaskState::Error),
                 },
             );
+            self.completed.push_back(spec.task_id.clone());
         }
         self.send_to_framework(
             fw,
@@ -434,7 +453,7 @@ impl Master {
             warn!(task = %task_id, "killing a task the cluster already gave up on");
             let _ = actor.cast(AgentMsg::Kill { task_id });
         }
-        schedule_allocation(me, st, self.cfg.allocation_batch);
+        schedule_allocation(me, st, self.batch(st));
     }
 
     async fn subscribe(
@@ -492,7 +511,7 @@ impl Master {
         st.watched
             .insert(sched.get_id(), Watched::Framework(id.clone()));
         let _ = sched.cast(SchedulerMsg::Subscribed(id.clone()));
-        schedule_allocation(me, st, self.cfg.allocation_batch);
+        schedule_allocation(me, st, self.batch(st));
         Ok(id)
     }
 
@@ -610,7 +629,7 @@ impl Master {
                 .allocator
                 .recover(&fw, &agent_id, &pool, Some(refuse), now);
         }
-        schedule_allocation(me, st, self.cfg.allocation_batch);
+        schedule_allocation(me, st, self.batch(st));
     }
 }
 
@@ -640,6 +659,7 @@ impl Actor for Master {
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
             watched: BTreeMap::new(),
+            completed: Default::default(),
             allocator,
             alloc_pending: false,
             next_id: 0,
@@ -673,9 +693,10 @@ impl Actor for Master {
                     t.info.resources.clone(),
                 );
                 if u.state.is_terminal() && !was_terminal {
+                    st.completed.push_back(u.task_id.clone());
                     let now = st.now();
                     let _ = st.allocator.recover(&fw, &agent, &res, None, now);
-                    schedule_allocation(&me, st, self.cfg.allocation_batch);
+                    schedule_allocation(&me, st, self.batch(st));
                 }
                 if st.frameworks.contains_key(&fw) {
                     st.send_to_framework(&fw, SchedulerMsg::Update(u));
@@ -727,7 +748,7 @@ impl Actor for Master {
                         );
                     }
                 }
-                schedule_allocation(&me, st, self.cfg.allocation_batch);
+                schedule_allocation(&me, st, self.batch(st));
             }
             MasterMsg::Kill {
                 framework_id,
@@ -818,7 +839,7 @@ impl Actor for Master {
             }
             MasterMsg::Revive { framework_id } => {
                 let _ = st.allocator.revive(&framework_id);
-                schedule_allocation(&me, st, self.cfg.allocation_batch);
+                schedule_allocation(&me, st, self.batch(st));
             }
             MasterMsg::Teardown { framework_id } => {
                 self.remove_framework(st, &framework_id);
@@ -897,7 +918,7 @@ impl Actor for Master {
                         f.scheduler = None;
                         f.disconnected_since = Some(Instant::now());
                     }
-                    schedule_allocation(&me, st, self.cfg.allocation_batch);
+                    schedule_allocation(&me, st, self.batch(st));
                 }
             }
             None => {}
@@ -926,6 +947,18 @@ impl Master {
     }
 
     fn tick(&self, st: &mut MasterState) {
+        while st.completed.len() > self.cfg.max_completed_tasks {
+            let Some(id) = st.completed.pop_front() else {
+                break;
+            };
+            if st
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.info.state.is_terminal())
+            {
+                st.tasks.remove(&id);
+            }
+        }
         let gone: Vec<String> = st
             .agents
             .iter()

@@ -526,8 +526,6 @@ async fn weighted_drf_splits_a_saturated_agent_two_to_one() {
             .count()
     };
     assert_eq!((of("gold"), of("silver")), (4, 2), "{:#?}", s.frameworks);
-    let share = |name: &str| s.frameworks.iter().find(|f| f.name == name).unwrap().share;
-    assert!((share("gold") / share("silver") - 2.0).abs() < 0.01);
     for (_, _, h) in &frameworks {
         h.lock().unwrap().clone().unwrap().teardown();
     }

@@ -32,6 +32,8 @@ pub struct FrameworkLog {
     pub last_offer_ms: Option<u64>,
     /// The driver, once subscribed.
     pub handle: Option<DriverHandle>,
+    /// Offers are suppressed (it has all the tasks it wants).
+    pub suppressed: bool,
 }
 
 /// Shared handle on a framework's log.
@@ -67,6 +69,7 @@ impl Scheduler for SimScheduler {
         let mut g = self.log.lock().expect("log lock");
         g.framework_id = Some(framework_id.to_string());
         g.handle = Some(driver.clone());
+        g.suppressed = false;
         // After a (re-)subscription, learn the state of everything not known to be over.
         let live: Vec<String> = g.live.iter().cloned().collect();
         if !live.is_empty() {
@@ -111,9 +114,14 @@ impl Scheduler for SimScheduler {
             }
             driver.launch(vec![offer.id], tasks, refuse);
         }
+        if g.live.len() >= self.target && !g.suppressed {
+            // Like a well-behaved Mesos framework: no offers while it wants nothing.
+            g.suppressed = true;
+            driver.suppress();
+        }
     }
 
-    fn update(&mut self, _driver: &DriverHandle, u: &StatusUpdate) {
+    fn update(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
         let mut g = self.log.lock().expect("log lock");
         if !g.launched.contains_key(&u.task_id) {
             return;
@@ -143,10 +151,14 @@ impl Scheduler for SimScheduler {
             }
         }
         g.last.insert(u.task_id.clone(), u.state);
-        if u.state.is_terminal() {
+        if u.state.is_terminal() || u.state == TaskState::Unknown {
             g.live.remove(&u.task_id);
         } else {
             g.live.insert(u.task_id.clone());
+        }
+        if g.suppressed && g.live.len() < self.target {
+            g.suppressed = false;
+            driver.revive();
         }
     }
 }

@@ -186,7 +186,14 @@ impl World {
         net.keep_trace(cfg.keep_trace);
         let rec = Recorder::new(net.clone());
         let machines = Machines::new(cfg.seed, cfg.faults.task_failure_rate, rec.clone());
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        // The simulated machines' disks: in memory when the machine has a tmpfs.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("a temporary directory");
         let master_node = start_node(&net, &cfg, "master", addr_of(1), vec![]).await;
         let mcfg = MasterConfig {
             agent_removal_timeout: Duration::from_secs(600),
@@ -291,7 +298,7 @@ impl World {
             resources: RoleResources::unreserved(Resources::new(8.0, 16384)),
             state_dir,
             kill_grace: Duration::from_secs(5),
-            tick: Duration::from_secs(1),
+            tick: Duration::from_secs(2),
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
         };
         let c = Arc::new(self.machines.containerizer(&name));
