@@ -42,6 +42,25 @@ pub struct SimArgs {
     /// Fault rates: `none`, `default`, or `default*K` (every rate times K).
     #[arg(long, default_value = "default")]
     pub faults: String,
+    /// Machine crashes per simulated hour (overrides `--faults`).
+    #[arg(long)]
+    pub crash_rate: Option<f64>,
+    /// Chance that a crashed machine loses its state directory (overrides `--faults`).
+    #[arg(long)]
+    pub lose_state: Option<f64>,
+    /// Partitions per simulated hour (overrides `--faults`).
+    #[arg(long)]
+    pub partition_rate: Option<f64>,
+    /// Node pauses per simulated hour (overrides `--faults`).
+    #[arg(long)]
+    pub pause_rate: Option<f64>,
+    /// Probability that a batch of messages is lost, breaking its connection (overrides
+    /// `--faults`).
+    #[arg(long)]
+    pub drop_rate: Option<f64>,
+    /// Share of tasks that crash (overrides `--faults`).
+    #[arg(long)]
+    pub task_failure_rate: Option<f64>,
     /// Heartbeat period of every node.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -86,6 +105,36 @@ fn fault_rates(s: &str) -> anyhow::Result<FaultRates> {
     }
 }
 
+fn rates(a: &SimArgs) -> anyhow::Result<FaultRates> {
+    let mut r = fault_rates(&a.faults)?;
+    let check = |name: &str, v: f64, max: f64| {
+        if v.is_finite() && (0.0..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(anyhow!("--{name} must be between 0 and {max}, not {v}"))
+        }
+    };
+    if let Some(v) = a.crash_rate {
+        r.crashes_per_hour = check("crash-rate", v, 1e6)?;
+    }
+    if let Some(v) = a.lose_state {
+        r.lose_state = check("lose-state", v, 1.0)?;
+    }
+    if let Some(v) = a.partition_rate {
+        r.partitions_per_hour = check("partition-rate", v, 1e6)?;
+    }
+    if let Some(v) = a.pause_rate {
+        r.pauses_per_hour = check("pause-rate", v, 1e6)?;
+    }
+    if let Some(v) = a.drop_rate {
+        r.drop_rate = check("drop-rate", v, 0.5)?;
+    }
+    if let Some(v) = a.task_failure_rate {
+        r.task_failure_rate = check("task-failure-rate", v, 1.0)?;
+    }
+    Ok(r)
+}
+
 fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig> {
     if a.agents == 0 {
         bail!("--agents must be at least 1");
@@ -113,7 +162,7 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
         tasks_per_framework: a.tasks,
         duration: a.duration,
         settle: a.settle,
-        faults: fault_rates(&a.faults)?,
+        faults: rates(a)?,
         heartbeat_interval: a.heartbeat,
         node_down_timeout: a.node_down,
         keep_trace,
@@ -137,6 +186,19 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
     ];
     if let Some(d) = &a.defect {
         v.push(format!("--defect={d}"));
+    }
+    let rates = [
+        ("crash-rate", a.crash_rate),
+        ("lose-state", a.lose_state),
+        ("partition-rate", a.partition_rate),
+        ("pause-rate", a.pause_rate),
+        ("drop-rate", a.drop_rate),
+        ("task-failure-rate", a.task_failure_rate),
+    ];
+    for (k, x) in rates {
+        if let Some(x) = x {
+            v.push(format!("--{k}={x}"));
+        }
     }
     v
 }

@@ -25,7 +25,8 @@ use plexus_config::NodeSettings;
 use plexus_net::codec;
 use plexus_net::tls::TlsMaterial;
 use plexus_net::{
-    FrameReceiver, Link, LocalIdentity, NetError, PeerAddr, QuicTransport, Transport,
+    DialTag, FrameReceiver, Link, LinkKey, LocalIdentity, NetError, PeerAddr, QuicTransport,
+    Transport,
 };
 
 use crate::detector::{FailureDetector, Verdict};
@@ -133,6 +134,9 @@ pub(crate) struct NodeInner {
     start: Instant,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
     known: Mutex<BTreeMap<String, SocketAddr>>,
+    /// Per peer, the link of the last session with it that ended (told to the peer when
+    /// dialing it again, so it can tell a lost session from a dial race).
+    lost_links: Mutex<BTreeMap<String, LinkKey>>,
     dialing: Mutex<BTreeSet<String>>,
     types: RwLock<BTreeMap<String, Arc<dyn Factory>>>,
     names: Mutex<NameTable>,
@@ -214,6 +218,7 @@ impl Node {
             start: Instant::now(),
             sessions: Mutex::new(BTreeMap::new()),
             known: Mutex::new(BTreeMap::new()),
+            lost_links: Mutex::new(BTreeMap::new()),
             dialing: Mutex::new(BTreeSet::new()),
             types: RwLock::new(BTreeMap::new()),
             names: Mutex::new(NameTable::default()),
@@ -649,10 +654,17 @@ impl NodeInner {
                     lock(&n.dialing).remove(&name);
                     return;
                 };
-                let dial = n.transport.dial(PeerAddr {
-                    name: name.clone(),
-                    addr,
-                });
+                let tag = DialTag {
+                    dial: n.next_id.fetch_add(1, Ordering::Relaxed),
+                    replaces: lock(&n.lost_links).get(&name).copied(),
+                };
+                let dial = n.transport.dial_tagged(
+                    PeerAddr {
+                        name: name.clone(),
+                        addr,
+                    },
+                    tag,
+                );
                 drop(n);
                 match dial.await {
                     Ok(link) => {
@@ -678,6 +690,8 @@ impl NodeInner {
             outbound,
             tx,
             rx,
+            key,
+            replaces,
         } = link;
         if self.leaving.load(Ordering::SeqCst) {
             tx.close("node leaving");
@@ -688,15 +702,13 @@ impl NodeInner {
         let peer_id = plexus_net::node_id(&peer.name);
         let mut sessions = lock(&self.sessions);
         if let Some(cur) = sessions.get(&peer.name).cloned() {
-            let age = self
-                .now()
-                .saturating_sub(Duration::from_micros(cur.since_us));
             let same = cur.peer.incarnation == peer.incarnation;
-            if same && age < self.opts.heartbeat_interval * 2 {
-                // A dial race: both keep the connection dialed by the lower node id.
+            if same && replaces != Some(cur.link_key()) {
+                // A dial race (the dialer did not lose the session on this link; both ends
+                // decide alike): both keep the connection dialed by the lower node id.
                 let dialer = |out: bool| if out { my_id } else { peer_id };
                 if dialer(outbound) < dialer(cur.outbound()) {
-                    cur.swap_link(link_id, outbound, tx);
+                    cur.swap_link(link_id, key, outbound, tx);
                     drop(sessions);
                     // What went out on the losing link is gone with it: the names the
                     // peer must know go again.
@@ -711,9 +723,9 @@ impl NodeInner {
                 tx.close("stale incarnation");
                 return;
             }
-            // Either the peer restarted, or it lost its connection (and so its session)
-            // and dialed again before ours timed out: start afresh on both sides, so that
-            // both re-announce their names and both see the interruption.
+            // Either the peer restarted, or the dialer lost the session on this very link
+            // and dialed again before the other end noticed: start afresh on both sides,
+            // so that both re-announce their names and both see the interruption.
             let reason = if same {
                 "the peer reconnected (its previous connection was lost)".to_string()
             } else {
@@ -729,6 +741,7 @@ impl NodeInner {
         let s = Arc::new(Session::new(
             peer.clone(),
             link_id,
+            key,
             outbound,
             tx,
             self.now().as_micros() as u64,
@@ -789,6 +802,7 @@ impl NodeInner {
                 sessions.remove(&s.peer.name);
             }
         }
+        lock(&self.lost_links).insert(s.peer.name.clone(), s.link_key());
         warn!(node = %self.ident.name, peer = %s.peer.name, "peer down: {reason}");
         let who = format!("{} (incarnation {})", s.peer.name, s.peer.incarnation);
         s.fail_all(

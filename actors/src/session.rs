@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ractor::concurrency::OneshotSender;
 use ractor::{ActorCell, ActorId, RpcReplyPort};
 
-use plexus_net::{FrameSender, Hello, NetError};
+use plexus_net::{FrameSender, Hello, LinkKey, NetError};
 
 use crate::proxy::{ProxyArgs, RemoteProxy, FAIL_VARIANT};
 use crate::wire::{DownReason, Wire};
@@ -28,6 +28,7 @@ struct ProxyEntry {
 
 struct LinkSlot {
     id: u64,
+    key: LinkKey,
     outbound: bool,
     tx: FrameSender,
 }
@@ -39,8 +40,6 @@ pub(crate) struct Session {
     alive: AtomicBool,
     /// Microseconds since the node's start when the last frame arrived.
     pub last_heard: AtomicU64,
-    /// When the session was established (µs on the node's clock).
-    pub since_us: u64,
     /// Something was sent since the heartbeat loop last looked.
     sent: AtomicBool,
     next_call: AtomicU64,
@@ -59,6 +58,7 @@ impl Session {
     pub fn new(
         peer: Hello,
         link_id: u64,
+        key: LinkKey,
         outbound: bool,
         tx: FrameSender,
         now_us: u64,
@@ -69,12 +69,12 @@ impl Session {
             peer,
             link: RwLock::new(LinkSlot {
                 id: link_id,
+                key,
                 outbound,
                 tx,
             }),
             alive: AtomicBool::new(true),
             last_heard: AtomicU64::new(now_us),
-            since_us: now_us,
             sent: AtomicBool::new(false),
             next_call: AtomicU64::new(1),
             calls: Mutex::new(BTreeMap::new()),
@@ -98,15 +98,25 @@ impl Session {
         self.link.read().expect("link lock").id
     }
 
+    /// The key of the link the session runs on, as both ends name it.
+    pub fn link_key(&self) -> LinkKey {
+        self.link.read().expect("link lock").key
+    }
+
     pub fn outbound(&self) -> bool {
         self.link.read().expect("link lock").outbound
     }
 
     /// Replaces the link (a duplicate connection won the dial race); closes the old one.
-    pub fn swap_link(&self, id: u64, outbound: bool, tx: FrameSender) {
+    pub fn swap_link(&self, id: u64, key: LinkKey, outbound: bool, tx: FrameSender) {
         let old = std::mem::replace(
             &mut *self.link.write().expect("link lock"),
-            LinkSlot { id, outbound, tx },
+            LinkSlot {
+                id,
+                key,
+                outbound,
+                tx,
+            },
         );
         old.tx.close("duplicate connection");
     }

@@ -98,8 +98,11 @@ pub struct Allocator {
     role_order: BTreeSet<(u64, Ix)>,
     /// Allocated resources per (framework, agent).
     allocations: BTreeMap<(Ix, Ix), RoleResources>,
-    /// Decline filters: (framework, agent) → expiry.
+    /// Decline filters: (framework, agent) → expiry (expired ones are ignored, and
+    /// swept out now and then).
     filters: BTreeMap<(Ix, Ix), Duration>,
+    /// When expired filters are next swept out.
+    next_sweep: Duration,
     total: Resources,
     keys_stale: bool,
 }
@@ -270,7 +273,7 @@ impl Allocator {
         }
         self.unindex_framework(f);
         self.frameworks[f as usize].alive = false;
-        self.filters.retain(|(fw, _), _| *fw != f);
+        self.clear_filters(f);
     }
 
     /// Sets a role's weight (default 1).
@@ -297,7 +300,7 @@ impl Allocator {
     /// Resumes offers to a framework and clears its decline filters.
     pub fn revive(&mut self, name: &str) -> Result<(), AllocatorError> {
         let f = self.framework(name)?;
-        self.filters.retain(|(fw, _), _| *fw != f);
+        self.clear_filters(f);
         if self.frameworks[f as usize].suppressed {
             self.frameworks[f as usize].suppressed = false;
             self.reindex_framework(f);
@@ -360,6 +363,18 @@ impl Allocator {
         let ro = &mut self.roles[role as usize];
         ro.allocated = ro.allocated.checked_sub(&t).unwrap_or_default();
         self.reindex_framework(f);
+    }
+
+    /// Drops every decline filter of framework `f`.
+    fn clear_filters(&mut self, f: Ix) {
+        let keys: Vec<(Ix, Ix)> = self
+            .filters
+            .range((f, 0)..=(f, Ix::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.filters.remove(&k);
+        }
     }
 
     fn unindex_framework(&mut self, f: Ix) {
@@ -454,7 +469,10 @@ impl Allocator {
     /// (and, within it, of the framework with the lowest share).
     pub fn allocate(&mut self, now: Duration) -> Vec<Allocation> {
         self.refresh_keys();
-        self.filters.retain(|_, exp| *exp > now);
+        if now >= self.next_sweep {
+            self.filters.retain(|_, exp| *exp > now);
+            self.next_sweep = now + Duration::from_secs(10);
+        }
         let mut out = Vec::new();
         if self
             .role_order
@@ -483,7 +501,7 @@ impl Allocator {
                     continue;
                 }
                 for &(_, f) in &self.roles[r as usize].frameworks {
-                    if !self.filters.contains_key(&(f, a)) {
+                    if self.filters.get(&(f, a)).is_none_or(|exp| *exp <= now) {
                         pick = Some((r, f));
                         break 'roles;
                     }

@@ -245,16 +245,21 @@ impl Scheduler for JobsScheduler {
         let mut g = self.jobs.lock();
         g.offers_seen += offers.len() as u64;
         let mut largest = Resources::default();
-        for offer in offers {
-            let mut left: RoleResources = offer.resources.clone();
-            let total = left.total();
-            if total.mem_mb > largest.mem_mb || total.cpus_milli > largest.cpus_milli {
-                largest = total;
-            }
-            let mut launch = Vec::new();
-            let mut still = VecDeque::new();
-            while let Some(id) = g.pending.pop_front() {
-                let Some(j) = g.jobs.get(&id) else { continue };
+        // Jobs are spread: each goes to the offer with the most cpus left (then mem), so a
+        // burst of jobs lands on every agent, not on the first offer that fits them all.
+        struct Slot {
+            offer: Offer,
+            role: String,
+            left: RoleResources,
+            launch: Vec<TaskSpec>,
+        }
+        let mut slots: Vec<Slot> = offers
+            .into_iter()
+            .map(|offer| {
+                let total = offer.resources.total();
+                if total.mem_mb > largest.mem_mb || total.cpus_milli > largest.cpus_milli {
+                    largest = total;
+                }
                 let role = offer
                     .resources
                     .0
@@ -262,31 +267,55 @@ impl Scheduler for JobsScheduler {
                     .find(|k| *k != "*")
                     .cloned()
                     .unwrap_or_else(|| "*".into());
-                match left.take(&role, &j.resources) {
-                    Some(t) => {
-                        left = left.checked_sub(&t).expect("taken from the offer");
-                        launch.push(TaskSpec {
-                            task_id: id.clone(),
-                            name: j.name.clone(),
-                            argv: j.argv.clone(),
-                            resources: j.resources.clone(),
-                        });
-                    }
-                    None => still.push_back(id),
+                Slot {
+                    left: offer.resources.clone(),
+                    offer,
+                    role,
+                    launch: Vec::new(),
                 }
+            })
+            .collect();
+        let mut still = VecDeque::new();
+        while let Some(id) = g.pending.pop_front() {
+            let Some(j) = g.jobs.get(&id) else { continue };
+            let best = slots
+                .iter_mut()
+                .filter_map(|s| {
+                    let t = s.left.take(&s.role, &j.resources)?;
+                    let free = s.left.total();
+                    Some(((free.cpus_milli, free.mem_mb), s, t))
+                })
+                // The first of equals wins, so placement follows the offer order.
+                .fold(None, |acc: Option<(_, &mut Slot, _)>, x| match acc {
+                    Some(a) if a.0 >= x.0 => Some(a),
+                    _ => Some(x),
+                });
+            match best {
+                Some((_, slot, taken)) => {
+                    slot.left = slot.left.checked_sub(&taken).expect("taken from the offer");
+                    slot.launch.push(TaskSpec {
+                        task_id: id.clone(),
+                        name: j.name.clone(),
+                        argv: j.argv.clone(),
+                        resources: j.resources.clone(),
+                    });
+                }
+                None => still.push_back(id),
             }
-            g.pending = still;
-            for t in &launch {
+        }
+        g.pending = still;
+        for slot in slots {
+            for t in &slot.launch {
                 if let Some(j) = g.jobs.get_mut(&t.task_id) {
                     j.state = Some(TaskState::Staging);
                     j.why_not_placed = None;
-                    j.agent_id = Some(offer.agent_id.clone());
+                    j.agent_id = Some(slot.offer.agent_id.clone());
                 }
             }
-            if launch.is_empty() {
-                driver.decline(vec![offer.id], Duration::from_secs(1));
+            if slot.launch.is_empty() {
+                driver.decline(vec![slot.offer.id], Duration::from_secs(1));
             } else {
-                driver.launch(vec![offer.id], launch, Duration::from_millis(200));
+                driver.launch(vec![slot.offer.id], slot.launch, Duration::from_millis(200));
             }
         }
         let pending: Vec<String> = g.pending.iter().cloned().collect();

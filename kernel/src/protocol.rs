@@ -208,6 +208,8 @@ pub enum SchedulerMsg {
     Update(StatusUpdate),
     /// The master refused something.
     Error(String),
+    /// Answers once the scheduler was told it is registered (local use).
+    AwaitRegistered(RpcReplyPort<()>),
 }
 
 /// Messages to an agent.

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{info, warn};
 
 use plexus_actors::Node;
@@ -135,6 +135,8 @@ pub struct DriverState {
     handle: Option<DriverHandle>,
     implicit_acks: bool,
     name: String,
+    /// Callers waiting for the registration.
+    awaiting: Vec<RpcReplyPort<()>>,
 }
 
 async fn subscribe(node: &Node, info: &FrameworkInfo, name: &str) -> Result<String, String> {
@@ -197,7 +199,16 @@ impl SchedulerDriver {
         let end = tokio::time::Instant::now() + timeout;
         loop {
             match subscribe(node, &info, &name).await {
-                Ok(id) => return Ok((r, id)),
+                Ok(id) => {
+                    // The scheduler hears `registered` before this returns.
+                    let left = end.saturating_duration_since(tokio::time::Instant::now());
+                    let ms = left.as_millis().max(1000) as u64;
+                    if let Err(e) = ractor::call_t!(r, SchedulerMsg::AwaitRegistered, ms) {
+                        r.stop(None);
+                        return Err(format!("the driver never registered: {e}"));
+                    }
+                    return Ok((r, id));
+                }
                 Err(e) if tokio::time::Instant::now() > end => {
                     r.stop(None);
                     return Err(e);
@@ -229,6 +240,7 @@ impl Actor for SchedulerDriver {
             handle: None,
             implicit_acks: a.implicit_acks,
             name: a.name,
+            awaiting: Vec::new(),
         })
     }
 
@@ -252,6 +264,9 @@ impl Actor for SchedulerDriver {
                 };
                 st.scheduler.registered(&h, &id);
                 st.handle = Some(h);
+                for w in st.awaiting.drain(..) {
+                    let _ = w.send(());
+                }
                 info!(framework = %id, "subscribed");
             }
             SchedulerMsg::Resubscribe => {
@@ -278,6 +293,13 @@ impl Actor for SchedulerDriver {
                     if st.implicit_acks && u.uuid != 0 {
                         h.acknowledge(&u);
                     }
+                }
+            }
+            SchedulerMsg::AwaitRegistered(reply) => {
+                if st.handle.is_some() {
+                    let _ = reply.send(());
+                } else {
+                    st.awaiting.push(reply);
                 }
             }
             SchedulerMsg::Error(e) => {

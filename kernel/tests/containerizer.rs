@@ -30,7 +30,7 @@ impl Fixture {
         };
         let c = ProcessContainerizer::new(
             dir.path().join("sandboxes"),
-            vec![env!("CARGO_BIN_EXE_plexus-shim").into()],
+            vec![env!("CARGO_BIN_EXE_plexus-kernel-shim").into()],
             mode.clone(),
         );
         Fixture { dir, c, mode }
@@ -39,7 +39,7 @@ impl Fixture {
     fn new_containerizer(&self) -> ProcessContainerizer {
         ProcessContainerizer::new(
             self.dir.path().join("sandboxes"),
-            vec![env!("CARGO_BIN_EXE_plexus-shim").into()],
+            vec![env!("CARGO_BIN_EXE_plexus-kernel-shim").into()],
             self.mode.clone(),
         )
     }

@@ -57,7 +57,7 @@ async fn start_agent(
     let state_dir = dir.join(name).join("agent");
     let containerizer = ProcessContainerizer::new(
         state_dir.join("sandboxes"),
-        vec![env!("CARGO_BIN_EXE_plexus-shim").into()],
+        vec![env!("CARGO_BIN_EXE_plexus-kernel-shim").into()],
         CgroupMode::Unavailable {
             why: "not needed by this test".into(),
         },

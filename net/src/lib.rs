@@ -19,8 +19,8 @@ pub mod transport;
 pub use quic::QuicTransport;
 pub use sim::{SimFaults, SimNetwork, SimTransport};
 pub use transport::{
-    FrameReceiver, FrameSender, Hello, Link, LocalIdentity, NetError, PeerAddr, Transport,
-    PROTOCOL_VERSION,
+    DialTag, FrameReceiver, FrameSender, Hello, Link, LinkKey, LocalIdentity, NetError, PeerAddr,
+    Transport, PROTOCOL_VERSION,
 };
 
 /// The 64-bit id of a node name (FNV-1a, never zero), as used in remote actor ids.

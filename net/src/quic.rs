@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 
 use crate::tls::{self, TlsMaterial};
 use crate::transport::{
-    handshake, send_queue, BoxFuture, ChunkSource, FrameReceiver, FrameSender, Hello, Link,
-    LocalIdentity, NetError, PeerAddr, SendQueue, Transport, HANDSHAKE_TIMEOUT,
+    handshake, send_queue, BoxFuture, ChunkSource, DialTag, FrameReceiver, FrameSender, Hello,
+    Link, LocalIdentity, NetError, PeerAddr, SendQueue, Transport, HANDSHAKE_TIMEOUT,
 };
 
 /// How long a dial waits for the QUIC handshake. UDP gives no refusal when nothing
@@ -121,16 +121,11 @@ async fn accept_one(
         .map_err(|_| NetError::Handshake("peer opened no stream".into()))?
         .map_err(|e| NetError::Handshake(e.to_string()))?;
     let (tx, mut rx) = wire(conn, send, recv, max_frame);
-    let peer = handshake(ident, false, &tx, &mut rx, |h: &Hello| {
+    let peer = handshake(ident, None, &tx, &mut rx, |h: &Hello| {
         tls::cert_names(&cert, &h.name)
     })
     .await?;
-    Ok(Link {
-        peer,
-        outbound: false,
-        tx,
-        rx,
-    })
+    Ok(Link::new(ident, peer, None, tx, rx))
 }
 
 fn peer_cert(conn: &Connection) -> Result<CertificateDer<'static>, NetError> {
@@ -219,7 +214,11 @@ impl Transport for QuicTransport {
         &self.ident
     }
 
-    fn dial(&self, peer: PeerAddr) -> BoxFuture<'static, Result<Link, NetError>> {
+    fn dial_tagged(
+        &self,
+        peer: PeerAddr,
+        tag: DialTag,
+    ) -> BoxFuture<'static, Result<Link, NetError>> {
         let endpoint = self.endpoint.clone();
         let ident = self.ident.clone();
         let max_frame = self.max_frame;
@@ -238,7 +237,7 @@ impl Transport for QuicTransport {
             let (send, recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
             let (tx, mut rx) = wire(conn, send, recv, max_frame);
             let want = peer.name.clone();
-            let hello = handshake(&ident, true, &tx, &mut rx, move |h: &Hello| {
+            let hello = handshake(&ident, Some(tag), &tx, &mut rx, move |h: &Hello| {
                 if h.name == want {
                     Ok(())
                 } else {
@@ -249,12 +248,7 @@ impl Transport for QuicTransport {
                 }
             })
             .await?;
-            Ok(Link {
-                peer: hello,
-                outbound: true,
-                tx,
-                rx,
-            })
+            Ok(Link::new(&ident, hello, Some(tag), tx, rx))
         })
     }
 

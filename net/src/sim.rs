@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::transport::{
-    handshake, send_queue, BoxFuture, ChunkSource, FrameReceiver, FrameSender, Hello, Link,
-    LocalIdentity, NetError, PeerAddr, SendQueue, Transport,
+    handshake, send_queue, BoxFuture, ChunkSource, DialTag, FrameReceiver, FrameSender, Hello,
+    Link, LocalIdentity, NetError, PeerAddr, SendQueue, Transport,
 };
 
 /// Message-level faults applied to every pipe.
@@ -268,7 +268,7 @@ impl SimNetwork {
                 let links_tx = links_tx.clone();
                 tokio::spawn(async move {
                     let dialer = raw.dialer.clone();
-                    let res = handshake(&me, false, &raw.tx, &mut raw.rx, |h: &Hello| {
+                    let res = handshake(&me, None, &raw.tx, &mut raw.rx, |h: &Hello| {
                         if h.name == dialer {
                             Ok(())
                         } else {
@@ -278,12 +278,7 @@ impl SimNetwork {
                     .await;
                     match res {
                         Ok(peer) => {
-                            let _ = links_tx.send(Link {
-                                peer,
-                                outbound: false,
-                                tx: raw.tx,
-                                rx: raw.rx,
-                            });
+                            let _ = links_tx.send(Link::new(&me, peer, None, raw.tx, raw.rx));
                         }
                         Err(e) => warn!(node = %me.name, "refused peer connection: {e}"),
                     }
@@ -417,7 +412,11 @@ impl Transport for SimTransport {
         &self.ident
     }
 
-    fn dial(&self, peer: PeerAddr) -> BoxFuture<'static, Result<Link, NetError>> {
+    fn dial_tagged(
+        &self,
+        peer: PeerAddr,
+        tag: DialTag,
+    ) -> BoxFuture<'static, Result<Link, NetError>> {
         let net = self.net.clone();
         let ident = self.ident.clone();
         let max_frame = self.max_frame;
@@ -450,7 +449,7 @@ impl Transport for SimTransport {
                 })
                 .map_err(|_| unreachable("listener closed"))?;
             let want = peer.name.clone();
-            let hello = handshake(&ident, true, &tx, &mut rx, move |h: &Hello| {
+            let hello = handshake(&ident, Some(tag), &tx, &mut rx, move |h: &Hello| {
                 if h.name == want {
                     Ok(())
                 } else {
@@ -461,12 +460,7 @@ impl Transport for SimTransport {
                 }
             })
             .await?;
-            Ok(Link {
-                peer: hello,
-                outbound: true,
-                tx,
-                rx,
-            })
+            Ok(Link::new(&ident, hello, Some(tag), tx, rx))
         })
     }
 

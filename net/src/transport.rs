@@ -72,15 +72,41 @@ pub struct LocalIdentity {
 }
 
 impl LocalIdentity {
-    fn hello(&self) -> Hello {
+    fn hello(&self, dial: Option<DialTag>) -> Hello {
+        let tag = dial.unwrap_or_default();
         Hello {
             protocol: PROTOCOL_VERSION,
             cluster: self.cluster.clone(),
             name: self.name.clone(),
             incarnation: self.incarnation,
             addr: self.addr,
+            dial: tag.dial,
+            replaces: tag.replaces,
         }
     }
+}
+
+/// Names one connection between two nodes: the incarnation of the node that dialed it and
+/// that node's number for the dial. Both ends know it, so both can speak of "that link".
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LinkKey {
+    /// Incarnation of the dialing node.
+    pub dialer_incarnation: u64,
+    /// The dialer's number for this dial.
+    pub dial: u64,
+}
+
+/// What a dialer tells the acceptor about its dial.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DialTag {
+    /// The dialer's number for this dial (unique within its incarnation).
+    pub dial: u64,
+    /// The link of the dialer's last session with the acceptor, when the dialer lost that
+    /// session and dials to start a new one. An acceptor still holding a session on that
+    /// very link knows it is dead; any other duplicate connection is a dial race.
+    pub replaces: Option<LinkKey>,
 }
 
 /// The first frame each side sends on a new connection.
@@ -96,6 +122,10 @@ pub struct Hello {
     pub incarnation: u64,
     /// The address the sender listens on.
     pub addr: SocketAddr,
+    /// The dialer's number for this dial (0 in the acceptor's hello).
+    pub dial: u64,
+    /// See [`DialTag::replaces`] (`None` in the acceptor's hello).
+    pub replaces: Option<LinkKey>,
 }
 
 /// A handshaken connection to one peer.
@@ -108,6 +138,46 @@ pub struct Link {
     pub tx: FrameSender,
     /// Receives frames from the peer.
     pub rx: FrameReceiver,
+    /// Which connection this is, as both ends name it.
+    pub key: LinkKey,
+    /// The link the dialer's lost session ran on, if it said so (see [`DialTag`]).
+    pub replaces: Option<LinkKey>,
+}
+
+impl Link {
+    /// A handshaken link: `dial` is `Some` on the dialing side.
+    pub(crate) fn new(
+        local: &LocalIdentity,
+        peer: Hello,
+        dial: Option<DialTag>,
+        tx: FrameSender,
+        rx: FrameReceiver,
+    ) -> Link {
+        let (key, replaces) = match dial {
+            Some(t) => (
+                LinkKey {
+                    dialer_incarnation: local.incarnation,
+                    dial: t.dial,
+                },
+                t.replaces,
+            ),
+            None => (
+                LinkKey {
+                    dialer_incarnation: peer.incarnation,
+                    dial: peer.dial,
+                },
+                peer.replaces,
+            ),
+        };
+        Link {
+            peer,
+            outbound: dial.is_some(),
+            tx,
+            rx,
+            key,
+            replaces,
+        }
+    }
 }
 
 impl std::fmt::Debug for Link {
@@ -115,6 +185,8 @@ impl std::fmt::Debug for Link {
         f.debug_struct("Link")
             .field("peer", &self.peer)
             .field("outbound", &self.outbound)
+            .field("key", &self.key)
+            .field("replaces", &self.replaces)
             .finish()
     }
 }
@@ -126,8 +198,16 @@ pub use plexus_config::PeerAddr;
 pub trait Transport: Send + Sync + 'static {
     /// This node's identity.
     fn identity(&self) -> &LocalIdentity;
-    /// Dials `peer` and completes the handshake.
-    fn dial(&self, peer: PeerAddr) -> BoxFuture<'static, Result<Link, NetError>>;
+    /// Dials `peer` and completes the handshake, telling the peer `tag`.
+    fn dial_tagged(
+        &self,
+        peer: PeerAddr,
+        tag: DialTag,
+    ) -> BoxFuture<'static, Result<Link, NetError>>;
+    /// Dials `peer` and completes the handshake (dial number 0, replacing nothing).
+    fn dial(&self, peer: PeerAddr) -> BoxFuture<'static, Result<Link, NetError>> {
+        self.dial_tagged(peer, DialTag::default())
+    }
     /// The next accepted and handshaken connection; `None` once the transport is shut down.
     /// Refused connections are logged, not returned.
     fn accept(&self) -> BoxFuture<'_, Option<Link>>;
@@ -377,13 +457,14 @@ impl FrameReceiver {
 /// which the peer logs.
 pub(crate) async fn handshake(
     local: &LocalIdentity,
-    outbound: bool,
+    dial: Option<DialTag>,
     tx: &FrameSender,
     rx: &mut FrameReceiver,
     verify: impl FnOnce(&Hello) -> Result<(), String>,
 ) -> Result<Hello, NetError> {
+    let outbound = dial.is_some();
     if outbound {
-        tx.send(&local.hello())?;
+        tx.send(&local.hello(dial))?;
     }
     let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, rx.next_decoded::<Hello>()).await {
         Err(_) => Err("timed out waiting for the peer's hello".to_string()),
@@ -416,7 +497,7 @@ pub(crate) async fn handshake(
     match check {
         Ok(h) => {
             if !outbound {
-                tx.send(&local.hello())?;
+                tx.send(&local.hello(None))?;
             }
             Ok(h)
         }

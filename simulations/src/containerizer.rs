@@ -40,8 +40,23 @@ struct Inner {
     rng: ChaCha8Rng,
     next_pid: u32,
     procs: BTreeMap<u32, Proc>,
+    /// Pids of each task's processes (kept until destroyed).
+    by_task: BTreeMap<String, Vec<u32>>,
     failure_rate: f64,
     rec: Recorder,
+}
+
+impl Inner {
+    fn running(&self, task_id: &str) -> Vec<(String, u32)> {
+        self.by_task
+            .get(task_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| self.procs.get(pid).map(|p| (pid, p)))
+            .filter(|(_, p)| p.end.borrow().is_none())
+            .map(|(pid, p)| (p.machine.clone(), *pid))
+            .collect()
+    }
 }
 
 /// The processes of every simulated machine of one simulation.
@@ -58,6 +73,7 @@ impl Machines {
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6368_696e_6573),
                 next_pid: 1000,
                 procs: BTreeMap::new(),
+                by_task: BTreeMap::new(),
                 failure_rate,
                 rec,
             })),
@@ -79,6 +95,8 @@ impl Machines {
     /// The machine died: every process on it is gone, with nothing recorded.
     pub fn crash(&self, machine: &str) {
         let g = self.lock();
+        g.rec
+            .note(format_args!("machine {machine} lost its processes"));
         for p in g.procs.values().filter(|p| p.machine == machine) {
             p.end.send_if_modified(|e| {
                 if e.is_none() {
@@ -93,12 +111,7 @@ impl Machines {
 
     /// Live processes of `task_id`, as `(machine, pid)`.
     pub fn running(&self, task_id: &str) -> Vec<(String, u32)> {
-        self.lock()
-            .procs
-            .iter()
-            .filter(|(_, p)| p.task_id == task_id && p.end.borrow().is_none())
-            .map(|(pid, p)| (p.machine.clone(), *pid))
-            .collect()
+        self.lock().running(task_id)
     }
 
     /// Number of live processes.
@@ -111,8 +124,9 @@ impl Machines {
     }
 
     fn finish(&self, pid: u32, how: End) {
-        if let Some(p) = self.lock().procs.get(&pid) {
-            p.end.send_if_modified(|e| {
+        let g = self.lock();
+        if let Some(p) = g.procs.get(&pid) {
+            let ended = p.end.send_if_modified(|e| {
                 if e.is_none() {
                     *e = Some(how);
                     true
@@ -120,6 +134,12 @@ impl Machines {
                     false
                 }
             });
+            if ended {
+                g.rec.note(format_args!(
+                    "process {pid} of {} on {} ended {how:?}",
+                    p.task_id, p.machine
+                ));
+            }
         }
     }
 }
@@ -153,13 +173,8 @@ impl Containerizer for SimContainerizer {
             tokio::time::sleep(Duration::from_millis(2)).await;
             let (pid, life, end) = {
                 let mut g = m.lock();
-                let twice: Vec<String> = g
-                    .procs
-                    .values()
-                    .filter(|p| p.task_id == spec.task_id && p.end.borrow().is_none())
-                    .map(|p| p.machine.clone())
-                    .collect();
-                if let Some(other) = twice.first() {
+                let twice = g.running(&spec.task_id);
+                if let Some((other, _)) = twice.first() {
                     g.rec.violation(
                         "no-task-twice",
                         format!(
@@ -183,6 +198,7 @@ impl Containerizer for SimContainerizer {
                     End::Exit(0)
                 };
                 let (tx, _) = watch::channel(None);
+                g.by_task.entry(spec.task_id.clone()).or_default().push(pid);
                 g.procs.insert(
                     pid,
                     Proc {
@@ -191,6 +207,10 @@ impl Containerizer for SimContainerizer {
                         end: tx,
                     },
                 );
+                g.rec.note(format_args!(
+                    "process {pid} of {} on {machine} started, ends {end:?} in {secs:.3} s",
+                    spec.task_id
+                ));
                 (pid, Duration::from_secs_f64(secs), end)
             };
             let m2 = m.clone();
@@ -266,6 +286,12 @@ impl Containerizer for SimContainerizer {
             .is_some_and(|p| p.end.borrow().is_some())
         {
             g.procs.remove(&info.shim_pid);
+            if let Some(v) = g.by_task.get_mut(&info.task_id) {
+                v.retain(|p| *p != info.shim_pid);
+                if v.is_empty() {
+                    g.by_task.remove(&info.task_id);
+                }
+            }
         }
     }
 

@@ -25,11 +25,13 @@ pub fn resources(rec: &Recorder, s: &ClusterState) {
             .or_default()
             .add(&t.resources.total());
     }
+    let agents: BTreeMap<&str, &plexus_kernel::protocol::AgentState> =
+        s.agents.iter().map(|a| (a.id.as_str(), a)).collect();
     for o in &s.offers {
         held.entry(o.agent_id.as_str())
             .or_default()
             .add(&o.resources.total());
-        match s.agents.iter().find(|a| a.id == o.agent_id) {
+        match agents.get(o.agent_id.as_str()) {
             Some(a) if a.status == "active" => {}
             other => rec.violation(
                 "resources",
@@ -68,8 +70,12 @@ pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
     resources(rec, &s);
     let views = w.agent_views().await;
     // liveness: every agent registered, every framework subscribed, offers flowing.
+    let by_host: BTreeMap<&str, &plexus_kernel::protocol::AgentState> =
+        s.agents.iter().map(|a| (a.hostname.as_str(), a)).collect();
+    let tasks: BTreeMap<&str, &plexus_kernel::protocol::TaskInfo> =
+        s.tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
     for name in w.agent_names() {
-        match s.agents.iter().find(|a| a.hostname == name) {
+        match by_host.get(name.as_str()) {
             Some(a) if a.status == "active" => {}
             Some(a) => rec.violation(
                 "liveness",
@@ -115,7 +121,7 @@ pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
             if fw.is_terminal() || fw == TaskState::Unknown {
                 continue;
             }
-            let m = s.tasks.iter().find(|t| &t.task_id == task);
+            let m = tasks.get(task.as_str()).copied();
             let on_agent = m.and_then(|m| {
                 views
                     .get(&m.agent_id)
