@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use plexus_kernel::containerizer::cgroups::{CgroupMode, TaskCgroup};
-use plexus_kernel::containerizer::shim::ExitRecord;
+use plexus_kernel::containerizer::shim::{self, ExitRecord};
 use plexus_kernel::containerizer::{
     classify, ContainerInfo, Containerizer, LaunchSpec, ProcessContainerizer, REASON_LAUNCH_FAILED,
     REASON_MEMORY,
@@ -104,17 +104,19 @@ async fn exit_codes_map_to_states_and_output_lands_in_the_sandbox() {
 #[tokio::test]
 async fn kill_sends_term_then_kill_after_grace() {
     let f = Fixture::new(true);
-    let polite = f.launch("polite", "sleep 100", 0.5, 64).await;
+    let polite = f.launch("polite", "touch ready; sleep 100", 0.5, 64).await;
     let stubborn = f
         .launch(
             "stubborn",
-            "trap '' TERM; while :; do sleep 1; done",
+            "trap '' TERM; touch ready; while :; do sleep 1; done",
             0.5,
             64,
         )
         .await;
-    // let both shells install their traps
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both shells run (and the stubborn one ignores SIGTERM) once their files exist.
+    for info in [&polite, &stubborn] {
+        wait_for_file(&info.sandbox.join("ready")).await;
+    }
     f.c.kill(&polite, Duration::from_secs(30)).await;
     let (st, _, msg) = end(&f.c, &polite, true).await;
     assert_eq!(st, TaskState::Killed);
@@ -123,6 +125,51 @@ async fn kill_sends_term_then_kill_after_grace() {
     let (st, _, msg) = end(&f.c, &stubborn, true).await;
     assert_eq!(st, TaskState::Killed);
     assert!(msg.contains("signal 9"), "escalated to SIGKILL: {msg}");
+}
+
+async fn wait_for_file(p: &std::path::Path) {
+    for _ in 0..1200 {
+        if p.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared", p.display());
+}
+
+#[tokio::test]
+async fn a_kill_before_the_shim_started_the_task_keeps_it_from_starting() {
+    let f = Fixture::new(true);
+    // A shim that has not started the task yet (here: never will on its own) when the
+    // kill comes, as after a launch on a loaded machine.
+    let slow = ProcessContainerizer::new(
+        f.dir.path().join("sandboxes"),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "while :; do sleep 0.05; done; exec \"$0\" \"$@\"".into(),
+            env!("CARGO_BIN_EXE_plexus-kernel-shim").into(),
+        ],
+        f.mode.clone(),
+    );
+    let info = slow
+        .launch(LaunchSpec {
+            task_id: "early".into(),
+            argv: vec!["/bin/sh".into(), "-c".into(), "sleep 100".into()],
+            resources: Resources::new(0.1, 32),
+        })
+        .await
+        .unwrap();
+    slow.kill(&info, Duration::from_millis(200)).await;
+    // The shim is stopped after the grace period, so the task never starts.
+    let (st, _, msg) = end(&slow, &info, true).await;
+    assert_eq!(st, TaskState::Killed, "{msg}");
+    assert!(!slow.is_running(&info));
+    assert!(!info
+        .sandbox
+        .join(shim::META_DIR)
+        .join(shim::PID_FILE)
+        .exists());
 }
 
 #[tokio::test]

@@ -349,6 +349,15 @@ impl Containerizer for ProcessContainerizer {
             let pgid = read_pid(&info.sandbox).unwrap_or(0);
             signal_group(pgid, libc::SIGTERM);
             if tokio::time::timeout(grace, waiter).await.is_err() {
+                // The shim may have started the task only since (a kill right after the
+                // launch), or not at all yet: then it must not start it any more.
+                let pgid = read_pid(&info.sandbox).unwrap_or(0);
+                if pgid == 0 && info.shim_pid > 1 {
+                    // SAFETY: kill(2) on our shim, which still runs (its waiter is pending).
+                    unsafe {
+                        libc::kill(info.shim_pid as i32, libc::SIGKILL);
+                    }
+                }
                 signal_group(pgid, libc::SIGKILL);
                 if let Some(c) = info.cgroup() {
                     // Everything else in the task's cgroup, but not the shim: it records
