@@ -43,6 +43,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         allocation_interval: s.master.allocation_interval,
         weights: s.master.weights.clone(),
         quotas,
+        offer_limit: s.master.offer_limit,
         ..MasterConfig::default()
     };
     let (master, _) = Actor::spawn(None, Master::new(node.clone(), cfg), ())

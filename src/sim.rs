@@ -67,6 +67,9 @@ pub struct SimArgs {
     /// Silence after which a node is declared down.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub node_down: Duration,
+    /// Most offers one framework gets per allocation cycle (the master's `offer_limit`).
+    #[arg(long, default_value_t = 256)]
+    pub offer_limit: u32,
     /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`.
     #[arg(long)]
     pub defect: Option<String>,
@@ -165,10 +168,20 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
         faults: rates(a)?,
         heartbeat_interval: a.heartbeat,
         node_down_timeout: a.node_down,
+        offer_limit: a.offer_limit,
         keep_trace,
         defect,
         workloads,
     })
+}
+
+/// A duration as one shell word (`75s`, `250ms`).
+fn flag_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// The flags that reproduce this run (everything but the seed selection).
@@ -178,11 +191,12 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
         format!("--frameworks={}", a.frameworks),
         format!("--tasks={}", a.tasks),
         format!("--workers={}", a.workers),
-        format!("--duration={}", humantime::format_duration(a.duration)),
-        format!("--settle={}", humantime::format_duration(a.settle)),
+        format!("--duration={}", flag_duration(a.duration)),
+        format!("--settle={}", flag_duration(a.settle)),
         format!("--faults={}", a.faults),
-        format!("--heartbeat={}", humantime::format_duration(a.heartbeat)),
-        format!("--node-down={}", humantime::format_duration(a.node_down)),
+        format!("--heartbeat={}", flag_duration(a.heartbeat)),
+        format!("--node-down={}", flag_duration(a.node_down)),
+        format!("--offer-limit={}", a.offer_limit),
     ];
     if let Some(d) = &a.defect {
         v.push(format!("--defect={d}"));

@@ -130,6 +130,8 @@ pub struct MasterSettings {
     pub weights: std::collections::BTreeMap<String, f64>,
     /// Quota limits of roles, `role = "cpus:8;mem:16384"` (Mesos resource syntax).
     pub quotas: std::collections::BTreeMap<String, String>,
+    /// Most offers one framework gets per allocation cycle (0: no limit).
+    pub offer_limit: u32,
 }
 
 impl Default for MasterSettings {
@@ -140,6 +142,7 @@ impl Default for MasterSettings {
             allocation_interval: Duration::from_secs(1),
             weights: Default::default(),
             quotas: Default::default(),
+            offer_limit: 256,
         }
     }
 }

@@ -103,6 +103,11 @@ pub struct Allocator {
     filters: BTreeMap<(Ix, Ix), Duration>,
     /// When expired filters are next swept out.
     next_sweep: Duration,
+    /// Most offers one framework gets in one cycle (0: no limit).
+    offer_limit: u32,
+    /// The agent the next cycle starts at (cycles that hit the offer limit resume where
+    /// they stopped, so every agent gets its turn).
+    cursor: Ix,
     total: Resources,
     keys_stale: bool,
 }
@@ -321,8 +326,11 @@ impl Allocator {
     ) -> Result<(), AllocatorError> {
         let f = self.framework(framework)?;
         let a = self.agent(agent)?;
-        let held = self.allocations.get(&(f, a)).cloned().unwrap_or_default();
-        if held.checked_sub(resources).is_none() {
+        if !self
+            .allocations
+            .get(&(f, a))
+            .is_some_and(|held| held.contains(resources))
+        {
             return Err(AllocatorError::NotAllocated {
                 framework: framework.to_string(),
                 agent: agent.to_string(),
@@ -350,7 +358,9 @@ impl Allocator {
 
     fn uncharge(&mut self, f: Ix, a: Ix, r: &RoleResources) {
         if let Some(h) = self.allocations.get_mut(&(f, a)) {
-            *h = h.checked_sub(r).unwrap_or_default();
+            if !h.sub_assign_checked(r) {
+                *h = RoleResources::default();
+            }
             if h.is_empty() {
                 self.allocations.remove(&(f, a));
             }
@@ -359,9 +369,13 @@ impl Allocator {
         let role = self.frameworks[f as usize].role;
         self.unindex_framework(f);
         let fw = &mut self.frameworks[f as usize];
-        fw.allocated = fw.allocated.checked_sub(&t).unwrap_or_default();
+        if !fw.allocated.sub_assign_checked(&t) {
+            fw.allocated = Resources::default();
+        }
         let ro = &mut self.roles[role as usize];
-        ro.allocated = ro.allocated.checked_sub(&t).unwrap_or_default();
+        if !ro.allocated.sub_assign_checked(&t) {
+            ro.allocated = Resources::default();
+        }
         self.reindex_framework(f);
     }
 
@@ -458,15 +472,23 @@ impl Allocator {
             }
         }
         offer.0.retain(|_, v| !v.is_empty());
-        *avail = avail
-            .checked_sub(&offer)
-            .expect("offer taken from available");
+        let taken = avail.sub_assign_checked(&offer);
+        debug_assert!(taken, "offer taken from available");
         offer
+    }
+
+    /// Limits the offers one framework gets in one cycle (0: no limit). On a large
+    /// cluster this keeps a framework that needs little from being handed (and having to
+    /// decline) every agent each time it revives; the next cycle goes on from the agent
+    /// where this one stopped.
+    pub fn set_offer_limit(&mut self, limit: u32) {
+        self.offer_limit = limit;
     }
 
     /// One allocation cycle at time `now`: every agent with free resources is offered to
     /// the first eligible framework of the role with the lowest weighted dominant share
-    /// (and, within it, of the framework with the lowest share).
+    /// (and, within it, of the framework with the lowest share), each framework getting
+    /// at most the offer limit.
     pub fn allocate(&mut self, now: Duration) -> Vec<Allocation> {
         self.refresh_keys();
         if now >= self.next_sweep {
@@ -481,7 +503,24 @@ impl Allocator {
         {
             return out; // nobody wants offers (all suppressed, or none registered)
         }
-        for a in 0..self.agents.len() as Ix {
+        let n = self.agents.len() as Ix;
+        let limit = self.offer_limit;
+        let mut given: BTreeMap<Ix, u32> = BTreeMap::new();
+        let mut capped = 0usize;
+        let active: usize = self
+            .role_order
+            .iter()
+            .map(|&(_, r)| self.roles[r as usize].frameworks.len())
+            .sum();
+        let start = if self.cursor < n { self.cursor } else { 0 };
+        self.cursor = 0;
+        for i in 0..n {
+            let a = (start + i) % n;
+            if limit > 0 && capped >= active {
+                // Every framework had its share of offers this cycle.
+                self.cursor = a;
+                break;
+            }
             let agent = &self.agents[a as usize];
             if !agent.alive || !agent.available.0.values().any(offerable) {
                 continue;
@@ -501,6 +540,9 @@ impl Allocator {
                     continue;
                 }
                 for &(_, f) in &self.roles[r as usize].frameworks {
+                    if limit > 0 && given.get(&f).is_some_and(|&c| c >= limit) {
+                        continue;
+                    }
                     if self.filters.get(&(f, a)).is_none_or(|exp| *exp <= now) {
                         pick = Some((r, f));
                         break 'roles;
@@ -513,6 +555,11 @@ impl Allocator {
                 continue;
             }
             self.charge(f, a, &offer);
+            let c = given.entry(f).or_insert(0);
+            *c += 1;
+            if *c == limit {
+                capped += 1;
+            }
             out.push(Allocation {
                 framework: self.frameworks[f as usize].name.clone(),
                 agent: self.agents[a as usize].name.clone(),
@@ -681,6 +728,47 @@ mod tests {
         assert!(al.allocate(Duration::ZERO).is_empty());
         al.revive("f2").unwrap();
         assert_eq!(al.allocate(Duration::ZERO).len(), 3, "f2 gets what is left");
+    }
+
+    #[test]
+    fn the_offer_limit_caps_each_framework_per_cycle_and_every_agent_gets_its_turn() {
+        let mut al = Allocator::new();
+        for i in 0..10 {
+            al.add_agent(&format!("a{i}"), agent(4.0, 4096), &[]);
+        }
+        al.add_framework("f1", "r").unwrap();
+        al.add_framework("f2", "r").unwrap();
+        al.set_offer_limit(3);
+        let first = al.allocate(Duration::ZERO);
+        assert_eq!(first.len(), 6, "three offers to each framework: {first:?}");
+        for f in ["f1", "f2"] {
+            assert_eq!(first.iter().filter(|a| a.framework == f).count(), 3);
+        }
+        // Both decline everything (no filter): the next cycle starts where this one
+        // stopped, so the agents not offered yet come first.
+        for a in &first {
+            al.recover(&a.framework, &a.agent, &a.resources, None, Duration::ZERO)
+                .unwrap();
+        }
+        let second = al.allocate(Duration::ZERO);
+        assert_eq!(second.len(), 6);
+        let seen: BTreeSet<&str> = first
+            .iter()
+            .chain(&second)
+            .map(|a| a.agent.as_str())
+            .collect();
+        assert_eq!(
+            seen.len(),
+            10,
+            "every agent offered within two cycles: {seen:?}"
+        );
+        // Without a limit, everything is offered at once.
+        for a in &second {
+            al.recover(&a.framework, &a.agent, &a.resources, None, Duration::ZERO)
+                .unwrap();
+        }
+        al.set_offer_limit(0);
+        assert_eq!(al.allocate(Duration::ZERO).len(), 10);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct MasterConfig {
     /// Ended tasks kept in the task table (the oldest are forgotten first; a framework
     /// reconciling a forgotten task hears `TASK_UNKNOWN`, as from Mesos).
     pub max_completed_tasks: usize,
+    /// Most offers one framework gets per allocation cycle (0: no limit); see
+    /// [`Allocator::set_offer_limit`].
+    pub offer_limit: u32,
 }
 
 impl Default for MasterConfig {
@@ -47,6 +50,7 @@ impl Default for MasterConfig {
             weights: BTreeMap::new(),
             quotas: BTreeMap::new(),
             max_completed_tasks: 10_000,
+            offer_limit: 256,
         }
     }
 }
@@ -647,6 +651,7 @@ impl Actor for Master {
         me.send_interval(Duration::from_secs(1), || MasterMsg::Tick);
         me.send_interval(self.cfg.allocation_interval, || MasterMsg::Allocate);
         let mut allocator = Allocator::new();
+        allocator.set_offer_limit(self.cfg.offer_limit);
         for (role, w) in &self.cfg.weights {
             allocator.set_weight(role, *w);
         }

@@ -200,19 +200,35 @@ impl Resources {
             return None;
         }
         let mut r = self.clone();
-        r.cpus_milli -= other.cpus_milli;
-        r.mem_mb -= other.mem_mb;
-        r.disk_mb -= other.disk_mb;
-        if !other.ports.is_empty() {
-            r.ports = r.ports.difference(&other.ports);
-        }
-        for (k, v) in &other.scalars {
-            if let Some(x) = r.scalars.get_mut(k) {
-                *x -= v;
-            }
-        }
-        r.scalars.retain(|_, v| *v != 0);
+        r.sub_contained(other);
         Some(r)
+    }
+
+    /// Subtracts `other` in place if `self` contains it (true), else leaves `self` as it
+    /// is (false).
+    pub fn sub_assign_checked(&mut self, other: &Resources) -> bool {
+        if !self.contains(other) {
+            return false;
+        }
+        self.sub_contained(other);
+        true
+    }
+
+    fn sub_contained(&mut self, other: &Resources) {
+        self.cpus_milli -= other.cpus_milli;
+        self.mem_mb -= other.mem_mb;
+        self.disk_mb -= other.disk_mb;
+        if !other.ports.is_empty() {
+            self.ports = self.ports.difference(&other.ports);
+        }
+        if !other.scalars.is_empty() {
+            for (k, v) in &other.scalars {
+                if let Some(x) = self.scalars.get_mut(k) {
+                    *x -= v;
+                }
+            }
+            self.scalars.retain(|_, v| *v != 0);
+        }
     }
 
     /// The largest fraction of `total` that `self` takes in any one resource (DRF's
@@ -366,6 +382,32 @@ impl RoleResources {
         for (k, v) in &other.0 {
             self.0.entry(k.clone()).or_default().add(v);
         }
+    }
+
+    /// True when every role holds at least what `other` has in it.
+    pub fn contains(&self, other: &RoleResources) -> bool {
+        let none = Resources::default();
+        other
+            .0
+            .iter()
+            .all(|(k, v)| self.0.get(k).unwrap_or(&none).contains(v))
+    }
+
+    /// Role-by-role subtraction in place when `self` contains `other` (true); otherwise
+    /// `self` is left as it is (false).
+    pub fn sub_assign_checked(&mut self, other: &RoleResources) -> bool {
+        if !self.contains(other) {
+            return false;
+        }
+        for (k, v) in &other.0 {
+            if let Some(cur) = self.0.get_mut(k) {
+                cur.sub_contained(v);
+                if cur.is_empty() {
+                    self.0.remove(k);
+                }
+            }
+        }
+        true
     }
 
     /// Role-by-role subtraction; `None` when any role lacks what is asked.

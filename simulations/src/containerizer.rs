@@ -44,6 +44,8 @@ struct Inner {
     by_task: BTreeMap<String, Vec<u32>>,
     failure_rate: f64,
     rec: Recorder,
+    /// Processes no longer end on their own (the run is being checked).
+    frozen: bool,
 }
 
 impl Inner {
@@ -76,6 +78,7 @@ impl Machines {
                 by_task: BTreeMap::new(),
                 failure_rate,
                 rec,
+                frozen: false,
             })),
         }
     }
@@ -107,6 +110,15 @@ impl Machines {
                 }
             });
         }
+    }
+
+    /// From now on no process ends on its own (crashes and kills still end them), so
+    /// that final checks see a cluster at rest rather than one mid-update.
+    pub fn freeze(&self) {
+        let mut g = self.lock();
+        g.frozen = true;
+        g.rec
+            .note(format_args!("processes frozen for the final checks"));
     }
 
     /// Live processes of `task_id`, as `(machine, pid)`.
@@ -216,7 +228,9 @@ impl Containerizer for SimContainerizer {
             let m2 = m.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(life).await;
-                m2.finish(pid, end);
+                if !m2.lock().frozen {
+                    m2.finish(pid, end);
+                }
             });
             Ok(ContainerInfo {
                 task_id: spec.task_id.clone(),

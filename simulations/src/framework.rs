@@ -34,6 +34,8 @@ pub struct FrameworkLog {
     pub handle: Option<DriverHandle>,
     /// Offers are suppressed (it has all the tasks it wants).
     pub suppressed: bool,
+    /// Launches nothing more (the run is being checked).
+    pub frozen: bool,
 }
 
 /// Shared handle on a framework's log.
@@ -80,6 +82,11 @@ impl Scheduler for SimScheduler {
     fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
         let mut g = self.log.lock().expect("log lock");
         g.last_offer_ms = Some(self.rec.now_ms());
+        if g.frozen {
+            let ids: Vec<String> = offers.into_iter().map(|o| o.id).collect();
+            driver.decline(ids, Duration::from_secs(1));
+            return;
+        }
         for offer in offers {
             let mut left = offer.resources.total();
             let mut tasks = Vec::new();

@@ -53,6 +53,8 @@ pub struct SimConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which a node is declared down.
     pub node_down_timeout: Duration,
+    /// The master's offer limit per framework and cycle (0: none).
+    pub offer_limit: u32,
     /// Trace lines kept in memory (the hash covers all of them).
     pub keep_trace: usize,
     /// A deliberate defect, if any.
@@ -86,6 +88,7 @@ impl Default for SimConfig {
             faults: FaultRates::default(),
             heartbeat_interval: Duration::from_secs(2),
             node_down_timeout: Duration::from_secs(10),
+            offer_limit: MasterConfig::default().offer_limit,
             keep_trace: 200,
             defect: None,
             workloads: Vec::new(),
@@ -198,6 +201,7 @@ impl World {
         let mcfg = MasterConfig {
             agent_removal_timeout: Duration::from_secs(600),
             allocation_interval: Duration::from_secs(1),
+            offer_limit: cfg.offer_limit,
             ..MasterConfig::default()
         };
         let (master, _) = Actor::spawn(None, Master::new(master_node.clone(), mcfg), ())
@@ -502,8 +506,12 @@ async fn simulate(cfg: SimConfig) -> SimReport {
     w.net.heal();
     let settle_start = w.rec.now_ms();
     tokio::time::sleep(cfg.settle).await;
+    // From here the cluster comes to rest: no process ends on its own and no framework
+    // launches, so what is in flight lands before the final checks look.
+    w.machines.freeze();
     for (_, log, _) in &w.frameworks {
-        let g = log.lock().expect("log lock");
+        let mut g = log.lock().expect("log lock");
+        g.frozen = true;
         if let Some(h) = &g.handle {
             h.reconcile(g.live.iter().cloned().collect());
         }
