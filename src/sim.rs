@@ -68,7 +68,7 @@ pub struct SimArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub node_down: Duration,
     /// Most offers one framework gets per allocation cycle (the master's `offer_limit`).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     pub offer_limit: u32,
     /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`.
     #[arg(long)]

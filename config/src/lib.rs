@@ -142,7 +142,7 @@ impl Default for MasterSettings {
             allocation_interval: Duration::from_secs(1),
             weights: Default::default(),
             quotas: Default::default(),
-            offer_limit: 256,
+            offer_limit: 64,
         }
     }
 }

@@ -50,7 +50,7 @@ impl Default for MasterConfig {
             weights: BTreeMap::new(),
             quotas: BTreeMap::new(),
             max_completed_tasks: 10_000,
-            offer_limit: 256,
+            offer_limit: 64,
         }
     }
 }

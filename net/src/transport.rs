@@ -266,7 +266,9 @@ pub(crate) struct SendQueue {
 pub(crate) fn send_queue(max_frame: usize) -> (FrameSender, SendQueue) {
     let sh = Arc::new(SendShared {
         state: Mutex::new(SendState {
-            buf: BytesMut::with_capacity(64 * 1024),
+            // Small to start with (a node may hold thousands of links); it grows with
+            // the traffic and keeps its size.
+            buf: BytesMut::with_capacity(4 * 1024),
             closed: None,
         }),
         data: Notify::new(),
