@@ -118,6 +118,8 @@ pub struct AgentState {
     /// Changes since the last write.
     unsaved: usize,
     persist_queued: bool,
+    /// A `Tick` is on its way.
+    tick_armed: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -211,6 +213,16 @@ impl Agent {
         }
     }
 
+    /// Schedules the next `Tick` while there is something for it to do (registering, or
+    /// resending unacknowledged updates); an idle agent keeps no timer running.
+    fn arm_tick(&self, st: &mut AgentState) {
+        if st.tick_armed || (st.registered && st.ck.updates.pending_count() == 0) {
+            return;
+        }
+        st.tick_armed = true;
+        st.me.send_after(self.cfg.tick, || AgentMsg::Tick);
+    }
+
     fn watch(&self, me: &ActorRef<AgentMsg>, info: ContainerInfo, killing: bool) {
         let wait = self.containerizer.wait(&info);
         let me = me.clone();
@@ -292,6 +304,7 @@ impl Actor for Agent {
             dirty: false,
             unsaved: 0,
             persist_queued: false,
+            tick_armed: false,
         };
         // Re-adopt what survived the restart; report what did not.
         let ids: Vec<String> = st.ck.tasks.keys().cloned().collect();
@@ -315,12 +328,43 @@ impl Actor for Agent {
                 ),
             }
         }
-        me.send_interval(self.cfg.tick, || AgentMsg::Tick);
+        self.arm_tick(&mut st);
         info!(agent = %st.ck.agent_id, isolation = %self.containerizer.isolation(), resources = %self.cfg.resources.total(), "agent started");
         Ok(st)
     }
 
     async fn handle(
+        &self,
+        me: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        st: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        let r = self.handle_msg(me, msg, st).await;
+        self.arm_tick(st);
+        r
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<AgentMsg>,
+        evt: SupervisionEvent,
+        st: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) = &evt
+        {
+            if st.master.as_ref().is_some_and(|m| m.get_id() == c.get_id()) {
+                warn!("lost the master; re-registering");
+                st.master = None;
+                st.registered = false;
+                self.arm_tick(st);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Agent {
+    async fn handle_msg(
         &self,
         me: ActorRef<AgentMsg>,
         msg: AgentMsg,
@@ -351,6 +395,7 @@ impl Actor for Agent {
                 self.persist(st);
             }
             AgentMsg::Tick => {
+                st.tick_armed = false;
                 if !st.registered {
                     self.register(&me, st).await;
                 }
@@ -512,23 +557,6 @@ impl Actor for Agent {
                     }
                 };
                 let _ = reply.send(r);
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _me: ActorRef<AgentMsg>,
-        evt: SupervisionEvent,
-        st: &mut AgentState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) = &evt
-        {
-            if st.master.as_ref().is_some_and(|m| m.get_id() == c.get_id()) {
-                warn!("lost the master; re-registering");
-                st.master = None;
-                st.registered = false;
             }
         }
         Ok(())
