@@ -4,7 +4,7 @@
 //! at once, every node keeps the claim of the node whose name sorts first, so all nodes
 //! agree without a coordinator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a name points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Claim {
 #[derive(Debug, Default, Clone)]
 pub struct NameTable {
     entries: BTreeMap<String, NameEntry>,
+    /// The names each node holds (so a node's names are found without a scan).
+    by_node: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl NameTable {
@@ -43,8 +45,25 @@ impl NameTable {
                 holder: cur.clone(),
             },
             _ => {
-                self.entries.insert(name.to_string(), entry);
+                self.by_node
+                    .entry(entry.node.clone())
+                    .or_default()
+                    .insert(name.to_string());
+                if let Some(old) = self.entries.insert(name.to_string(), entry) {
+                    if self.entries[name].node != old.node {
+                        self.unindex(&old.node, name);
+                    }
+                }
                 Claim::Accepted
+            }
+        }
+    }
+
+    fn unindex(&mut self, node: &str, name: &str) {
+        if let Some(set) = self.by_node.get_mut(node) {
+            set.remove(name);
+            if set.is_empty() {
+                self.by_node.remove(node);
             }
         }
     }
@@ -58,6 +77,7 @@ impl NameTable {
     pub fn release(&mut self, name: &str, node: &str) -> bool {
         if self.entries.get(name).is_some_and(|e| e.node == node) {
             self.entries.remove(name);
+            self.unindex(node, name);
             true
         } else {
             false
@@ -67,28 +87,34 @@ impl NameTable {
     /// Drops every name held by `node`'s actor `pid`; returns the names dropped.
     pub fn release_pid(&mut self, node: &str, pid: u64) -> Vec<String> {
         let names: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.node == node && e.pid == pid)
-            .map(|(n, _)| n.clone())
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|n| self.entries.get(*n).is_some_and(|e| e.pid == pid))
+            .cloned()
             .collect();
         for n in &names {
             self.entries.remove(n);
+            self.unindex(node, n);
         }
         names
     }
 
     /// Drops every name held by `node` (it went down or left).
     pub fn release_node(&mut self, node: &str) {
-        self.entries.retain(|_, e| e.node != node);
+        for name in self.by_node.remove(node).unwrap_or_default() {
+            self.entries.remove(&name);
+        }
     }
 
     /// The names held by `node`, in name order.
     pub fn held_by(&self, node: &str) -> Vec<(String, NameEntry)> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| e.node == node)
-            .map(|(n, e)| (n.clone(), e.clone()))
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.entries.get(n).map(|e| (n.clone(), e.clone())))
             .collect()
     }
 }
@@ -137,5 +163,37 @@ mod tests {
             "a node may re-point its own name"
         );
         assert_eq!(t.held_by("a").len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Whatever the claims and releases, a node's names (as used when it goes down
+        /// or announces itself) are exactly the entries that point at it.
+        #[test]
+        fn names_by_node_match_the_entries(
+            ops in proptest::collection::vec((0u8..4, 0u8..6, 0u8..3, 0u64..3), 0..60)
+        ) {
+            let mut t = NameTable::default();
+            let nodes = ["a", "b", "c"];
+            for (op, name, node, pid) in ops {
+                let (name, node) = (format!("n{name}"), nodes[node as usize]);
+                match op {
+                    0 | 1 => { t.claim(&name, e(node, pid)); }
+                    2 => { t.release(&name, node); }
+                    _ => { t.release_pid(node, pid); }
+                }
+                for n in nodes {
+                    let scan: Vec<String> = t
+                        .entries
+                        .iter()
+                        .filter(|(_, x)| x.node == n)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let held: Vec<String> = t.held_by(n).into_iter().map(|(k, _)| k).collect();
+                    proptest::prop_assert_eq!(scan, held);
+                }
+            }
+            t.release_node("a");
+            proptest::prop_assert!(t.entries.values().all(|x| x.node != "a"));
+        }
     }
 }
