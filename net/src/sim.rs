@@ -81,25 +81,34 @@ struct SimState {
     keep: usize,
     hash: u64,
     lines: u64,
+    /// A reusable line buffer (when no lines are kept).
+    scratch: String,
 }
 
 impl SimState {
     fn log(&mut self, line: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
         let t = self.start.elapsed().as_micros();
-        let line = format!("{t:>12} {line}");
-        self.hash = fnv_from(self.hash, line.as_bytes());
+        // Reuse the oldest kept line's buffer: no allocation per line once the ring is full.
+        let mut buf = if self.keep > 0 && self.trace.len() >= self.keep {
+            self.trace.pop_front().unwrap_or_default()
+        } else {
+            std::mem::take(&mut self.scratch)
+        };
+        buf.clear();
+        let _ = write!(buf, "{t:>12} {line}");
+        self.hash = fnv_from(self.hash, buf.as_bytes());
         self.hash = fnv_from(self.hash, b"\n");
         self.lines += 1;
         if self.keep > 0 {
-            if self.trace.len() >= self.keep {
-                self.trace.pop_front();
-            }
-            self.trace.push_back(line);
+            self.trace.push_back(buf);
+        } else {
+            self.scratch = buf;
         }
     }
 
     fn reachable(&self, from: &str, to: &str) -> bool {
-        !self.blocked.contains(&(from.to_string(), to.to_string()))
+        self.blocked.is_empty() || !self.blocked.contains(&(from.to_string(), to.to_string()))
     }
 }
 
@@ -142,6 +151,7 @@ impl SimNetwork {
                 keep: usize::MAX,
                 hash: FNV_OFFSET,
                 lines: 0,
+                scratch: String::new(),
             })),
         }
     }
