@@ -2,7 +2,7 @@
 //! trace. A sweep runs each seed in its own process (`plexus sim --seed N`), so any seed
 //! it reports replays byte for byte with `plexus sim --replay N`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -329,6 +329,7 @@ fn sweep(a: &SimArgs, range: &str) -> anyhow::Result<bool> {
     let mut running: Vec<(u64, std::process::Child)> = Vec::new();
     let mut done: Vec<Outcome> = Vec::new();
     let t = Instant::now();
+    let tty = std::io::stderr().is_terminal();
     let jobs = a.jobs.max(1);
     while done.len() < total {
         while running.len() < jobs && next < to {
@@ -366,20 +367,33 @@ fn sweep(a: &SimArgs, range: &str) -> anyhow::Result<bool> {
             first_violation,
         });
         let failed = done.iter().filter(|o| !o.ok).count();
-        let width = 40;
-        let filled = done.len() * width / total;
-        eprint!(
-            "\r[{}{}] {}/{} seeds, {} failed, {:.0} s",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            done.len(),
-            total,
-            failed,
-            t.elapsed().as_secs_f64()
-        );
-        let _ = std::io::stderr().flush();
+        if tty {
+            let width = 40;
+            let filled = done.len() * width / total;
+            eprint!(
+                "\r[{}{}] {}/{} seeds, {} failed, {:.0} s",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                done.len(),
+                total,
+                failed,
+                t.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        } else if done.len() % 100 == 0 || done.len() == total {
+            // Not a terminal (a log, CI): a line now and then instead of a bar.
+            eprintln!(
+                "{}/{} seeds, {} failed, {:.0} s",
+                done.len(),
+                total,
+                failed,
+                t.elapsed().as_secs_f64()
+            );
+        }
     }
-    eprintln!();
+    if tty {
+        eprintln!();
+    }
     let failed: Vec<&Outcome> = done.iter().filter(|o| !o.ok).collect();
     println!(
         "plexus sim_sweep seeds={total} passed={} failed={} wall_s={:.1}",
