@@ -4,7 +4,7 @@
 //! `TASK_UNREACHABLE` (then `TASK_GONE` after `agent_removal_timeout`); a disconnected
 //! framework keeps its tasks for its failover timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -111,6 +111,8 @@ pub struct MasterState {
     frameworks: BTreeMap<String, FrameworkEntry>,
     offers: BTreeMap<String, Offer>,
     tasks: BTreeMap<String, TaskEntry>,
+    /// The ids of each agent's tasks in `tasks` (so agent events need no table scan).
+    by_agent: BTreeMap<String, BTreeSet<String>>,
     watched: BTreeMap<ActorId, Watched>,
     /// Ended tasks, oldest first (the table keeps at most `max_completed_tasks`).
     completed: std::collections::VecDeque<String>,
@@ -139,6 +141,44 @@ impl MasterState {
         if let Some(s) = self.frameworks.get(fw).and_then(|f| f.scheduler.as_ref()) {
             let _ = s.cast(m);
         }
+    }
+
+    /// Adds a task to the table (and to its agent's index).
+    fn insert_task(&mut self, entry: TaskEntry) {
+        let id = entry.info.task_id.clone();
+        self.remove_task(&id);
+        self.by_agent
+            .entry(entry.info.agent_id.clone())
+            .or_default()
+            .insert(id.clone());
+        self.tasks.insert(id, entry);
+    }
+
+    /// Drops a task from the table.
+    fn remove_task(&mut self, id: &str) {
+        if let Some(t) = self.tasks.remove(id) {
+            if let Some(set) = self.by_agent.get_mut(&t.info.agent_id) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.by_agent.remove(&t.info.agent_id);
+                }
+            }
+        }
+    }
+
+    /// Ids of the agent's tasks that have not ended, in id order.
+    fn live_tasks_of(&self, agent: &str) -> Vec<String> {
+        self.by_agent
+            .get(agent)
+            .into_iter()
+            .flatten()
+            .filter(|id| {
+                self.tasks
+                    .get(*id)
+                    .is_some_and(|t| !t.info.state.is_terminal())
+            })
+            .cloned()
+            .collect()
     }
 
     /// A master-generated update (no acknowledgement expected: uuid 0).
@@ -189,13 +229,10 @@ impl MasterState {
             argv: spec.argv.clone(),
         };
         if !self.tasks.contains_key(&spec.task_id) {
-            self.tasks.insert(
-                spec.task_id.clone(),
-                TaskEntry {
-                    info,
-                    sm: TaskStateMachine::at(TaskState::Error),
-                },
-            );
+            self.insert_task(TaskEntry {
+                info,
+                sm: TaskStateMachine::at(TaskState::Error),
+            });
             self.completed.push_back(spec.task_id.clone());
         }
         self.send_to_framework(
@@ -265,13 +302,7 @@ impl MasterState {
         a.actor = None;
         self.rescind_agent_offers(agent_id);
         self.allocator.remove_agent(agent_id);
-        let ids: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| t.info.agent_id == agent_id && !t.info.state.is_terminal())
-            .map(|t| t.info.task_id.clone())
-            .collect();
-        for id in ids {
+        for id in self.live_tasks_of(agent_id) {
             self.master_update(
                 &id,
                 TaskState::Unreachable,
@@ -372,12 +403,7 @@ impl Master {
             .into_iter()
             .map(|t| (t.spec.task_id.clone(), t))
             .collect();
-        let known: Vec<String> = st
-            .tasks
-            .values()
-            .filter(|t| t.info.agent_id == agent_id && !t.info.state.is_terminal())
-            .map(|t| t.info.task_id.clone())
-            .collect();
+        let known = st.live_tasks_of(&agent_id);
         for id in known {
             match reported.get(&id) {
                 Some(t) if !t.state.is_terminal() => {
@@ -425,20 +451,22 @@ impl Master {
                 continue;
             }
             used.push((t.framework_id.clone(), t.resources.clone()));
-            st.tasks.entry(id.clone()).or_insert_with(|| TaskEntry {
-                info: TaskInfo {
-                    task_id: id,
-                    name: t.spec.name.clone(),
-                    framework_id: t.framework_id.clone(),
-                    agent_id: agent_id.clone(),
-                    state: t.state,
-                    reason: None,
-                    message: "recovered from agent".into(),
-                    resources: t.resources.clone(),
-                    argv: t.spec.argv.clone(),
-                },
-                sm: TaskStateMachine::at(t.state),
-            });
+            if !st.tasks.contains_key(&id) {
+                st.insert_task(TaskEntry {
+                    info: TaskInfo {
+                        task_id: id,
+                        name: t.spec.name.clone(),
+                        framework_id: t.framework_id.clone(),
+                        agent_id: agent_id.clone(),
+                        state: t.state,
+                        reason: None,
+                        message: "recovered from agent".into(),
+                        resources: t.resources.clone(),
+                        argv: t.spec.argv.clone(),
+                    },
+                    sm: TaskStateMachine::at(t.state),
+                });
+            }
         }
         st.allocator.add_agent(&agent_id, resources.clone(), &used);
         info!(agent = %agent_id, %hostname, reregister, resources = %resources.total(), "agent registered");
@@ -602,23 +630,20 @@ impl Master {
                 continue;
             };
             pool = pool.checked_sub(&take).expect("taken from the pool");
-            st.tasks.insert(
-                spec.task_id.clone(),
-                TaskEntry {
-                    info: TaskInfo {
-                        task_id: spec.task_id.clone(),
-                        name: spec.name.clone(),
-                        framework_id: fw.clone(),
-                        agent_id: agent_id.clone(),
-                        state: TaskState::Staging,
-                        reason: None,
-                        message: String::new(),
-                        resources: take.clone(),
-                        argv: spec.argv.clone(),
-                    },
-                    sm: TaskStateMachine::default(),
+            st.insert_task(TaskEntry {
+                info: TaskInfo {
+                    task_id: spec.task_id.clone(),
+                    name: spec.name.clone(),
+                    framework_id: fw.clone(),
+                    agent_id: agent_id.clone(),
+                    state: TaskState::Staging,
+                    reason: None,
+                    message: String::new(),
+                    resources: take.clone(),
+                    argv: spec.argv.clone(),
                 },
-            );
+                sm: TaskStateMachine::default(),
+            });
             if let Some(a) = &agent_ref {
                 let _ = a.cast(AgentMsg::Run {
                     framework_id: fw.clone(),
@@ -663,6 +688,7 @@ impl Actor for Master {
             frameworks: BTreeMap::new(),
             offers: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            by_agent: BTreeMap::new(),
             watched: BTreeMap::new(),
             completed: Default::default(),
             allocator,
@@ -961,7 +987,7 @@ impl Master {
                 .get(&id)
                 .is_some_and(|t| t.info.state.is_terminal())
             {
-                st.tasks.remove(&id);
+                st.remove_task(&id);
             }
         }
         let gone: Vec<String> = st
@@ -972,12 +998,7 @@ impl Master {
             .collect();
         for id in gone {
             warn!(agent = %id, "agent removed after its removal timeout");
-            let tasks: Vec<String> = st
-                .tasks
-                .values()
-                .filter(|t| t.info.agent_id == id && !t.info.state.is_terminal())
-                .map(|t| t.info.task_id.clone())
-                .collect();
+            let tasks = st.live_tasks_of(&id);
             for t in tasks {
                 st.master_update(
                     &t,
