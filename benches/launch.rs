@@ -18,13 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr};
-use plexus_kernel::jobs::{JobRequest, Jobs};
-use plexus_kernel::master::{Master, MasterConfig};
-use plexus_kernel::protocol::{FrameworkInfo, MasterMsg};
-use plexus_kernel::resources::{Resources, ANY_ROLE};
-use plexus_kernel::scheduler::SchedulerDriver;
+use plexus_kernel::jobs::JobRequest;
+use plexus_kernel::protocol::MasterMsg;
+use plexus_kernel::resources::Resources;
 use plexus_kernel::task::TaskState;
-use ractor::{call_t, Actor, ActorRef};
+use ractor::{call_t, ActorRef};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::remote::{pct, tls_for, Reaper};
@@ -102,10 +100,22 @@ fn rss_mb(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-async fn active_agents(master: &ActorRef<MasterMsg>) -> usize {
-    call_t!(master, MasterMsg::State, 5000)
-        .map(|s| s.agents.iter().filter(|a| a.status == "active").count())
-        .unwrap_or(0)
+/// Waits (up to 30 s) until `n` agents are registered and active.
+async fn wait_agents(master: &ActorRef<MasterMsg>, n: usize) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let active = call_t!(master, MasterMsg::State, 5000)
+            .map(|s| s.agents.iter().filter(|a| a.status == "active").count())
+            .unwrap_or(0);
+        if active >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "only {active} of {n} agents registered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Runs the benchmark, printing each figure as soon as it is measured.
@@ -122,27 +132,13 @@ pub async fn run(o: LaunchOpts) -> anyhow::Result<()> {
     };
     s.agent.resources = o.resources.clone();
     s.agent.cgroups = !o.no_cgroups;
+    s.master.api_listen = "127.0.0.1:0".parse()?;
     let node = Node::start(&s).await?;
-    let (master, _) = Actor::spawn(None, Master::new(node.clone(), MasterConfig::default()), ())
-        .await
-        .context("starting the master")?;
-    let jobs = Jobs::default();
-    let info = FrameworkInfo {
-        id: None,
-        name: "jobs".into(),
-        principal: None,
-        role: ANY_ROLE.into(),
-        failover_timeout_secs: 60.0,
-    };
-    SchedulerDriver::start(&node, info, jobs.scheduler(), Duration::from_secs(30))
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the jobs framework: {e}"))?;
+    // The master, the jobs framework and the API, as `plexus master` starts them.
+    let plexus::roles::MasterHandle { master, jobs, .. } =
+        plexus::roles::start_master(&node, &s).await?;
     plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
-    let end = Instant::now() + Duration::from_secs(30);
-    while active_agents(&master).await < 1 {
-        anyhow::ensure!(Instant::now() < end, "the agent did not register");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_agents(&master, 1).await?;
     let mut events = jobs.subscribe();
 
     // Warm up, then one task at a time on an idle cluster.
@@ -235,11 +231,7 @@ async fn idle_agent_rss(
             .spawn()
             .context("starting the agent process")?,
     );
-    let end = Instant::now() + Duration::from_secs(30);
-    while active_agents(master).await < 2 {
-        anyhow::ensure!(Instant::now() < end, "the agent process did not register");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_agents(master, 2).await?;
     // Idle: registered, heartbeating, nothing to run.
     tokio::time::sleep(Duration::from_secs(3)).await;
     rss_mb(child.0.id())

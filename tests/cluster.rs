@@ -1,28 +1,23 @@
 //! Multi-process tests: real `plexus node` processes on 127.0.0.1, 127.0.0.2 and
 //! 127.0.0.3, and this test process joining them as a fourth node.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use plexus::builtin::{self, EchoMsg, KeeperArgs, KeeperMsg, ProbeMsg};
 use plexus_actors::{is_node_down, Node};
-use plexus_config::{NodeSettings, PeerAddr, TlsSettings};
+use plexus_config::{NodeSettings, PeerAddr};
 use plexus_net::tls::{self, TlsMaterial};
 use plexus_net::{LocalIdentity, NetError, QuicTransport, Transport};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 const HEARTBEAT_MS: u64 = 100;
 const DOWN_MS: u64 = 1000;
-
-fn free_port(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Proc {
     name: String,
@@ -49,16 +44,6 @@ struct Cluster {
     procs: Vec<Proc>,
 }
 
-fn certs(dir: &Path, name: &str) -> TlsSettings {
-    let (c, k) = tls::issue(dir, dir, name).unwrap();
-    TlsSettings {
-        ca_cert: Some(dir.join("ca.pem")),
-        cert: Some(c),
-        key: Some(k),
-        dev: false,
-    }
-}
-
 impl Cluster {
     /// Starts n1, n2, n3 as `plexus node` processes on 127.0.0.1..3.
     fn start() -> Cluster {
@@ -68,7 +53,7 @@ impl Cluster {
         let addrs: Vec<SocketAddr> = (1..=3)
             .map(|i| {
                 let ip = format!("127.0.0.{i}");
-                format!("{ip}:{}", free_port(&ip)).parse().unwrap()
+                format!("{ip}:{}", free_udp(&ip)).parse().unwrap()
             })
             .collect();
         let mut procs = Vec::new();

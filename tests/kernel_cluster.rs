@@ -2,7 +2,10 @@
 //! 127.0.0.x, driven through the HTTP API the way an operator drives them, and (for
 //! acknowledgements) by a framework running in this test process.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use plexus::client::Client;
 use plexus_actors::Node;
-use plexus_config::{NodeSettings, PeerAddr, TlsSettings};
+use plexus_config::{NodeSettings, PeerAddr};
 use plexus_kernel::api::{SubmitJob, TaskView};
 use plexus_kernel::containerizer::REASON_MEMORY;
 use plexus_kernel::protocol::{ClusterState, FrameworkInfo, Offer, TaskSpec};
@@ -23,32 +26,6 @@ use plexus_net::tls;
 const HEARTBEAT_MS: u64 = 100;
 const DOWN_MS: u64 = 1000;
 const MASTER: &str = "master";
-
-fn free_udp(ip: &str) -> u16 {
-    UdpSocket::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn certs(dir: &Path, name: &str) -> TlsSettings {
-    let (c, k) = tls::issue(dir, dir, name).unwrap();
-    TlsSettings {
-        ca_cert: Some(dir.join("ca.pem")),
-        cert: Some(c),
-        key: Some(k),
-        dev: false,
-    }
-}
 
 /// One `plexus` process that can be killed and started again with the same arguments.
 struct Proc {
