@@ -223,17 +223,14 @@ impl Agent {
         st.me.send_after(self.cfg.tick, || AgentMsg::Tick);
     }
 
-    fn watch(&self, me: &ActorRef<AgentMsg>, info: ContainerInfo, killing: bool) {
+    fn watch(&self, me: &ActorRef<AgentMsg>, info: ContainerInfo) {
         let wait = self.containerizer.wait(&info);
         let me = me.clone();
         tokio::spawn(async move {
             let exit = wait.await;
-            let (state, reason, message) = classify(&exit, killing);
             let _ = me.cast(AgentMsg::Exited {
                 task_id: info.task_id,
-                state,
-                reason: reason.map(str::to_string),
-                message,
+                exit,
             });
         });
     }
@@ -317,7 +314,7 @@ impl Actor for Agent {
                 Some(info) => {
                     let running = self.containerizer.is_running(&info);
                     info!(task = %id, running, "re-adopting task");
-                    self.watch(&me, info, t.killing);
+                    self.watch(&me, info);
                 }
                 None => self.update(
                     &mut st,
@@ -463,7 +460,7 @@ impl Agent {
                     Ok(info) => {
                         // (a kill before this point made the task terminal, above)
                         t.container = Some(info.clone());
-                        self.watch(&me, info, false);
+                        self.watch(&me, info);
                         self.update(st, &task_id, TaskState::Running, None, "running".into());
                     }
                     Err(e) if t.state.is_terminal() => {
@@ -488,10 +485,9 @@ impl Agent {
                 t.killing = true;
                 match t.container.clone() {
                     Some(info) => {
-                        // The running watcher reports the end; this one only signals.
+                        // This only signals; the task's watcher reports the end, which
+                        // `killing` makes a kill.
                         tokio::spawn(self.containerizer.kill(&info, self.cfg.kill_grace));
-                        // Re-watch with `killing` set so the end is reported as killed.
-                        self.watch(&me, info, true);
                         self.update(st, &task_id, TaskState::Killing, None, "killing".into());
                     }
                     None => self.update(
@@ -503,30 +499,18 @@ impl Agent {
                     ),
                 }
             }
-            AgentMsg::Exited {
-                task_id,
-                state,
-                reason,
-                message,
-            } => {
+            AgentMsg::Exited { task_id, exit } => {
                 let Some(t) = st.ck.tasks.get(&task_id) else {
                     return Ok(());
                 };
                 if t.state.is_terminal() {
-                    return Ok(()); // a second watcher of the same task
+                    return Ok(());
                 }
-                let state = if t.killing
-                    && state == TaskState::Failed
-                    && reason.as_deref() != Some(crate::containerizer::REASON_MEMORY)
-                {
-                    TaskState::Killed
-                } else {
-                    state
-                };
+                let (state, reason, message) = classify(&exit, t.killing);
                 if let Some(info) = &t.container {
                     self.containerizer.destroy(info);
                 }
-                self.update(st, &task_id, state, reason, message);
+                self.update(st, &task_id, state, reason.map(str::to_string), message);
             }
             AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
             AgentMsg::Ack { task_id, uuid } => {

@@ -270,12 +270,9 @@ pub enum AgentMsg {
     Exited {
         /// The task.
         task_id: String,
-        /// Task state.
-        state: TaskState,
-        /// Reason.
-        reason: Option<String>,
-        /// Message.
-        message: String,
+        /// How its process ended (classified by the agent, which knows whether it was
+        /// killing the task).
+        exit: crate::containerizer::ExitInfo,
     },
 }
 

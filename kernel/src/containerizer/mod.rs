@@ -87,7 +87,7 @@ impl ContainerInfo {
 }
 
 /// How a task's process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitInfo {
     /// What the shim recorded (`None`: the shim itself died without recording).
     pub record: Option<ExitRecord>,

@@ -86,7 +86,7 @@ impl ShimArgs {
 }
 
 /// How the command ended, as the shim records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitRecord {
     /// It exited with this code.
     Exited(i32),
