@@ -21,6 +21,7 @@ use crate::containerizer::{
 };
 use crate::protocol::*;
 use crate::resources::{PortSet, Resources, RoleResources};
+use crate::statefile::StateFile;
 use crate::status::{StatusUpdate, StatusUpdateManager};
 use crate::task::TaskState;
 
@@ -109,6 +110,8 @@ const PERSIST_BATCH: usize = 32;
 /// The agent's state.
 pub struct AgentState {
     ck: Checkpoint,
+    /// Where `ck` is written.
+    state_file: StateFile,
     master: Option<ActorRef<MasterMsg>>,
     registered: bool,
     start: Instant,
@@ -131,13 +134,10 @@ impl Agent {
         self.cfg.state_dir.join("agent.checkpoint")
     }
 
-    fn save(&self, st: &AgentState) {
-        let path = self.checkpoint_path();
-        let tmp = path.with_extension("tmp");
+    fn save(&self, st: &mut AgentState) {
         let r = plexus_net::codec::encode(&st.ck)
             .map_err(|e| e.to_string())
-            .and_then(|b| std::fs::write(&tmp, b).map_err(|e| e.to_string()))
-            .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+            .and_then(|b| st.state_file.write(&b).map_err(|e| e.to_string()));
         if let Err(e) = r {
             warn!("agent checkpoint failed: {e}");
         }
@@ -279,11 +279,12 @@ impl Actor for Agent {
         _: (),
     ) -> Result<AgentState, ActorProcessingErr> {
         std::fs::create_dir_all(&self.cfg.state_dir)?;
-        let mut ck: Checkpoint = match std::fs::read(self.checkpoint_path()) {
-            Ok(b) => plexus_net::codec::decode(&b).map_err(|e| {
+        let mut state_file = StateFile::new(&self.checkpoint_path());
+        let mut ck: Checkpoint = match state_file.read()? {
+            Some(b) => plexus_net::codec::decode(&b).map_err(|e| {
                 format!("agent checkpoint {}: {e}", self.checkpoint_path().display())
             })?,
-            Err(_) => Checkpoint::default(),
+            None => Checkpoint::default(),
         };
         if let Some(id) = &self.cfg.agent_id {
             ck.agent_id = id.clone();
@@ -294,6 +295,7 @@ impl Actor for Agent {
         self.node.register(&agent_name(&ck.agent_id), &me)?;
         let mut st = AgentState {
             ck,
+            state_file,
             master: None,
             registered: false,
             start: Instant::now(),

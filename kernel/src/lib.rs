@@ -16,5 +16,6 @@ pub mod master;
 pub mod protocol;
 pub mod resources;
 pub mod scheduler;
+pub mod statefile;
 pub mod status;
 pub mod task;

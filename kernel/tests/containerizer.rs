@@ -151,7 +151,8 @@ async fn a_kill_before_the_shim_started_the_task_keeps_it_from_starting() {
             env!("CARGO_BIN_EXE_plexus-kernel-shim").into(),
         ],
         f.mode.clone(),
-    );
+    )
+    .without_launcher();
     let info = slow
         .launch(LaunchSpec {
             task_id: "early".into(),

@@ -8,15 +8,17 @@
 //! their exit status from the sandbox. The simulator provides its own implementation.
 
 pub mod cgroups;
+pub mod forkserver;
 pub mod shim;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::resources::Resources;
 use crate::task::TaskState;
 use cgroups::{CgroupMode, TaskCgroup};
+use forkserver::Launcher;
 use shim::{ExitRecord, ShimArgs};
+use tracing::warn;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -174,6 +178,12 @@ pub struct ProcessContainerizer {
     shim: Vec<OsString>,
     cgroups: CgroupMode,
     launching: Arc<tokio::sync::Semaphore>,
+    /// Whether shims are forked by a launcher.
+    use_launcher: bool,
+    /// The launcher forking shims, started on the first launch.
+    launcher: Arc<Mutex<Option<Launcher>>>,
+    /// Pidfds of the shims this containerizer started, by task, until destroyed.
+    pidfds: Arc<Mutex<BTreeMap<String, Arc<OwnedFd>>>>,
 }
 
 fn pidfd(pid: u32) -> Option<OwnedFd> {
@@ -184,14 +194,13 @@ fn pidfd(pid: u32) -> Option<OwnedFd> {
 }
 
 fn read_exit(sandbox: &Path) -> Option<ExitRecord> {
-    let t = std::fs::read_to_string(sandbox.join(shim::META_DIR).join(shim::EXIT_FILE)).ok()?;
-    ExitRecord::parse(&t)
+    ExitRecord::parse(&shim::read_record(
+        &sandbox.join(shim::META_DIR).join(shim::EXIT_FILE),
+    )?)
 }
 
 fn read_pid(sandbox: &Path) -> Option<i32> {
-    std::fs::read_to_string(sandbox.join(shim::META_DIR).join(shim::PID_FILE))
-        .ok()?
-        .trim()
+    shim::read_record(&sandbox.join(shim::META_DIR).join(shim::PID_FILE))?
         .parse()
         .ok()
 }
@@ -215,7 +224,53 @@ impl ProcessContainerizer {
             shim,
             cgroups,
             launching: Arc::new(tokio::sync::Semaphore::new(LAUNCH_PARALLELISM)),
+            use_launcher: true,
+            launcher: Arc::new(Mutex::new(None)),
+            pidfds: Arc::new(Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// Has the launcher fork a shim for `args` (starting or restarting the launcher as
+    /// needed); returns the shim's pid and pidfd.
+    fn fork_shim(&self, args: &ShimArgs) -> std::io::Result<(u32, OwnedFd)> {
+        let mut guard = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = None;
+        for _ in 0..2 {
+            let l = match guard.as_mut() {
+                Some(l) => l,
+                None => guard.insert(Launcher::start(&self.shim)?),
+            };
+            match l.launch(args) {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    // The launcher died or spoke nonsense: replace it once.
+                    *guard = None;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no launcher")))
+    }
+
+    /// Starts the shim as a program of its own (when no launcher can be used).
+    /// Starts every shim as a program of its own instead of forking it from a launcher
+    /// (slower; for shim programs that cannot serve).
+    pub fn without_launcher(mut self) -> Self {
+        self.use_launcher = false;
+        self
+    }
+
+    fn spawn_shim(&self, args: &ShimArgs) -> std::io::Result<u32> {
+        let log = std::fs::File::create(args.sandbox.join("shim.log"))?;
+        let mut cmd = std::process::Command::new(&self.shim[0]);
+        cmd.args(&self.shim[1..])
+            .args(args.to_args())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0);
+        // Not waited on here: `wait` watches the shim through a pidfd and reaps it.
+        Ok(cmd.spawn()?.id())
     }
 
     /// The cgroup mode in use.
@@ -253,24 +308,32 @@ impl ProcessContainerizer {
                 .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
             argv: spec.argv.iter().map(OsString::from).collect(),
         };
-        let log = std::fs::File::create(sandbox.join("shim.log"))
-            .map_err(|e| fail(format!("sandbox: {e}")))?;
-        let mut cmd = std::process::Command::new(&self.shim[0]);
-        cmd.args(&self.shim[1..])
-            .args(args.to_args())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .process_group(0);
-        let child = cmd.spawn().map_err(|e| {
+        let forked = if self.use_launcher {
+            self.fork_shim(&args)
+        } else {
+            Err(std::io::Error::other("no launcher"))
+        };
+        let started = match forked {
+            Ok((pid, fd)) => {
+                self.pidfds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(spec.task_id.clone(), Arc::new(fd));
+                Ok(pid)
+            }
+            Err(e) => {
+                if self.use_launcher {
+                    warn!(task = %spec.task_id, "the launcher failed ({e}); starting the shim directly");
+                }
+                self.spawn_shim(&args)
+            }
+        };
+        let shim_pid = started.map_err(|e| {
             if let Some(c) = &cg {
                 c.destroy();
             }
             fail(format!("starting the shim {:?}: {e}", self.shim[0]))
         })?;
-        // Not waited on here: `wait` watches the shim through a pidfd and reaps it.
-        let shim_pid = child.id();
-        drop(child);
         Ok(ContainerInfo {
             task_id: spec.task_id,
             sandbox,
@@ -309,8 +372,15 @@ impl Containerizer for ProcessContainerizer {
 
     fn wait(&self, info: &ContainerInfo) -> BoxFuture<'static, ExitInfo> {
         let info = info.clone();
+        // The pidfd from the launch when there is one: the pid may be reaped already.
+        let known = self
+            .pidfds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&info.task_id)
+            .and_then(|fd| fd.try_clone().ok());
         Box::pin(async move {
-            if let Some(fd) = pidfd(info.shim_pid) {
+            if let Some(fd) = known.or_else(|| pidfd(info.shim_pid)) {
                 // SAFETY: `fd` is an open pidfd owned by the AsyncFd for its whole life.
                 let afd = unsafe {
                     tokio::io::unix::AsyncFd::register_with_interest(
@@ -378,6 +448,10 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn destroy(&self, info: &ContainerInfo) {
+        self.pidfds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&info.task_id);
         if let Some(c) = info.cgroup() {
             c.destroy();
         }

@@ -1,13 +1,15 @@
 //! The task shim: a small process between the agent and a task's command.
 //!
-//! The agent starts one shim per task, in its own process group. The shim joins the
-//! task's cgroups (or applies an address-space rlimit when there are none), starts the
-//! command in a new process group with stdout and stderr in the sandbox, records the
-//! command's pid, waits for it, and writes its exit status to the sandbox. Because the
+//! The agent has one shim per task started (forked by the [`super::forkserver`] launcher,
+//! or as a program of its own), in its own process group. The shim starts the command in
+//! a new process group with stdout and stderr in the sandbox, inside the task's cgroups
+//! (or under an address-space rlimit when there are none), records the command's pid,
+//! waits for it, and writes its exit status to the sandbox. Because the
 //! status lands in a file, an agent that restarted meanwhile still learns how its task
 //! ended. This runs in its own process, outside any kernel logic.
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -118,10 +120,18 @@ impl ExitRecord {
     }
 }
 
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
+/// Writes a one-line record. Readers take a file only once it ends in a newline, so a
+/// record is never read half-written; no temporary file is needed (one small write, no
+/// new inode for a rename).
+fn write_record(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{text}\n"))
+}
+
+/// The record in `path` if it is complete (see [`write_record`]).
+pub fn read_record(path: &Path) -> Option<String> {
+    let mut t = std::fs::read_to_string(path).ok()?;
+    t.pop().filter(|c| *c == '\n')?;
+    Some(t)
 }
 
 /// Runs the shim; returns its process exit code.
@@ -131,7 +141,7 @@ pub fn run(args: &ShimArgs) -> i32 {
         return 125;
     }
     let record = launch_and_wait(args, &meta);
-    let _ = write_atomic(&meta.join(EXIT_FILE), &record.to_line());
+    let _ = write_record(&meta.join(EXIT_FILE), &record.to_line());
     match record {
         ExitRecord::Exited(c) => c,
         ExitRecord::Signaled(s) => 128 + s,
@@ -140,26 +150,24 @@ pub fn run(args: &ShimArgs) -> i32 {
 }
 
 fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
-    let me = std::process::id().to_string();
+    // The command joins the task's cgroups between fork and exec, so the task's limits
+    // hold from its first instruction while the shim stays outside them: its own work
+    // does not eat the task's cpu quota, and an OOM kill never takes the shim that
+    // records how the task ended. Everything the child does there is prepared here,
+    // because between fork and exec only async-signal-safe calls are allowed.
+    let mut joins = Vec::with_capacity(args.cgroup_procs.len());
     for p in &args.cgroup_procs {
-        if let Err(e) = std::fs::write(p, &me) {
-            return ExitRecord::LaunchFailed(format!("joining cgroup {}: {e}", p.display()));
+        match std::fs::OpenOptions::new().write(true).open(p) {
+            Ok(f) => joins.push(f),
+            Err(e) => {
+                return ExitRecord::LaunchFailed(format!("joining cgroup {}: {e}", p.display()))
+            }
         }
     }
-    if let Some(bytes) = args.rlimit_as {
-        let lim = libc::rlimit {
-            rlim_cur: bytes as libc::rlim_t,
-            rlim_max: bytes as libc::rlim_t,
-        };
-        // SAFETY: setrlimit with a valid, initialised struct affects only this process
-        // (and the children it starts).
-        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
-            return ExitRecord::LaunchFailed(format!(
-                "setrlimit: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
+    let limit = args.rlimit_as.map(|bytes| libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    });
     let open = |name: &str| std::fs::File::create(args.sandbox.join(name));
     let (out, err) = match (open("stdout"), open("stderr")) {
         (Ok(o), Ok(e)) => (o, e),
@@ -175,11 +183,29 @@ fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0);
+    // SAFETY: the closure only calls write(2) on open fds and setrlimit(2) with a
+    // prepared struct, both async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &joins {
+                // "0" is the writing process itself, in v1 and v2 alike.
+                if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(lim) = &limit {
+                if libc::setrlimit(libc::RLIMIT_AS, lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return ExitRecord::LaunchFailed(format!("{:?}: {e}", args.argv[0])),
     };
-    let _ = write_atomic(&meta.join(PID_FILE), &child.id().to_string());
+    let _ = write_record(&meta.join(PID_FILE), &child.id().to_string());
     match child.wait() {
         Ok(st) => match (st.code(), st.signal()) {
             (Some(c), _) => ExitRecord::Exited(c),
@@ -190,8 +216,13 @@ fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
     }
 }
 
-/// Entry point for a binary acting as the shim (`plexus-shim`, `plexus __shim`).
+/// Entry point for a binary acting as the shim (`plexus-shim`, `plexus __shim`); with
+/// `--serve` alone, it is the launcher that forks shims ([`super::forkserver`]).
 pub fn main_with(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.len() == 1 && args[0] == "--serve" {
+        return super::forkserver::serve();
+    }
     match ShimArgs::parse(args) {
         Ok(a) => run(&a),
         Err(e) => {
