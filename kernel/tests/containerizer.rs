@@ -272,3 +272,21 @@ async fn without_cgroups_an_rlimit_bounds_memory() {
         .await;
     assert_eq!(end(&f.c, &small, false).await.0, TaskState::Finished);
 }
+
+#[tokio::test]
+async fn a_launcher_that_died_is_replaced() {
+    let f = Fixture::new(false);
+    let first = f.launch("first", "exit 0", 0.1, 32).await;
+    assert_eq!(end(&f.c, &first, false).await.0, TaskState::Finished);
+    let pid = f.c.launcher_pid().expect("shims are forked by a launcher");
+    // SAFETY: kill(2) on the launcher this containerizer started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let second = f.launch("second", "exit 4", 0.1, 32).await;
+    let (st, _, msg) = end(&f.c, &second, false).await;
+    assert_eq!(st, TaskState::Failed);
+    assert!(msg.contains("status 4"), "{msg}");
+    let now = f.c.launcher_pid().expect("a new launcher");
+    assert_ne!(now, pid);
+}

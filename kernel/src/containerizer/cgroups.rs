@@ -140,9 +140,12 @@ impl CgroupMode {
                 std::fs::create_dir_all(&m)?;
                 std::fs::create_dir_all(&c)?;
                 std::fs::write(m.join("memory.limit_in_bytes"), &mem_bytes)?;
-                let _ = std::fs::write(m.join("memory.memsw.limit_in_bytes"), &mem_bytes);
-                let _ = std::fs::write(m.join("memory.swappiness"), "0");
-                std::fs::write(c.join("cpu.cfs_period_us"), "100000")?;
+                // No swap: memory+swap capped at the memory limit where the kernel
+                // accounts swap, else swapping discouraged.
+                if std::fs::write(m.join("memory.memsw.limit_in_bytes"), &mem_bytes).is_err() {
+                    let _ = std::fs::write(m.join("memory.swappiness"), "0");
+                }
+                // A new cgroup's period is the kernel's default, 100 ms.
                 std::fs::write(c.join("cpu.cfs_quota_us"), &quota)?;
                 Ok(TaskCgroup {
                     v2: false,

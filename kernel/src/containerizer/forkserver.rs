@@ -128,6 +128,11 @@ impl Launcher {
         Ok(Launcher { sock: mine, child })
     }
 
+    /// The launcher's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Has a shim forked for `args`; returns its pid and a pidfd for it. An error means
     /// the launcher is unusable (start another).
     pub fn launch(&mut self, args: &ShimArgs) -> std::io::Result<(u32, OwnedFd)> {

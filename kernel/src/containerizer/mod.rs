@@ -169,7 +169,7 @@ pub trait Containerizer: Send + Sync + 'static {
 }
 
 /// Launches in flight at once (each holds a blocking thread while the shim starts).
-const LAUNCH_PARALLELISM: usize = 4;
+const LAUNCH_PARALLELISM: usize = 16;
 
 /// The real containerizer: OS processes, sandboxes, cgroups.
 #[derive(Debug, Clone)]
@@ -253,6 +253,15 @@ impl ProcessContainerizer {
     }
 
     /// Starts the shim as a program of its own (when no launcher can be used).
+    /// The pid of the launcher forking this containerizer's shims, while one runs.
+    pub fn launcher_pid(&self) -> Option<u32> {
+        self.launcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Launcher::pid)
+    }
+
     /// Starts every shim as a program of its own instead of forking it from a launcher
     /// (slower; for shim programs that cannot serve).
     pub fn without_launcher(mut self) -> Self {
