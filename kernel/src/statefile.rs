@@ -7,7 +7,7 @@
 //! temporary file and renaming it over the old one, this allocates no new inode per
 //! write, which on ext4 costs more and more as deleted inodes pile up.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,6 @@ pub enum StateFileError {
 #[derive(Debug)]
 pub struct StateFile {
     paths: [PathBuf; 2],
-    files: [Option<File>; 2],
     /// Sequence number of the newest state written or read.
     seq: u64,
     /// The slots were read (so `seq` is known).
@@ -59,7 +58,6 @@ impl StateFile {
         };
         StateFile {
             paths: [slot(0), slot(1)],
-            files: [None, None],
             seq: 0,
             known: false,
         }
@@ -109,17 +107,14 @@ impl StateFile {
         buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
         buf.extend_from_slice(bytes);
-        if self.files[i].is_none() {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(io)?;
-            self.files[i] = Some(f);
-        }
-        let f = self.files[i].as_ref().expect("opened above");
+        // Opened for each write: a simulated datacenter holds many agents in one process,
+        // and a held descriptor per agent would exhaust its file limit.
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
         f.write_all_at(&buf, 0).map_err(io)?;
         f.set_len(buf.len() as u64).map_err(io)?;
         self.seq = seq;
