@@ -290,3 +290,48 @@ async fn a_launcher_that_died_is_replaced() {
     let now = f.c.launcher_pid().expect("a new launcher");
     assert_ne!(now, pid);
 }
+
+#[tokio::test]
+async fn commands_are_found_in_path_and_run_in_their_sandbox() {
+    let f = Fixture::new(true);
+    let info =
+        f.c.launch(LaunchSpec {
+            task_id: "bare".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"$PLEXUS_SANDBOX\"; pwd; echo \"$HOME\"; read x || echo eof".into(),
+            ],
+            resources: Resources::new(0.1, 32),
+        })
+        .await
+        .unwrap();
+    assert_eq!(end(&f.c, &info, false).await.0, TaskState::Finished);
+    let sandbox = info.sandbox.canonicalize().unwrap();
+    let home = std::env::var("HOME").unwrap_or_default();
+    assert_eq!(
+        std::fs::read_to_string(info.sandbox.join("stdout")).unwrap(),
+        format!(
+            "{}\n{}\n{home}\neof\n",
+            info.sandbox.display(),
+            sandbox.display()
+        ),
+        "PLEXUS_SANDBOX and the agent's environment are set, the sandbox is the working \
+         directory, stdin is empty"
+    );
+    let missing =
+        f.c.launch(LaunchSpec {
+            task_id: "missing".into(),
+            argv: vec!["no-such-command-anywhere".into()],
+            resources: Resources::new(0.1, 32),
+        })
+        .await
+        .unwrap();
+    let (st, reason, msg) = end(&f.c, &missing, false).await;
+    assert_eq!(
+        (st, reason),
+        (TaskState::Failed, Some(REASON_LAUNCH_FAILED)),
+        "{msg}"
+    );
+    assert!(msg.contains("not found in PATH"), "{msg}");
+}

@@ -10,6 +10,7 @@
 pub mod cgroups;
 pub mod forkserver;
 pub mod shim;
+mod spawn;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -10,9 +10,9 @@
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use super::spawn;
 
 /// Directory inside a sandbox holding the shim's files.
 pub const META_DIR: &str = ".plexus";
@@ -150,11 +150,10 @@ pub fn run(args: &ShimArgs) -> i32 {
 }
 
 fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
-    // The command joins the task's cgroups between fork and exec, so the task's limits
-    // hold from its first instruction while the shim stays outside them: its own work
-    // does not eat the task's cpu quota, and an OOM kill never takes the shim that
-    // records how the task ended. Everything the child does there is prepared here,
-    // because between fork and exec only async-signal-safe calls are allowed.
+    // The command joins the task's cgroups between clone and exec ([`spawn`]), so the
+    // task's limits hold from its first instruction while the shim stays outside them:
+    // its own work does not eat the task's cpu quota, and an OOM kill never takes the
+    // shim that records how the task ended.
     let mut joins = Vec::with_capacity(args.cgroup_procs.len());
     for p in &args.cgroup_procs {
         match std::fs::OpenOptions::new().write(true).open(p) {
@@ -164,10 +163,6 @@ fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
             }
         }
     }
-    let limit = args.rlimit_as.map(|bytes| libc::rlimit {
-        rlim_cur: bytes as libc::rlim_t,
-        rlim_max: bytes as libc::rlim_t,
-    });
     let open = |name: &str| std::fs::File::create(args.sandbox.join(name));
     let (out, err) = match (open("stdout"), open("stderr")) {
         (Ok(o), Ok(e)) => (o, e),
@@ -175,44 +170,41 @@ fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
             return ExitRecord::LaunchFailed(format!("sandbox files: {e}"))
         }
     };
-    let mut cmd = Command::new(&args.argv[0]);
-    cmd.args(&args.argv[1..])
-        .current_dir(&args.sandbox)
-        .env("PLEXUS_SANDBOX", &args.sandbox)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .process_group(0);
-    // SAFETY: the closure only calls write(2) on open fds and setrlimit(2) with a
-    // prepared struct, both async-signal-safe; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for f in &joins {
-                // "0" is the writing process itself, in v1 and v2 alike.
-                if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some(lim) = &limit {
-                if libc::setrlimit(libc::RLIMIT_AS, lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let null = match std::fs::File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => return ExitRecord::LaunchFailed(format!("/dev/null: {e}")),
+    };
+    let joins: Vec<_> = joins.iter().map(|f| f.as_raw_fd()).collect();
+    let started = spawn::spawn(&spawn::SpawnSpec {
+        argv: &args.argv,
+        env: &[("PLEXUS_SANDBOX", args.sandbox.as_os_str())],
+        cwd: &args.sandbox,
+        stdio: [null.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd()],
+        cgroup_procs: &joins,
+        rlimit_as: args.rlimit_as,
+    });
+    let pid = match started {
+        Ok(pid) => pid,
         Err(e) => return ExitRecord::LaunchFailed(format!("{:?}: {e}", args.argv[0])),
     };
-    let _ = write_record(&meta.join(PID_FILE), &child.id().to_string());
-    match child.wait() {
-        Ok(st) => match (st.code(), st.signal()) {
-            (Some(c), _) => ExitRecord::Exited(c),
-            (None, Some(s)) => ExitRecord::Signaled(s),
-            _ => ExitRecord::LaunchFailed("unknown exit status".into()),
-        },
-        Err(e) => ExitRecord::LaunchFailed(format!("wait: {e}")),
+    let _ = write_record(&meta.join(PID_FILE), &pid.to_string());
+    let mut status = 0;
+    // SAFETY: waitpid on the child just started, into a local.
+    let r = loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break r;
+        }
+    };
+    if r < 0 {
+        return ExitRecord::LaunchFailed(format!("wait: {}", std::io::Error::last_os_error()));
+    }
+    if libc::WIFEXITED(status) {
+        ExitRecord::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        ExitRecord::Signaled(libc::WTERMSIG(status))
+    } else {
+        ExitRecord::LaunchFailed("unknown exit status".into())
     }
 }
 
