@@ -347,6 +347,14 @@ impl Actor for Agent {
                 ),
             }
         }
+        // Whatever else runs isolated here was lost track of: stop it.
+        self.containerizer.destroy_orphans(
+            st.ck
+                .tasks
+                .values()
+                .filter_map(|t| t.container.clone())
+                .collect(),
+        );
         self.arm_tick(&mut st);
         info!(agent = %st.ck.agent_id, isolation = %self.containerizer.isolation(), resources = %self.cfg.resources.total(), "agent started");
         Ok(st)

@@ -335,3 +335,30 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
     );
     assert!(msg.contains("not found in PATH"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_restarted_agent_kills_tasks_it_does_not_know_and_removes_their_cgroups() {
+    let f = Fixture::new(true);
+    if !f.has_cgroups() {
+        return;
+    }
+    let kept = f.launch("kept", "touch ready; sleep 100", 0.1, 32).await;
+    let lost = f.launch("lost", "touch ready; sleep 100", 0.1, 32).await;
+    for info in [&kept, &lost] {
+        wait_for_file(&info.sandbox.join("ready")).await;
+    }
+    // The agent restarts and its checkpoint knows only `kept` (`lost` was launched
+    // just before the crash).
+    let again = f.new_containerizer();
+    let known = vec![kept.clone()];
+    let removed = tokio::task::spawn_blocking(move || again.destroy_orphans_now(&known))
+        .await
+        .unwrap();
+    assert_eq!(removed, vec![lost.cgroups[0].clone()]);
+    assert!(lost.cgroups.iter().all(|d| !d.exists()));
+    let (_, _, msg) = end(&f.c, &lost, false).await;
+    assert!(msg.contains("signal 9"), "{msg}");
+    assert!(f.c.is_running(&kept), "a known task keeps running");
+    f.c.kill(&kept, Duration::from_secs(5)).await;
+    assert_eq!(end(&f.c, &kept, true).await.0, TaskState::Killed);
+}

@@ -29,7 +29,7 @@ use crate::task::TaskState;
 use cgroups::{CgroupMode, TaskCgroup};
 use forkserver::Launcher;
 use shim::{ExitRecord, ShimArgs};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -167,6 +167,12 @@ pub trait Containerizer: Send + Sync + 'static {
     fn destroy(&self, info: &ContainerInfo);
     /// The sandbox of a task (also after it ended), if it has one.
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf>;
+    /// Stops and frees, in the background, whatever runs isolated here for tasks other
+    /// than `known`: tasks launched before a crash but never checkpointed, or by an
+    /// earlier agent that lost its state. Called once when the agent starts.
+    fn destroy_orphans(&self, known: Vec<ContainerInfo>) {
+        let _ = known;
+    }
 }
 
 /// Launches in flight at once (each holds a blocking thread while the shim starts).
@@ -261,6 +267,62 @@ impl ProcessContainerizer {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(Launcher::pid)
+    }
+
+    /// This agent's task cgroups other than those of `known`.
+    fn orphans(&self, known: &[ContainerInfo]) -> Vec<TaskCgroup> {
+        let (v2, bases): (bool, Vec<&PathBuf>) = match &self.cgroups {
+            CgroupMode::V2 { base } => (true, vec![base]),
+            CgroupMode::V1 { memory, cpu } => (false, vec![memory, cpu]),
+            CgroupMode::Unavailable { .. } => return Vec::new(),
+        };
+        let known: std::collections::BTreeSet<&PathBuf> =
+            known.iter().flat_map(|i| &i.cgroups).collect();
+        let mut names = std::collections::BTreeSet::new();
+        for base in &bases {
+            for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) && !known.contains(&e.path()) {
+                    names.insert(e.file_name());
+                }
+            }
+        }
+        names
+            .into_iter()
+            .map(|name| TaskCgroup {
+                v2,
+                dirs: bases
+                    .iter()
+                    .map(|b| b.join(&name))
+                    .filter(|d| d.is_dir())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Kills what runs in each of `cgroups` and removes them; returns those removed.
+    fn destroy_all(cgroups: Vec<TaskCgroup>) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for cg in cgroups {
+            // Kill, then remove once the kernel has let go of the processes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !cg.pids().is_empty() && std::time::Instant::now() < deadline {
+                cg.destroy();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            cg.destroy();
+            if cg.dirs.iter().all(|d| !d.exists()) {
+                removed.extend(cg.dirs.into_iter().next());
+            } else {
+                warn!(cgroup = ?cg.dirs, "an orphan task cgroup could not be removed");
+            }
+        }
+        removed
+    }
+
+    /// Kills what runs in this agent's task cgroups other than those of `known` and
+    /// removes those cgroups; returns the cgroups removed (their first directory).
+    pub fn destroy_orphans_now(&self, known: &[ContainerInfo]) -> Vec<PathBuf> {
+        Self::destroy_all(self.orphans(known))
     }
 
     /// Starts every shim as a program of its own instead of forking it from a launcher
@@ -465,6 +527,19 @@ impl Containerizer for ProcessContainerizer {
         if let Some(c) = info.cgroup() {
             c.destroy();
         }
+    }
+
+    fn destroy_orphans(&self, known: Vec<ContainerInfo>) {
+        // Listed now, before any new launch makes a cgroup; killed in the background.
+        let orphans = self.orphans(&known);
+        if orphans.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for dir in Self::destroy_all(orphans) {
+                info!(cgroup = %dir.display(), "destroyed an orphan task container");
+            }
+        });
     }
 
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf> {
