@@ -133,9 +133,10 @@ impl Launcher {
         self.child.id()
     }
 
-    /// Has a shim forked for `args`; returns its pid and a pidfd for it. An error means
-    /// the launcher is unusable (start another).
-    pub fn launch(&mut self, args: &ShimArgs) -> std::io::Result<(u32, OwnedFd)> {
+    /// Has a shim forked for `args`; returns its pid and a pidfd for it, or why the
+    /// launcher could not fork it. The outer error means the launcher itself is unusable
+    /// (start another).
+    pub fn launch(&mut self, args: &ShimArgs) -> std::io::Result<std::io::Result<(u32, OwnedFd)>> {
         self.sock.write_all(&encode_request(args))?;
         let mut reply = [0u8; 4];
         let (n, fd) = recv_with_fd(self.sock.as_raw_fd(), &mut reply)?;
@@ -148,8 +149,8 @@ impl Launcher {
         self.sock.read_exact(&mut reply[n..])?;
         let pid = i32::from_le_bytes(reply);
         match fd {
-            Some(fd) if pid > 0 => Ok((pid as u32, fd)),
-            _ if pid < 0 => Err(std::io::Error::from_raw_os_error(-pid)),
+            Some(fd) if pid > 0 => Ok(Ok((pid as u32, fd))),
+            _ if pid < 0 => Ok(Err(std::io::Error::from_raw_os_error(-pid))),
             _ => Err(std::io::Error::other("the launcher sent no pidfd")),
         }
     }

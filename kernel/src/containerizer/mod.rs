@@ -248,7 +248,7 @@ impl ProcessContainerizer {
                 None => guard.insert(Launcher::start(&self.shim)?),
             };
             match l.launch(args) {
-                Ok(r) => return Ok(r),
+                Ok(r) => return r,
                 Err(e) => {
                     // The launcher died or spoke nonsense: replace it once.
                     *guard = None;

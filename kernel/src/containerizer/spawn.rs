@@ -68,6 +68,9 @@ fn resolve(prog: &OsStr) -> std::io::Result<PathBuf> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found in PATH"))
 }
 
+/// The child's stack: ample for the few system calls it makes.
+const STACK: usize = 64 * 1024;
+
 const STEPS: [&str; 7] = [
     "setpgid",
     "joining cgroup",
@@ -167,7 +170,8 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<libc::pid_t> {
         old_mask: unsafe { std::mem::zeroed() },
         failed: (-1, 0),
     };
-    let mut stack = vec![0u8; 64 * 1024];
+    // Uninitialised: only the pages the child touches near the top get mapped.
+    let mut stack: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(STACK);
     // SAFETY: all signals are blocked around the clone so no handler runs on the child's
     // borrowed stack; the child gets the top of `stack` (which outlives it: the parent
     // is suspended until the child execs or exits) and `plan`, which it only writes
@@ -176,7 +180,7 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<libc::pid_t> {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut plan.old_mask);
-        let top = stack.as_mut_ptr().add(stack.len());
+        let top = stack.as_mut_ptr().add(stack.capacity()).cast::<u8>();
         let top = top.sub(top as usize % 16);
         let pid = libc::clone(
             child,
