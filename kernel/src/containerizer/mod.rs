@@ -1,18 +1,20 @@
 //! The containerizer: launches tasks as isolated OS processes and reports how they end.
 //!
 //! [`Containerizer`] is the trait the agent uses; [`ProcessContainerizer`] is the real
-//! one: each task gets a sandbox directory (`stdout`, `stderr`), runs under a [`shim`] in
-//! its own process group, in its own cgroup (v1 or v2) with cpu and memory limits, or with
-//! an rlimit when the machine has no usable cgroups. Exits are awaited through a pidfd, so
-//! a restarted agent re-adopts running tasks ([`Containerizer::recover`]) and still learns
-//! their exit status from the sandbox. The simulator provides its own implementation.
+//! one: each task gets a sandbox directory (`stdout`, `stderr`), runs under a [`shim`]
+//! (forked by the agent's [`forkserver`] launcher) in its own process group, in its own
+//! cgroup (v1 or v2) with cpu and memory limits, or with an rlimit when the machine has no
+//! usable cgroups. Exits are awaited through a pidfd, so a restarted agent re-adopts
+//! running tasks ([`Containerizer::is_running`], [`Containerizer::wait`]), still learns
+//! their exit status from the sandbox, and stops what it has no record of
+//! ([`Containerizer::destroy_orphans`]). The simulator provides its own implementation.
 
 pub mod cgroups;
 pub mod forkserver;
 pub mod shim;
 mod spawn;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -259,7 +261,6 @@ impl ProcessContainerizer {
         Err(last.unwrap_or_else(|| std::io::Error::other("no launcher")))
     }
 
-    /// Starts the shim as a program of its own (when no launcher can be used).
     /// The pid of the launcher forking this containerizer's shims, while one runs.
     pub fn launcher_pid(&self) -> Option<u32> {
         self.launcher
@@ -276,9 +277,8 @@ impl ProcessContainerizer {
             CgroupMode::V1 { memory, cpu } => (false, vec![memory, cpu]),
             CgroupMode::Unavailable { .. } => return Vec::new(),
         };
-        let known: std::collections::BTreeSet<&PathBuf> =
-            known.iter().flat_map(|i| &i.cgroups).collect();
-        let mut names = std::collections::BTreeSet::new();
+        let known: BTreeSet<&PathBuf> = known.iter().flat_map(|i| &i.cgroups).collect();
+        let mut names = BTreeSet::new();
         for base in &bases {
             for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) && !known.contains(&e.path()) {
@@ -332,6 +332,7 @@ impl ProcessContainerizer {
         self
     }
 
+    /// Starts the shim as a program of its own (when no launcher can be used).
     fn spawn_shim(&self, args: &ShimArgs) -> std::io::Result<u32> {
         let log = std::fs::File::create(args.sandbox.join("shim.log"))?;
         let mut cmd = std::process::Command::new(&self.shim[0]);

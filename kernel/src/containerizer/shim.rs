@@ -127,7 +127,8 @@ fn write_record(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, format!("{text}\n"))
 }
 
-/// The record in `path` if it is complete (see [`write_record`]).
+/// The record in `path` if it is complete: the shim writes each record in one write
+/// ending in a newline, so a record without one is still being written.
 pub fn read_record(path: &Path) -> Option<String> {
     let mut t = std::fs::read_to_string(path).ok()?;
     t.pop().filter(|c| *c == '\n')?;
