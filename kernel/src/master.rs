@@ -105,11 +105,84 @@ enum Watched {
     Framework(String),
 }
 
+/// Outstanding offers by id, indexed by agent and by framework, so that rescinding the
+/// offers of one agent or framework touches only theirs.
+#[derive(Default)]
+struct OfferBook {
+    by_id: BTreeMap<String, Offer>,
+    by_agent: BTreeMap<String, BTreeSet<String>>,
+    by_framework: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl OfferBook {
+    fn insert(&mut self, o: Offer) {
+        // Offer ids are never reused; should one be, the old offer goes first.
+        self.remove(&o.id);
+        self.by_agent
+            .entry(o.agent_id.clone())
+            .or_default()
+            .insert(o.id.clone());
+        self.by_framework
+            .entry(o.framework_id.clone())
+            .or_default()
+            .insert(o.id.clone());
+        self.by_id.insert(o.id.clone(), o);
+    }
+
+    fn unlink(&mut self, o: &Offer) {
+        for (index, key) in [
+            (&mut self.by_agent, &o.agent_id),
+            (&mut self.by_framework, &o.framework_id),
+        ] {
+            if let Some(ids) = index.get_mut(key) {
+                ids.remove(&o.id);
+                if ids.is_empty() {
+                    index.remove(key);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Offer> {
+        let o = self.by_id.remove(id)?;
+        self.unlink(&o);
+        Some(o)
+    }
+
+    fn get(&self, id: &str) -> Option<&Offer> {
+        self.by_id.get(id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Offer> {
+        self.by_id.values()
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Ids of the offers of `agent`, in id order.
+    fn of_agent(&self, agent: &str) -> Vec<String> {
+        self.by_agent
+            .get(agent)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of the offers made to `framework`, in id order.
+    fn of_framework(&self, framework: &str) -> Vec<String> {
+        self.by_framework
+            .get(framework)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// The master's state.
 pub struct MasterState {
     agents: BTreeMap<String, AgentEntry>,
     frameworks: BTreeMap<String, FrameworkEntry>,
-    offers: BTreeMap<String, Offer>,
+    offers: OfferBook,
     tasks: BTreeMap<String, TaskEntry>,
     /// The ids of each agent's tasks in `tasks` (so agent events need no table scan).
     by_agent: BTreeMap<String, BTreeSet<String>>,
@@ -251,13 +324,7 @@ impl MasterState {
     }
 
     fn rescind_agent_offers(&mut self, agent: &str) {
-        let ids: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == agent)
-            .map(|o| o.id.clone())
-            .collect();
-        for id in ids {
+        for id in self.offers.of_agent(agent) {
             if let Some(o) = self.offers.remove(&id) {
                 let _ = self.allocator.recover(
                     &o.framework_id,
@@ -272,14 +339,8 @@ impl MasterState {
     }
 
     fn rescind_framework_offers(&mut self, fw: &str) {
-        let ids: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.framework_id == fw)
-            .map(|o| o.id.clone())
-            .collect();
         let now = self.now();
-        for id in ids {
+        for id in self.offers.of_framework(fw) {
             if let Some(o) = self.offers.remove(&id) {
                 let _ =
                     self.allocator
@@ -686,7 +747,7 @@ impl Actor for Master {
         Ok(MasterState {
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
-            offers: BTreeMap::new(),
+            offers: OfferBook::default(),
             tasks: BTreeMap::new(),
             by_agent: BTreeMap::new(),
             watched: BTreeMap::new(),
@@ -899,7 +960,7 @@ impl Actor for Master {
                         hostname,
                         resources: a.resources,
                     };
-                    st.offers.insert(id, o.clone());
+                    st.offers.insert(o.clone());
                     by_fw.entry(a.framework).or_default().push(o);
                 }
                 for (fw, offers) in by_fw {
@@ -1021,6 +1082,57 @@ impl Master {
         for fw in expired {
             warn!(framework = %fw, "failover timeout passed: killing its tasks");
             self.remove_framework(st, &fw);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn offer(id: usize, agent: usize, fw: usize) -> Offer {
+        Offer {
+            id: format!("o{id}"),
+            framework_id: format!("f{fw}"),
+            agent_id: format!("a{agent}"),
+            hostname: String::new(),
+            resources: RoleResources::default(),
+        }
+    }
+
+    proptest! {
+        /// The indexes always list exactly the offers a scan of all offers would find.
+        #[test]
+        fn offer_indexes_agree_with_a_scan(
+            ops in proptest::collection::vec((any::<bool>(), 0usize..40, 0usize..5, 0usize..4), 1..200)
+        ) {
+            let mut book = OfferBook::default();
+            for (insert, id, agent, fw) in ops {
+                if insert {
+                    book.insert(offer(id, agent, fw));
+                } else {
+                    book.remove(&format!("o{id}"));
+                }
+                for a in 0..5 {
+                    let a = format!("a{a}");
+                    let scan: Vec<String> =
+                        book.values().filter(|o| o.agent_id == a).map(|o| o.id.clone()).collect();
+                    prop_assert_eq!(book.of_agent(&a), scan);
+                }
+                for f in 0..4 {
+                    let f = format!("f{f}");
+                    let scan: Vec<String> =
+                        book.values().filter(|o| o.framework_id == f).map(|o| o.id.clone()).collect();
+                    prop_assert_eq!(book.of_framework(&f), scan);
+                }
+            }
+            // Nothing is left behind once every offer is gone.
+            let ids: Vec<String> = book.values().map(|o| o.id.clone()).collect();
+            for id in ids {
+                book.remove(&id);
+            }
+            prop_assert!(book.by_agent.is_empty() && book.by_framework.is_empty());
         }
     }
 }
