@@ -347,7 +347,7 @@ impl Actor for Agent {
                 ),
             }
         }
-        // Whatever else runs isolated here was lost track of: stop it.
+        // Whatever else this agent launched was lost track of: stop it.
         self.containerizer.destroy_orphans(
             st.ck
                 .tasks

@@ -362,3 +362,27 @@ async fn a_restarted_agent_kills_tasks_it_does_not_know_and_removes_their_cgroup
     f.c.kill(&kept, Duration::from_secs(5)).await;
     assert_eq!(end(&f.c, &kept, true).await.0, TaskState::Killed);
 }
+
+#[tokio::test]
+async fn orphans_of_another_agent_with_other_state_are_left_alone() {
+    let f = Fixture::new(true);
+    if !f.has_cgroups() {
+        return;
+    }
+    let theirs = f.launch("theirs", "touch ready; sleep 100", 0.1, 32).await;
+    wait_for_file(&theirs.sandbox.join("ready")).await;
+    // Same cgroup base (same agent name), but another state directory.
+    let other_state = tempfile::tempdir().unwrap();
+    let mine = ProcessContainerizer::new(
+        other_state.path().join("sandboxes"),
+        vec![env!("CARGO_BIN_EXE_plexus-kernel-shim").into()],
+        f.mode.clone(),
+    );
+    let removed = tokio::task::spawn_blocking(move || mine.destroy_orphans_now(&[]))
+        .await
+        .unwrap();
+    assert!(removed.is_empty(), "{removed:?}");
+    assert!(f.c.is_running(&theirs));
+    f.c.kill(&theirs, Duration::from_secs(5)).await;
+    assert_eq!(end(&f.c, &theirs, true).await.0, TaskState::Killed);
+}

@@ -169,9 +169,9 @@ pub trait Containerizer: Send + Sync + 'static {
     fn destroy(&self, info: &ContainerInfo);
     /// The sandbox of a task (also after it ended), if it has one.
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf>;
-    /// Stops and frees, in the background, whatever runs isolated here for tasks other
-    /// than `known`: tasks launched before a crash but never checkpointed, or by an
-    /// earlier agent that lost its state. Called once when the agent starts.
+    /// Stops and frees, in the background, whatever this agent launched (it has their
+    /// sandboxes) for tasks other than `known`: tasks launched just before a crash but
+    /// never checkpointed. Called once when the agent starts.
     fn destroy_orphans(&self, known: Vec<ContainerInfo>) {
         let _ = known;
     }
@@ -281,7 +281,12 @@ impl ProcessContainerizer {
         let mut names = BTreeSet::new();
         for base in &bases {
             for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) && !known.contains(&e.path()) {
+                // Only tasks this agent launched (they have a sandbox here): another agent
+                // of the same name on this machine, with other state, is left alone.
+                if e.file_type().is_ok_and(|t| t.is_dir())
+                    && !known.contains(&e.path())
+                    && self.sandboxes.join(e.file_name()).is_dir()
+                {
                     names.insert(e.file_name());
                 }
             }
