@@ -308,11 +308,39 @@ impl ProcessContainerizer {
     fn destroy_all(cgroups: Vec<TaskCgroup>) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         for cg in cgroups {
-            // Kill, then remove once the kernel has let go of the processes.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !cg.pids().is_empty() && std::time::Instant::now() < deadline {
+            // Kill, wait for the processes to end (their pidfds turn readable), remove;
+            // again should one have forked meanwhile.
+            for _ in 0..5 {
+                let pids = cg.pids();
+                if pids.is_empty() {
+                    break;
+                }
+                let mut fds: Vec<libc::pollfd> = Vec::new();
+                let owned: Vec<OwnedFd> = pids.iter().filter_map(|p| pidfd(*p as u32)).collect();
+                for fd in &owned {
+                    fds.push(libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                }
                 cg.destroy();
-                std::thread::sleep(Duration::from_millis(10));
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while fds.iter().any(|f| f.revents == 0) {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    fds.retain(|f| f.revents == 0);
+                    // SAFETY: poll on pidfds we own, for at most `left`.
+                    unsafe {
+                        libc::poll(
+                            fds.as_mut_ptr(),
+                            fds.len() as libc::nfds_t,
+                            left.as_millis() as i32,
+                        );
+                    }
+                }
             }
             cg.destroy();
             if cg.dirs.iter().all(|d| !d.exists()) {
