@@ -905,6 +905,7 @@ impl NodeInner {
                     let _ = w.cast(WatcherMsg::Watch {
                         pid,
                         session: s.clone(),
+                        monitored: false,
                     });
                 }
             }
@@ -974,14 +975,21 @@ impl NodeInner {
                 if linked {
                     lock(&s.linked_children).insert(pid);
                 }
+                // Monitored before the peer learns of it, so however soon it ends, its
+                // end (with its reason) reaches the watcher.
+                let watcher = self.watcher.get();
+                if let Some(w) = watcher {
+                    w.get_cell().monitor(cell.clone());
+                }
                 let _ = s.send(&Wire::Spawned {
                     id,
                     result: Ok(pid),
                 });
-                if let Some(w) = self.watcher.get() {
+                if let Some(w) = watcher {
                     let _ = w.cast(WatcherMsg::Watch {
                         pid,
                         session: s.clone(),
+                        monitored: true,
                     });
                 }
             }

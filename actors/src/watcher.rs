@@ -11,8 +11,14 @@ use crate::session::Session;
 use crate::wire::{DownReason, Wire};
 
 pub(crate) enum WatcherMsg {
-    /// Report the end of local actor `pid` to `session`'s peer.
-    Watch { pid: u64, session: Arc<Session> },
+    /// Report the end of local actor `pid` to `session`'s peer. `monitored`: the watcher
+    /// already monitors it (set up when it was spawned for that peer, so that an end
+    /// right after the spawn still reports its real reason).
+    Watch {
+        pid: u64,
+        session: Arc<Session>,
+        monitored: bool,
+    },
     /// Local actor `pid` holds a cluster-wide name; release it when it ends.
     Registered { pid: u64 },
 }
@@ -25,7 +31,14 @@ pub(crate) struct WatcherState {
     node: Weak<NodeInner>,
     watchers: BTreeMap<u64, Vec<Arc<Session>>>,
     registered: BTreeSet<u64>,
+    /// Ends of monitored actors nobody was watching yet: an actor spawned for a peer can
+    /// end before the `Watch` naming that peer is handled (supervision events come
+    /// first); the `Watch` then reports this reason.
+    early_ends: BTreeMap<u64, DownReason>,
 }
+
+/// Most early ends remembered (each is taken by the `Watch` that follows it).
+const MAX_EARLY_ENDS: usize = 10_000;
 
 impl WatcherState {
     fn monitored(&self, pid: u64) -> bool {
@@ -33,6 +46,13 @@ impl WatcherState {
     }
 
     fn ended(&mut self, pid: u64, reason: DownReason) {
+        if !self.monitored(pid) {
+            if self.early_ends.len() >= MAX_EARLY_ENDS {
+                self.early_ends.pop_first();
+            }
+            self.early_ends.insert(pid, reason);
+            return;
+        }
         for s in self.watchers.remove(&pid).unwrap_or_default() {
             if s.is_alive() {
                 let _ = s.send(&Wire::Down {
@@ -64,6 +84,7 @@ impl Actor for Watcher {
             node,
             watchers: BTreeMap::new(),
             registered: BTreeSet::new(),
+            early_ends: BTreeMap::new(),
         })
     }
 
@@ -76,11 +97,16 @@ impl Actor for Watcher {
         let pid = match &msg {
             WatcherMsg::Watch { pid, .. } | WatcherMsg::Registered { pid } => *pid,
         };
-        let Some(cell) = ractor::registry::where_is_pid(ActorId::Local(pid)) else {
+        let early = match &msg {
+            WatcherMsg::Watch { .. } => st.early_ends.remove(&pid),
+            WatcherMsg::Registered { .. } => None,
+        };
+        let cell = ractor::registry::where_is_pid(ActorId::Local(pid));
+        let Some(cell) = cell.filter(|_| early.is_none()) else {
             if let WatcherMsg::Watch { session, .. } = msg {
                 let _ = session.send(&Wire::Down {
                     pid,
-                    reason: DownReason::NoProc,
+                    reason: early.unwrap_or(DownReason::NoProc),
                 });
                 session
                     .linked_children
@@ -92,7 +118,14 @@ impl Actor for Watcher {
             }
             return Ok(());
         };
-        if !st.monitored(pid) {
+        let pre_monitored = matches!(
+            msg,
+            WatcherMsg::Watch {
+                monitored: true,
+                ..
+            }
+        );
+        if !pre_monitored && !st.monitored(pid) {
             myself.get_cell().monitor(cell.clone());
         }
         match msg {
@@ -101,8 +134,9 @@ impl Actor for Watcher {
                 st.registered.insert(pid);
             }
         }
-        // It may have ended before the monitor was in place.
-        if cell.get_status() >= ActorStatus::Stopping {
+        // It may have ended before the monitor was in place (a monitor in place since
+        // the spawn reports the end itself).
+        if !pre_monitored && cell.get_status() >= ActorStatus::Stopping {
             st.ended(pid, DownReason::Terminated(None));
         }
         Ok(())
