@@ -299,7 +299,12 @@ impl Actor for Agent {
     ) -> Result<AgentState, ActorProcessingErr> {
         std::fs::create_dir_all(&self.cfg.state_dir)?;
         let mut state_file = StateFile::new(&self.checkpoint_path());
-        let mut ck: Checkpoint = match state_file.read()? {
+        // An agent of an earlier version wrote the whole checkpoint to the base path.
+        let saved = match state_file.read()? {
+            Some(b) => Some(b),
+            None => std::fs::read(self.checkpoint_path()).ok(),
+        };
+        let mut ck: Checkpoint = match saved {
             Some(b) => plexus_net::codec::decode(&b).map_err(|e| {
                 format!("agent checkpoint {}: {e}", self.checkpoint_path().display())
             })?,

@@ -233,17 +233,10 @@ pub fn serve() -> i32 {
         };
         let sent = match reply {
             Ok(pid) => {
-                // Not reaped before this: the pid is still the child's.
-                // SAFETY: pidfd_open on our own child; a non-negative result is ours.
-                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-                let r = send_with_fd(sock, &pid.to_le_bytes(), (fd >= 0).then_some(fd as i32));
-                if fd >= 0 {
-                    // SAFETY: closing the fd we opened (the agent has its own copy).
-                    unsafe {
-                        libc::close(fd as i32);
-                    }
-                }
-                r
+                // Not reaped before this: the pid is still the child's. Ours is closed
+                // once sent; the agent has its own copy.
+                let fd = super::pidfd(pid as u32);
+                send_with_fd(sock, &pid.to_le_bytes(), fd.as_ref().map(|f| f.as_raw_fd()))
             }
             Err(errno) => send_with_fd(sock, &(-errno).to_le_bytes(), None),
         };

@@ -202,6 +202,23 @@ fn pidfd(pid: u32) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Blocks until `fd` (a pidfd: its process ended) is readable or `deadline` passes.
+fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // SAFETY: poll on one pollfd for an fd we own, for at most `left`.
+        let n = unsafe { libc::poll(&mut p, 1, left.as_millis() as i32) };
+        if n != -1 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
 fn read_exit(sandbox: &Path) -> Option<ExitRecord> {
     ExitRecord::parse(&shim::read_record(
         &sandbox.join(shim::META_DIR).join(shim::EXIT_FILE),
@@ -308,38 +325,18 @@ impl ProcessContainerizer {
     fn destroy_all(cgroups: Vec<TaskCgroup>) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         for cg in cgroups {
-            // Kill, wait for the processes to end (their pidfds turn readable), remove;
-            // again should one have forked meanwhile.
+            // Kill, wait for the processes to end, remove; again should one have forked
+            // meanwhile.
             for _ in 0..5 {
                 let pids = cg.pids();
                 if pids.is_empty() {
                     break;
                 }
-                let mut fds: Vec<libc::pollfd> = Vec::new();
-                let owned: Vec<OwnedFd> = pids.iter().filter_map(|p| pidfd(*p as u32)).collect();
-                for fd in &owned {
-                    fds.push(libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                }
+                let fds: Vec<OwnedFd> = pids.iter().filter_map(|p| pidfd(*p as u32)).collect();
                 cg.destroy();
                 let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                while fds.iter().any(|f| f.revents == 0) {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    fds.retain(|f| f.revents == 0);
-                    // SAFETY: poll on pidfds we own, for at most `left`.
-                    unsafe {
-                        libc::poll(
-                            fds.as_mut_ptr(),
-                            fds.len() as libc::nfds_t,
-                            left.as_millis() as i32,
-                        );
-                    }
+                for fd in &fds {
+                    wait_readable(fd, deadline);
                 }
             }
             cg.destroy();
@@ -414,25 +411,19 @@ impl ProcessContainerizer {
                 .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
             argv: spec.argv.iter().map(OsString::from).collect(),
         };
-        let forked = if self.use_launcher {
-            self.fork_shim(&args)
-        } else {
-            Err(std::io::Error::other("no launcher"))
-        };
-        let started = match forked {
-            Ok((pid, fd)) => {
+        let started = match self.use_launcher.then(|| self.fork_shim(&args)) {
+            Some(Ok((pid, fd))) => {
                 self.pidfds
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(spec.task_id.clone(), Arc::new(fd));
                 Ok(pid)
             }
-            Err(e) => {
-                if self.use_launcher {
-                    warn!(task = %spec.task_id, "the launcher failed ({e}); starting the shim directly");
-                }
+            Some(Err(e)) => {
+                warn!(task = %spec.task_id, "the launcher failed ({e}); starting the shim directly");
                 self.spawn_shim(&args)
             }
+            None => self.spawn_shim(&args),
         };
         let shim_pid = started.map_err(|e| {
             if let Some(c) = &cg {
