@@ -457,6 +457,7 @@ impl Node {
         if let Some(w) = self.inner.watcher.get() {
             let _ = w.cast(WatcherMsg::Registered { pid: entry.pid });
         }
+        self.inner.bump();
         Ok(())
     }
 
@@ -471,6 +472,13 @@ impl Node {
 
     /// Looks up a cluster-wide name from any node. A remote actor comes back as an
     /// ordinary `ActorRef` whose messages travel to it.
+    ///
+    /// Consistency: each node keeps its own copy of the name table, updated by the
+    /// registering node's broadcast. A name registered on another node is found here once
+    /// that broadcast arrived (one message delay on a connected link), so a lookup right
+    /// after a remote `register` may answer `None`; [`Node::whereis_wait`] waits for it.
+    /// Names of a node that goes down are dropped everywhere; two nodes claiming one
+    /// name resolve to the same holder on every node.
     pub async fn whereis<M: Message>(
         &self,
         name: &str,
@@ -495,6 +503,31 @@ impl Node {
             .await
             .map_err(ActorsError::Actor)?;
         Ok(Some(cell.into()))
+    }
+
+    /// As [`Node::whereis`], but waits up to `timeout` for the name to be registered
+    /// (or to reach this node): the registry is eventually consistent, so right after
+    /// another node registers a name, this node may not know it yet.
+    pub async fn whereis_wait<M: Message>(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ActorRef<M>, ActorsError> {
+        let mut changes = self.inner.changes.subscribe();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.whereis(name).await? {
+                return Ok(r);
+            }
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(ActorsError::Timeout {
+                    what: format!("waiting for the name {name:?}"),
+                    node: self.name().to_string(),
+                    after: timeout,
+                });
+            }
+        }
     }
 
     /// True once the node has left or halted.
@@ -590,6 +623,47 @@ async fn heartbeats(node: std::sync::Weak<NodeInner>) {
     }
 }
 
+/// How often a peer that still cannot be joined is reported again (the first failure and
+/// every change of reason are reported at once).
+const JOIN_FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The failed dials to one peer, so that the joining side says why it cannot join (at error
+/// level: nothing works until it can) without repeating itself at every retry.
+#[derive(Default)]
+struct JoinFailures {
+    count: u64,
+    last_reason: String,
+    last_report: Option<Instant>,
+}
+
+impl JoinFailures {
+    fn failed(&mut self, peer: &str, addr: SocketAddr, e: &NetError, retry_in: Duration) {
+        self.count += 1;
+        let reason = e.to_string();
+        let due = self
+            .last_report
+            .is_none_or(|t| t.elapsed() >= JOIN_FAILURE_REPORT_INTERVAL);
+        if reason == self.last_reason && !due {
+            debug!(%peer, %addr, "dial failed again: {reason}");
+            return;
+        }
+        let what = match e {
+            NetError::Refused { .. }
+            | NetError::Handshake(_)
+            | NetError::Closed(_)
+            | NetError::Tls(_) => "refused",
+            _ => "unreachable",
+        };
+        tracing::error!(
+            %peer, %addr, attempts = self.count,
+            "cannot join {peer} at {addr} ({what}): {reason}; retrying (next in {} ms)",
+            retry_in.as_millis()
+        );
+        self.last_reason = reason;
+        self.last_report = Some(Instant::now());
+    }
+}
+
 impl NodeInner {
     fn now(&self) -> Duration {
         self.start.elapsed()
@@ -644,6 +718,7 @@ impl NodeInner {
         let node = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
+            let mut failures = JoinFailures::default();
             loop {
                 let Some(n) = node.upgrade() else { return };
                 let addr = lock(&n.known).get(&name).copied();
@@ -675,7 +750,7 @@ impl NodeInner {
                         return;
                     }
                     Err(e) => {
-                        debug!(peer = %name, "dial failed: {e}");
+                        failures.failed(&name, addr, &e, backoff);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
@@ -929,6 +1004,7 @@ impl NodeInner {
                 if let Claim::Lost { holder } = lock(&self.names).claim(&name, e) {
                     debug!(%name, holder = %holder.node, peer = %s.peer.name, "name claim lost");
                 }
+                self.bump();
             }
             Wire::Unregister { name } => {
                 lock(&self.names).release(&name, &s.peer.name);

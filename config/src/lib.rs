@@ -17,9 +17,18 @@ use serde::{Deserialize, Serialize};
 /// Errors raised while loading or validating settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file, environment or overrides could not be read or parsed into the typed settings.
+    /// The file, environment or overrides could not be read or parsed, for a reason that
+    /// names no single key (a TOML syntax error, say).
     #[error("configuration error: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(String),
+    /// A key that no setting has.
+    #[error("unknown key `{key}` (known keys here: {known})")]
+    UnknownKey {
+        /// The dotted key.
+        key: String,
+        /// The keys allowed at that level.
+        known: String,
+    },
     /// A value parsed but is not acceptable.
     #[error("invalid value for `{key}`: {value:?}: {reason}")]
     Invalid {
@@ -50,16 +59,47 @@ impl std::fmt::Display for PeerAddr {
     }
 }
 
+/// Why a `name@host:port` text is not a [`PeerAddr`]; an `std::error::Error`, so `?`
+/// carries it into `anyhow` and other error types.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerAddrError {
+    /// There is no `@`.
+    #[error("{0:?} is not NAME@HOST:PORT")]
+    Shape(String),
+    /// The name part is not a valid node name.
+    #[error("bad node name {name:?}: {reason}")]
+    Name {
+        /// The name given.
+        name: String,
+        /// What a name must be.
+        reason: String,
+    },
+    /// The address part is not `ip:port`.
+    #[error("bad address {addr:?}: {reason} (an IP address and port, like 127.0.0.1:7400)")]
+    Addr {
+        /// The address given.
+        addr: String,
+        /// Why it did not parse.
+        reason: String,
+    },
+}
+
 impl std::str::FromStr for PeerAddr {
-    type Err = String;
+    type Err = PeerAddrError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, addr) = s
             .split_once('@')
-            .ok_or_else(|| format!("{s:?} is not NAME@HOST:PORT"))?;
-        validate_node_name(name)?;
+            .ok_or_else(|| PeerAddrError::Shape(s.to_string()))?;
+        validate_node_name(name).map_err(|reason| PeerAddrError::Name {
+            name: name.to_string(),
+            reason,
+        })?;
         let addr = addr
             .parse()
-            .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+            .map_err(|e: std::net::AddrParseError| PeerAddrError::Addr {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(PeerAddr {
             name: name.to_string(),
             addr,
@@ -132,6 +172,9 @@ pub struct MasterSettings {
     pub quotas: std::collections::BTreeMap<String, String>,
     /// Most offers one framework gets per allocation cycle (0: no limit).
     pub offer_limit: u32,
+    /// Roles the built-in jobs framework serves besides `*` and the roles named in
+    /// `weights` and `quotas` (one registered framework per role).
+    pub job_roles: Vec<String>,
 }
 
 impl Default for MasterSettings {
@@ -143,6 +186,7 @@ impl Default for MasterSettings {
             weights: Default::default(),
             quotas: Default::default(),
             offer_limit: 64,
+            job_roles: Vec::new(),
         }
     }
 }
@@ -161,6 +205,10 @@ pub struct AgentSettings {
     pub kill_grace: Duration,
     /// Isolate tasks with cgroups when the machine allows (else rlimits).
     pub cgroups: bool,
+    /// Exit with an error when the agent has not registered with a master this long after
+    /// it started (`0s`: keep trying for ever, logging why it cannot join).
+    #[serde(with = "humantime_serde")]
+    pub register_timeout: Duration,
 }
 
 impl Default for AgentSettings {
@@ -170,6 +218,7 @@ impl Default for AgentSettings {
             reservations: Default::default(),
             kill_grace: Duration::from_secs(3),
             cgroups: true,
+            register_timeout: Duration::ZERO,
         }
     }
 }
@@ -377,7 +426,7 @@ pub fn load_layered<T>(
 where
     T: Serialize + serde::de::DeserializeOwned + Default,
 {
-    let defaults = config::Config::try_from(&T::default())?;
+    let defaults = config::Config::try_from(&T::default()).map_err(|e| explain(None, e))?;
     let mut b = config::Config::builder().add_source(defaults);
     if let Some(f) = file {
         if !f.is_file() {
@@ -407,24 +456,81 @@ where
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("peers")
+            .with_list_parse_key("master.job_roles")
             .try_parsing(true)
             .source(Some(vars)),
     );
     for (k, v) in overrides {
         b = match v {
-            Override::One(v) => b.set_override(*k, v.as_str())?,
-            Override::Many(vs) => b.set_override(*k, vs.clone())?,
-        };
+            Override::One(v) => b.set_override(*k, v.as_str()),
+            Override::Many(vs) => b.set_override(*k, vs.clone()),
+        }
+        .map_err(|e| explain(None, e))?;
     }
-    Ok(b.build()?.try_deserialize()?)
+    let built = b.build().map_err(|e| explain(None, e))?;
+    built
+        .clone()
+        .try_deserialize()
+        .map_err(|e| explain(Some(&built), e))
+}
+
+/// Turns the `config` crate's error into one that names the key and the value once.
+fn explain(built: Option<&config::Config>, e: config::ConfigError) -> ConfigError {
+    use config::ConfigError as C;
+    let (key, reason) = match e {
+        C::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => (key, format!("expected {expected}, not {unexpected}")),
+        C::At {
+            key: Some(key),
+            error,
+            ..
+        } => (key, error.to_string()),
+        C::Message(m) => return unknown_key(None, &m).unwrap_or(ConfigError::Load(m)),
+        other => return ConfigError::Load(other.to_string()),
+    };
+    if let Some(unknown) = unknown_key(Some(&key), &reason) {
+        return unknown;
+    }
+    let value = built
+        .and_then(|c| c.get::<config::Value>(&key).ok())
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let reason = if reason.contains("expected a duration") {
+        "expected a duration with its unit, like \"3s\", \"250ms\" or \"1m\"".to_string()
+    } else {
+        reason
+    };
+    ConfigError::Invalid { key, value, reason }
+}
+
+/// serde's "unknown field `x`, expected one of ..." as an [`ConfigError::UnknownKey`]
+/// naming the whole dotted key.
+fn unknown_key(parent: Option<&str>, message: &str) -> Option<ConfigError> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let known = rest
+        .trim_start_matches(", expected one of ")
+        .trim_start_matches(", expected ")
+        .to_string();
+    let key = match parent {
+        Some(p) => format!("{p}.{field}"),
+        None => field.to_string(),
+    };
+    Some(ConfigError::UnknownKey { key, known })
 }
 
 /// The top-level keys of `T`'s defaults.
 fn defaults_keys<T: Serialize + Default>() -> Result<Vec<String>, ConfigError> {
     let c = config::Config::builder()
-        .add_source(config::Config::try_from(&T::default())?)
-        .build()?;
-    let table: config::Map<String, config::Value> = c.try_deserialize()?;
+        .add_source(config::Config::try_from(&T::default()).map_err(|e| explain(None, e))?)
+        .build()
+        .map_err(|e| explain(None, e))?;
+    let table: config::Map<String, config::Value> =
+        c.try_deserialize().map_err(|e| explain(None, e))?;
     Ok(table.into_keys().collect())
 }
 
@@ -500,6 +606,43 @@ mod tests {
         let f = file("typo_key = 1\n");
         let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
         assert!(e.contains("typo_key"), "{e}");
+    }
+
+    /// Each error names the key and the value once, with what would be accepted.
+    #[test]
+    fn errors_name_key_value_and_remedy_once() {
+        let cases = [
+            ("typo_key = 1\n", &["unknown key `typo_key`", "listen"][..]),
+            (
+                "[master]\nbogus = 1\n",
+                &["unknown key `master.bogus`", "api_listen"],
+            ),
+            (
+                "listen = \"localhost:7400\"\n",
+                &["`listen`", "localhost:7400", "socket address"],
+            ),
+            (
+                "node_down_timeout = 3\n",
+                &["`node_down_timeout`", "\"3\"", "\"3s\""],
+            ),
+            (
+                "worker_threads = \"x\"\n",
+                &["`worker_threads`", "\"x\"", "integer"],
+            ),
+            (
+                "peers = [\"nonsense\"]\n",
+                &["`peers[0]`", "nonsense", "NAME@HOST:PORT"],
+            ),
+        ];
+        for (text, wanted) in cases {
+            let f = file(text);
+            let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+            for w in wanted {
+                assert!(e.contains(w), "{text:?}: {e:?} lacks {w:?}");
+            }
+            let first = e.split(':').next().unwrap();
+            assert_eq!(e.matches(first).count(), 1, "said twice: {e:?}");
+        }
     }
 
     #[test]

@@ -69,7 +69,10 @@ impl QuicTransport {
             .map_err(|e| NetError::Tls(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport_config());
-        let mut endpoint = Endpoint::server(server, ident.addr)?;
+        let mut endpoint = Endpoint::server(server, ident.addr).map_err(|e| NetError::Bind {
+            addr: ident.addr,
+            reason: e.to_string(),
+        })?;
         endpoint.set_default_client_config(client);
         let mut ident = ident;
         ident.addr = endpoint.local_addr()?;
@@ -232,8 +235,22 @@ impl Transport for QuicTransport {
                 .map_err(|e| err(e.to_string()))?;
             let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
-                .map_err(|_| err("timed out".into()))?
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|_| {
+                    err(format!(
+                        "no answer within {} ms",
+                        CONNECT_TIMEOUT.as_millis()
+                    ))
+                })?
+                .map_err(|e| match e {
+                    // The TLS handshake failed: one side refused the other's certificate.
+                    quinn::ConnectionError::TransportError(_)
+                    | quinn::ConnectionError::ConnectionClosed(_)
+                    | quinn::ConnectionError::ApplicationClosed(_) => NetError::Refused {
+                        peer: peer.to_string(),
+                        reason: e.to_string(),
+                    },
+                    e => err(e.to_string()),
+                })?;
             let (send, recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
             let (tx, mut rx) = wire(conn, send, recv, max_frame);
             let want = peer.name.clone();

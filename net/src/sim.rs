@@ -77,6 +77,8 @@ struct SimState {
     blocked: BTreeSet<(String, String)>,
     pipes: Vec<Weak<PipeCtl>>,
     trace: VecDeque<String>,
+    /// Describes frame bodies in kept trace lines.
+    describe: Option<FrameDescriber>,
     /// Lines kept in `trace` (the oldest go first); the hash covers every line.
     keep: usize,
     hash: u64,
@@ -85,8 +87,44 @@ struct SimState {
     scratch: String,
 }
 
+/// Says what a frame body from one node to another holds, for the kept trace (see
+/// [`SimNetwork::describe_frames_with`]): called as `f(from, to, body)`.
+pub type FrameDescriber = Arc<dyn Fn(&str, &str, &[u8]) -> String + Send + Sync>;
+
+/// The frames in a delivered chunk (`u32` little-endian length, then the body), described.
+fn describe_chunk(from: &str, to: &str, chunk: &[u8], describe: &FrameDescriber) -> String {
+    let mut out = Vec::new();
+    let mut rest = chunk;
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(body) = rest.get(4..4 + len) else {
+            out.push("(partial frame)".to_string());
+            break;
+        };
+        out.push(describe(from, to, body));
+        rest = &rest[4 + len..];
+    }
+    out.join(", ")
+}
+
 impl SimState {
     fn log(&mut self, line: std::fmt::Arguments<'_>) {
+        self.log_with(line, None);
+    }
+
+    /// Logs a delivery; its frames are described in a kept trace.
+    fn log_delivery(&mut self, from: &str, to: &str, chunk: &[u8]) {
+        let h = fnv(chunk);
+        let len = chunk.len();
+        self.log_with(
+            format_args!("deliver {from}->{to} {len}B #{h:016x}"),
+            Some((from, to, chunk)),
+        );
+    }
+
+    /// Logs a line; `chunk`, when the trace is kept and frames are described, is described
+    /// after it (outside the hash, so a kept trace hashes as an unkept one).
+    fn log_with(&mut self, line: std::fmt::Arguments<'_>, chunk: Option<(&str, &str, &[u8])>) {
         use std::fmt::Write as _;
         let t = self.start.elapsed().as_micros();
         // Reuse the oldest kept line's buffer: no allocation per line once the ring is full.
@@ -96,10 +134,13 @@ impl SimState {
             std::mem::take(&mut self.scratch)
         };
         buf.clear();
-        let _ = write!(buf, "{t:>12} {line}");
+        let _ = write!(buf, "{:>8}.{:03}ms {line}", t / 1000, t % 1000);
         self.hash = fnv_from(self.hash, buf.as_bytes());
         self.hash = fnv_from(self.hash, b"\n");
         self.lines += 1;
+        if let (true, Some((from, to, chunk)), Some(d)) = (self.keep > 0, chunk, &self.describe) {
+            let _ = write!(buf, " [{}]", describe_chunk(from, to, chunk, d));
+        }
         if self.keep > 0 {
             self.trace.push_back(buf);
         } else {
@@ -148,6 +189,7 @@ impl SimNetwork {
                 blocked: BTreeSet::new(),
                 pipes: Vec::new(),
                 trace: VecDeque::new(),
+                describe: None,
                 keep: usize::MAX,
                 hash: FNV_OFFSET,
                 lines: 0,
@@ -225,6 +267,12 @@ impl SimNetwork {
     /// A hash of the whole trace (every line, kept or not).
     pub fn trace_hash(&self) -> u64 {
         self.lock().hash
+    }
+
+    /// Describes each delivered frame in the kept trace with `f` (the layer above knows
+    /// what its frames hold; this network only moves bytes). The hash does not change.
+    pub fn describe_frames_with(&self, f: FrameDescriber) {
+        self.lock().describe = Some(f);
     }
 
     /// Lines traced so far.
@@ -348,7 +396,7 @@ async fn pipe_task(
                     {
                         let mut st = net.lock();
                         match &d {
-                            Ok(b) => st.log(format_args!("deliver {}->{} {}B #{:016x}", ctl.from, ctl.to, b.len(), fnv(b))),
+                            Ok(b) => st.log_delivery(&ctl.from, &ctl.to, b),
                             Err(r) => st.log(format_args!("close {}->{} {r}", ctl.from, ctl.to)),
                         }
                     }

@@ -37,19 +37,27 @@ pub fn node_paths(dir: &Path, node: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// An i/o error at `path`, naming it.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> NetError + '_ {
+    move |e| NetError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
 fn write_private(path: &Path, text: &str) -> Result<(), NetError> {
-    std::fs::write(path, text)?;
+    std::fs::write(path, text).map_err(at(path))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(at(path))?;
     }
     Ok(())
 }
 
 /// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key`). Refuses to overwrite one.
 pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, NetError> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(at(dir))?;
     let (cert_path, key_path) = ca_paths(dir);
     if cert_path.exists() || key_path.exists() {
         return Err(tls_err(format!(
@@ -70,7 +78,7 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, NetError> {
     ];
     let cert = params.self_signed(&key).map_err(tls_err)?;
     write_private(&key_path, &key.serialize_pem())?;
-    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&cert_path, cert.pem()).map_err(at(&cert_path))?;
     Ok(cert_path)
 }
 
@@ -93,9 +101,9 @@ pub fn issue(ca_dir: &Path, out_dir: &Path, node: &str) -> Result<(PathBuf, Path
     ];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let cert = params.signed_by(&key, &issuer).map_err(tls_err)?;
-    std::fs::create_dir_all(out_dir)?;
+    std::fs::create_dir_all(out_dir).map_err(at(out_dir))?;
     let (cert_path, key_path) = node_paths(out_dir, node);
-    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&cert_path, cert.pem()).map_err(at(&cert_path))?;
     write_private(&key_path, &key.serialize_pem())?;
     Ok((cert_path, key_path))
 }

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::codec::{self, CodecError};
 
 /// Version of the node-to-node protocol; peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// How long a peer may take to send its [`Hello`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,22 @@ pub enum NetError {
     /// A socket or file operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A file could not be read or written.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("binding {addr} (UDP, the `listen` setting): {reason}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// TLS material is missing or invalid.
     #[error("tls error: {0}")]
     Tls(String),
@@ -42,6 +58,15 @@ pub enum NetError {
         /// The peer dialed.
         peer: String,
         /// Why it failed.
+        reason: String,
+    },
+    /// The peer was reached but the TLS handshake failed: it refused this node's
+    /// certificate, or this node refused the peer's.
+    #[error("connection to {peer} refused in the TLS handshake: {reason}")]
+    Refused {
+        /// The peer dialed.
+        peer: String,
+        /// Why, as TLS told it.
         reason: String,
     },
     /// The handshake failed (version, cluster or identity mismatch, or timeout).

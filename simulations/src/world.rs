@@ -187,6 +187,10 @@ impl World {
             },
         );
         net.keep_trace(cfg.keep_trace);
+        let describer = Arc::new(plexus_actors::FrameDescriber::default());
+        net.describe_frames_with(Arc::new(move |from: &str, to: &str, body: &[u8]| {
+            describer.describe(from, to, body)
+        }));
         let rec = Recorder::new(net.clone());
         let machines = Machines::new(cfg.seed, cfg.faults.task_failure_rate, rec.clone());
         // The simulated machines' disks: in memory when the machine has a tmpfs.
