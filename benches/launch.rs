@@ -2,7 +2,7 @@
 //!
 //! One node in this process runs a master, the built-in jobs framework and an agent with
 //! the agent's real containerizer (sandbox, shim, cgroups when the machine has them).
-//! Figures, one per line, in the spirit of `../shared/peers/slurm/run.sh`:
+//! Figures, one per line, in the spirit of `benches/peers/slurm/run.sh`:
 //!
 //! - `launch_latency_ms`: submit → `TASK_RUNNING`, tasks one after another on an idle
 //!   cluster (each waits for the previous one to finish);
@@ -65,6 +65,7 @@ fn true_job() -> JobRequest {
         name: None,
         argv: vec!["/bin/true".into()],
         resources: Resources::new(0.01, 8),
+        role: None,
     }
 }
 

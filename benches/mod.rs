@@ -1,5 +1,5 @@
 //! Benchmarks behind `plexus bench`; each prints one figure per line in the shape
-//! `plexus <figure> key=value ...`, comparable line by line with `../shared/peers/*/run.sh`.
+//! `plexus <figure> key=value ...`, comparable line by line with `benches/peers/*/run.sh`.
 
 pub mod allocator;
 pub mod launch;

@@ -1,7 +1,7 @@
 //! `plexus bench remote`: the distribution layer against its in-process baseline.
 //!
 //! Starts a second `plexus node` process on loopback, joins it from this process, and
-//! prints, one figure per line in the shapes of `../shared/peers/erlang/run.sh`:
+//! prints, one figure per line in the shapes of `benches/peers/erlang/run.sh`:
 //! remote call round trip, cast throughput over one connection with small messages,
 //! remote spawn latency (spawn request until the started actor is confirmed), then the
 //! same call and cast figures for a local ractor actor.

@@ -37,19 +37,15 @@ pub enum Command {
     Certs(CertsCommand),
     /// Run a bare node: join its peers and host remote actors until SIGINT/SIGTERM.
     Node(NodeArgs),
-    /// Run a master and an agent in this one process (development).
-    Dev(RoleArgs),
+    /// Run a master and an agent in this one process (development TLS under
+    /// `.plexus/dev`, API at http://127.0.0.1:5050).
+    Dev(DevArgs),
     /// Run a master (with the built-in jobs framework and the HTTP API).
-    Master(RoleArgs),
+    Master(MasterArgs),
     /// Run an agent that joins the master at NAME@HOST:PORT.
-    Agent {
-        /// The master node, NAME@HOST:PORT.
-        #[arg(long)]
-        master: String,
-        #[command(flatten)]
-        role: RoleArgs,
-    },
-    /// Submit a command as a job and follow its state changes.
+    Agent(AgentArgs),
+    /// Submit a command as a job, print its output and state changes until it ends, and
+    /// exit with its exit code.
     Run(RunArgs),
     /// List tasks (running and pending; --all for ended ones too).
     Ps {
@@ -58,6 +54,9 @@ pub enum Command {
         /// Include ended tasks.
         #[arg(long)]
         all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Kill a task.
     Kill {
@@ -83,6 +82,9 @@ pub enum Command {
     Agents {
         #[command(flatten)]
         api: ApiArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Simulate a whole datacenter under seeded faults and check its invariants:
     /// `--seed N`, a sweep `--seeds 1..1000`, or `--replay N` with the full trace.
@@ -92,28 +94,63 @@ pub enum Command {
     Bench(BenchCommand),
 }
 
-/// Where the master's API is, and output format.
+/// Where the master's API is.
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
     /// Master API URL.
     #[arg(long, env = "PLEXUS_API", default_value = "http://127.0.0.1:5050")]
     pub api: String,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
-/// Flags of the server roles.
+/// `plexus dev`.
 #[derive(Debug, clap::Args)]
-pub struct RoleArgs {
+pub struct DevArgs {
     #[command(flatten)]
-    pub node: NodeArgs,
-    /// Address of the HTTP API (master and dev), e.g. 127.0.0.1:5050.
+    pub common: CommonArgs,
+    /// Address of the HTTP API, e.g. 127.0.0.1:5050 (`master.api_listen`).
     #[arg(long)]
     pub api_listen: Option<String>,
-    /// Resources the agent offers, e.g. `cpus:4;mem:8192` (agent and dev).
+    /// Resources the agent offers, e.g. `cpus:4;mem:8192` (`agent.resources`).
     #[arg(long)]
     pub resources: Option<String>,
+}
+
+/// `plexus master`.
+#[derive(Debug, clap::Args)]
+pub struct MasterArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Address of the HTTP API, e.g. 127.0.0.1:5050 (`master.api_listen`).
+    #[arg(long)]
+    pub api_listen: Option<String>,
+}
+
+/// `plexus agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The master node, NAME@HOST:PORT.
+    #[arg(long)]
+    pub master: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Resources the agent offers, e.g. `cpus:4;mem:8192` (`agent.resources`).
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Exit with an error if not registered with the master this long after starting,
+    /// e.g. `30s` (`agent.register_timeout`; default: keep trying).
+    #[arg(long)]
+    pub register_timeout: Option<String>,
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    use plexus_kernel::api::{MAX_JOB_CPUS, MIN_JOB_CPUS};
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || !(MIN_JOB_CPUS..=MAX_JOB_CPUS).contains(&v) {
+        return Err(format!(
+            "cpus must be from {MIN_JOB_CPUS} to {MAX_JOB_CPUS}, not {s}"
+        ));
+    }
+    Ok(v)
 }
 
 /// `plexus run`.
@@ -121,21 +158,34 @@ pub struct RoleArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Cpus (fractional).
-    #[arg(long, default_value_t = 0.1)]
+    /// Cpus (fractional, at least 0.01).
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true, value_parser = parse_cpus)]
     pub cpus: f64,
     /// Memory in MB.
     #[arg(long, default_value_t = 64)]
     pub mem: u64,
-    /// Role (the built-in jobs framework runs in `*`).
+    /// Disk in MB.
+    #[arg(long, default_value_t = 0)]
+    pub disk: u64,
+    /// Role: `*` (default), or a role the jobs framework serves (see `master.job_roles`).
     #[arg(long)]
     pub role: Option<String>,
     /// Name of the job.
     #[arg(long)]
     pub name: Option<String>,
-    /// Print the task id and return at once.
+    /// Print the task id and return at once (the job runs on; Ctrl-C does not cancel it).
     #[arg(long, short)]
     pub detach: bool,
+    /// Do not print the task's stdout and stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Kill the job if it has not ended this long after submission, e.g. `30s`, `5m`
+    /// (exit code 124).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Print state changes as JSON lines (the task's output is not printed).
+    #[arg(long)]
+    pub json: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -154,9 +204,10 @@ pub enum BenchCommand {
     Launch(crate::bench::launch::LaunchOpts),
 }
 
-/// Settings flags shared by every role; they override the file and `PLEXUS_*` variables.
+/// Settings flags of every server command; they override the file and `PLEXUS_*`
+/// variables.
 #[derive(Debug, clap::Args)]
-pub struct NodeArgs {
+pub struct CommonArgs {
     /// TOML settings file.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
@@ -166,15 +217,42 @@ pub struct NodeArgs {
     /// QUIC listen address, e.g. 127.0.0.1:7400.
     #[arg(long)]
     pub listen: Option<String>,
-    /// Peer to join, NAME@HOST:PORT (repeatable; replaces the file's list).
-    #[arg(long = "peer")]
-    pub peers: Vec<String>,
     /// Directory for the node's state.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+}
+
+/// Settings flags of the commands that join a cluster.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Peer to join, NAME@HOST:PORT (repeatable; replaces the file's list).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
     /// Development TLS: create a CA and certificate under the state dir if none is given.
     #[arg(long)]
     pub dev: bool,
+}
+
+impl CommonArgs {
+    /// Loads and validates the node settings from all layers: `extra` overrides (from
+    /// the command's own flags) apply before these flags.
+    pub fn settings_with(
+        &self,
+        mut o: Vec<(&'static str, plexus_config::Override)>,
+    ) -> anyhow::Result<plexus_config::NodeSettings> {
+        if let Some(n) = &self.name {
+            o.push(("name", n.as_str().into()));
+        }
+        if let Some(l) = &self.listen {
+            o.push(("listen", l.as_str().into()));
+        }
+        if let Some(d) = &self.state_dir {
+            o.push(("state_dir", d.display().to_string().into()));
+        }
+        Ok(plexus_config::load_node(self.config.as_deref(), &o)?)
+    }
 }
 
 impl NodeArgs {
@@ -186,26 +264,15 @@ impl NodeArgs {
     /// As [`NodeArgs::settings`], with extra overrides applied before the flags.
     pub fn settings_with(
         &self,
-        extra: Vec<(&str, plexus_config::Override)>,
+        mut o: Vec<(&'static str, plexus_config::Override)>,
     ) -> anyhow::Result<plexus_config::NodeSettings> {
-        use plexus_config::Override;
-        let mut o: Vec<(&str, Override)> = extra;
-        if let Some(n) = &self.name {
-            o.push(("name", n.as_str().into()));
-        }
-        if let Some(l) = &self.listen {
-            o.push(("listen", l.as_str().into()));
-        }
         if !self.peers.is_empty() {
-            o.push(("peers", Override::Many(self.peers.clone())));
-        }
-        if let Some(d) = &self.state_dir {
-            o.push(("state_dir", d.display().to_string().into()));
+            o.push(("peers", plexus_config::Override::Many(self.peers.clone())));
         }
         if self.dev {
             o.push(("tls.dev", "true".into()));
         }
-        Ok(plexus_config::load_node(self.config.as_deref(), &o)?)
+        self.common.settings_with(o)
     }
 }
 
@@ -265,35 +332,78 @@ async fn run_node(settings: plexus_config::NodeSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The runtime a node's `worker_threads` setting asks for.
-pub fn role_settings(
-    r: &RoleArgs,
-    dev: bool,
-    master: Option<&str>,
-) -> anyhow::Result<plexus_config::NodeSettings> {
-    use plexus_config::Override;
-    let mut extra: Vec<(&str, Override)> = Vec::new();
-    if dev {
-        extra.push(("name", "dev".into()));
-        extra.push(("state_dir", ".plexus/dev".into()));
-        extra.push(("tls.dev", "true".into()));
+/// Adds `key = v` to the overrides when the flag was given.
+fn opt(
+    o: &mut Vec<(&'static str, plexus_config::Override)>,
+    key: &'static str,
+    v: &Option<String>,
+) {
+    if let Some(v) = v {
+        o.push((key, v.as_str().into()));
     }
-    if let Some(a) = &r.api_listen {
-        extra.push(("master.api_listen", a.as_str().into()));
-    }
-    if let Some(res) = &r.resources {
-        extra.push(("agent.resources", res.as_str().into()));
-    }
-    let mut s = r.node.settings_with(extra)?;
-    if let Some(m) = master {
-        let p: plexus_config::PeerAddr = m
-            .parse()
-            .map_err(|e| anyhow::anyhow!("bad --master {m:?}: {e}"))?;
-        if !s.peers.contains(&p) {
-            s.peers.push(p);
-        }
+}
+
+fn dev_settings(a: &DevArgs) -> anyhow::Result<plexus_config::NodeSettings> {
+    let mut o = vec![
+        ("name", "dev".into()),
+        ("state_dir", ".plexus/dev".into()),
+        ("tls.dev", "true".into()),
+    ];
+    opt(&mut o, "master.api_listen", &a.api_listen);
+    opt(&mut o, "agent.resources", &a.resources);
+    a.common.settings_with(o)
+}
+
+fn master_settings(a: &MasterArgs) -> anyhow::Result<plexus_config::NodeSettings> {
+    let mut o = Vec::new();
+    opt(&mut o, "master.api_listen", &a.api_listen);
+    a.node.settings_with(o)
+}
+
+fn agent_settings(a: &AgentArgs) -> anyhow::Result<plexus_config::NodeSettings> {
+    let mut o = Vec::new();
+    opt(&mut o, "agent.resources", &a.resources);
+    opt(&mut o, "agent.register_timeout", &a.register_timeout);
+    let mut s = a.node.settings_with(o)?;
+    let p: plexus_config::PeerAddr = a
+        .master
+        .parse()
+        .with_context(|| format!("bad --master {:?}", a.master))?;
+    if !s.peers.contains(&p) {
+        s.peers.push(p);
     }
     Ok(s)
+}
+
+/// Waits until the agent has registered with a master; an error after `timeout`.
+async fn await_registration(
+    agent: &ractor::ActorRef<plexus_kernel::protocol::AgentMsg>,
+    timeout: std::time::Duration,
+    s: &plexus_config::NodeSettings,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let view = ractor::call_t!(
+            agent,
+            |reply| plexus_kernel::protocol::AgentMsg::Inspect { reply },
+            5000
+        )
+        .map_err(|e| anyhow::anyhow!("asking the agent: {e}"))?;
+        if view.registered {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let masters: Vec<String> = s.peers.iter().map(|p| p.to_string()).collect();
+            anyhow::bail!(
+                "not registered with the master ({}) within `agent.register_timeout` = {} \
+                 (the errors above say why)",
+                masters.join(", "),
+                humantime::format_duration(timeout)
+            );
+        }
+    }
 }
 
 async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> anyhow::Result<()> {
@@ -307,7 +417,18 @@ async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> 
         None
     };
     if agent {
-        plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
+        let a = plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
+        let timeout = s.agent.register_timeout;
+        if !timeout.is_zero() {
+            tokio::select! {
+                r = await_registration(&a, timeout, &s) => r?,
+                sig = wait_for_signal() => {
+                    tracing::info!("{}: stopping", sig?);
+                    node.leave().await;
+                    return Ok(());
+                }
+            }
+        }
     }
     let sig = wait_for_signal().await?;
     tracing::info!("{sig}: stopping (running tasks keep running)");
@@ -331,7 +452,7 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(b.enable_all().build()?)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A simulation's kernel logs describe simulated faults: keep them out of the way
     // unless asked for.
     let quiet = matches!(cli.command, Command::Sim(_)) && cli.log == "info";
@@ -345,22 +466,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    init_logging(cli.log_format, if quiet { "error" } else { &cli.log })?;
+    init_logging(cli.log_format, if quiet { "off" } else { &cli.log })?;
     match cli.command {
         Command::Node(args) => {
             let settings = args.settings()?;
             runtime(settings.worker_threads)?.block_on(run_node(settings))?
         }
-        Command::Dev(r) => {
-            let s = role_settings(&r, true, None)?;
+        Command::Dev(a) => {
+            let s = dev_settings(&a)?;
             runtime(s.worker_threads)?.block_on(run_role(s, true, true))?
         }
-        Command::Master(r) => {
-            let s = role_settings(&r, false, None)?;
+        Command::Master(a) => {
+            let s = master_settings(&a)?;
             runtime(s.worker_threads)?.block_on(run_role(s, true, false))?
         }
-        Command::Agent { master, role } => {
-            let s = role_settings(&role, false, Some(&master))?;
+        Command::Agent(a) => {
+            let s = agent_settings(&a)?;
             runtime(s.worker_threads)?.block_on(run_role(s, false, true))?
         }
         Command::Run(r) => {
@@ -369,21 +490,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 argv: r.command,
                 cpus: r.cpus,
                 mem: r.mem,
-                disk: 0,
+                disk: r.disk,
                 name: r.name,
                 role: r.role,
             };
-            if !plexus::client::run(&c, job, r.detach, r.api.json)? {
-                return Err(anyhow::anyhow!("the task did not finish successfully"));
-            }
+            let o = plexus::client::RunOptions {
+                detach: r.detach,
+                json: r.json,
+                quiet: r.quiet,
+                timeout: r.timeout,
+            };
+            return Ok(match plexus::client::run(&c, job, &o) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("plexus: error: {}", error_text(&e));
+                    ExitCode::from(plexus::client::exit::NOT_RUN)
+                }
+            });
         }
-        Command::Ps { api, all } => {
-            plexus::client::ps(&plexus::client::Client::new(&api.api), all, api.json)?
+        Command::Ps { api, all, json } => {
+            plexus::client::ps(&plexus::client::Client::new(&api.api), all, json)?
         }
-        Command::Kill { api, task } => {
-            plexus::client::Client::new(&api.api).kill(&task)?;
-            println!("killing {task}");
-        }
+        Command::Kill { api, task } => match plexus::client::Client::new(&api.api).kill(&task)? {
+            plexus::client::KillAnswer::Killing => println!("killing {task}"),
+            plexus::client::KillAnswer::AlreadyEnded(why) => anyhow::bail!("{why}"),
+        },
         Command::Logs {
             api,
             task,
@@ -393,8 +524,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let file = if stderr { "stderr" } else { "stdout" };
             plexus::client::logs(&plexus::client::Client::new(&api.api), &task, file, follow)?
         }
-        Command::Agents { api } => {
-            plexus::client::agents(&plexus::client::Client::new(&api.api), api.json)?
+        Command::Agents { api, json } => {
+            plexus::client::agents(&plexus::client::Client::new(&api.api), json)?
         }
         Command::Sim(a) => {
             if !crate::sim::main(a)? {
@@ -422,16 +553,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("issued {} and {}", c.display(), k.display());
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its causes, each said once: a cause whose text its context already holds
+/// (many errors print their source) is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if out.contains(&t) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&t);
+    }
+    out
 }
 
 /// Parses arguments, runs the command, and maps errors to a non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("plexus: error: {e:#}");
+            eprintln!("plexus: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -18,6 +18,27 @@ fn err_of(e: ureq::Error, what: &str) -> anyhow::Error {
     anyhow!("{what}: {e}")
 }
 
+/// The API's `{"error": ...}` text of a failed answer (or its whole body).
+fn error_text(r: &mut ureq::http::Response<ureq::Body>) -> String {
+    let body = match r.body_mut().read_to_string() {
+        Ok(b) => b,
+        Err(e) => return format!("(unreadable answer: {e})"),
+    };
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or(body)
+}
+
+/// What the master said to a kill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillAnswer {
+    /// The kill is under way.
+    Killing,
+    /// The task had already ended (the master's words).
+    AlreadyEnded(String),
+}
+
 impl Client {
     /// A client of the API at `base` (e.g. `http://127.0.0.1:5050`).
     pub fn new(base: &str) -> Client {
@@ -40,11 +61,7 @@ impl Client {
         if r.status().is_success() {
             return Ok(r);
         }
-        let body = r.body_mut().read_to_string().unwrap_or_default();
-        let msg = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or(body);
+        let msg = error_text(&mut r);
         Err(anyhow!("{what}: {} {msg}", r.status()))
     }
 
@@ -100,16 +117,19 @@ impl Client {
         self.get("/api/v1/agents")
     }
 
-    /// Kills a task.
-    pub fn kill(&self, id: &str) -> anyhow::Result<()> {
+    /// Kills a task; says so when it had already ended.
+    pub fn kill(&self, id: &str) -> anyhow::Result<KillAnswer> {
         let url = format!("{}/api/v1/tasks/{id}/kill", self.base);
-        let r = self
+        let mut r = self
             .agent
             .post(&url)
             .send_empty()
             .map_err(|e| err_of(e, &format!("POST {url}")))?;
+        if r.status() == ureq::http::StatusCode::CONFLICT {
+            return Ok(KillAnswer::AlreadyEnded(error_text(&mut r)));
+        }
         self.check(r, &format!("killing {id}"))?;
-        Ok(())
+        Ok(KillAnswer::Killing)
     }
 
     /// Bytes of a task's file from `offset`, and the next offset.
@@ -151,28 +171,143 @@ fn terminal(state: &str) -> bool {
     )
 }
 
-/// `plexus run`: submits, then (unless detached) prints each state change until the task
-/// ends; the exit status is 0 only for `TASK_FINISHED`.
-pub fn run(c: &Client, job: SubmitJob, detach: bool, json: bool) -> anyhow::Result<bool> {
+/// The exit codes of `plexus run` beyond the command's own (see [`run_exit_code`]).
+pub mod exit {
+    /// `--timeout` passed before the task ended; the job was killed (as `timeout(1)`).
+    pub const TIMEOUT: u8 = 124;
+    /// plexus could not run the command or lost track of it: the API refused or could
+    /// not be reached, or the task ended `TASK_ERROR`, `TASK_DROPPED`, `TASK_LOST` or
+    /// `TASK_GONE`.
+    pub const NOT_RUN: u8 = 125;
+    /// Interrupted (Ctrl-C): the job was killed (128 + SIGINT).
+    pub const INTERRUPTED: u8 = 130;
+    /// The task was killed through plexus (`plexus kill`), 128 + SIGKILL as a shell says.
+    pub const KILLED: u8 = 137;
+}
+
+/// The exit code `plexus run` ends with for a task that ended in `state`: 0 for
+/// `TASK_FINISHED`; the command's own exit code for `TASK_FAILED` (128 + N for signal N,
+/// 126 when it could not be executed, 127 when it was not found); [`exit::KILLED`] for
+/// `TASK_KILLED`; [`exit::NOT_RUN`] for the states in which the command did not run or
+/// its end is unknown.
+pub fn run_exit_code(state: &str, exit_code: Option<i32>) -> u8 {
+    match state {
+        "TASK_FINISHED" => 0,
+        "TASK_KILLED" => exit::KILLED,
+        "TASK_FAILED" => match exit_code {
+            Some(c) if (1..=255).contains(&c) => c as u8,
+            _ => 1,
+        },
+        _ => exit::NOT_RUN,
+    }
+}
+
+/// Ctrl-C seen by `plexus run` (set by its signal handler).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// While the job runs, Ctrl-C cancels it instead of leaving it running unwatched.
+fn catch_sigint() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+/// How `plexus run` waits.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print the task id and return at once.
+    pub detach: bool,
+    /// JSON lines instead of text (state changes only).
+    pub json: bool,
+    /// Do not print the task's stdout and stderr.
+    pub quiet: bool,
+    /// Kill the job if it has not ended this long after submission.
+    pub timeout: Option<Duration>,
+}
+
+/// Copies what is new in a task's `stdout` or `stderr` to ours.
+struct OutputTail {
+    file: &'static str,
+    offset: u64,
+}
+
+impl OutputTail {
+    /// Copies everything available now; true when something was copied.
+    fn pump(&mut self, c: &Client, id: &str) -> anyhow::Result<bool> {
+        let mut any = false;
+        loop {
+            let (bytes, next) = match c.logs(id, self.file, self.offset) {
+                Ok(x) => x,
+                // Not placed yet, or its agent is briefly unreachable: try again later.
+                Err(_) => return Ok(any),
+            };
+            if bytes.is_empty() {
+                return Ok(any);
+            }
+            any = true;
+            self.offset = next;
+            if self.file == "stdout" {
+                let mut o = std::io::stdout().lock();
+                o.write_all(&bytes)?;
+                o.flush()?;
+            } else {
+                let mut o = std::io::stderr().lock();
+                o.write_all(&bytes)?;
+                o.flush()?;
+            }
+        }
+    }
+}
+
+/// `plexus run`: submits, then (unless detached) prints the task's output as it arrives
+/// (state changes go to stderr) until the task ends. Returns the exit code: see
+/// [`run_exit_code`] and [`exit`].
+pub fn run(c: &Client, job: SubmitJob, o: &RunOptions) -> anyhow::Result<u8> {
     let id = c.submit(&job)?;
-    if detach {
-        if json {
+    if o.detach {
+        if o.json {
             println!("{}", serde_json::json!({ "task_id": id }));
         } else {
             println!("{id}");
         }
-        return Ok(true);
+        return Ok(0);
     }
-    if !json {
-        println!("submitted {id}");
+    catch_sigint();
+    let say = |line: String| {
+        if o.json {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    if !o.json {
+        say(format!("submitted {id}"));
     }
+    let started = std::time::Instant::now();
+    let mut tails = [
+        OutputTail {
+            file: "stdout",
+            offset: 0,
+        },
+        OutputTail {
+            file: "stderr",
+            offset: 0,
+        },
+    ];
+    let stream = !o.quiet && !o.json;
     let mut shown = 0;
     let mut last_why = None;
+    let mut cancelled: Option<u8> = None;
     loop {
         let t = c.task(&id)?;
         for e in t.history.iter().skip(shown) {
-            if json {
-                println!("{}", serde_json::to_string(e)?);
+            if o.json {
+                say(serde_json::to_string(e)?);
             } else {
                 let reason = e
                     .reason
@@ -184,22 +319,82 @@ pub fn run(c: &Client, job: SubmitJob, detach: bool, json: bool) -> anyhow::Resu
                     .as_deref()
                     .map(|a| format!(" on {a}"))
                     .unwrap_or_default();
-                println!("{}{on}{reason} {}", e.state.mesos_name(), e.message);
+                say(format!(
+                    "{}{on}{reason} {}",
+                    e.state.mesos_name(),
+                    e.message
+                ));
             }
             shown += 1;
         }
         if t.state == "PENDING" && t.why_not_placed != last_why {
-            if let Some(w) = &t.why_not_placed {
-                if !json {
-                    println!("pending: {w}");
-                }
+            if let (Some(w), false) = (&t.why_not_placed, o.json) {
+                say(format!("pending: {w}"));
             }
             last_why = t.why_not_placed.clone();
         }
+        let placed = t.agent_id.is_some() && t.state != "PENDING";
+        if stream && placed {
+            for tail in &mut tails {
+                tail.pump(c, &id)?;
+            }
+        }
         if terminal(&t.state) {
-            return Ok(t.state == "TASK_FINISHED");
+            if stream && placed {
+                // What the task wrote last, after its end was reported.
+                for tail in &mut tails {
+                    while tail.pump(c, &id)? {}
+                }
+            }
+            return Ok(cancelled.unwrap_or_else(|| run_exit_code(&t.state, t.exit_code)));
+        }
+        if cancelled.is_none() {
+            let why = if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                Some((exit::INTERRUPTED, "interrupted".to_string()))
+            } else {
+                o.timeout.filter(|d| started.elapsed() >= *d).map(|d| {
+                    (
+                        exit::TIMEOUT,
+                        format!(
+                            "not ended within --timeout {}",
+                            humantime::format_duration(d)
+                        ),
+                    )
+                })
+            };
+            if let Some((code, what)) = why {
+                say(format!("{what}: killing {id}"));
+                match c.kill(&id)? {
+                    KillAnswer::Killing => cancelled = Some(code),
+                    // It ended meanwhile: the next look reports how.
+                    KillAnswer::AlreadyEnded(_) => {}
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A name cut to `width` characters, with `…` where it was cut.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// What `plexus ps` says after a task's state: why it is pending, or how it ended.
+fn detail(t: &TaskView) -> String {
+    if let Some(w) = &t.why_not_placed {
+        return w.clone();
+    }
+    match (&t.reason, t.message.is_empty()) {
+        (Some(r), false) => format!("{r}: {}", t.message),
+        (Some(r), true) => r.clone(),
+        (None, _) if terminal(&t.state) => t.message.clone(),
+        (None, _) => String::new(),
     }
 }
 
@@ -215,21 +410,19 @@ pub fn ps(c: &Client, all: bool, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<28} {:<16} {:<18} {:<10} DETAIL",
-        "TASK", "NAME", "STATE", "AGENT"
+        "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} DETAIL",
+        "TASK", "NAME", "STATE", "CPUS", "MEM(MB)", "AGENT"
     );
     for t in tasks {
-        let detail = t
-            .why_not_placed
-            .clone()
-            .or(t.reason.clone())
-            .unwrap_or_default();
-        let name: String = t.name.chars().take(16).collect();
         println!(
-            "{:<28} {name:<16} {:<18} {:<10} {detail}",
+            "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} {}",
             t.task_id,
+            fit(&t.name, 20),
             t.state,
-            t.agent_id.unwrap_or_default()
+            t.resources.cpus(),
+            t.resources.mem_mb,
+            t.agent_id.as_deref().unwrap_or("-"),
+            detail(&t)
         );
     }
     Ok(())

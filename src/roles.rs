@@ -12,10 +12,10 @@ use plexus_kernel::agent::{detect_resources, Agent, AgentConfig};
 use plexus_kernel::api::{self, ApiContext};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
-use plexus_kernel::jobs::Jobs;
+use plexus_kernel::jobs::{Jobs, MAX_JOB_ROLES};
 use plexus_kernel::master::{Master, MasterConfig};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
-use plexus_kernel::resources::{Resources, RoleResources, ANY_ROLE};
+use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
 use plexus_kernel::scheduler::SchedulerDriver;
 use ractor::{Actor, ActorRef};
 
@@ -49,17 +49,29 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     let (master, _) = Actor::spawn(None, Master::new(node.clone(), cfg), ())
         .await
         .context("starting the master")?;
-    let jobs = Jobs::default();
-    let info = FrameworkInfo {
-        id: None,
-        name: "jobs".into(),
-        principal: Some("plexus".into()),
-        role: ANY_ROLE.into(),
-        failover_timeout_secs: 3600.0,
-    };
-    SchedulerDriver::start(node, info, jobs.scheduler(), Duration::from_secs(30))
+    let roles = job_roles(s)?;
+    let jobs = Jobs::new(&roles);
+    for role in &roles {
+        let info = FrameworkInfo {
+            id: None,
+            name: if role == ANY_ROLE {
+                "jobs".into()
+            } else {
+                format!("jobs-{role}")
+            },
+            principal: Some("plexus".into()),
+            role: role.clone(),
+            failover_timeout_secs: 3600.0,
+        };
+        SchedulerDriver::start(
+            node,
+            info,
+            jobs.scheduler_for(role),
+            Duration::from_secs(30),
+        )
         .await
-        .map_err(|e| anyhow::anyhow!("starting the jobs framework: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("starting the jobs framework of role {role:?}: {e}"))?;
+    }
     let server = api::serve(
         s.master.api_listen,
         ApiContext {
@@ -82,6 +94,26 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         jobs,
         api: handle,
     })
+}
+
+/// The roles the built-in jobs framework serves: `*`, `master.job_roles`, and the roles
+/// given weights or quotas, each once, in order.
+pub fn job_roles(s: &NodeSettings) -> anyhow::Result<Vec<String>> {
+    let mut roles = std::collections::BTreeSet::from([ANY_ROLE.to_string()]);
+    let named = s.master.job_roles.iter().map(|r| ("master.job_roles", r));
+    let weighted = s.master.weights.keys().map(|r| ("master.weights", r));
+    let quota = s.master.quotas.keys().map(|r| ("master.quotas", r));
+    for (key, role) in named.chain(weighted).chain(quota) {
+        validate_role(role)
+            .map_err(|e| anyhow::anyhow!("invalid value for `{key}`: {role:?}: {e}"))?;
+        roles.insert(role.clone());
+    }
+    anyhow::ensure!(
+        roles.len() <= MAX_JOB_ROLES,
+        "invalid value for `master.job_roles`: {} roles in all; at most {MAX_JOB_ROLES}",
+        roles.len()
+    );
+    Ok(roles.into_iter().collect())
 }
 
 /// The agent's resources from its settings: `agent.resources` (or the machine's), with

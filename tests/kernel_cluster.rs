@@ -671,12 +671,16 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
         (r#"{"argv": ["true"], "cpu": 1}"#, "unknown field `cpu`"),
         (
             r#"{"argv": ["true"], "cpus": -1}"#,
-            "cpus must be a non-negative",
+            "cpus must be a number from 0.01",
         ),
-        (r#"{"argv": []}"#, "empty command"),
+        (r#"{"argv": []}"#, "the command must not be empty"),
         (r#"{"argv": ["true"], "mem": "lots"}"#, "bad request body"),
-        (r#"{"argv": ["true"], "role": "prod"}"#, "role `*` only"),
-        (r#"{"argv": ["true"], "cpus": 0, "mem": 0}"#, "cpus or mem"),
+        (
+            r#"{"argv": ["true"], "role": "prod"}"#,
+            "role \"prod\" is not served",
+        ),
+        (r#"{"argv": ["true"], "cpus": 0, "mem": 0}"#, "cpus must be"),
+        (r#"{"argv": ["true"], "mem": 0}"#, "mem must be from 4"),
     ];
     for (body, want) in cases {
         let (status, text) = post("/api/v1/jobs", body);

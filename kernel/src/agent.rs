@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use plexus_actors::Node;
 
 use crate::containerizer::{
-    classify, ContainerInfo, Containerizer, LaunchSpec, REASON_LAUNCH_FAILED,
+    classify, exit_code, ContainerInfo, Containerizer, LaunchSpec, REASON_LAUNCH_FAILED,
 };
 use crate::protocol::*;
 use crate::resources::{PortSet, Resources, RoleResources};
@@ -170,6 +170,19 @@ impl Agent {
         reason: Option<String>,
         message: String,
     ) {
+        self.update_ended(st, task_id, state, reason, message, None)
+    }
+
+    /// As [`Agent::update`], for an update that reports how the command ended.
+    fn update_ended(
+        &self,
+        st: &mut AgentState,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<String>,
+        message: String,
+        exit_code: Option<i32>,
+    ) {
         let Some(t) = st.ck.tasks.get_mut(task_id) else {
             return;
         };
@@ -183,6 +196,7 @@ impl Agent {
             state,
             reason,
             message,
+            exit_code,
             unix_ms: unix_ms(),
         };
         st.ck.updates.push(u);
@@ -476,7 +490,7 @@ impl Agent {
                 let launch = self.containerizer.launch(launch);
                 let me = me.clone();
                 tokio::spawn(async move {
-                    let result = launch.await.map_err(|e| e.to_string());
+                    let result = launch.await;
                     let _ = me.cast(AgentMsg::Launched {
                         task_id: id,
                         result,
@@ -507,12 +521,13 @@ impl Agent {
                     Err(e) if t.state.is_terminal() => {
                         debug!(task = %task_id, "launch of a killed task failed: {e}");
                     }
-                    Err(e) => self.update(
+                    Err(e) => self.update_ended(
                         st,
                         &task_id,
                         TaskState::Failed,
                         Some(REASON_LAUNCH_FAILED.into()),
-                        e,
+                        e.to_string(),
+                        Some(e.exit_code()),
                     ),
                 }
             }
@@ -551,7 +566,15 @@ impl Agent {
                 if let Some(info) = &t.container {
                     self.containerizer.destroy(info);
                 }
-                self.update(st, &task_id, state, reason.map(str::to_string), message);
+                let code = exit_code(&exit);
+                self.update_ended(
+                    st,
+                    &task_id,
+                    state,
+                    reason.map(str::to_string),
+                    message,
+                    code,
+                );
             }
             AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
             AgentMsg::Ack { task_id, uuid } => {

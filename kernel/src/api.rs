@@ -2,8 +2,15 @@
 //!
 //! - `GET /health`, `GET /metrics` (Prometheus text)
 //! - `GET /api/v1/state`, `GET /api/v1/agents`, `GET /api/v1/tasks`, `GET /api/v1/tasks/{id}`
-//! - `POST /api/v1/jobs` (`{"argv": [...], "cpus": 0.5, "mem": 64, "name": "..."}`)
-//! - `POST /api/v1/tasks/{id}/kill`, `GET /api/v1/tasks/{id}/logs?file=stdout&offset=0`
+//! - `POST /api/v1/jobs`: a [`SubmitJob`] body, `{"argv": ["sh", "-c", "echo hi"],
+//!   "cpus": 0.5, "mem": 64, "disk": 0, "name": "hello", "role": "prod"}`; only `argv` is
+//!   required. Answers `201 {"task_id": "..."}`, or `400` naming the bad field and its
+//!   limit.
+//! - `POST /api/v1/tasks/{id}/kill`: `200`; `404` for an unknown task, `409` for one that
+//!   has already ended.
+//! - `GET /api/v1/tasks/{id}/logs?file=stdout&offset=0`: at most 1 MiB of the task's
+//!   `stdout` or `stderr` from byte `offset`; the `X-Next-Offset` header says where to go
+//!   on. Other query parameters are refused.
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status naming the problem.
 
@@ -15,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use plexus_actors::Node;
 
-use crate::jobs::{JobEvent, JobRequest, Jobs};
+use crate::jobs::{JobEvent, JobRequest, Jobs, KillError};
 use crate::protocol::{agent_name, AgentMsg, ClusterState, MasterMsg};
-use crate::resources::{Resources, ANY_ROLE};
+use crate::resources::Resources;
 use crate::task::TaskState;
 
 /// What the API serves from.
@@ -52,6 +59,12 @@ pub struct TaskView {
     pub framework_id: Option<String>,
     /// Command.
     pub argv: Vec<String>,
+    /// What it asked for.
+    pub resources: Resources,
+    /// The role it runs in, when the jobs framework knows it.
+    pub role: Option<String>,
+    /// How its command ended (shell-style), once it has.
+    pub exit_code: Option<i32>,
     /// State changes seen by the jobs framework.
     pub history: Vec<JobEvent>,
 }
@@ -74,9 +87,92 @@ pub struct SubmitJob {
     /// Name.
     #[serde(default)]
     pub name: Option<String>,
-    /// Role (only `*` for the built-in jobs framework).
+    /// Role: `*` (the default) or one the jobs framework serves.
     #[serde(default)]
     pub role: Option<String>,
+}
+
+/// Fewest cpus a job may ask for (as Mesos: a task needs some cpu to be scheduled fairly).
+pub const MIN_JOB_CPUS: f64 = 0.01;
+/// Least memory a job may ask for, MB (less cannot start a process under a cgroup limit).
+pub const MIN_JOB_MEM_MB: u64 = 4;
+/// Most cpus any job may ask for, whatever the agents.
+pub const MAX_JOB_CPUS: f64 = 65_536.0;
+/// Most memory or disk any job may ask for, MB (64 TiB).
+pub const MAX_JOB_MB: u64 = 64 << 20;
+
+impl SubmitJob {
+    /// Checks what no agent could ever run: the error names the field, the value and the
+    /// limit. `largest` is every agent's total, to compare with (empty: no agent yet).
+    pub fn validate(&self, largest: &[Resources]) -> Result<Resources, String> {
+        if self.argv.is_empty() || self.argv[0].trim().is_empty() {
+            return Err("argv: the command must not be empty".into());
+        }
+        if let Some(i) = self.argv.iter().position(|a| a.contains('\0')) {
+            return Err(format!(
+                "argv[{i}] contains a NUL byte, which no command can receive"
+            ));
+        }
+        if self.name.as_deref().is_some_and(|n| n.contains('\0')) {
+            return Err("name contains a NUL byte".into());
+        }
+        if !self.cpus.is_finite() || !(MIN_JOB_CPUS..=MAX_JOB_CPUS).contains(&self.cpus) {
+            return Err(format!(
+                "cpus must be a number from {MIN_JOB_CPUS} to {MAX_JOB_CPUS}, not {}",
+                self.cpus
+            ));
+        }
+        if !(MIN_JOB_MEM_MB..=MAX_JOB_MB).contains(&self.mem) {
+            return Err(format!(
+                "mem must be from {MIN_JOB_MEM_MB} to {MAX_JOB_MB} MB, not {}",
+                self.mem
+            ));
+        }
+        if self.disk > MAX_JOB_MB {
+            return Err(format!(
+                "disk must be at most {MAX_JOB_MB} MB, not {}",
+                self.disk
+            ));
+        }
+        if let Some(r) = &self.role {
+            crate::resources::validate_role(r).map_err(|e| format!("role {r:?}: {e}"))?;
+        }
+        let want = Resources {
+            cpus_milli: (self.cpus * 1000.0).round() as u64,
+            mem_mb: self.mem,
+            disk_mb: self.disk,
+            ..Default::default()
+        };
+        if !largest.is_empty() && !largest.iter().any(|t| t.contains(&want)) {
+            let most = |f: fn(&Resources) -> u64| largest.iter().map(f).max().unwrap_or(0);
+            let (cpus, mem, disk) = (
+                most(|t| t.cpus_milli),
+                most(|t| t.mem_mb),
+                most(|t| t.disk_mb),
+            );
+            let field = if want.cpus_milli > cpus {
+                format!(
+                    "cpus {} is more than the largest agent has ({})",
+                    self.cpus,
+                    cpus as f64 / 1000.0
+                )
+            } else if want.mem_mb > mem {
+                format!(
+                    "mem {} MB is more than the largest agent has ({mem} MB)",
+                    self.mem
+                )
+            } else if want.disk_mb > disk {
+                format!(
+                    "disk {} MB is more than the largest agent has ({disk} MB)",
+                    self.disk
+                )
+            } else {
+                "no single agent has all of cpus, mem and disk asked for".to_string()
+            };
+            return Err(format!("no agent could ever run this job: {field}"));
+        }
+        Ok(want)
+    }
 }
 
 fn default_cpus() -> f64 {
@@ -98,6 +194,12 @@ impl ApiError {
     fn bad(m: impl Into<String>) -> Self {
         ApiError {
             status: actix_web::http::StatusCode::BAD_REQUEST,
+            message: m.into(),
+        }
+    }
+    fn conflict(m: impl Into<String>) -> Self {
+        ApiError {
+            status: actix_web::http::StatusCode::CONFLICT,
             message: m.into(),
         }
     }
@@ -147,6 +249,9 @@ pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
                     why_not_placed: None,
                     framework_id: Some(t.framework_id.clone()),
                     argv: t.argv.clone(),
+                    resources: t.resources.total(),
+                    role: None,
+                    exit_code: None,
                     history: Vec::new(),
                 },
             )
@@ -163,12 +268,18 @@ pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
             why_not_placed: None,
             framework_id: None,
             argv: j.argv.clone(),
+            resources: j.resources.clone(),
+            role: None,
+            exit_code: None,
             history: Vec::new(),
         });
         if j.state.is_none() || j.state == Some(TaskState::Killed) && v.framework_id.is_none() {
             v.state = j.state.map(|s| s.mesos_name()).unwrap_or("PENDING").into();
         }
         v.why_not_placed = j.why_not_placed.clone();
+        v.role = Some(j.role.clone());
+        v.resources = j.resources.clone();
+        v.exit_code = j.history.iter().rev().find_map(|e| e.exit_code);
         v.history = j.history.clone();
     }
     out.into_values().collect()
@@ -204,40 +315,36 @@ async fn submit(
     body: web::Json<SubmitJob>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    if !b.cpus.is_finite() || b.cpus < 0.0 {
-        return Err(ApiError::bad(format!(
-            "cpus must be a non-negative number, not {}",
-            b.cpus
-        )));
-    }
-    if b.role.as_deref().is_some_and(|r| r != ANY_ROLE) {
-        return Err(ApiError::bad(
-            "the built-in jobs framework runs in role `*` only",
-        ));
-    }
-    let resources = Resources {
-        cpus_milli: (b.cpus * 1000.0).round() as u64,
-        mem_mb: b.mem,
-        disk_mb: b.disk,
-        ..Default::default()
-    };
+    let totals: Vec<Resources> = state(&ctx)
+        .await?
+        .agents
+        .into_iter()
+        .map(|a| a.total)
+        .collect();
+    let resources = b.validate(&totals).map_err(ApiError::bad)?;
     let id = ctx
         .jobs
         .submit(JobRequest {
             name: b.name,
             argv: b.argv,
             resources,
+            role: b.role,
         })
         .map_err(ApiError::bad)?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "task_id": id })))
 }
 
 async fn kill(ctx: web::Data<ApiContext>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    ctx.jobs.kill(&id).map_err(ApiError::not_found)?;
+    ctx.jobs.kill(&id).map_err(|e| match e {
+        KillError::NoSuchJob(_) => ApiError::not_found(e.to_string()),
+        KillError::Ended { .. } => ApiError::conflict(e.to_string()),
+        KillError::NotConnected => ApiError::unavailable(e.to_string()),
+    })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "killing": id.as_str() })))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LogQuery {
     #[serde(default)]
     file: Option<String>,
@@ -288,8 +395,8 @@ async fn logs(
         .body(bytes))
 }
 
-/// Prometheus text for a cluster state.
-pub fn metrics_text(s: &ClusterState) -> String {
+/// Prometheus text for a cluster state and the jobs waiting for placement.
+pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
     let mut m = String::new();
     let mut g = |name: &str, help: &str, lines: Vec<(String, f64)>| {
         m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
@@ -346,6 +453,11 @@ pub fn metrics_text(s: &ClusterState) -> String {
         ],
     );
     g(
+        "plexus_jobs_pending",
+        "Jobs submitted but not yet placed on an agent.",
+        vec![(String::new(), pending_jobs as f64)],
+    );
+    g(
         "plexus_offers_outstanding",
         "Offers not yet answered.",
         vec![(String::new(), s.offers_outstanding as f64)],
@@ -362,7 +474,7 @@ async fn metrics(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
     let s = state(&ctx).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics_text(&s)))
+        .body(metrics_text(&s, ctx.jobs.pending_count())))
 }
 
 /// Starts the API on `addr`; the returned server runs until stopped.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol::{Offer, TaskSpec};
-use crate::resources::{Resources, RoleResources};
+use crate::resources::{Resources, RoleResources, ANY_ROLE};
 use crate::scheduler::{DriverHandle, Scheduler};
 use crate::status::StatusUpdate;
 use crate::task::TaskState;
@@ -27,6 +27,30 @@ pub struct JobRequest {
     pub argv: Vec<String>,
     /// What it needs.
     pub resources: Resources,
+    /// The role it runs in (`None`: `*`); one of the roles the framework serves.
+    pub role: Option<String>,
+}
+
+/// Most roles one jobs framework serves (one registered framework each).
+pub const MAX_JOB_ROLES: usize = 64;
+
+/// Why a job cannot be killed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KillError {
+    /// No job has this task id.
+    #[error("no job {0:?}")]
+    NoSuchJob(String),
+    /// It has already ended.
+    #[error("task {task_id} has already ended ({})", state.mesos_name())]
+    Ended {
+        /// The task.
+        task_id: String,
+        /// How it ended.
+        state: TaskState,
+    },
+    /// The framework is not registered with a master right now.
+    #[error("the jobs framework is not connected to the master")]
+    NotConnected,
 }
 
 /// One state change of a job.
@@ -38,6 +62,9 @@ pub struct JobEvent {
     pub reason: Option<String>,
     /// Message.
     pub message: String,
+    /// How the command ended (see [`StatusUpdate::exit_code`]).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
     /// Wall-clock milliseconds.
     pub unix_ms: u64,
 }
@@ -53,6 +80,8 @@ pub struct JobStatus {
     pub argv: Vec<String>,
     /// What it needs.
     pub resources: Resources,
+    /// The role it runs in.
+    pub role: String,
     /// `None` while it waits for placement.
     pub state: Option<TaskState>,
     /// Why it is not placed yet.
@@ -63,13 +92,19 @@ pub struct JobStatus {
     pub history: Vec<JobEvent>,
 }
 
+/// The jobs of one role, placed by that role's framework.
+#[derive(Default)]
+struct RoleQueue {
+    pending: VecDeque<String>,
+    handle: Option<DriverHandle>,
+    suppressed: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     next: u64,
-    pending: VecDeque<String>,
+    queues: BTreeMap<String, RoleQueue>,
     jobs: BTreeMap<String, JobStatus>,
-    handle: Option<DriverHandle>,
-    suppressed: bool,
     offers_seen: u64,
     subscribers: Vec<mpsc::UnboundedSender<(String, TaskState)>>,
 }
@@ -82,11 +117,9 @@ pub struct Jobs {
 }
 
 impl Default for Jobs {
+    /// A jobs framework serving role `*` only.
     fn default() -> Self {
-        Jobs {
-            inner: Arc::default(),
-            changes: watch::channel(0).0,
-        }
+        Jobs::new(&[ANY_ROLE.to_string()])
     }
 }
 
@@ -95,6 +128,28 @@ fn unix_ms() -> u64 {
 }
 
 impl Jobs {
+    /// A jobs framework serving `roles` (each needs its own registered framework: start
+    /// one per role with [`Jobs::scheduler_for`]).
+    pub fn new(roles: &[String]) -> Jobs {
+        assert!(
+            roles.len() <= MAX_JOB_ROLES,
+            "at most {MAX_JOB_ROLES} job roles"
+        );
+        let mut inner = Inner::default();
+        for r in roles {
+            inner.queues.insert(r.clone(), RoleQueue::default());
+        }
+        Jobs {
+            inner: Arc::new(Mutex::new(inner)),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// The roles served, in order.
+    pub fn roles(&self) -> Vec<String> {
+        self.lock().queues.keys().cloned().collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("jobs lock")
     }
@@ -111,7 +166,16 @@ impl Jobs {
         if req.resources.cpus_milli == 0 && req.resources.mem_mb == 0 {
             return Err("a job needs some cpus or mem".into());
         }
+        let role = req.role.clone().unwrap_or_else(|| ANY_ROLE.to_string());
         let mut g = self.lock();
+        if !g.queues.contains_key(&role) {
+            let served: Vec<&str> = g.queues.keys().map(String::as_str).collect();
+            return Err(format!(
+                "role {role:?} is not served by the built-in jobs framework (it serves {}; \
+                 roles come from `master.job_roles`, `master.weights` and `master.quotas`)",
+                served.join(", ")
+            ));
+        }
         g.next += 1;
         let id = format!("job-{}-{}", unix_ms(), g.next);
         let name = req.name.clone().unwrap_or_else(|| req.argv.join(" "));
@@ -122,19 +186,21 @@ impl Jobs {
                 name,
                 argv: req.argv,
                 resources: req.resources,
+                role: role.clone(),
                 state: None,
                 why_not_placed: Some("waiting for offers".into()),
                 agent_id: None,
                 history: Vec::new(),
             },
         );
-        let was_idle = g.pending.is_empty();
-        g.pending.push_back(id.clone());
-        if g.suppressed || was_idle {
+        let q = g.queues.get_mut(&role).expect("role checked above");
+        let was_idle = q.pending.is_empty();
+        q.pending.push_back(id.clone());
+        if q.suppressed || was_idle {
             // New work: offers again, and without the filters of offers declined while
             // there was nothing to run.
-            g.suppressed = false;
-            if let Some(h) = &g.handle {
+            q.suppressed = false;
+            if let Some(h) = &q.handle {
                 h.revive();
             }
         }
@@ -153,12 +219,18 @@ impl Jobs {
         self.lock().jobs.values().cloned().collect()
     }
 
+    /// Jobs waiting for placement, over all roles.
+    pub fn pending_count(&self) -> usize {
+        self.lock().queues.values().map(|q| q.pending.len()).sum()
+    }
+
     /// Kills a job (or drops it from the queue).
-    pub fn kill(&self, task_id: &str) -> Result<(), String> {
+    pub fn kill(&self, task_id: &str) -> Result<(), KillError> {
         let mut g = self.lock();
         let Some(j) = g.jobs.get_mut(task_id) else {
-            return Err(format!("no job {task_id:?}"));
+            return Err(KillError::NoSuchJob(task_id.to_string()));
         };
+        let role = j.role.clone();
         match j.state {
             None => {
                 j.state = Some(TaskState::Killed);
@@ -167,14 +239,22 @@ impl Jobs {
                     state: TaskState::Killed,
                     reason: None,
                     message: "killed before placement".into(),
+                    exit_code: None,
                     unix_ms: unix_ms(),
                 });
-                g.pending.retain(|p| p != task_id);
+                if let Some(q) = g.queues.get_mut(&role) {
+                    q.pending.retain(|p| p != task_id);
+                }
             }
-            Some(s) if s.is_terminal() => {}
-            Some(_) => match &g.handle {
+            Some(state) if state.is_terminal() => {
+                return Err(KillError::Ended {
+                    task_id: task_id.to_string(),
+                    state,
+                })
+            }
+            Some(_) => match g.queues.get(&role).and_then(|q| q.handle.as_ref()) {
                 Some(h) => h.kill(task_id),
-                None => return Err("the jobs framework is not connected".into()),
+                None => return Err(KillError::NotConnected),
             },
         }
         drop(g);
@@ -195,14 +275,28 @@ impl Jobs {
         self.changes.subscribe()
     }
 
-    /// The scheduler to start with [`crate::scheduler::SchedulerDriver::start`].
+    /// The scheduler of role `*` to start with
+    /// [`crate::scheduler::SchedulerDriver::start`].
     pub fn scheduler(&self) -> Box<dyn Scheduler> {
-        Box::new(JobsScheduler { jobs: self.clone() })
+        self.scheduler_for(ANY_ROLE)
+    }
+
+    /// The scheduler placing the jobs of `role` (a framework registered in that role).
+    pub fn scheduler_for(&self, role: &str) -> Box<dyn Scheduler> {
+        assert!(
+            self.lock().queues.contains_key(role),
+            "role {role:?} not served"
+        );
+        Box::new(JobsScheduler {
+            jobs: self.clone(),
+            role: role.to_string(),
+        })
     }
 }
 
 struct JobsScheduler {
     jobs: Jobs,
+    role: String,
 }
 
 fn short_of(want: &Resources, have: &Resources) -> Option<String> {
@@ -234,9 +328,10 @@ fn short_of(want: &Resources, have: &Resources) -> Option<String> {
 impl Scheduler for JobsScheduler {
     fn registered(&mut self, driver: &DriverHandle, _framework_id: &str) {
         let mut g = self.jobs.lock();
-        g.handle = Some(driver.clone());
-        if g.suppressed || !g.pending.is_empty() {
-            g.suppressed = false;
+        let q = g.queues.get_mut(&self.role).expect("served role");
+        q.handle = Some(driver.clone());
+        if q.suppressed || !q.pending.is_empty() {
+            q.suppressed = false;
             driver.revive();
         }
     }
@@ -276,7 +371,9 @@ impl Scheduler for JobsScheduler {
             })
             .collect();
         let mut still = VecDeque::new();
-        while let Some(id) = g.pending.pop_front() {
+        let mut queue =
+            std::mem::take(&mut g.queues.get_mut(&self.role).expect("served role").pending);
+        while let Some(id) = queue.pop_front() {
             let Some(j) = g.jobs.get(&id) else { continue };
             let best = slots
                 .iter_mut()
@@ -303,7 +400,6 @@ impl Scheduler for JobsScheduler {
                 None => still.push_back(id),
             }
         }
-        g.pending = still;
         for slot in slots {
             for t in &slot.launch {
                 if let Some(j) = g.jobs.get_mut(&t.task_id) {
@@ -318,17 +414,18 @@ impl Scheduler for JobsScheduler {
                 driver.launch(vec![slot.offer.id], slot.launch, Duration::from_millis(200));
             }
         }
-        let pending: Vec<String> = g.pending.iter().cloned().collect();
-        for id in pending {
-            if let Some(j) = g.jobs.get_mut(&id) {
+        for id in &still {
+            if let Some(j) = g.jobs.get_mut(id) {
                 j.why_not_placed = Some(match short_of(&j.resources, &largest) {
                     Some(what) => format!("no agent offers enough {what}"),
                     None => "offers were used by earlier jobs; waiting for more".into(),
                 });
             }
         }
-        if g.pending.is_empty() && !g.suppressed {
-            g.suppressed = true;
+        let q = g.queues.get_mut(&self.role).expect("served role");
+        q.pending = still;
+        if q.pending.is_empty() && !q.suppressed {
+            q.suppressed = true;
             driver.suppress();
         }
         drop(g);
@@ -351,6 +448,7 @@ impl Scheduler for JobsScheduler {
                     state: u.state,
                     reason: u.reason.clone(),
                     message: u.message.clone(),
+                    exit_code: u.exit_code,
                     unix_ms: u.unix_ms,
                 });
                 g.subscribers

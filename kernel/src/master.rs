@@ -282,6 +282,7 @@ impl MasterState {
             state,
             reason: reason.map(str::to_string),
             message,
+            exit_code: None,
             unix_ms: unix_ms(),
         };
         let fw = t.info.framework_id.clone();
@@ -318,6 +319,7 @@ impl MasterState {
                 state: TaskState::Error,
                 reason: Some("REASON_TASK_INVALID".into()),
                 message,
+                exit_code: None,
                 unix_ms: unix_ms(),
             }),
         );
@@ -910,6 +912,7 @@ impl Actor for Master {
                             state: t.info.state,
                             reason: Some("REASON_RECONCILIATION".into()),
                             message: t.info.message.clone(),
+                            exit_code: None,
                             unix_ms: unix_ms(),
                         },
                         None => StatusUpdate {
@@ -920,6 +923,7 @@ impl Actor for Master {
                             state: TaskState::Unknown,
                             reason: Some("REASON_RECONCILIATION".into()),
                             message: "the master does not know this task".into(),
+                            exit_code: None,
                             unix_ms: unix_ms(),
                         },
                     };

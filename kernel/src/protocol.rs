@@ -264,7 +264,7 @@ pub enum AgentMsg {
         /// The task.
         task_id: String,
         /// Its container, or why it could not start.
-        result: Result<crate::containerizer::ContainerInfo, String>,
+        result: Result<crate::containerizer::ContainerInfo, crate::containerizer::ContainerError>,
     },
     /// A task's process ended (internal).
     Exited {

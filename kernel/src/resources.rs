@@ -13,6 +13,30 @@ use serde::{Deserialize, Serialize};
 /// The unreserved role.
 pub const ANY_ROLE: &str = "*";
 
+/// Longest role name.
+pub const MAX_ROLE_LEN: usize = 64;
+
+/// Checks a role name as Mesos does: `*`, or 1-64 characters of letters, digits, `-`, `_`
+/// and `.`, not starting with `-` or `.`.
+pub fn validate_role(role: &str) -> Result<(), String> {
+    if role == ANY_ROLE {
+        return Ok(());
+    }
+    let ok = !role.is_empty()
+        && role.len() <= MAX_ROLE_LEN
+        && !role.starts_with(['-', '.'])
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "a role is `*` or 1-{MAX_ROLE_LEN} letters, digits, '-', '_' and '.', not starting with '-' or '.'"
+        ))
+    }
+}
+
 /// A set of ports, kept as sorted, disjoint, non-adjacent inclusive ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortSet(Vec<(u16, u16)>);

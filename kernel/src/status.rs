@@ -35,6 +35,10 @@ pub struct StatusUpdate {
     pub reason: Option<String>,
     /// Human-readable detail.
     pub message: String,
+    /// How the command's process ended, shell-style, for an update that reports it:
+    /// its exit status, 128 + N for a death by signal N, 126 when the command could not
+    /// be executed, 127 when it was not found.
+    pub exit_code: Option<i32>,
     /// Wall-clock milliseconds since the Unix epoch, for people.
     pub unix_ms: u64,
 }
@@ -159,6 +163,7 @@ mod tests {
             state,
             reason: None,
             message: String::new(),
+            exit_code: None,
             unix_ms: 0,
         }
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use plexus_kernel::containerizer::cgroups::{CgroupMode, TaskCgroup};
 use plexus_kernel::containerizer::shim::{self, ExitRecord};
 use plexus_kernel::containerizer::{
-    classify, ContainerInfo, Containerizer, LaunchSpec, ProcessContainerizer, REASON_LAUNCH_FAILED,
-    REASON_MEMORY,
+    classify, ContainerError, ContainerInfo, Containerizer, LaunchSpec, ProcessContainerizer,
+    REASON_LAUNCH_FAILED, REASON_MEMORY,
 };
 use plexus_kernel::resources::Resources;
 use plexus_kernel::task::TaskState;
@@ -319,6 +319,7 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
         "PLEXUS_SANDBOX and the agent's environment are set, the sandbox is the working \
          directory, stdin is empty"
     );
+    // A command not found fails the launch itself, before anything runs.
     let missing =
         f.c.launch(LaunchSpec {
             task_id: "missing".into(),
@@ -326,14 +327,16 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
             resources: Resources::new(0.1, 32),
         })
         .await
-        .unwrap();
-    let (st, reason, msg) = end(&f.c, &missing, false).await;
-    assert_eq!(
-        (st, reason),
-        (TaskState::Failed, Some(REASON_LAUNCH_FAILED)),
-        "{msg}"
+        .unwrap_err();
+    assert!(
+        matches!(&missing, ContainerError::NotFound { command, .. } if command == "no-such-command-anywhere"),
+        "{missing}"
     );
-    assert!(msg.contains("not found in PATH"), "{msg}");
+    assert_eq!(missing.exit_code(), 127);
+    assert!(
+        missing.to_string().contains("not found in PATH"),
+        "{missing}"
+    );
 }
 
 #[tokio::test]

@@ -169,6 +169,7 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
                 name: None,
                 argv: vec!["/bin/sh".into(), "-c".into(), format!("echo job {i}")],
                 resources: Resources::new(0.5, 64),
+                role: None,
             })
             .unwrap()
         })
@@ -191,6 +192,7 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
             name: Some("huge".into()),
             argv: vec!["true".into()],
             resources: Resources::new(1.0, 100_000),
+            role: None,
         })
         .unwrap();
     wait_jobs(&jobs, |js| {

@@ -46,7 +46,7 @@ pub const REASON_LAUNCH_FAILED: &str = "REASON_CONTAINER_LAUNCH_FAILED";
 pub const REASON_KILLED: &str = "REASON_TASK_KILLED";
 
 /// Errors of launching.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ContainerError {
     /// The sandbox or cgroup could not be prepared, or the shim not started.
     #[error("launch of task {task} failed: {reason}")]
@@ -56,6 +56,37 @@ pub enum ContainerError {
         /// Why.
         reason: String,
     },
+    /// The command is not an executable file, or not found in the agent's `PATH`.
+    #[error("launch of task {task} failed: command {command:?} {why}")]
+    NotFound {
+        /// The task.
+        task: String,
+        /// The command (`argv[0]`).
+        command: String,
+        /// `not found in PATH`, or what else is wrong with it.
+        why: String,
+    },
+}
+
+impl ContainerError {
+    /// The shell's exit code for this failure: 127 for a command not found, else 126
+    /// (found but could not be run).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::NotFound { .. } => 127,
+            ContainerError::Launch { .. } => 126,
+        }
+    }
+}
+
+/// The shell-style exit code of an exit: its status, 128 + N for signal N, 126 when the
+/// shim could not start the command; `None` when the shim recorded nothing.
+pub fn exit_code(exit: &ExitInfo) -> Option<i32> {
+    match exit.record.as_ref()? {
+        ExitRecord::Exited(c) => Some(*c),
+        ExitRecord::Signaled(s) => Some(128 + s),
+        ExitRecord::LaunchFailed(_) => Some(126),
+    }
 }
 
 /// What to launch.
@@ -389,6 +420,15 @@ impl ProcessContainerizer {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(fail("empty command".into()));
         }
+        // A command that cannot be found fails the launch, before the task is RUNNING.
+        // (The shim looks it up again in the same PATH when it starts it.)
+        spawn::resolve(std::ffi::OsStr::new(&spec.argv[0])).map_err(|e| {
+            ContainerError::NotFound {
+                task: spec.task_id.clone(),
+                command: spec.argv[0].clone(),
+                why: e.to_string(),
+            }
+        })?;
         let sandbox = self.sandboxes.join(&spec.task_id);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;

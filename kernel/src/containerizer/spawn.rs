@@ -52,7 +52,7 @@ fn cstr(s: &OsStr) -> std::io::Result<CString> {
 
 /// `argv[0]` as a path to execute: itself when it has a `/`, else the first executable
 /// of that name in `PATH`.
-fn resolve(prog: &OsStr) -> std::io::Result<PathBuf> {
+pub(crate) fn resolve(prog: &OsStr) -> std::io::Result<PathBuf> {
     if prog.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(prog));
     }
