@@ -134,6 +134,7 @@ impl SimState {
             std::mem::take(&mut self.scratch)
         };
         buf.clear();
+        // Writing to a String cannot fail.
         let _ = write!(buf, "{:>8}.{:03}ms {line}", t / 1000, t % 1000);
         self.hash = fnv_from(self.hash, buf.as_bytes());
         self.hash = fnv_from(self.hash, b"\n");
