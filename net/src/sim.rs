@@ -134,13 +134,13 @@ impl SimState {
             std::mem::take(&mut self.scratch)
         };
         buf.clear();
-        // Writing to a String cannot fail.
-        let _ = write!(buf, "{:>8}.{:03}ms {line}", t / 1000, t % 1000);
+        write!(buf, "{:>8}.{:03}ms {line}", t / 1000, t % 1000).expect("a String takes any write");
         self.hash = fnv_from(self.hash, buf.as_bytes());
         self.hash = fnv_from(self.hash, b"\n");
         self.lines += 1;
         if let (true, Some((from, to, chunk)), Some(d)) = (self.keep > 0, chunk, &self.describe) {
-            let _ = write!(buf, " [{}]", describe_chunk(from, to, chunk, d));
+            write!(buf, " [{}]", describe_chunk(from, to, chunk, d))
+                .expect("a String takes any write");
         }
         if self.keep > 0 {
             self.trace.push_back(buf);
