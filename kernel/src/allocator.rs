@@ -281,6 +281,21 @@ impl Allocator {
         self.clear_filters(f);
     }
 
+    /// Everything allocated to a framework (offered or used by its tasks), over all
+    /// agents.
+    pub fn allocated_to(&self, framework: &str) -> Result<Resources, AllocatorError> {
+        let f = self.framework(framework)?;
+        let mut sum = Resources::default();
+        for r in self
+            .allocations
+            .range((f, 0)..=(f, Ix::MAX))
+            .map(|(_, r)| r)
+        {
+            sum.add(&r.total());
+        }
+        Ok(sum)
+    }
+
     /// Sets a role's weight (default 1).
     pub fn set_weight(&mut self, role: &str, weight: f64) {
         let r = self.role(role);

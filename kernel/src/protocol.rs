@@ -111,6 +111,50 @@ pub struct AgentRegistration {
     pub isolation: String,
 }
 
+/// What a framework asks of the master (see [`MasterMsg::Framework`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FrameworkCall {
+    /// Accept offers, launching tasks on them; leftovers are declined with `refuse_secs`.
+    Accept {
+        /// Offers used (all of one agent).
+        offer_ids: Vec<String>,
+        /// Tasks to launch.
+        tasks: Vec<TaskSpec>,
+        /// Decline filter for what is left.
+        refuse_secs: f64,
+    },
+    /// Decline offers.
+    Decline {
+        /// Offers declined.
+        offer_ids: Vec<String>,
+        /// Do not offer these agents again to this framework for this long.
+        refuse_secs: f64,
+    },
+    /// Kill a task.
+    Kill {
+        /// The task.
+        task_id: String,
+    },
+    /// Acknowledge a status update.
+    Acknowledge {
+        /// The task.
+        task_id: String,
+        /// The update's uuid.
+        uuid: u64,
+    },
+    /// Ask for the state of tasks (empty: all of the framework's: implicit reconciliation).
+    Reconcile {
+        /// Tasks to reconcile.
+        task_ids: Vec<String>,
+    },
+    /// Stop offers to the framework.
+    Suppress,
+    /// Resume offers and clear filters.
+    Revive,
+    /// The framework is done: its tasks are killed and it is removed.
+    Teardown,
+}
+
 /// Messages to the master.
 #[derive(Debug, RemoteMessage)]
 pub enum MasterMsg {
@@ -127,63 +171,12 @@ pub enum MasterMsg {
         /// Answers the framework id, or why it is refused.
         reply: RpcReplyPort<Result<String, String>>,
     },
-    /// Accept offers, launching tasks on them; leftovers are declined with `refuse_secs`.
-    Accept {
+    /// A framework's request.
+    Framework {
         /// The framework.
         framework_id: String,
-        /// Offers used (all of one agent).
-        offer_ids: Vec<String>,
-        /// Tasks to launch.
-        tasks: Vec<TaskSpec>,
-        /// Decline filter for what is left.
-        refuse_secs: f64,
-    },
-    /// Decline offers.
-    Decline {
-        /// The framework.
-        framework_id: String,
-        /// Offers declined.
-        offer_ids: Vec<String>,
-        /// Do not offer these agents again to this framework for this long.
-        refuse_secs: f64,
-    },
-    /// Kill a task.
-    Kill {
-        /// The framework.
-        framework_id: String,
-        /// The task.
-        task_id: String,
-    },
-    /// Acknowledge a status update.
-    Acknowledge {
-        /// The framework.
-        framework_id: String,
-        /// The task.
-        task_id: String,
-        /// The update's uuid.
-        uuid: u64,
-    },
-    /// Ask for the state of tasks (empty: all of the framework's: implicit reconciliation).
-    Reconcile {
-        /// The framework.
-        framework_id: String,
-        /// Tasks to reconcile.
-        task_ids: Vec<String>,
-    },
-    /// Stop offers to the framework.
-    Suppress {
-        /// The framework.
-        framework_id: String,
-    },
-    /// Resume offers and clear filters.
-    Revive {
-        /// The framework.
-        framework_id: String,
-    },
-    /// The framework is done: its tasks are killed and it is removed.
-    Teardown {
-        /// The framework.
-        framework_id: String,
+        /// What it asks.
+        call: FrameworkCall,
     },
     /// The cluster's state (for the API).
     State(RpcReplyPort<ClusterState>),

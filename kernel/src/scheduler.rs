@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use plexus_actors::Node;
 
@@ -45,10 +45,21 @@ impl DriverHandle {
         &self.framework_id
     }
 
+    /// Sends a request to the master. A master that cannot be reached loses it; the
+    /// driver re-subscribes when the master is back and reconciles.
+    fn call(&self, call: FrameworkCall) {
+        let msg = MasterMsg::Framework {
+            framework_id: self.framework_id.clone(),
+            call,
+        };
+        if let Err(e) = self.master.cast(msg) {
+            debug!(framework = %self.framework_id, "master unreachable: {e}");
+        }
+    }
+
     /// Launches `tasks` on the offers (of one agent); the rest is declined for `refuse`.
     pub fn launch(&self, offer_ids: Vec<String>, tasks: Vec<TaskSpec>, refuse: Duration) {
-        let _ = self.master.cast(MasterMsg::Accept {
-            framework_id: self.framework_id.clone(),
+        self.call(FrameworkCall::Accept {
             offer_ids,
             tasks,
             refuse_secs: refuse.as_secs_f64(),
@@ -57,8 +68,7 @@ impl DriverHandle {
 
     /// Declines offers; their agents are not offered again for `refuse`.
     pub fn decline(&self, offer_ids: Vec<String>, refuse: Duration) {
-        let _ = self.master.cast(MasterMsg::Decline {
-            framework_id: self.framework_id.clone(),
+        self.call(FrameworkCall::Decline {
             offer_ids,
             refuse_secs: refuse.as_secs_f64(),
         });
@@ -66,16 +76,14 @@ impl DriverHandle {
 
     /// Kills a task.
     pub fn kill(&self, task_id: &str) {
-        let _ = self.master.cast(MasterMsg::Kill {
-            framework_id: self.framework_id.clone(),
+        self.call(FrameworkCall::Kill {
             task_id: task_id.to_string(),
         });
     }
 
     /// Acknowledges an update explicitly (the driver does it implicitly by default).
     pub fn acknowledge(&self, u: &StatusUpdate) {
-        let _ = self.master.cast(MasterMsg::Acknowledge {
-            framework_id: self.framework_id.clone(),
+        self.call(FrameworkCall::Acknowledge {
             task_id: u.task_id.clone(),
             uuid: u.uuid,
         });
@@ -83,31 +91,22 @@ impl DriverHandle {
 
     /// Asks for the state of `task_ids` (empty: every task of the framework).
     pub fn reconcile(&self, task_ids: Vec<String>) {
-        let _ = self.master.cast(MasterMsg::Reconcile {
-            framework_id: self.framework_id.clone(),
-            task_ids,
-        });
+        self.call(FrameworkCall::Reconcile { task_ids });
     }
 
     /// Stops offers.
     pub fn suppress(&self) {
-        let _ = self.master.cast(MasterMsg::Suppress {
-            framework_id: self.framework_id.clone(),
-        });
+        self.call(FrameworkCall::Suppress);
     }
 
     /// Resumes offers and clears decline filters.
     pub fn revive(&self) {
-        let _ = self.master.cast(MasterMsg::Revive {
-            framework_id: self.framework_id.clone(),
-        });
+        self.call(FrameworkCall::Revive);
     }
 
     /// Ends the framework: its tasks are killed.
     pub fn teardown(&self) {
-        let _ = self.master.cast(MasterMsg::Teardown {
-            framework_id: self.framework_id.clone(),
-        });
+        self.call(FrameworkCall::Teardown);
     }
 }
 

@@ -1,0 +1,260 @@
+//! The `Master` actor: glue between the node's messages and [`MasterCore`].
+//!
+//! It resolves the actors of registering agents and subscribing schedulers, watches them
+//! with monitors, turns every message into a core [`Event`] stamped with the time, and
+//! carries out the core's [`Effect`]s. It decides nothing itself.
+
+use std::collections::BTreeMap;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use plexus_actors::Node;
+
+use super::config::MasterConfig;
+use super::core::{Effect, Event, MasterCore, Now, ToAgent, ToScheduler};
+use crate::protocol::*;
+
+/// Period of the master's tick (timeouts, table eviction).
+pub const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The master actor.
+pub struct Master {
+    node: Node,
+    cfg: MasterConfig,
+}
+
+impl Master {
+    /// A master on `node`.
+    pub fn new(node: Node, cfg: MasterConfig) -> Self {
+        Master { node, cfg }
+    }
+}
+
+enum Watched {
+    Agent(String),
+    Framework(String),
+}
+
+/// The master actor's state: the core, and the actors its ids stand for.
+pub struct MasterState {
+    core: MasterCore,
+    start: Instant,
+    agents: BTreeMap<String, ActorRef<AgentMsg>>,
+    schedulers: BTreeMap<String, ActorRef<SchedulerMsg>>,
+    watched: BTreeMap<ActorId, Watched>,
+}
+
+impl MasterState {
+    fn now(&self) -> Now {
+        Now {
+            elapsed: self.start.elapsed(),
+            unix_ms: plexus_net::clock::unix_ms(),
+        }
+    }
+
+    fn handle(&mut self, me: &ActorRef<MasterMsg>, ev: Event) {
+        let now = self.now();
+        self.core.handle(now, ev);
+        self.carry_out(me);
+    }
+
+    fn carry_out(&mut self, me: &ActorRef<MasterMsg>) {
+        while let Some(e) = self.core.poll_effect() {
+            match e {
+                Effect::Scheduler { framework_id, msg } => {
+                    if let Some(s) = self.schedulers.get(&framework_id) {
+                        if let Err(e) = s.cast(scheduler_msg(msg)) {
+                            // Its monitor reports the loss; the core hears it then.
+                            debug!(framework = %framework_id, "scheduler unreachable: {e}");
+                        }
+                    }
+                }
+                Effect::Agent { agent_id, msg } => {
+                    if let Some(a) = self.agents.get(&agent_id) {
+                        if let Err(e) = a.cast(agent_msg(msg)) {
+                            debug!(agent = %agent_id, "agent unreachable: {e}");
+                        }
+                    }
+                }
+                Effect::AllocateAfter(delay) => {
+                    me.send_after(delay, || MasterMsg::Allocate);
+                }
+            }
+        }
+    }
+
+    fn watch(&mut self, me: &ActorRef<MasterMsg>, cell: ractor::ActorCell, w: Watched) {
+        me.get_cell().monitor(cell.clone());
+        self.watched.insert(cell.get_id(), w);
+    }
+}
+
+fn scheduler_msg(m: ToScheduler) -> SchedulerMsg {
+    match m {
+        ToScheduler::Subscribed(id) => SchedulerMsg::Subscribed(id),
+        ToScheduler::Offers(o) => SchedulerMsg::Offers(o),
+        ToScheduler::Rescind(id) => SchedulerMsg::Rescind(id),
+        ToScheduler::Update(u) => SchedulerMsg::Update(u),
+        ToScheduler::Error(e) => SchedulerMsg::Error(e),
+    }
+}
+
+fn agent_msg(m: ToAgent) -> AgentMsg {
+    match m {
+        ToAgent::Registered => AgentMsg::Registered,
+        ToAgent::Run {
+            framework_id,
+            spec,
+            resources,
+        } => AgentMsg::Run {
+            framework_id,
+            spec,
+            resources,
+        },
+        ToAgent::Kill { task_id } => AgentMsg::Kill { task_id },
+        ToAgent::Ack { task_id, uuid } => AgentMsg::Ack { task_id, uuid },
+    }
+}
+
+impl Master {
+    async fn register_agent(
+        &self,
+        me: &ActorRef<MasterMsg>,
+        st: &mut MasterState,
+        reg: AgentRegistration,
+    ) {
+        let actor = match self
+            .node
+            .whereis::<AgentMsg>(&agent_name(&reg.agent_id))
+            .await
+        {
+            Ok(Some(a)) => a,
+            other => {
+                warn!(agent = %reg.agent_id, "cannot reach registering agent: {other:?}");
+                return;
+            }
+        };
+        st.watch(me, actor.get_cell(), Watched::Agent(reg.agent_id.clone()));
+        st.agents.insert(reg.agent_id.clone(), actor);
+        st.handle(me, Event::AgentRegistered(reg));
+    }
+
+    async fn subscribe(
+        &self,
+        me: &ActorRef<MasterMsg>,
+        st: &mut MasterState,
+        info: FrameworkInfo,
+        scheduler: String,
+    ) -> Result<String, String> {
+        let sched = match self.node.whereis::<SchedulerMsg>(&scheduler).await {
+            Ok(Some(s)) => s,
+            other => return Err(format!("cannot reach scheduler {scheduler:?}: {other:?}")),
+        };
+        let id = st.core.subscribe(info).map_err(|e| e.to_string())?;
+        st.watch(me, sched.get_cell(), Watched::Framework(id.clone()));
+        st.schedulers.insert(id.clone(), sched);
+        st.carry_out(me);
+        Ok(id)
+    }
+}
+
+impl Actor for Master {
+    type Msg = MasterMsg;
+    type State = MasterState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<MasterMsg>,
+        _: (),
+    ) -> Result<MasterState, ActorProcessingErr> {
+        self.node.register(MASTER_NAME, &me)?;
+        me.send_interval(TICK_INTERVAL, || MasterMsg::Tick);
+        me.send_interval(self.cfg.allocation_interval, || MasterMsg::Allocate);
+        Ok(MasterState {
+            core: MasterCore::new(self.cfg.clone()),
+            start: Instant::now(),
+            agents: BTreeMap::new(),
+            schedulers: BTreeMap::new(),
+            watched: BTreeMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<MasterMsg>,
+        msg: MasterMsg,
+        st: &mut MasterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MasterMsg::RegisterAgent(reg) => self.register_agent(&me, st, reg).await,
+            MasterMsg::Subscribe {
+                info,
+                scheduler,
+                reply,
+            } => {
+                let r = self.subscribe(&me, st, info, scheduler).await;
+                if reply.send(r).is_err() {
+                    debug!("subscriber left before its answer");
+                }
+            }
+            MasterMsg::State(reply) => {
+                if reply.send(st.core.state()).is_err() {
+                    debug!("state asker left before its answer");
+                }
+            }
+            MasterMsg::Allocate => {
+                let t = std::time::Instant::now();
+                st.handle(&me, Event::Allocate);
+                st.core
+                    .set_last_allocation_us(t.elapsed().as_micros() as u64);
+            }
+            MasterMsg::Update(u) => st.handle(&me, Event::Update(u)),
+            MasterMsg::Framework { framework_id, call } => {
+                st.handle(&me, Event::Framework { framework_id, call })
+            }
+            MasterMsg::Tick => st.handle(&me, Event::Tick),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<MasterMsg>,
+        evt: SupervisionEvent,
+        st: &mut MasterState,
+    ) -> Result<(), ActorProcessingErr> {
+        let cell = match &evt {
+            SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) => {
+                c.clone()
+            }
+            _ => return Ok(()),
+        };
+        // Only the current actor of an agent or framework speaks for it.
+        match st.watched.remove(&cell.get_id()) {
+            Some(Watched::Agent(id))
+                if st
+                    .agents
+                    .get(&id)
+                    .is_some_and(|a| a.get_id() == cell.get_id()) =>
+            {
+                st.agents.remove(&id);
+                st.handle(&me, Event::AgentLost { agent_id: id });
+            }
+            Some(Watched::Framework(id))
+                if st
+                    .schedulers
+                    .get(&id)
+                    .is_some_and(|s| s.get_id() == cell.get_id()) =>
+            {
+                st.schedulers.remove(&id);
+                st.handle(&me, Event::FrameworkDisconnected { framework_id: id });
+            }
+            Some(_) => {}
+            None => {}
+        }
+        Ok(())
+    }
+}

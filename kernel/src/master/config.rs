@@ -1,0 +1,42 @@
+//! The master's tunables.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::resources::Resources;
+
+/// Master tunables.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// How long an unreachable agent's tasks wait before they are `TASK_GONE`.
+    pub agent_removal_timeout: Duration,
+    /// Longest pause between allocation cycles.
+    pub allocation_interval: Duration,
+    /// Delay that batches events into one allocation cycle (in a large cluster, at
+    /// least 20 µs per agent, so that allocation keeps up with events).
+    pub allocation_batch: Duration,
+    /// DRF weights of roles (roles not listed weigh 1).
+    pub weights: BTreeMap<String, f64>,
+    /// Quota limits of roles.
+    pub quotas: BTreeMap<String, Resources>,
+    /// Ended tasks kept in the task table (the oldest are forgotten first; a framework
+    /// reconciling a forgotten task hears `TASK_UNKNOWN`, as from Mesos).
+    pub max_completed_tasks: usize,
+    /// Most offers one framework gets per allocation cycle (0: no limit); see
+    /// [`crate::allocator::Allocator::set_offer_limit`].
+    pub offer_limit: u32,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            agent_removal_timeout: Duration::from_secs(60),
+            allocation_interval: Duration::from_secs(1),
+            allocation_batch: Duration::from_millis(2),
+            weights: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            max_completed_tasks: 10_000,
+            offer_limit: 64,
+        }
+    }
+}

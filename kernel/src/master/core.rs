@@ -1,0 +1,1050 @@
+//! [`MasterCore`]: every decision the master makes, as a plain state machine.
+//!
+//! The core is sans-IO in the way quinn-proto and openraft's engine are: the caller feeds
+//! it [`Event`]s with the time they happen at ([`Now`]), and drains the [`Effect`]s they
+//! cause (a message to a scheduler, a message to an agent, "run an allocation cycle after
+//! this delay"). It never reads a clock, sends a message or spawns anything; ids are
+//! minted from a counter it owns. Fed the same events at the same times it makes the same
+//! decisions, which is what lets the simulator replay a seed and lets a replicated master
+//! apply one log on every replica.
+//!
+//! It owns the agent registry, the frameworks, the task table, the offer book and the
+//! allocator. The invariant binding them — each framework's allocation in the allocator is
+//! exactly its live tasks' resources plus its outstanding offers — is checked after every
+//! event in debug builds (and so in every simulation), naming the event that broke it.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::config::MasterConfig;
+use super::offers::OfferBook;
+use super::tasks::{TaskRecord, TaskTable, TransitionError};
+use crate::allocator::{Allocator, AllocatorError};
+use crate::protocol::{
+    AgentRegistration, AgentState, AgentTask, ClusterState, FrameworkCall, FrameworkInfo,
+    FrameworkState, Offer, TaskSpec,
+};
+use crate::resources::{Resources, RoleResources};
+use crate::status::StatusUpdate;
+use crate::task::TaskState;
+
+/// Longest decline filter a framework may ask for.
+pub const MAX_REFUSE_SECS: f64 = 86_400.0;
+/// Per-agent share of the allocation batch delay (a cycle scans every agent).
+pub const ALLOCATION_BATCH_PER_AGENT: Duration = Duration::from_micros(20);
+
+/// The time an event happens at, as the caller's clocks read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    /// Time since the master started (monotonic): timeouts and filters run on it.
+    pub elapsed: Duration,
+    /// Wall-clock milliseconds since the Unix epoch: only stamped on updates for people.
+    pub unix_ms: u64,
+}
+
+/// Something that happened, for the core to decide on.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An agent registered or re-registered (its actor is reachable).
+    AgentRegistered(AgentRegistration),
+    /// The current connection to an agent was lost.
+    AgentLost {
+        /// The agent.
+        agent_id: String,
+    },
+    /// A status update from an agent.
+    Update(StatusUpdate),
+    /// The current connection to a framework's scheduler was lost.
+    FrameworkDisconnected {
+        /// The framework.
+        framework_id: String,
+    },
+    /// A framework's request.
+    Framework {
+        /// The framework.
+        framework_id: String,
+        /// What it asks.
+        call: FrameworkCall,
+    },
+    /// Time for an allocation cycle.
+    Allocate,
+    /// The periodic tick: timeouts and table eviction.
+    Tick,
+}
+
+/// A message for a framework's scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToScheduler {
+    /// Subscribed under this id.
+    Subscribed(String),
+    /// New offers.
+    Offers(Vec<Offer>),
+    /// An offer is withdrawn.
+    Rescind(String),
+    /// A task's status changed.
+    Update(StatusUpdate),
+    /// A request was refused.
+    Error(String),
+}
+
+/// A message for an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToAgent {
+    /// Its registration is accepted.
+    Registered,
+    /// Launch a task.
+    Run {
+        /// The task's framework.
+        framework_id: String,
+        /// The task.
+        spec: TaskSpec,
+        /// What it was given.
+        resources: RoleResources,
+    },
+    /// Kill a task.
+    Kill {
+        /// The task.
+        task_id: String,
+    },
+    /// A status update was acknowledged.
+    Ack {
+        /// The task.
+        task_id: String,
+        /// The update.
+        uuid: u64,
+    },
+}
+
+/// What the caller carries out for the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send to a connected framework's scheduler.
+    Scheduler {
+        /// The framework.
+        framework_id: String,
+        /// The message.
+        msg: ToScheduler,
+    },
+    /// Send to an active agent.
+    Agent {
+        /// The agent.
+        agent_id: String,
+        /// The message.
+        msg: ToAgent,
+    },
+    /// Feed [`Event::Allocate`] after this delay.
+    AllocateAfter(Duration),
+}
+
+/// Why a framework could not subscribe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The framework has no name.
+    #[error("a framework needs a name")]
+    NoName,
+    /// The framework has no role.
+    #[error("a framework needs a role (`*` for none)")]
+    NoRole,
+    /// It re-subscribes with an id this master does not know.
+    #[error("unknown framework id {0:?} (its failover timeout may have passed)")]
+    UnknownFramework(String),
+    /// The allocator refused it.
+    #[error(transparent)]
+    Allocator(#[from] AllocatorError),
+}
+
+/// Whether an agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Registered and connected.
+    Active,
+    /// Its connection was lost at `since`; its tasks are `TASK_UNREACHABLE`.
+    Unreachable {
+        /// When, on the core's clock.
+        since: Duration,
+    },
+}
+
+struct AgentEntry {
+    hostname: String,
+    total: RoleResources,
+    status: AgentStatus,
+    isolation: String,
+}
+
+struct FrameworkEntry {
+    info: FrameworkInfo,
+    /// `None` while connected; when the connection was lost otherwise.
+    disconnected_since: Option<Duration>,
+}
+
+/// The master's state and rules; see the [module docs](self).
+pub struct MasterCore {
+    cfg: MasterConfig,
+    agents: BTreeMap<String, AgentEntry>,
+    frameworks: BTreeMap<String, FrameworkEntry>,
+    offers: OfferBook,
+    tasks: TaskTable,
+    allocator: Allocator,
+    alloc_pending: bool,
+    next_id: u64,
+    last_alloc_us: u64,
+    out: VecDeque<Effect>,
+}
+
+impl MasterCore {
+    /// A master with no agents, frameworks or tasks.
+    pub fn new(cfg: MasterConfig) -> Self {
+        let mut allocator = Allocator::new();
+        allocator.set_offer_limit(cfg.offer_limit);
+        for (role, w) in &cfg.weights {
+            allocator.set_weight(role, *w);
+        }
+        for (role, q) in &cfg.quotas {
+            allocator.set_quota(role, Some(q.clone()));
+        }
+        MasterCore {
+            cfg,
+            agents: BTreeMap::new(),
+            frameworks: BTreeMap::new(),
+            offers: OfferBook::default(),
+            tasks: TaskTable::default(),
+            allocator,
+            alloc_pending: false,
+            next_id: 0,
+            last_alloc_us: 0,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next effect to carry out, oldest first.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.out.pop_front()
+    }
+
+    /// Records how long the last allocation cycle took (measured by the caller).
+    pub fn set_last_allocation_us(&mut self, us: u64) {
+        self.last_alloc_us = us;
+    }
+
+    /// Whether `agent_id` is registered and connected.
+    pub fn agent_status(&self, agent_id: &str) -> Option<AgentStatus> {
+        self.agents.get(agent_id).map(|a| a.status)
+    }
+
+    /// Whether `framework_id` is known and connected.
+    pub fn framework_connected(&self, framework_id: &str) -> Option<bool> {
+        self.frameworks
+            .get(framework_id)
+            .map(|f| f.disconnected_since.is_none())
+    }
+
+    /// Decides on one event.
+    pub fn handle(&mut self, now: Now, ev: Event) {
+        #[cfg(debug_assertions)]
+        let seen = ev.clone();
+        match ev {
+            Event::AgentRegistered(reg) => self.register_agent(now, reg),
+            Event::AgentLost { agent_id } => self.agent_lost(now, &agent_id),
+            Event::Update(u) => self.update(now, u),
+            Event::FrameworkDisconnected { framework_id } => {
+                self.framework_disconnected(now, &framework_id)
+            }
+            Event::Framework { framework_id, call } => {
+                self.framework_call(now, &framework_id, call)
+            }
+            Event::Allocate => self.allocate(now),
+            Event::Tick => self.tick(now),
+        }
+        #[cfg(debug_assertions)]
+        if let Err(e) = self.check_books() {
+            panic!("master books broken by {seen:?}: {e}");
+        }
+    }
+
+    fn framework_call(&mut self, now: Now, fw: &str, call: FrameworkCall) {
+        match call {
+            FrameworkCall::Accept {
+                offer_ids,
+                tasks,
+                refuse_secs,
+            } => self.accept(now, fw, &offer_ids, tasks, refuse_secs),
+            FrameworkCall::Decline {
+                offer_ids,
+                refuse_secs,
+            } => self.decline(now, fw, &offer_ids, refuse_secs),
+            FrameworkCall::Kill { task_id } => self.kill(fw, task_id),
+            FrameworkCall::Acknowledge { task_id, uuid } => self.acknowledge(fw, task_id, uuid),
+            FrameworkCall::Reconcile { task_ids } => self.reconcile(now, fw, task_ids),
+            FrameworkCall::Suppress => {
+                if let Err(e) = self.allocator.suppress(fw) {
+                    self.refuse(fw, format!("suppress: {e}"));
+                }
+            }
+            FrameworkCall::Revive => match self.allocator.revive(fw) {
+                Ok(()) => self.schedule_allocation(),
+                Err(e) => self.refuse(fw, format!("revive: {e}")),
+            },
+            FrameworkCall::Teardown => self.remove_framework(fw),
+        }
+    }
+
+    /// A framework subscribes (or re-subscribes with its id); returns its id.
+    pub fn subscribe(&mut self, info: FrameworkInfo) -> Result<String, SubscribeError> {
+        if info.name.trim().is_empty() {
+            return Err(SubscribeError::NoName);
+        }
+        if info.role.trim().is_empty() {
+            return Err(SubscribeError::NoRole);
+        }
+        let id = match &info.id {
+            Some(id) => {
+                let f = self
+                    .frameworks
+                    .get_mut(id)
+                    .ok_or_else(|| SubscribeError::UnknownFramework(id.clone()))?;
+                f.disconnected_since = None;
+                // Its offers were rescinded and it was suppressed when it disconnected.
+                self.allocator.revive(id)?;
+                info!(framework = %id, "framework re-subscribed");
+                id.clone()
+            }
+            None => {
+                let id = self.mint("fw");
+                self.allocator.add_framework(&id, &info.role)?;
+                info!(framework = %id, name = %info.name, role = %info.role, "framework subscribed");
+                self.frameworks.insert(
+                    id.clone(),
+                    FrameworkEntry {
+                        info: FrameworkInfo {
+                            id: Some(id.clone()),
+                            ..info
+                        },
+                        disconnected_since: None,
+                    },
+                );
+                id
+            }
+        };
+        self.tell_scheduler(&id, ToScheduler::Subscribed(id.clone()));
+        self.schedule_allocation();
+        Ok(id)
+    }
+
+    /// The cluster as operators see it.
+    pub fn state(&self) -> ClusterState {
+        let mut used = Resources::default();
+        for t in self.tasks.values().filter(|t| !t.is_terminal()) {
+            used.add(&t.resources.total());
+        }
+        for o in self.offers.values() {
+            used.add(&o.resources.total());
+        }
+        let shares = self.allocator.shares();
+        ClusterState {
+            agents: self
+                .agents
+                .iter()
+                .map(|(id, a)| AgentState {
+                    id: id.clone(),
+                    hostname: a.hostname.clone(),
+                    status: match a.status {
+                        AgentStatus::Active => "active".into(),
+                        AgentStatus::Unreachable { .. } => "unreachable".into(),
+                    },
+                    total: a.total.total(),
+                    free: self
+                        .allocator
+                        .available(id)
+                        .map(|r| r.total())
+                        .unwrap_or_default(),
+                    isolation: a.isolation.clone(),
+                })
+                .collect(),
+            frameworks: self
+                .frameworks
+                .iter()
+                .map(|(id, f)| FrameworkState {
+                    id: id.clone(),
+                    name: f.info.name.clone(),
+                    role: f.info.role.clone(),
+                    status: if f.disconnected_since.is_none() {
+                        "connected".into()
+                    } else {
+                        "disconnected".into()
+                    },
+                    share: shares.get(id).copied().unwrap_or(0.0),
+                })
+                .collect(),
+            tasks: self.tasks.values().map(TaskRecord::info).collect(),
+            total: self.allocator.total().clone(),
+            used,
+            offers_outstanding: self.offers.len(),
+            offers: self.offers.values().cloned().collect(),
+            last_allocation_us: self.last_alloc_us,
+        }
+    }
+
+    fn mint(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{}", self.next_id)
+    }
+
+    /// How long events are batched before an allocation cycle.
+    fn batch(&self) -> Duration {
+        let agents = u32::try_from(self.agents.len()).unwrap_or(u32::MAX);
+        self.cfg
+            .allocation_batch
+            .max(ALLOCATION_BATCH_PER_AGENT.saturating_mul(agents))
+    }
+
+    fn schedule_allocation(&mut self) {
+        if !self.alloc_pending {
+            self.alloc_pending = true;
+            self.out.push_back(Effect::AllocateAfter(self.batch()));
+        }
+    }
+
+    fn tell_scheduler(&mut self, framework_id: &str, msg: ToScheduler) {
+        if self.framework_connected(framework_id) == Some(true) {
+            self.out.push_back(Effect::Scheduler {
+                framework_id: framework_id.to_string(),
+                msg,
+            });
+        }
+    }
+
+    fn tell_agent(&mut self, agent_id: &str, msg: ToAgent) {
+        if self.agent_status(agent_id) == Some(AgentStatus::Active) {
+            self.out.push_back(Effect::Agent {
+                agent_id: agent_id.to_string(),
+                msg,
+            });
+        }
+    }
+
+    fn refuse(&mut self, framework_id: &str, message: String) {
+        debug!(framework = framework_id, "refused: {message}");
+        self.tell_scheduler(framework_id, ToScheduler::Error(message));
+    }
+
+    /// Gives resources a framework held on an agent back to the allocator. Failing is
+    /// expected only when the framework or the agent has left the allocator (their
+    /// books were dropped with them); anything else is a broken book.
+    fn recover(
+        &mut self,
+        now: Now,
+        framework_id: &str,
+        agent_id: &str,
+        resources: &RoleResources,
+        refuse: Option<Duration>,
+    ) {
+        if let Err(e) =
+            self.allocator
+                .recover(framework_id, agent_id, resources, refuse, now.elapsed)
+        {
+            let expected = !self.frameworks.contains_key(framework_id)
+                || self.agent_status(agent_id) != Some(AgentStatus::Active);
+            assert!(
+                expected,
+                "recovering {} of {framework_id} on {agent_id}: {e}",
+                resources.total()
+            );
+            debug!(
+                framework = framework_id,
+                agent = agent_id,
+                "nothing to recover: {e}"
+            );
+        }
+    }
+
+    /// A master-generated update (no acknowledgement expected: uuid 0).
+    fn master_update(
+        &mut self,
+        now: Now,
+        task_id: &str,
+        state: TaskState,
+        reason: &str,
+        message: String,
+    ) {
+        match self
+            .tasks
+            .transition(task_id, state, Some(reason.into()), message.clone())
+        {
+            Ok(()) => {}
+            Err(e) => {
+                debug!(task = task_id, "no master update to {state}: {e}");
+                return;
+            }
+        }
+        let t = self.tasks.get(task_id).expect("just moved");
+        let u = StatusUpdate {
+            uuid: 0,
+            task_id: task_id.to_string(),
+            framework_id: t.framework_id.clone(),
+            agent_id: t.agent_id.clone(),
+            state,
+            reason: Some(reason.into()),
+            message,
+            exit_code: None,
+            unix_ms: now.unix_ms,
+        };
+        let fw = t.framework_id.clone();
+        self.tell_scheduler(&fw, ToScheduler::Update(u));
+    }
+
+    /// A task that never reached an agent: recorded (if its id is free), reported, ended.
+    fn task_error(&mut self, now: Now, fw: &str, agent: &str, spec: &TaskSpec, message: String) {
+        let reason = Some(String::from("REASON_TASK_INVALID"));
+        if !self.tasks.contains(&spec.task_id) {
+            let mut t =
+                TaskRecord::new(fw, agent, spec, RoleResources::default(), TaskState::Error);
+            t.reason = reason.clone();
+            t.message = message.clone();
+            self.tasks.insert(t);
+        }
+        let u = StatusUpdate {
+            uuid: 0,
+            task_id: spec.task_id.clone(),
+            framework_id: fw.to_string(),
+            agent_id: agent.to_string(),
+            state: TaskState::Error,
+            reason,
+            message,
+            exit_code: None,
+            unix_ms: now.unix_ms,
+        };
+        self.tell_scheduler(fw, ToScheduler::Update(u));
+    }
+
+    fn rescind_agent_offers(&mut self, now: Now, agent: &str) {
+        for id in self.offers.of_agent(agent) {
+            if let Some(o) = self.offers.remove(&id) {
+                self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
+                self.tell_scheduler(&o.framework_id, ToScheduler::Rescind(id));
+            }
+        }
+    }
+
+    fn drop_framework_offers(&mut self, now: Now, fw: &str) {
+        for id in self.offers.of_framework(fw) {
+            if let Some(o) = self.offers.remove(&id) {
+                self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
+            }
+        }
+    }
+
+    fn register_agent(&mut self, now: Now, reg: AgentRegistration) {
+        let AgentRegistration {
+            agent_id,
+            hostname,
+            resources,
+            tasks,
+            isolation,
+        } = reg;
+        let reregister = self.agents.contains_key(&agent_id);
+        if self.agent_status(&agent_id) == Some(AgentStatus::Active) {
+            // Back before its old connection was seen to drop: what it was offered is
+            // void (the allocator starts its books afresh below).
+            self.rescind_agent_offers(now, &agent_id);
+        }
+        let reported: BTreeMap<String, AgentTask> = tasks
+            .into_iter()
+            .map(|t| (t.spec.task_id.clone(), t))
+            .collect();
+        self.reconcile_known(now, &agent_id, &reported);
+        let (used, stale) = self.adopt_reported(&agent_id, reported);
+        self.allocator
+            .add_agent(&agent_id, resources.clone(), &used);
+        info!(agent = %agent_id, %hostname, reregister, resources = %resources.total(), "agent registered");
+        self.agents.insert(
+            agent_id.clone(),
+            AgentEntry {
+                hostname,
+                total: resources,
+                status: AgentStatus::Active,
+                isolation,
+            },
+        );
+        self.tell_agent(&agent_id, ToAgent::Registered);
+        for task_id in stale {
+            warn!(task = %task_id, "killing a task the cluster already gave up on");
+            self.tell_agent(&agent_id, ToAgent::Kill { task_id });
+        }
+        self.schedule_allocation();
+    }
+
+    /// Tasks the master knew on a re-registering agent: those it reports come back,
+    /// those it no longer has are gone.
+    fn reconcile_known(
+        &mut self,
+        now: Now,
+        agent_id: &str,
+        reported: &BTreeMap<String, AgentTask>,
+    ) {
+        for id in self.tasks.live_of_agent(agent_id) {
+            match reported.get(&id) {
+                Some(t) if !t.state.is_terminal() => {
+                    if self.tasks.get(&id).map(TaskRecord::state) == Some(TaskState::Unreachable) {
+                        self.master_update(
+                            now,
+                            &id,
+                            t.state,
+                            "REASON_AGENT_REREGISTERED",
+                            format!("agent {agent_id} re-registered"),
+                        );
+                    }
+                }
+                // Ended while the agent was away: its own terminal update follows.
+                Some(_) => {}
+                None => self.master_update(
+                    now,
+                    &id,
+                    TaskState::Gone,
+                    "REASON_AGENT_REREGISTERED",
+                    "the agent no longer knows this task".into(),
+                ),
+            }
+        }
+    }
+
+    /// Takes in the tasks an agent reports; returns the resources they hold (by
+    /// framework) and the tasks to kill because the cluster already gave up on them.
+    fn adopt_reported(
+        &mut self,
+        agent_id: &str,
+        reported: BTreeMap<String, AgentTask>,
+    ) -> (Vec<(String, RoleResources)>, Vec<String>) {
+        let mut used = Vec::new();
+        let mut stale = Vec::new();
+        for (id, t) in reported {
+            let known_terminal = self.tasks.get(&id).map(TaskRecord::is_terminal);
+            if t.state.is_terminal() {
+                // Ended while the agent was away: its terminal update is on its way and
+                // frees the resources then, so until that they count as used.
+                if known_terminal == Some(false) {
+                    used.push((t.framework_id.clone(), t.resources.clone()));
+                }
+                continue;
+            }
+            if known_terminal == Some(true) {
+                // Already given up on (e.g. TASK_GONE while the agent was away): it must
+                // not run on unknown to its framework.
+                stale.push(id);
+                continue;
+            }
+            used.push((t.framework_id.clone(), t.resources.clone()));
+            if known_terminal.is_none() {
+                let mut rec = TaskRecord::new(
+                    &t.framework_id,
+                    agent_id,
+                    &t.spec,
+                    t.resources.clone(),
+                    t.state,
+                );
+                rec.message = "recovered from agent".into();
+                self.tasks.insert(rec);
+            }
+        }
+        (used, stale)
+    }
+
+    fn agent_lost(&mut self, now: Now, agent_id: &str) {
+        if self.agent_status(agent_id) != Some(AgentStatus::Active) {
+            return;
+        }
+        warn!(agent = agent_id, "agent unreachable");
+        self.rescind_agent_offers(now, agent_id);
+        self.allocator.remove_agent(agent_id);
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            a.status = AgentStatus::Unreachable { since: now.elapsed };
+        }
+        for id in self.tasks.live_of_agent(agent_id) {
+            self.master_update(
+                now,
+                &id,
+                TaskState::Unreachable,
+                "REASON_AGENT_DISCONNECTED",
+                format!("agent {agent_id} is unreachable"),
+            );
+        }
+    }
+
+    fn update(&mut self, now: Now, u: StatusUpdate) {
+        let Some(t) = self.tasks.get(&u.task_id) else {
+            warn!(task = %u.task_id, "update for an unknown task");
+            if u.uuid != 0 {
+                // Acknowledge it so the agent's stream does not resend it forever.
+                self.tell_agent(
+                    &u.agent_id,
+                    ToAgent::Ack {
+                        task_id: u.task_id,
+                        uuid: u.uuid,
+                    },
+                );
+            }
+            return;
+        };
+        let was_terminal = t.is_terminal();
+        let (fw, agent, res) = (
+            t.framework_id.clone(),
+            t.agent_id.clone(),
+            t.resources.clone(),
+        );
+        match self
+            .tasks
+            .transition(&u.task_id, u.state, u.reason.clone(), u.message.clone())
+        {
+            Ok(()) => {}
+            // A resent or late update: the framework still hears it (and acknowledges it).
+            Err(TransitionError::Illegal(e)) => {
+                debug!(task = %u.task_id, "update not applied: {e}")
+            }
+            Err(TransitionError::Unknown) => unreachable!("the task was just found"),
+        }
+        if u.state.is_terminal() && !was_terminal {
+            self.recover(now, &fw, &agent, &res, None);
+            self.schedule_allocation();
+        }
+        if self.frameworks.contains_key(&fw) {
+            self.tell_scheduler(&fw, ToScheduler::Update(u));
+        } else if u.uuid != 0 {
+            // Nobody is left to acknowledge it: the master does, so the agent's stream
+            // moves on (and reaches the task's terminal update).
+            self.tell_agent(
+                &agent,
+                ToAgent::Ack {
+                    task_id: u.task_id,
+                    uuid: u.uuid,
+                },
+            );
+        }
+    }
+
+    fn framework_disconnected(&mut self, now: Now, fw: &str) {
+        if self.framework_connected(fw) != Some(true) {
+            return;
+        }
+        warn!(framework = %fw, "framework disconnected");
+        self.drop_framework_offers(now, fw);
+        if let Err(e) = self.allocator.suppress(fw) {
+            unreachable!("a known framework is in the allocator: {e}");
+        }
+        if let Some(f) = self.frameworks.get_mut(fw) {
+            f.disconnected_since = Some(now.elapsed);
+        }
+        self.schedule_allocation();
+    }
+
+    /// Checks which of the named offers a framework may use together: all must be its
+    /// own and of one agent. Returns that agent, and the first problem found.
+    fn check_offers(&self, fw: &str, offer_ids: &[String]) -> (Option<String>, Option<String>) {
+        let mut agent: Option<String> = None;
+        let mut bad = None;
+        for id in offer_ids {
+            match self.offers.get(id) {
+                Some(o) if o.framework_id != fw => {
+                    bad = Some(format!("offer {id} belongs to another framework"))
+                }
+                Some(o) if agent.as_ref().is_none_or(|a| *a == o.agent_id) => {
+                    agent = Some(o.agent_id.clone());
+                }
+                Some(_) => bad = Some("offers of different agents cannot be combined".into()),
+                None => {
+                    bad = Some(format!(
+                        "offer {id} is not valid (unknown, used or rescinded)"
+                    ))
+                }
+            }
+        }
+        (agent, bad)
+    }
+
+    /// Why a task of an accept cannot launch, if it cannot.
+    fn launch_problem(&self, fw: &str, agent_id: &str, spec: &TaskSpec) -> Option<String> {
+        if !self.frameworks.contains_key(fw) {
+            Some(format!("unknown framework {fw:?}"))
+        } else if spec.task_id.trim().is_empty() {
+            Some("empty task id".into())
+        } else if self.tasks.contains(&spec.task_id) {
+            Some(format!("task id {:?} is already used", spec.task_id))
+        } else if spec.argv.first().is_none_or(|a| a.trim().is_empty()) {
+            Some("empty command".into())
+        } else if spec.resources.cpus_milli == 0 && spec.resources.mem_mb == 0 {
+            Some("a task needs some cpus or mem".into())
+        } else if self.agent_status(agent_id) != Some(AgentStatus::Active) {
+            Some(format!("agent {agent_id:?} is not active"))
+        } else {
+            None
+        }
+    }
+
+    fn accept(
+        &mut self,
+        now: Now,
+        fw: &str,
+        offer_ids: &[String],
+        tasks: Vec<TaskSpec>,
+        refuse_secs: f64,
+    ) {
+        let (agent, bad) = self.check_offers(fw, offer_ids);
+        let agent_id = agent.unwrap_or_default();
+        let mut pool = RoleResources::default();
+        for id in offer_ids {
+            if let Some(o) = self.offers.get(id) {
+                if o.framework_id == fw && o.agent_id == agent_id {
+                    let o = self.offers.remove(id).expect("just found");
+                    pool.add(&o.resources);
+                }
+            }
+        }
+        let role = self
+            .frameworks
+            .get(fw)
+            .map(|f| f.info.role.clone())
+            .unwrap_or_else(|| "*".into());
+        for spec in tasks {
+            if let Some(p) = bad
+                .clone()
+                .or_else(|| self.launch_problem(fw, &agent_id, &spec))
+            {
+                self.task_error(now, fw, &agent_id, &spec, p);
+                continue;
+            }
+            let Some(take) = pool.take(&role, &spec.resources) else {
+                let msg = format!(
+                    "resources not in the offer: wants {}, offer has {}",
+                    spec.resources,
+                    pool.total()
+                );
+                self.task_error(now, fw, &agent_id, &spec, msg);
+                continue;
+            };
+            pool = pool.checked_sub(&take).expect("taken from the pool");
+            self.tasks.insert(TaskRecord::new(
+                fw,
+                &agent_id,
+                &spec,
+                take.clone(),
+                TaskState::Staging,
+            ));
+            self.tell_agent(
+                &agent_id,
+                ToAgent::Run {
+                    framework_id: fw.to_string(),
+                    spec,
+                    resources: take,
+                },
+            );
+        }
+        if !pool.is_empty() {
+            let refuse = Duration::from_secs_f64(refuse_secs.clamp(0.0, MAX_REFUSE_SECS));
+            self.recover(now, fw, &agent_id, &pool, Some(refuse));
+        }
+        self.schedule_allocation();
+    }
+
+    fn decline(&mut self, now: Now, fw: &str, offer_ids: &[String], refuse_secs: f64) {
+        let refuse = Duration::from_secs_f64(refuse_secs.clamp(0.0, MAX_REFUSE_SECS));
+        for id in offer_ids {
+            if self.offers.get(id).is_some_and(|o| o.framework_id == fw) {
+                let o = self.offers.remove(id).expect("checked");
+                self.recover(now, fw, &o.agent_id, &o.resources, Some(refuse));
+            }
+        }
+        self.schedule_allocation();
+    }
+
+    fn kill(&mut self, fw: &str, task_id: String) {
+        match self.tasks.get(&task_id) {
+            Some(t) if t.framework_id == fw && !t.is_terminal() => {
+                let agent = t.agent_id.clone();
+                self.tell_agent(&agent, ToAgent::Kill { task_id });
+            }
+            Some(t) if t.framework_id == fw => {}
+            _ => self.refuse(fw, format!("kill: unknown task {task_id:?}")),
+        }
+    }
+
+    fn acknowledge(&mut self, fw: &str, task_id: String, uuid: u64) {
+        if uuid == 0 {
+            return;
+        }
+        if let Some(t) = self.tasks.get(&task_id).filter(|t| t.framework_id == fw) {
+            let agent = t.agent_id.clone();
+            self.tell_agent(&agent, ToAgent::Ack { task_id, uuid });
+        }
+    }
+
+    fn reconcile(&mut self, now: Now, fw: &str, task_ids: Vec<String>) {
+        let ids: Vec<String> = if task_ids.is_empty() {
+            self.tasks
+                .values()
+                .filter(|t| t.framework_id == fw)
+                .map(|t| t.task_id.clone())
+                .collect()
+        } else {
+            task_ids
+        };
+        for id in ids {
+            let u = match self.tasks.get(&id).filter(|t| t.framework_id == fw) {
+                Some(t) => StatusUpdate {
+                    uuid: 0,
+                    task_id: id.clone(),
+                    framework_id: fw.to_string(),
+                    agent_id: t.agent_id.clone(),
+                    state: t.state(),
+                    reason: Some("REASON_RECONCILIATION".into()),
+                    message: t.message.clone(),
+                    exit_code: None,
+                    unix_ms: now.unix_ms,
+                },
+                None => StatusUpdate {
+                    uuid: 0,
+                    task_id: id.clone(),
+                    framework_id: fw.to_string(),
+                    agent_id: String::new(),
+                    state: TaskState::Unknown,
+                    reason: Some("REASON_RECONCILIATION".into()),
+                    message: "the master does not know this task".into(),
+                    exit_code: None,
+                    unix_ms: now.unix_ms,
+                },
+            };
+            self.tell_scheduler(fw, ToScheduler::Update(u));
+        }
+    }
+
+    fn remove_framework(&mut self, fw: &str) {
+        if !self.frameworks.contains_key(fw) {
+            return;
+        }
+        let live: Vec<(String, String)> = self
+            .tasks
+            .values()
+            .filter(|t| t.framework_id == fw && !t.is_terminal())
+            .map(|t| (t.task_id.clone(), t.agent_id.clone()))
+            .collect();
+        for (task_id, agent) in live {
+            self.tell_agent(&agent, ToAgent::Kill { task_id });
+        }
+        // No recover here: removing the framework returns everything it held.
+        for id in self.offers.of_framework(fw) {
+            self.offers.remove(&id);
+        }
+        self.allocator.remove_framework(fw);
+        self.frameworks.remove(fw);
+        info!(framework = %fw, "framework removed");
+    }
+
+    fn allocate(&mut self, now: Now) {
+        self.alloc_pending = false;
+        let allocations = self.allocator.allocate(now.elapsed);
+        let mut by_fw: BTreeMap<String, Vec<Offer>> = BTreeMap::new();
+        for a in allocations {
+            let id = self.mint("offer");
+            let hostname = self
+                .agents
+                .get(&a.agent)
+                .map(|x| x.hostname.clone())
+                .unwrap_or_default();
+            let o = Offer {
+                id,
+                framework_id: a.framework.clone(),
+                agent_id: a.agent,
+                hostname,
+                resources: a.resources,
+            };
+            self.offers.insert(o.clone());
+            by_fw.entry(a.framework).or_default().push(o);
+        }
+        for (fw, offers) in by_fw {
+            self.tell_scheduler(&fw, ToScheduler::Offers(offers));
+        }
+    }
+
+    fn tick(&mut self, now: Now) {
+        self.tasks.evict_completed(self.cfg.max_completed_tasks);
+        let timeout = self.cfg.agent_removal_timeout;
+        let gone: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| {
+                matches!(a.status, AgentStatus::Unreachable { since } if now.elapsed.saturating_sub(since) >= timeout)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            warn!(agent = %id, "agent removed after its removal timeout");
+            for t in self.tasks.live_of_agent(&id) {
+                self.master_update(
+                    now,
+                    &t,
+                    TaskState::Gone,
+                    "REASON_AGENT_REMOVED",
+                    format!("agent {id} was removed"),
+                );
+            }
+            self.agents.remove(&id);
+        }
+        let expired: Vec<String> = self
+            .frameworks
+            .iter()
+            .filter(|(_, f)| {
+                f.disconnected_since.is_some_and(|s| {
+                    now.elapsed.saturating_sub(s).as_secs_f64() >= f.info.failover_timeout_secs
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for fw in expired {
+            warn!(framework = %fw, "failover timeout passed: killing its tasks");
+            self.remove_framework(&fw);
+        }
+    }
+
+    /// Each framework's allocation equals its live tasks' resources (on active agents)
+    /// plus its outstanding offers.
+    pub fn check_books(&self) -> Result<(), String> {
+        let mut want: BTreeMap<&str, Resources> = BTreeMap::new();
+        for t in self.tasks.values() {
+            let counted = !t.is_terminal()
+                && self.frameworks.contains_key(&t.framework_id)
+                && self.agent_status(&t.agent_id) == Some(AgentStatus::Active);
+            if counted {
+                want.entry(&t.framework_id)
+                    .or_default()
+                    .add(&t.resources.total());
+            }
+        }
+        for o in self.offers.values() {
+            want.entry(&o.framework_id)
+                .or_default()
+                .add(&o.resources.total());
+        }
+        for fw in self.frameworks.keys() {
+            let have = self
+                .allocator
+                .allocated_to(fw)
+                .map_err(|e| format!("framework {fw}: {e}"))?;
+            let want = want.remove(fw.as_str()).unwrap_or_default();
+            if have != want {
+                return Err(format!(
+                    "framework {fw}: allocator holds {have}, tasks and offers hold {want}"
+                ));
+            }
+        }
+        if let Some((fw, r)) = want.into_iter().next() {
+            return Err(format!("{r} held by {fw}, which is not registered"));
+        }
+        Ok(())
+    }
+
+    /// Number of tasks in the table (live and kept ended ones).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}

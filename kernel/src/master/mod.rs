@@ -1,0 +1,30 @@
+//! The master: admits agents, offers their free resources to frameworks through the
+//! [`Allocator`](crate::allocator::Allocator), validates launches, keeps the cluster's
+//! task table and forwards status updates.
+//!
+//! It is split the way quinn splits a connection from its endpoint driver:
+//!
+//! - [`core`]: [`MasterCore`], every rule of the master as a deterministic state machine
+//!   (events and the time in, effects out), tested rule by rule without a runtime;
+//! - [`tasks`] and [`offers`]: the task table and the offer book the core keeps;
+//! - [`actor`]: [`Master`], the actor that resolves and watches agents and schedulers,
+//!   feeds the core and carries out its effects;
+//! - [`config`]: the tunables, [`MasterConfig`].
+//!
+//! A lost agent turns its tasks `TASK_UNREACHABLE` (then `TASK_GONE` after
+//! `agent_removal_timeout`); a disconnected framework keeps its tasks for its failover
+//! timeout.
+
+pub mod actor;
+pub mod config;
+pub mod core;
+mod offers;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+pub use self::actor::{Master, MasterState};
+pub use self::config::MasterConfig;
+pub use self::core::{
+    AgentStatus, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
+};

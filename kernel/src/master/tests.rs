@@ -1,0 +1,710 @@
+//! The master's rules, one test each, against [`MasterCore`] alone: no runtime, no
+//! actors, time given by hand.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::core::*;
+use super::MasterConfig;
+use crate::protocol::{
+    AgentRegistration, AgentTask, FrameworkCall, FrameworkInfo, Offer, TaskSpec,
+};
+use crate::resources::{Resources, RoleResources};
+use crate::status::StatusUpdate;
+use crate::task::TaskState;
+
+fn at(secs: u64) -> Now {
+    Now {
+        elapsed: Duration::from_secs(secs),
+        unix_ms: 1_700_000_000_000 + secs * 1000,
+    }
+}
+
+fn drain(c: &mut MasterCore) -> Vec<Effect> {
+    std::iter::from_fn(|| c.poll_effect()).collect()
+}
+
+fn res(cpus: f64, mem_mb: u64) -> Resources {
+    Resources::new(cpus, mem_mb)
+}
+
+fn registration(agent: &str, cpus: f64, tasks: Vec<AgentTask>) -> AgentRegistration {
+    AgentRegistration {
+        agent_id: agent.into(),
+        hostname: format!("{agent}.example"),
+        resources: RoleResources::unreserved(res(cpus, 4096)),
+        tasks,
+        isolation: "none".into(),
+    }
+}
+
+fn framework(name: &str, role: &str, failover_secs: f64) -> FrameworkInfo {
+    FrameworkInfo {
+        id: None,
+        name: name.into(),
+        principal: None,
+        role: role.into(),
+        failover_timeout_secs: failover_secs,
+    }
+}
+
+fn spec(id: &str, cpus: f64, mem_mb: u64) -> TaskSpec {
+    TaskSpec {
+        task_id: id.into(),
+        name: id.into(),
+        argv: vec!["sleep".into(), "1".into()],
+        resources: res(cpus, mem_mb),
+    }
+}
+
+fn offers(effects: &[Effect], fw: &str) -> Vec<Offer> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Scheduler {
+                framework_id,
+                msg: ToScheduler::Offers(o),
+            } if framework_id == fw => Some(o.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn updates(effects: &[Effect]) -> Vec<StatusUpdate> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Scheduler {
+                msg: ToScheduler::Update(u),
+                ..
+            } => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent_msgs(effects: &[Effect], agent: &str) -> Vec<ToAgent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Agent { agent_id, msg } if agent_id == agent => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent_update(fw: &str, agent: &str, task: &str, state: TaskState, uuid: u64) -> Event {
+    Event::Update(StatusUpdate {
+        uuid,
+        task_id: task.into(),
+        framework_id: fw.into(),
+        agent_id: agent.into(),
+        state,
+        reason: None,
+        message: String::new(),
+        exit_code: None,
+        unix_ms: 0,
+    })
+}
+
+/// One agent `a1` (4 cpus) and one framework in role `*`, with the offer it got.
+fn cluster(failover_secs: f64) -> (MasterCore, String, Offer) {
+    let mut c = MasterCore::new(MasterConfig::default());
+    c.handle(
+        at(0),
+        Event::AgentRegistered(registration("a1", 4.0, vec![])),
+    );
+    let fw = c.subscribe(framework("jobs", "*", failover_secs)).unwrap();
+    drain(&mut c);
+    c.handle(at(0), Event::Allocate);
+    let o = offers(&drain(&mut c), &fw);
+    assert_eq!(o.len(), 1, "one agent, one offer");
+    (c, fw, o[0].clone())
+}
+
+/// `cluster` with task `t1` running on `a1`.
+fn running(failover_secs: f64) -> (MasterCore, String) {
+    let (mut c, fw, o) = cluster(failover_secs);
+    c.handle(
+        at(0),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Accept {
+                offer_ids: vec![o.id],
+                tasks: vec![spec("t1", 1.0, 128)],
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    c.handle(at(0), agent_update(&fw, "a1", "t1", TaskState::Running, 7));
+    drain(&mut c);
+    (c, fw)
+}
+
+fn task_state(c: &MasterCore, id: &str) -> Option<TaskState> {
+    c.state()
+        .tasks
+        .iter()
+        .find(|t| t.task_id == id)
+        .map(|t| t.state)
+}
+
+#[test]
+fn a_valid_accept_launches_on_the_offers_agent_and_returns_the_rest() {
+    let (mut c, fw, o) = cluster(60.0);
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Accept {
+                offer_ids: vec![o.id.clone()],
+                tasks: vec![spec("t1", 1.0, 128)],
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    let fx = drain(&mut c);
+    let run = agent_msgs(&fx, "a1");
+    assert!(
+        matches!(&run[..], [ToAgent::Run { spec, .. }] if spec.task_id == "t1"),
+        "{fx:?}"
+    );
+    assert_eq!(task_state(&c, "t1"), Some(TaskState::Staging));
+    // The offer is used up; what the task did not take is offered again.
+    c.handle(at(2), Event::Allocate);
+    let again = offers(&drain(&mut c), &fw);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].resources.total().cpus(), 3.0);
+    assert!(c.state().offers.iter().all(|x| x.id != o.id));
+}
+
+#[test]
+fn invalid_launches_end_task_error_with_the_reason() {
+    let (mut c, fw, o) = cluster(60.0);
+    let mut no_cmd = spec("nocmd", 1.0, 64);
+    no_cmd.argv = vec![" ".into()];
+    let cases = vec![
+        (spec("", 1.0, 64), "empty task id"),
+        (no_cmd, "empty command"),
+        (spec("zero", 0.0, 0), "a task needs some cpus or mem"),
+        (spec("huge", 64.0, 64), "resources not in the offer"),
+        (spec("ok", 1.0, 64), ""),
+        (spec("ok", 1.0, 64), "task id \"ok\" is already used"),
+    ];
+    let (specs, wants): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Accept {
+                offer_ids: vec![o.id],
+                tasks: specs,
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    let ups = updates(&drain(&mut c));
+    let errors: Vec<&str> = wants.iter().copied().filter(|w| !w.is_empty()).collect();
+    assert_eq!(ups.len(), errors.len(), "{ups:?}");
+    for (u, want) in ups.iter().zip(errors) {
+        assert_eq!(u.state, TaskState::Error);
+        assert_eq!(u.reason.as_deref(), Some("REASON_TASK_INVALID"));
+        assert!(u.message.starts_with(want), "{:?} vs {want:?}", u.message);
+    }
+    assert_eq!(task_state(&c, "ok"), Some(TaskState::Staging));
+    assert_eq!(task_state(&c, "zero"), Some(TaskState::Error));
+}
+
+#[test]
+fn offers_that_are_unknown_or_not_ones_own_are_refused() {
+    let (mut c, fw, o) = cluster(60.0);
+    let other = c.subscribe(framework("other", "*", 60.0)).unwrap();
+    drain(&mut c);
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: other.clone(),
+            call: FrameworkCall::Accept {
+                offer_ids: vec![o.id.clone()],
+                tasks: vec![spec("stolen", 1.0, 64)],
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    let ups = updates(&drain(&mut c));
+    assert_eq!(ups[0].state, TaskState::Error);
+    assert!(ups[0].message.contains("belongs to another framework"));
+    // The owner still has it.
+    assert!(c.state().offers.iter().any(|x| x.id == o.id));
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw,
+            call: FrameworkCall::Accept {
+                offer_ids: vec!["offer-999".into()],
+                tasks: vec![spec("late", 1.0, 64)],
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    let ups = updates(&drain(&mut c));
+    assert!(ups[0].message.contains("is not valid"), "{ups:?}");
+}
+
+#[test]
+fn a_lost_agent_rescinds_its_offers_and_its_tasks_become_unreachable() {
+    let (mut c, fw) = running(60.0);
+    c.handle(at(1), Event::Allocate);
+    let open = offers(&drain(&mut c), &fw);
+    assert_eq!(open.len(), 1);
+    c.handle(
+        at(2),
+        Event::AgentLost {
+            agent_id: "a1".into(),
+        },
+    );
+    let fx = drain(&mut c);
+    assert!(fx.contains(&Effect::Scheduler {
+        framework_id: fw.clone(),
+        msg: ToScheduler::Rescind(open[0].id.clone()),
+    }));
+    let ups = updates(&fx);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Unreachable);
+    assert_eq!(ups[0].reason.as_deref(), Some("REASON_AGENT_DISCONNECTED"));
+    assert_eq!(c.state().offers_outstanding, 0);
+    assert_eq!(
+        c.agent_status("a1"),
+        Some(AgentStatus::Unreachable {
+            since: Duration::from_secs(2)
+        })
+    );
+}
+
+#[test]
+fn a_reregistering_agent_brings_back_the_tasks_it_reports_and_the_others_are_gone() {
+    let (mut c, fw, o) = cluster(60.0);
+    c.handle(
+        at(0),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Accept {
+                offer_ids: vec![o.id],
+                tasks: vec![spec("kept", 1.0, 64), spec("lost", 1.0, 64)],
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    c.handle(
+        at(1),
+        Event::AgentLost {
+            agent_id: "a1".into(),
+        },
+    );
+    drain(&mut c);
+    let kept = AgentTask {
+        spec: spec("kept", 1.0, 64),
+        framework_id: fw.clone(),
+        resources: RoleResources::unreserved(res(1.0, 64)),
+        state: TaskState::Running,
+    };
+    c.handle(
+        at(5),
+        Event::AgentRegistered(registration("a1", 4.0, vec![kept])),
+    );
+    let fx = drain(&mut c);
+    let ups = updates(&fx);
+    let by_task = |id: &str| ups.iter().find(|u| u.task_id == id).unwrap().clone();
+    assert_eq!(by_task("kept").state, TaskState::Running);
+    assert_eq!(
+        by_task("kept").reason.as_deref(),
+        Some("REASON_AGENT_REREGISTERED")
+    );
+    assert_eq!(by_task("lost").state, TaskState::Gone);
+    assert_eq!(agent_msgs(&fx, "a1"), vec![ToAgent::Registered]);
+    // What `kept` holds is not offered again.
+    c.handle(at(6), Event::Allocate);
+    let o = offers(&drain(&mut c), &fw);
+    assert_eq!(o[0].resources.total().cpus(), 3.0);
+}
+
+#[test]
+fn an_unreachable_agent_is_removed_after_its_timeout_and_its_tasks_are_gone() {
+    let (mut c, fw) = running(60.0);
+    c.handle(
+        at(10),
+        Event::AgentLost {
+            agent_id: "a1".into(),
+        },
+    );
+    drain(&mut c);
+    c.handle(at(69), Event::Tick);
+    assert!(
+        updates(&drain(&mut c)).is_empty(),
+        "59 s of the 60 s timeout"
+    );
+    c.handle(at(70), Event::Tick);
+    let ups = updates(&drain(&mut c));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(
+        (ups[0].state, ups[0].reason.as_deref()),
+        (TaskState::Gone, Some("REASON_AGENT_REMOVED"))
+    );
+    assert!(c.agent_status("a1").is_none());
+    // Coming back later with the task: the cluster gave up on it, so it is killed.
+    let t1 = AgentTask {
+        spec: spec("t1", 1.0, 128),
+        framework_id: fw,
+        resources: RoleResources::unreserved(res(1.0, 128)),
+        state: TaskState::Running,
+    };
+    c.handle(
+        at(80),
+        Event::AgentRegistered(registration("a1", 4.0, vec![t1])),
+    );
+    let fx = drain(&mut c);
+    assert_eq!(
+        agent_msgs(&fx, "a1"),
+        vec![
+            ToAgent::Registered,
+            ToAgent::Kill {
+                task_id: "t1".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_disconnected_framework_is_removed_after_its_failover_timeout() {
+    let (mut c, fw) = running(30.0);
+    c.handle(
+        at(100),
+        Event::FrameworkDisconnected {
+            framework_id: fw.clone(),
+        },
+    );
+    assert_eq!(c.framework_connected(&fw), Some(false));
+    c.handle(at(129), Event::Tick);
+    assert!(agent_msgs(&drain(&mut c), "a1").is_empty());
+    // Back within the timeout it keeps its tasks...
+    let mut back = framework("jobs", "*", 30.0);
+    back.id = Some(fw.clone());
+    assert_eq!(c.subscribe(back.clone()).unwrap(), fw);
+    assert_eq!(task_state(&c, "t1"), Some(TaskState::Running));
+    // ...but a second disconnection past the timeout kills them and forgets it.
+    c.handle(
+        at(200),
+        Event::FrameworkDisconnected {
+            framework_id: fw.clone(),
+        },
+    );
+    c.handle(at(230), Event::Tick);
+    let fx = drain(&mut c);
+    assert_eq!(
+        agent_msgs(&fx, "a1"),
+        vec![ToAgent::Kill {
+            task_id: "t1".into()
+        }]
+    );
+    assert_eq!(c.framework_connected(&fw), None);
+    assert_eq!(c.subscribe(back), Err(SubscribeError::UnknownFramework(fw)));
+}
+
+#[test]
+fn kills_reach_the_agent_only_for_the_frameworks_own_live_tasks() {
+    let (mut c, fw) = running(60.0);
+    let other = c.subscribe(framework("other", "*", 60.0)).unwrap();
+    drain(&mut c);
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Kill {
+                task_id: "nope".into(),
+            },
+        },
+    );
+    let fx = drain(&mut c);
+    assert_eq!(
+        fx,
+        vec![Effect::Scheduler {
+            framework_id: fw.clone(),
+            msg: ToScheduler::Error("kill: unknown task \"nope\"".into())
+        }]
+    );
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: other,
+            call: FrameworkCall::Kill {
+                task_id: "t1".into(),
+            },
+        },
+    );
+    assert!(agent_msgs(&drain(&mut c), "a1").is_empty(), "not its task");
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw,
+            call: FrameworkCall::Kill {
+                task_id: "t1".into(),
+            },
+        },
+    );
+    assert_eq!(
+        agent_msgs(&drain(&mut c), "a1"),
+        vec![ToAgent::Kill {
+            task_id: "t1".into()
+        }]
+    );
+}
+
+#[test]
+fn a_terminal_update_frees_resources_and_updates_of_a_removed_framework_are_acknowledged_by_the_master(
+) {
+    let (mut c, fw) = running(60.0);
+    c.handle(at(1), Event::Allocate);
+    drain(&mut c);
+    c.handle(at(1), agent_update(&fw, "a1", "t1", TaskState::Finished, 8));
+    let fx = drain(&mut c);
+    assert_eq!(updates(&fx)[0].state, TaskState::Finished);
+    assert!(fx.iter().any(|e| matches!(e, Effect::AllocateAfter(_))));
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Decline {
+                offer_ids: c.state().offers.iter().map(|o| o.id.clone()).collect(),
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    c.handle(at(2), Event::Allocate);
+    assert_eq!(offers(&drain(&mut c), &fw)[0].resources.total().cpus(), 4.0);
+
+    let (mut c, fw) = running(60.0);
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Teardown,
+        },
+    );
+    assert_eq!(
+        agent_msgs(&drain(&mut c), "a1"),
+        vec![ToAgent::Kill {
+            task_id: "t1".into()
+        }]
+    );
+    c.handle(at(2), agent_update(&fw, "a1", "t1", TaskState::Killed, 9));
+    assert_eq!(
+        agent_msgs(&drain(&mut c), "a1"),
+        vec![ToAgent::Ack {
+            task_id: "t1".into(),
+            uuid: 9
+        }]
+    );
+}
+
+#[test]
+fn a_late_update_cannot_move_an_ended_task() {
+    let (mut c, fw) = running(60.0);
+    c.handle(at(1), agent_update(&fw, "a1", "t1", TaskState::Failed, 8));
+    c.handle(at(2), agent_update(&fw, "a1", "t1", TaskState::Running, 9));
+    assert_eq!(task_state(&c, "t1"), Some(TaskState::Failed));
+}
+
+#[test]
+fn reconciliation_reports_known_tasks_and_unknown_ones() {
+    let (mut c, fw) = running(60.0);
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Reconcile {
+                task_ids: vec!["t1".into(), "x".into()],
+            },
+        },
+    );
+    let ups = updates(&drain(&mut c));
+    assert_eq!(ups[0].state, TaskState::Running);
+    assert_eq!(ups[1].state, TaskState::Unknown);
+    assert!(ups
+        .iter()
+        .all(|u| u.reason.as_deref() == Some("REASON_RECONCILIATION")));
+}
+
+#[test]
+fn quota_caps_what_a_role_is_offered() {
+    let mut cfg = MasterConfig::default();
+    cfg.quotas.insert("capped".into(), res(1.0, 512));
+    let mut c = MasterCore::new(cfg);
+    c.handle(
+        at(0),
+        Event::AgentRegistered(registration("a1", 4.0, vec![])),
+    );
+    let fw = c.subscribe(framework("c", "capped", 60.0)).unwrap();
+    c.handle(at(0), Event::Allocate);
+    let o = offers(&drain(&mut c), &fw);
+    let total: Resources = o.iter().fold(Resources::default(), |mut s, o| {
+        s.add(&o.resources.total());
+        s
+    });
+    assert!(res(1.0, 512).contains(&total), "offered {total}");
+}
+
+#[test]
+fn weights_split_agents_by_weighted_share() {
+    let mut cfg = MasterConfig::default();
+    cfg.weights.insert("heavy".into(), 3.0);
+    let mut c = MasterCore::new(cfg);
+    for i in 0..8 {
+        c.handle(
+            at(0),
+            Event::AgentRegistered(registration(&format!("a{i}"), 1.0, vec![])),
+        );
+    }
+    let heavy = c.subscribe(framework("h", "heavy", 60.0)).unwrap();
+    let light = c.subscribe(framework("l", "light", 60.0)).unwrap();
+    c.handle(at(0), Event::Allocate);
+    let fx = drain(&mut c);
+    assert_eq!(
+        (offers(&fx, &heavy).len(), offers(&fx, &light).len()),
+        (6, 2)
+    );
+}
+
+#[test]
+fn the_same_events_make_the_same_decisions() {
+    let run = || {
+        let (mut c, fw) = running(60.0);
+        c.handle(at(1), Event::Allocate);
+        c.handle(
+            at(2),
+            Event::AgentLost {
+                agent_id: "a1".into(),
+            },
+        );
+        c.handle(
+            at(3),
+            Event::AgentRegistered(registration("a1", 4.0, vec![])),
+        );
+        c.handle(at(4), Event::Allocate);
+        c.handle(
+            at(5),
+            Event::Framework {
+                framework_id: fw,
+                call: FrameworkCall::Reconcile { task_ids: vec![] },
+            },
+        );
+        drain(&mut c)
+    };
+    assert_eq!(run(), run());
+}
+
+/// Any sequence of framework and agent events keeps the books: each framework's
+/// allocation is its live tasks' resources plus its offers (checked inside `handle`
+/// after every event in debug builds; here once more at the end).
+#[derive(Debug, Clone)]
+enum Step {
+    Register(u8),
+    Lose(u8),
+    Allocate,
+    AcceptFirst { tasks: u8, cpus_tenths: u8 },
+    DeclineAll,
+    Finish(u8),
+    Disconnect,
+    Resubscribe,
+    Tick(u16),
+    Teardown,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u8..3).prop_map(Step::Register),
+        (0u8..3).prop_map(Step::Lose),
+        Just(Step::Allocate),
+        (0u8..4, 1u8..30).prop_map(|(tasks, cpus_tenths)| Step::AcceptFirst { tasks, cpus_tenths }),
+        Just(Step::DeclineAll),
+        (0u8..12).prop_map(Step::Finish),
+        Just(Step::Disconnect),
+        Just(Step::Resubscribe),
+        (1u16..120).prop_map(Step::Tick),
+        Just(Step::Teardown),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_books_balance_after_any_events(steps in proptest::collection::vec(step(), 1..80)) {
+        let mut c = MasterCore::new(MasterConfig {
+            agent_removal_timeout: Duration::from_secs(30),
+            ..MasterConfig::default()
+        });
+        let mut fw = c.subscribe(framework("p", "*", 20.0)).unwrap();
+        let mut t = 0u64;
+        let mut next_task = 0u32;
+        let mut open: Vec<Offer> = Vec::new();
+        let mut launched: Vec<(String, String)> = Vec::new();
+        for s in steps {
+            t += 1;
+            match s {
+                Step::Register(a) => {
+                    let agent = format!("a{a}");
+                    let mine: Vec<AgentTask> = Vec::new();
+                    c.handle(at(t), Event::AgentRegistered(registration(&agent, 2.0, mine)));
+                }
+                Step::Lose(a) => c.handle(at(t), Event::AgentLost { agent_id: format!("a{a}") }),
+                Step::Allocate => c.handle(at(t), Event::Allocate),
+                Step::AcceptFirst { tasks, cpus_tenths } => {
+                    if let Some(o) = open.first().cloned() {
+                        let specs: Vec<TaskSpec> = (0..tasks)
+                            .map(|_| {
+                                next_task += 1;
+                                spec(&format!("t{next_task}"), f64::from(cpus_tenths) / 10.0, 16)
+                            })
+                            .collect();
+                        for s in &specs {
+                            launched.push((s.task_id.clone(), o.agent_id.clone()));
+                        }
+                        c.handle(at(t), Event::Framework { framework_id: fw.clone(), call: FrameworkCall::Accept {
+                            offer_ids: vec![o.id],
+                            tasks: specs,
+                            refuse_secs: 1.0 } });
+                    }
+                }
+                Step::DeclineAll => c.handle(at(t), Event::Framework { framework_id: fw.clone(), call: FrameworkCall::Decline {
+                    offer_ids: open.iter().map(|o| o.id.clone()).collect(),
+                    refuse_secs: 5.0 } }),
+                Step::Finish(i) => {
+                    if let Some((task, agent)) = launched.get(usize::from(i)).cloned() {
+                        c.handle(at(t), agent_update(&fw, &agent, &task, TaskState::Finished, u64::from(i) + 1));
+                    }
+                }
+                Step::Disconnect => c.handle(at(t), Event::FrameworkDisconnected { framework_id: fw.clone() }),
+                Step::Resubscribe => {
+                    let mut info = framework("p", "*", 20.0);
+                    info.id = Some(fw.clone());
+                    if c.subscribe(info).is_err() {
+                        fw = c.subscribe(framework("p", "*", 20.0)).unwrap();
+                    }
+                }
+                Step::Tick(secs) => {
+                    t += u64::from(secs);
+                    c.handle(at(t), Event::Tick);
+                }
+                Step::Teardown => c.handle(at(t), Event::Framework { framework_id: fw.clone(), call: FrameworkCall::Teardown }),
+            }
+            for e in drain(&mut c) {
+                if let Effect::Scheduler { msg: ToScheduler::Offers(o), .. } = e {
+                    open.extend(o);
+                }
+            }
+            let live: Vec<String> = c.state().offers.iter().map(|o| o.id.clone()).collect();
+            open.retain(|o| live.contains(&o.id));
+            prop_assert_eq!(c.check_books(), Ok(()));
+        }
+    }
+}
