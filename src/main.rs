@@ -5,11 +5,6 @@ mod bench;
 mod cli;
 mod sim;
 
-/// mimalloc: the master's and the simulator's many small, short-lived allocations
-/// (resources, offers, frames) cost a fraction of what they cost with the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     // `plexus __shim ...`: the per-task shim the agent starts (not a user command).
     let mut args = std::env::args_os();
