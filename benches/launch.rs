@@ -136,8 +136,12 @@ pub async fn run(o: LaunchOpts) -> anyhow::Result<()> {
     s.master.api_listen = "127.0.0.1:0".parse()?;
     let node = Node::start(&s).await?;
     // The master, the jobs framework and the API, as `plexus master` starts them.
-    let plexus::roles::MasterHandle { master, jobs, .. } =
-        plexus::roles::start_master(&node, &s).await?;
+    let handle = plexus::roles::start_master(&node, &s).await?;
+    let master = handle
+        .master()
+        .await?
+        .context("the master is not running")?;
+    let jobs = handle.jobs.clone();
     plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
     wait_agents(&master, 1).await?;
     let mut events = jobs.subscribe();

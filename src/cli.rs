@@ -430,13 +430,25 @@ async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> 
             }
         }
     }
-    let sig = wait_for_signal().await?;
-    tracing::info!("{sig}: stopping (running tasks keep running)");
-    if let Some(m) = m {
-        m.api.stop(true).await;
+    let Some(mut m) = m else {
+        let sig = wait_for_signal().await?;
+        tracing::info!("{sig}: stopping (running tasks keep running)");
+        node.leave().await;
+        return Ok(());
+    };
+    tokio::select! {
+        sig = wait_for_signal() => {
+            tracing::info!("{}: stopping (running tasks keep running)", sig?);
+            m.api.stop(true).await;
+            node.leave().await;
+            Ok(())
+        }
+        _ = &mut m.ended => {
+            m.api.stop(true).await;
+            node.leave().await;
+            anyhow::bail!("the master kept failing and its supervisor gave up (see the errors above)")
+        }
     }
-    node.leave().await;
-    Ok(())
 }
 
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -13,20 +13,31 @@ use plexus_kernel::api::{self, ApiContext};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
 use plexus_kernel::jobs::{Jobs, MAX_JOB_ROLES};
-use plexus_kernel::master::{Master, MasterConfig};
+use plexus_kernel::master::{MasterConfig, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
 use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
 use plexus_kernel::scheduler::SchedulerDriver;
+use plexus_kernel::supervision::RestartPolicy;
 use ractor::{Actor, ActorRef};
 
 /// A running master.
 pub struct MasterHandle {
-    /// The master actor.
-    pub master: ActorRef<MasterMsg>,
+    /// The master's supervisor.
+    pub supervisor: ActorRef<MasterSupervisorMsg>,
+    /// Ends when the supervisor gives up on the master.
+    pub ended: tokio::task::JoinHandle<()>,
     /// The built-in jobs framework.
     pub jobs: Jobs,
     /// The API server.
     pub api: actix_web::dev::ServerHandle,
+}
+
+impl MasterHandle {
+    /// The master actor running now (none while its supervisor restarts it).
+    pub async fn master(&self) -> anyhow::Result<Option<ActorRef<MasterMsg>>> {
+        ractor::call_t!(self.supervisor, MasterSupervisorMsg::Current, 5000)
+            .context("asking the master's supervisor")
+    }
 }
 
 /// Starts the master, the jobs framework and the API on `node`.
@@ -46,9 +57,13 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         offer_limit: s.master.offer_limit,
         ..MasterConfig::default()
     };
-    let (master, _) = Actor::spawn(None, Master::new(node.clone(), cfg), ())
-        .await
-        .context("starting the master")?;
+    let (supervisor, ended) = Actor::spawn(
+        None,
+        MasterSupervisor::new(node.clone(), cfg, RestartPolicy::default()),
+        (),
+    )
+    .await
+    .context("starting the master")?;
     let roles = job_roles(s)?;
     let jobs = Jobs::new(&roles);
     for role in &roles {
@@ -75,7 +90,6 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     let server = api::serve(
         s.master.api_listen,
         ApiContext {
-            master: master.clone(),
             jobs: jobs.clone(),
             node: node.clone(),
         },
@@ -90,7 +104,8 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     tokio::spawn(server);
     tracing::info!(api = %s.master.api_listen, "master started");
     Ok(MasterHandle {
-        master,
+        supervisor,
+        ended,
         jobs,
         api: handle,
     })

@@ -17,21 +17,19 @@
 use std::net::SocketAddr;
 
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
-use ractor::{call_t, ActorRef};
+use ractor::call_t;
 use serde::{Deserialize, Serialize};
 
 use plexus_actors::Node;
 
 use crate::jobs::{JobEvent, JobRequest, Jobs, KillError};
-use crate::protocol::{agent_name, AgentMsg, ClusterState, MasterMsg};
+use crate::protocol::{agent_name, AgentMsg, ClusterState, MasterMsg, MASTER_NAME};
 use crate::resources::Resources;
 use crate::task::TaskState;
 
 /// What the API serves from.
 #[derive(Clone)]
 pub struct ApiContext {
-    /// The master.
-    pub master: ActorRef<MasterMsg>,
     /// The built-in jobs framework.
     pub jobs: Jobs,
     /// The master's node (to reach agents for logs).
@@ -227,7 +225,14 @@ impl ResponseError for ApiError {
 }
 
 async fn state(ctx: &ApiContext) -> Result<ClusterState, ApiError> {
-    call_t!(ctx.master, MasterMsg::State, 5000)
+    // Looked up each time: a master restarted by its supervisor is another actor.
+    let master = ctx
+        .node
+        .whereis::<MasterMsg>(MASTER_NAME)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("master: {e}")))?
+        .ok_or_else(|| ApiError::unavailable("master: restarting"))?;
+    call_t!(master, MasterMsg::State, 5000)
         .map_err(|e| ApiError::unavailable(format!("master: {e}")))
 }
 

@@ -18,4 +18,5 @@ pub mod resources;
 pub mod scheduler;
 pub mod statefile;
 pub mod status;
+pub mod supervision;
 pub mod task;

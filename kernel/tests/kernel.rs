@@ -10,18 +10,19 @@ use plexus_kernel::agent::{Agent, AgentConfig};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
 use plexus_kernel::jobs::{JobRequest, Jobs};
-use plexus_kernel::master::{Master, MasterConfig};
+use plexus_kernel::master::{MasterConfig, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::*;
 use plexus_kernel::resources::{Resources, RoleResources};
 use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
 use plexus_kernel::status::StatusUpdate;
+use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
 use plexus_kernel::task::TaskState;
 use ractor::{call_t, Actor, ActorRef};
 
 struct Cluster {
     _dir: tempfile::TempDir,
     master_node: Node,
-    master: ActorRef<MasterMsg>,
+    sup: ActorRef<MasterSupervisorMsg>,
     _agents: Vec<Node>,
 }
 
@@ -91,9 +92,13 @@ impl Cluster {
         let master_node = Node::start(&settings(dir.path(), "master", vec![]))
             .await
             .unwrap();
-        let (master, _) = Actor::spawn(None, Master::new(master_node.clone(), cfg), ())
-            .await
-            .unwrap();
+        let (sup, _) = Actor::spawn(
+            None,
+            MasterSupervisor::new(master_node.clone(), cfg, RestartPolicy::default()),
+            (),
+        )
+        .await
+        .unwrap();
         let mut nodes = Vec::new();
         for i in 0..agents {
             nodes
@@ -102,7 +107,7 @@ impl Cluster {
         let c = Cluster {
             _dir: dir,
             master_node,
-            master,
+            sup,
             _agents: nodes,
         };
         c.wait(|s| s.agents.iter().filter(|a| a.status == "active").count() == agents)
@@ -110,14 +115,22 @@ impl Cluster {
         c
     }
 
+    /// The master the supervisor runs now (none while it restarts).
+    async fn master(&self) -> Option<ActorRef<MasterMsg>> {
+        call_t!(self.sup, MasterSupervisorMsg::Current, 5000).unwrap()
+    }
+
+    async fn try_state(&self) -> Option<ClusterState> {
+        call_t!(self.master().await?, MasterMsg::State, 5000).ok()
+    }
+
     async fn state(&self) -> ClusterState {
-        call_t!(self.master, MasterMsg::State, 5000).unwrap()
+        self.try_state().await.expect("the master answers")
     }
 
     async fn wait(&self, f: impl Fn(&ClusterState) -> bool) -> ClusterState {
         for _ in 0..600 {
-            let s = self.state().await;
-            if f(&s) {
+            if let Some(s) = self.try_state().await.filter(|s| f(s)) {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -533,4 +546,89 @@ async fn weighted_drf_splits_a_saturated_agent_two_to_one() {
     }
     c.wait(|s| s.tasks.iter().all(|t| t.state.is_terminal()) && s.used.cpus_milli == 0)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_panics_is_restarted_and_rebuilt_from_its_agents() {
+    let fault = FaultSwitch::default();
+    let cfg = MasterConfig {
+        fault: fault.clone(),
+        ..MasterConfig::default()
+    };
+    let c = Cluster::start_with(2, cfg, 4.0, 4096).await;
+    let jobs = start_jobs(&c).await;
+    let task = jobs
+        .submit(JobRequest {
+            name: None,
+            argv: vec!["sleep".into(), "300".into()],
+            resources: Resources::new(0.5, 64),
+            role: None,
+        })
+        .unwrap();
+    wait_jobs(&jobs, |js| {
+        js.iter().any(|j| j.state == Some(TaskState::Running))
+    })
+    .await;
+    let first = c.master().await.unwrap().get_id();
+    fault.trip();
+    // Its next message (the tick, at the latest) makes it panic; the supervisor starts
+    // another, which the agents register with, bringing the running task back.
+    let s = c
+        .wait(|s| {
+            s.agents.iter().filter(|a| a.status == "active").count() == 2
+                && s.tasks
+                    .iter()
+                    .any(|t| t.task_id == task && t.state == TaskState::Running)
+        })
+        .await;
+    assert_ne!(c.master().await.unwrap().get_id(), first, "{s:#?}");
+    let t = s.tasks.iter().find(|t| t.task_id == task).unwrap();
+    assert_eq!(t.message, "recovered from agent");
+    // The new master hears the task's end.
+    let agent = c
+        .master_node
+        .whereis::<AgentMsg>(&agent_name(&t.agent_id))
+        .await
+        .unwrap()
+        .unwrap();
+    agent
+        .cast(AgentMsg::Kill {
+            task_id: task.clone(),
+        })
+        .unwrap();
+    c.wait(|s| {
+        s.tasks
+            .iter()
+            .any(|t| t.task_id == task && t.state == TaskState::Killed)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
+    let dir = tempfile::tempdir().unwrap();
+    plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
+    let node = Node::start(&settings(dir.path(), "master", vec![]))
+        .await
+        .unwrap();
+    let fault = FaultSwitch::default();
+    let cfg = MasterConfig {
+        fault: fault.clone(),
+        ..MasterConfig::default()
+    };
+    let policy = RestartPolicy {
+        max_restarts: 0,
+        ..RestartPolicy::default()
+    };
+    let (sup, ended) = Actor::spawn(None, MasterSupervisor::new(node.clone(), cfg, policy), ())
+        .await
+        .unwrap();
+    fault.trip();
+    ended.await.unwrap();
+    assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    assert!(node
+        .whereis::<MasterMsg>(MASTER_NAME)
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -188,6 +188,7 @@ impl Actor for Master {
         msg: MasterMsg,
         st: &mut MasterState,
     ) -> Result<(), ActorProcessingErr> {
+        self.cfg.fault.check("the master");
         match msg {
             MasterMsg::RegisterAgent(reg) => self.register_agent(&me, st, reg).await,
             MasterMsg::Subscribe {

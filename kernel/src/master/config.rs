@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::resources::Resources;
+use crate::supervision::FaultSwitch;
 
 /// Master tunables.
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ pub struct MasterConfig {
     /// Most offers one framework gets per allocation cycle (0: no limit); see
     /// [`crate::allocator::Allocator::set_offer_limit`].
     pub offer_limit: u32,
+    /// Makes the master actor panic on its next message once tripped (for tests of its
+    /// supervision; nothing on the wire can trip it).
+    pub fault: FaultSwitch,
 }
 
 impl Default for MasterConfig {
@@ -37,6 +41,7 @@ impl Default for MasterConfig {
             quotas: BTreeMap::new(),
             max_completed_tasks: 10_000,
             offer_limit: 64,
+            fault: FaultSwitch::default(),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`tasks`] and [`offers`]: the task table and the offer book the core keeps;
 //! - [`actor`]: [`Master`], the actor that resolves and watches agents and schedulers,
 //!   feeds the core and carries out its effects;
+//! - [`supervisor`]: [`MasterSupervisor`], which restarts the master actor under a
+//!   policy;
 //! - [`config`]: the tunables, [`MasterConfig`].
 //!
 //! A lost agent turns its tasks `TASK_UNREACHABLE` (then `TASK_GONE` after
@@ -19,6 +21,7 @@ pub mod actor;
 pub mod config;
 pub mod core;
 mod offers;
+pub mod supervisor;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -28,3 +31,4 @@ pub use self::config::MasterConfig;
 pub use self::core::{
     AgentStatus, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
 };
+pub use self::supervisor::{MasterSupervisor, MasterSupervisorMsg};

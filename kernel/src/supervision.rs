@@ -1,0 +1,178 @@
+//! Restart policies of the kernel's supervisors, and the switch tests use to make a
+//! supervised actor fail.
+//!
+//! Every child of a kernel supervisor has a stated policy, as in Erlang/OTP:
+//!
+//! - **restart** ([`RestartPolicy`]): the child is started again after a backoff that
+//!   doubles with each failure in the intensity window; more than `max_restarts` failures
+//!   within `window` and the supervisor gives up and **escalates** (fails itself, so its
+//!   own supervisor, or the process, decides);
+//! - **escalate** at once: the child's failure is the supervisor's.
+//!
+//! [`RestartBudget`] is the decision, kept free of clocks and timers so it is tested
+//! rule by rule; supervisors feed it the time of each failure.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a supervisor restarts a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Most restarts within `window`; one more failure escalates.
+    pub max_restarts: u32,
+    /// The intensity window.
+    pub window: Duration,
+    /// Delay before the first restart in a window.
+    pub backoff_initial: Duration,
+    /// Longest delay before a restart.
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartPolicy {
+    /// Five restarts a minute, from 100 ms to 5 s apart.
+    fn default() -> Self {
+        RestartPolicy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a supervisor does about a failed child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Start it again after this delay.
+    Restart {
+        /// The backoff.
+        after: Duration,
+    },
+    /// Too many failures: fail the supervisor.
+    Escalate {
+        /// Failures counted in the window.
+        failures: u32,
+    },
+}
+
+/// The failures of one child within its policy's window.
+#[derive(Debug, Clone)]
+pub struct RestartBudget {
+    policy: RestartPolicy,
+    /// Times of the failures still inside the window, oldest first (at most
+    /// `max_restarts + 1` are kept).
+    failures: VecDeque<Duration>,
+}
+
+impl RestartBudget {
+    /// A budget with no failures yet.
+    pub fn new(policy: RestartPolicy) -> Self {
+        RestartBudget {
+            policy,
+            failures: VecDeque::new(),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> RestartPolicy {
+        self.policy
+    }
+
+    /// Records a failure at `now` (on any monotonic clock) and decides.
+    pub fn on_failure(&mut self, now: Duration) -> Decision {
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) >= self.policy.window)
+        {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(now);
+        let n = u32::try_from(self.failures.len()).unwrap_or(u32::MAX);
+        if n > self.policy.max_restarts {
+            self.failures.pop_front();
+            return Decision::Escalate { failures: n };
+        }
+        let doublings = (n - 1).min(20);
+        let after = self
+            .policy
+            .backoff_initial
+            .saturating_mul(1 << doublings)
+            .min(self.policy.backoff_max);
+        debug_assert!(self.failures.len() <= self.policy.max_restarts as usize);
+        Decision::Restart { after }
+    }
+}
+
+/// A one-shot switch that makes an actor panic on its next message: how tests inject
+/// a failure into a supervised actor without a message any peer could send. Cloning
+/// shares the switch.
+#[derive(Debug, Clone, Default)]
+pub struct FaultSwitch(Arc<AtomicBool>);
+
+impl FaultSwitch {
+    /// Arms the switch.
+    pub fn trip(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Panics if the switch was armed (disarming it), naming `who`.
+    pub fn check(&self, who: &str) {
+        if self.0.swap(false, Ordering::SeqCst) {
+            panic!("fault injected into {who}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: 3,
+            window: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(250),
+        }
+    }
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn restarts_back_off_and_too_many_in_the_window_escalate() {
+        let mut b = RestartBudget::new(policy());
+        let ms = Duration::from_millis;
+        assert_eq!(b.on_failure(s(0)), Decision::Restart { after: ms(100) });
+        assert_eq!(b.on_failure(s(1)), Decision::Restart { after: ms(200) });
+        assert_eq!(b.on_failure(s(2)), Decision::Restart { after: ms(250) });
+        assert_eq!(b.on_failure(s(3)), Decision::Escalate { failures: 4 });
+    }
+
+    #[test]
+    fn failures_older_than_the_window_are_forgiven() {
+        let mut b = RestartBudget::new(policy());
+        for t in [0, 1, 2] {
+            assert!(matches!(b.on_failure(s(t)), Decision::Restart { .. }));
+        }
+        // 10 s after the first, it no longer counts: three in the window again.
+        assert!(matches!(b.on_failure(s(10)), Decision::Restart { .. }));
+        assert!(
+            matches!(b.on_failure(s(30)), Decision::Restart { after } if after == Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn a_tripped_switch_panics_once() {
+        let f = FaultSwitch::default();
+        f.check("nothing");
+        f.trip();
+        let shared = f.clone();
+        assert!(std::panic::catch_unwind(|| shared.check("x")).is_err());
+        f.check("disarmed");
+    }
+}
