@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use plexus_sim::{run, Defect, FaultRates, SimConfig, SimReport, SupervisedService};
+use plexus_sim::{run, Defect, FaultRates, SimConfig, SimReport, SupervisedService, Swarm};
 
 /// Flags of `plexus sim`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,8 +39,10 @@ pub struct SimArgs {
     /// Simulated time after faults heal, before the final checks.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub settle: Duration,
-    /// Fault rates: `none`, `default`, or `default*K` (every rate times K).
-    #[arg(long, default_value = "default")]
+    /// Fault rates: `swarm` (rates, agents up to twice `--agents`, frameworks up to twice
+    /// `--frameworks` and the offer limit drawn from the seed), `none`, `default`, or
+    /// `default*K` (every default rate times K).
+    #[arg(long, default_value = "swarm")]
     pub faults: String,
     /// Machine crashes per simulated hour (overrides `--faults`).
     #[arg(long)]
@@ -67,7 +69,8 @@ pub struct SimArgs {
     /// Silence after which a node is declared down.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub node_down: Duration,
-    /// Most offers one framework gets per allocation cycle (the master's `offer_limit`).
+    /// Most offers one framework gets per allocation cycle (the master's `offer_limit`;
+    /// a swarm draws its own).
     #[arg(long, default_value_t = 64)]
     pub offer_limit: u32,
     /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`.
@@ -103,13 +106,12 @@ fn fault_rates(s: &str) -> anyhow::Result<FaultRates> {
                 }
                 Ok(FaultRates::default().scaled(k))
             }
-            None => bail!("bad --faults {other:?}: use none, default or default*K"),
+            None => bail!("bad --faults {other:?}: use swarm, none, default or default*K"),
         },
     }
 }
 
-fn rates(a: &SimArgs) -> anyhow::Result<FaultRates> {
-    let mut r = fault_rates(&a.faults)?;
+fn rates(a: &SimArgs, mut r: FaultRates) -> anyhow::Result<FaultRates> {
     let check = |name: &str, v: f64, max: f64| {
         if v.is_finite() && (0.0..=max).contains(&v) {
             Ok(v)
@@ -158,17 +160,28 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
             seed ^ 0x776f_726b,
         )));
     }
+    let (base, agents, frameworks, offer_limit) = if a.faults == "swarm" {
+        let w = Swarm::draw(seed, a.agents, a.frameworks);
+        (w.faults, w.agents, w.frameworks, w.offer_limit)
+    } else {
+        (
+            fault_rates(&a.faults)?,
+            a.agents,
+            a.frameworks,
+            a.offer_limit,
+        )
+    };
     Ok(SimConfig {
         seed,
-        agents: a.agents,
-        frameworks: a.frameworks,
+        agents,
+        frameworks,
         tasks_per_framework: a.tasks,
         duration: a.duration,
         settle: a.settle,
-        faults: rates(a)?,
+        faults: rates(a, base)?,
         heartbeat_interval: a.heartbeat,
         node_down_timeout: a.node_down,
-        offer_limit: a.offer_limit,
+        offer_limit,
         keep_trace,
         defect,
         workloads,
@@ -277,6 +290,12 @@ pub fn main(a: SimArgs) -> anyhow::Result<bool> {
     };
     let keep = if replay { usize::MAX } else { a.tail.max(1) };
     let cfg = config(&a, seed, keep)?;
+    if !a.line {
+        eprintln!(
+            "seed {seed}: agents={} frameworks={} offer_limit={} {:?}",
+            cfg.agents, cfg.frameworks, cfg.offer_limit, cfg.faults
+        );
+    }
     let t = Instant::now();
     let r = run(cfg);
     let wall = t.elapsed();

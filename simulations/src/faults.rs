@@ -71,6 +71,58 @@ impl FaultRates {
     }
 }
 
+/// A cluster and fault mix drawn from the seed, as swarm testing does: each seed runs
+/// with its own rates (some faults switched off entirely, others much denser than the
+/// default mix) and its own cluster shape, so a sweep explores many mixes instead of one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swarm {
+    /// The fault rates of this seed.
+    pub faults: FaultRates,
+    /// Agents, from 1 to twice the base count.
+    pub agents: usize,
+    /// Frameworks, from 1 to twice the base count.
+    pub frameworks: usize,
+    /// The master's offer limit (0: none).
+    pub offer_limit: u32,
+}
+
+impl Swarm {
+    /// The mix of `seed`, around a cluster of `agents` and `frameworks`.
+    pub fn draw(seed: u64, agents: usize, frameworks: usize) -> Swarm {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0073_7761_726d);
+        let mut rate = |max: f64| {
+            if rng.random_bool(0.3) {
+                0.0
+            } else {
+                rng.random_range(0.0..=max)
+            }
+        };
+        let crashes_per_hour = rate(40.0);
+        let partitions_per_hour = rate(20.0);
+        let pauses_per_hour = rate(20.0);
+        let drop_rate = rate(0.01);
+        let task_failure_rate = rate(0.4);
+        let lose_state = rng.random_range(0.0..=0.6);
+        let min_delay = Duration::from_micros(rng.random_range(50..=2_000));
+        let max_delay = min_delay + Duration::from_micros(rng.random_range(0..=50_000));
+        Swarm {
+            faults: FaultRates {
+                crashes_per_hour,
+                lose_state,
+                partitions_per_hour,
+                pauses_per_hour,
+                drop_rate,
+                min_delay,
+                max_delay,
+                task_failure_rate,
+            },
+            agents: rng.random_range(1..=agents.max(1) * 2),
+            frameworks: rng.random_range(1..=frameworks.max(1) * 2),
+            offer_limit: [0, 1, 4, 64][rng.random_range(0..4)],
+        }
+    }
+}
+
 /// One fault.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -200,5 +252,23 @@ mod tests {
             ..cfg(5)
         };
         assert!(FaultPlan::draw(&none).faults.is_empty());
+    }
+
+    #[test]
+    fn a_swarm_is_a_function_of_the_seed_and_varies_the_mix() {
+        assert_eq!(Swarm::draw(3, 5, 2), Swarm::draw(3, 5, 2));
+        let mixes: Vec<Swarm> = (0..200).map(|s| Swarm::draw(s, 5, 2)).collect();
+        let off = mixes
+            .iter()
+            .filter(|m| m.faults.crashes_per_hour == 0.0)
+            .count();
+        assert!((20..=100).contains(&off), "crashes off in {off} of 200");
+        assert!(mixes.iter().any(|m| m.faults.crashes_per_hour > 30.0));
+        assert!(mixes.iter().all(|m| (1..=10).contains(&m.agents)));
+        assert!(mixes
+            .iter()
+            .all(|m| m.faults.min_delay <= m.faults.max_delay));
+        let limits: std::collections::BTreeSet<u32> = mixes.iter().map(|m| m.offer_limit).collect();
+        assert_eq!(limits.len(), 4);
     }
 }

@@ -26,7 +26,7 @@ pub mod workload;
 pub mod world;
 
 pub use containerizer::{Machines, SimContainerizer};
-pub use faults::{Fault, FaultPlan, FaultRates};
+pub use faults::{Fault, FaultPlan, FaultRates, Swarm};
 pub use trace::{Recorder, Violation};
 pub use workload::{SimContext, SupervisedService, Workload};
 pub use world::{run, Defect, SimConfig, SimReport};
