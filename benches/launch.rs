@@ -19,7 +19,7 @@ use anyhow::Context;
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr};
 use plexus_kernel::jobs::JobRequest;
-use plexus_kernel::protocol::MasterMsg;
+use plexus_kernel::protocol::{AgentStatus, MasterMsg};
 use plexus_kernel::resources::Resources;
 use plexus_kernel::task::TaskState;
 use ractor::{call_t, ActorRef};
@@ -106,7 +106,12 @@ async fn wait_agents(master: &ActorRef<MasterMsg>, n: usize) -> anyhow::Result<(
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let active = call_t!(master, MasterMsg::State, 5000)
-            .map(|s| s.agents.iter().filter(|a| a.status == "active").count())
+            .map(|s| {
+                s.agents
+                    .iter()
+                    .filter(|a| a.status == AgentStatus::Active)
+                    .count()
+            })
             .unwrap_or(0);
         if active >= n {
             return Ok(());

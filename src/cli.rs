@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use plexus::logging::{init as init_logging, LogFormat};
 
 /// plexus: a datacenter operating-system kernel built on distributed actors.
 #[derive(Debug, Parser)]
@@ -18,15 +19,6 @@ pub struct Cli {
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How log lines are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Top-level subcommands.
@@ -88,7 +80,7 @@ pub enum Command {
     },
     /// Simulate a whole datacenter under seeded faults and check its invariants:
     /// `--seed N`, a sweep `--seeds 1..1000`, or `--replay N` with the full trace.
-    Sim(crate::sim::SimArgs),
+    Sim(plexus::simcli::SimArgs),
     /// Benchmarks, one figure per printed line (`plexus <figure> key=value ...`).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -299,20 +291,6 @@ pub enum CertsCommand {
     },
 }
 
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("bad --log filter {filter:?}"))?;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
-    }
-    Ok(())
-}
-
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -464,6 +442,24 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(b.enable_all().build()?)
 }
 
+/// Runs `plexus sim ...` as `plexus-sim ...` (same flags) when that program is installed
+/// next to this one; returns only if it is not.
+fn hand_over_to_sim_program() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let sim = exe.with_file_name(plexus::simcli::SIM_PROGRAM);
+    if !sim.is_file() {
+        tracing::debug!("{} not found: simulating in this process", sim.display());
+        return Ok(());
+    }
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "sim") {
+        args.remove(i);
+    }
+    let e = std::process::Command::new(&sim).args(args).exec();
+    Err(anyhow::Error::new(e).context(format!("starting {}", sim.display())))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A simulation's kernel logs describe simulated faults: keep them out of the way
     // unless asked for.
@@ -540,7 +536,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plexus::client::agents(&plexus::client::Client::new(&api.api), json)?
         }
         Command::Sim(a) => {
-            if !crate::sim::main(a)? {
+            hand_over_to_sim_program()?;
+            if !plexus::simcli::main(a)? {
                 use std::io::Write;
                 let _ = std::io::stdout().flush();
                 std::process::exit(1);

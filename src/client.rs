@@ -309,11 +309,7 @@ pub fn run(c: &Client, job: SubmitJob, o: &RunOptions) -> anyhow::Result<u8> {
             if o.json {
                 say(serde_json::to_string(e)?);
             } else {
-                let reason = e
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default();
+                let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
                 let on = t
                     .agent_id
                     .as_deref()
@@ -392,7 +388,7 @@ fn detail(t: &TaskView) -> String {
     }
     match (&t.reason, t.message.is_empty()) {
         (Some(r), false) => format!("{r}: {}", t.message),
-        (Some(r), true) => r.clone(),
+        (Some(r), true) => r.to_string(),
         (None, _) if terminal(&t.state) => t.message.clone(),
         (None, _) => String::new(),
     }

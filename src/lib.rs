@@ -13,4 +13,6 @@ pub use plexus_net as net;
 
 pub mod builtin;
 pub mod client;
+pub mod logging;
 pub mod roles;
+pub mod simcli;

@@ -3,7 +3,6 @@
 #[path = "../benches/mod.rs"]
 mod bench;
 mod cli;
-mod sim;
 
 fn main() -> std::process::ExitCode {
     // `plexus __shim ...`: the per-task shim the agent starts (not a user command).

@@ -15,8 +15,8 @@ use plexus::client::Client;
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr};
 use plexus_kernel::api::{SubmitJob, TaskView};
-use plexus_kernel::containerizer::REASON_MEMORY;
 use plexus_kernel::protocol::{ClusterState, FrameworkInfo, Offer, TaskSpec};
+use plexus_kernel::reason::Reason;
 use plexus_kernel::resources::Resources;
 use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
 use plexus_kernel::status::StatusUpdate;
@@ -151,7 +151,11 @@ impl KCluster {
             agents: procs,
         };
         c.wait_state("all agents registered", Duration::from_secs(60), |s| {
-            s.agents.iter().filter(|a| a.status == "active").count() == agents
+            s.agents
+                .iter()
+                .filter(|a| a.status == plexus_kernel::protocol::AgentStatus::Active)
+                .count()
+                == agents
         });
         c
     }
@@ -347,7 +351,7 @@ fn a_task_over_its_memory_limit_fails_with_the_memory_reason() {
             .any(|t| t.task_id == hog && t.state == "TASK_FAILED")
     });
     let t = ts.iter().find(|t| t.task_id == hog).unwrap();
-    assert_eq!(t.reason.as_deref(), Some(REASON_MEMORY), "{t:#?}");
+    assert_eq!(t.reason, Some(Reason::ContainerLimitationMemory), "{t:#?}");
 }
 
 #[test]

@@ -16,14 +16,13 @@ use tracing::{debug, info, warn};
 
 use plexus_actors::Node;
 
-use crate::containerizer::{
-    classify, exit_code, ContainerInfo, Containerizer, LaunchSpec, REASON_LAUNCH_FAILED,
-};
+use crate::containerizer::{classify, exit_code, ContainerInfo, Containerizer, LaunchSpec};
 use crate::protocol::*;
+use crate::reason::Reason;
 use crate::resources::{PortSet, Resources, RoleResources};
 use crate::statefile::StateFile;
 use crate::status::{StatusUpdate, StatusUpdateManager};
-use crate::task::TaskState;
+use crate::task::{TaskState, TaskStateMachine};
 
 /// Agent tunables.
 #[derive(Debug, Clone)]
@@ -167,7 +166,7 @@ impl Agent {
         st: &mut AgentState,
         task_id: &str,
         state: TaskState,
-        reason: Option<String>,
+        reason: Option<Reason>,
         message: String,
     ) {
         self.update_ended(st, task_id, state, reason, message, None)
@@ -179,13 +178,18 @@ impl Agent {
         st: &mut AgentState,
         task_id: &str,
         state: TaskState,
-        reason: Option<String>,
+        reason: Option<Reason>,
         message: String,
         exit_code: Option<i32>,
     ) {
         let Some(t) = st.ck.tasks.get_mut(task_id) else {
             return;
         };
+        // The task state machine decides: an ended task never changes again.
+        if let Err(e) = TaskStateMachine::at(t.state).transition(state) {
+            warn!(task = task_id, "not sending an update: {e}");
+            return;
+        }
         t.state = state;
         st.ck.next_uuid += 1;
         let u = StatusUpdate {
@@ -361,7 +365,7 @@ impl Actor for Agent {
                     &mut st,
                     &id,
                     TaskState::Failed,
-                    Some(REASON_LAUNCH_FAILED.into()),
+                    Some(Reason::ContainerLaunchFailed),
                     "the agent restarted while launching the task".into(),
                 ),
             }
@@ -525,7 +529,7 @@ impl Agent {
                         st,
                         &task_id,
                         TaskState::Failed,
-                        Some(REASON_LAUNCH_FAILED.into()),
+                        Some(Reason::ContainerLaunchFailed),
                         e.to_string(),
                         Some(e.exit_code()),
                     ),
@@ -567,14 +571,7 @@ impl Agent {
                     self.containerizer.destroy(info);
                 }
                 let code = exit_code(&exit);
-                self.update_ended(
-                    st,
-                    &task_id,
-                    state,
-                    reason.map(str::to_string),
-                    message,
-                    code,
-                );
+                self.update_ended(st, &task_id, state, reason, message, code);
             }
             AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
             AgentMsg::Ack { task_id, uuid } => {

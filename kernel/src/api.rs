@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use plexus_actors::Node;
 
 use crate::jobs::{JobEvent, JobRequest, Jobs, KillError};
-use crate::protocol::{agent_name, AgentMsg, ClusterState, MasterMsg, MASTER_NAME};
+use crate::protocol::{agent_name, AgentMsg, AgentStatus, ClusterState, MasterMsg, MASTER_NAME};
+use crate::reason::Reason;
 use crate::resources::Resources;
 use crate::task::TaskState;
 
@@ -48,7 +49,7 @@ pub struct TaskView {
     /// Its agent.
     pub agent_id: Option<String>,
     /// Reason of the last update.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Message of the last update.
     pub message: String,
     /// Why it is not placed yet.
@@ -249,7 +250,7 @@ pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
                     name: t.name.clone(),
                     state: t.state.mesos_name().into(),
                     agent_id: (!t.agent_id.is_empty()).then(|| t.agent_id.clone()),
-                    reason: t.reason.clone(),
+                    reason: t.reason,
                     message: t.message.clone(),
                     why_not_placed: None,
                     framework_id: Some(t.framework_id.clone()),
@@ -409,7 +410,11 @@ pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
             m.push_str(&format!("{name}{labels} {v}\n"));
         }
     };
-    let active = s.agents.iter().filter(|a| a.status == "active").count();
+    let active = s
+        .agents
+        .iter()
+        .filter(|a| a.status == AgentStatus::Active)
+        .count();
     g(
         "plexus_agents",
         "Agents by status.",

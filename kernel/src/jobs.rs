@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol::{Offer, TaskSpec};
+use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources, ANY_ROLE};
 use crate::scheduler::{DriverHandle, Scheduler};
 use crate::status::StatusUpdate;
@@ -59,7 +60,7 @@ pub struct JobEvent {
     /// The new state.
     pub state: TaskState,
     /// Reason.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Message.
     pub message: String,
     /// How the command ended (see [`StatusUpdate::exit_code`]).
@@ -446,7 +447,7 @@ impl Scheduler for JobsScheduler {
             if !dup {
                 j.history.push(JobEvent {
                     state: u.state,
-                    reason: u.reason.clone(),
+                    reason: u.reason,
                     message: u.message.clone(),
                     exit_code: u.exit_code,
                     unix_ms: u.unix_ms,

@@ -14,6 +14,7 @@ pub mod containerizer;
 pub mod jobs;
 pub mod master;
 pub mod protocol;
+pub mod reason;
 pub mod resources;
 pub mod scheduler;
 pub mod statefile;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use plexus_actors::RemoteMessage;
 
+use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
 use crate::status::StatusUpdate;
 use crate::task::TaskState;
@@ -74,7 +75,7 @@ pub struct TaskInfo {
     /// Current state.
     pub state: TaskState,
     /// Reason of the last update.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Message of the last update.
     pub message: String,
     /// What it holds.
@@ -311,14 +312,66 @@ pub struct AgentState {
     pub id: String,
     /// Node name.
     pub hostname: String,
-    /// `active` or `unreachable`.
-    pub status: String,
+    /// Connected or not.
+    pub status: AgentStatus,
     /// Total resources.
     pub total: Resources,
     /// Free resources.
     pub free: Resources,
     /// Isolation in use.
     pub isolation: String,
+}
+
+/// Whether an agent is connected to the master (`active` / `unreachable` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// Registered and connected.
+    Active,
+    /// Its connection was lost; its tasks are `TASK_UNREACHABLE`.
+    Unreachable,
+}
+
+/// Whether a framework's scheduler is connected (`connected` / `disconnected` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameworkStatus {
+    /// Subscribed and connected.
+    Connected,
+    /// Disconnected, within its failover timeout.
+    Disconnected,
+}
+
+impl AgentStatus {
+    /// The name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FrameworkStatus {
+    /// The name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameworkStatus::Connected => "connected",
+            FrameworkStatus::Disconnected => "disconnected",
+        }
+    }
+}
+
+impl std::fmt::Display for FrameworkStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One framework in [`ClusterState`].
@@ -330,8 +383,8 @@ pub struct FrameworkState {
     pub name: String,
     /// Role.
     pub role: String,
-    /// `connected` or `disconnected`.
-    pub status: String,
+    /// Connected or not.
+    pub status: FrameworkStatus,
     /// Dominant share.
     pub share: f64,
 }

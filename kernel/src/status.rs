@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reason::Reason;
 use crate::task::TaskState;
 
 /// First resend interval.
@@ -32,7 +33,7 @@ pub struct StatusUpdate {
     /// The new state.
     pub state: TaskState,
     /// Why (Mesos-like reason, e.g. `REASON_CONTAINER_LIMITATION_MEMORY`).
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Human-readable detail.
     pub message: String,
     /// How the command's process ended, shell-style, for an update that reports it:

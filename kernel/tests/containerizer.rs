@@ -6,8 +6,8 @@ use plexus_kernel::containerizer::cgroups::{CgroupMode, TaskCgroup};
 use plexus_kernel::containerizer::shim::{self, ExitRecord};
 use plexus_kernel::containerizer::{
     classify, ContainerError, ContainerInfo, Containerizer, LaunchSpec, ProcessContainerizer,
-    REASON_LAUNCH_FAILED, REASON_MEMORY,
 };
+use plexus_kernel::reason::Reason;
 use plexus_kernel::resources::Resources;
 use plexus_kernel::task::TaskState;
 
@@ -74,7 +74,7 @@ async fn end(
     c: &ProcessContainerizer,
     info: &ContainerInfo,
     killing: bool,
-) -> (TaskState, Option<&'static str>, String) {
+) -> (TaskState, Option<Reason>, String) {
     let exit = tokio::time::timeout(Duration::from_secs(60), c.wait(info))
         .await
         .expect("the task ends");
@@ -190,7 +190,7 @@ async fn exceeding_memory_fails_with_the_memory_reason() {
     let (st, reason, msg) = end(&f.c, &hog, false).await;
     assert_eq!(
         (st, reason),
-        (TaskState::Failed, Some(REASON_MEMORY)),
+        (TaskState::Failed, Some(Reason::ContainerLimitationMemory)),
         "{msg}"
     );
 }
@@ -240,7 +240,7 @@ async fn bad_commands_fail_to_launch_with_a_reason() {
     let (st, reason, msg) = end(&f.c, &info, false).await;
     assert_eq!(
         (st, reason),
-        (TaskState::Failed, Some(REASON_LAUNCH_FAILED)),
+        (TaskState::Failed, Some(Reason::ContainerLaunchFailed)),
         "{msg}"
     );
     let empty =

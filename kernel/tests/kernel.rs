@@ -110,8 +110,14 @@ impl Cluster {
             sup,
             _agents: nodes,
         };
-        c.wait(|s| s.agents.iter().filter(|a| a.status == "active").count() == agents)
-            .await;
+        c.wait(|s| {
+            s.agents
+                .iter()
+                .filter(|a| a.status == AgentStatus::Active)
+                .count()
+                == agents
+        })
+        .await;
         c
     }
 
@@ -397,7 +403,7 @@ async fn failover_within_the_timeout_keeps_tasks_and_after_it_kills_them() {
     c.wait(|s| {
         s.frameworks
             .iter()
-            .any(|f| f.id == id && f.status == "disconnected")
+            .any(|f| f.id == id && f.status == FrameworkStatus::Disconnected)
     })
     .await;
     let back = FrameworkInfo {
@@ -419,7 +425,7 @@ async fn failover_within_the_timeout_keeps_tasks_and_after_it_kills_them() {
     assert!(u
         .iter()
         .filter(|x| x.task_id == "svc")
-        .all(|x| x.reason.as_deref() == Some("REASON_RECONCILIATION")));
+        .all(|x| x.reason == Some(plexus_kernel::reason::Reason::Reconciliation)));
     // Implicit reconciliation: every task of the framework.
     updates.lock().unwrap().clear();
     h.reconcile(vec![]);
@@ -575,7 +581,11 @@ async fn a_master_that_panics_is_restarted_and_rebuilt_from_its_agents() {
     // another, which the agents register with, bringing the running task back.
     let s = c
         .wait(|s| {
-            s.agents.iter().filter(|a| a.status == "active").count() == 2
+            s.agents
+                .iter()
+                .filter(|a| a.status == AgentStatus::Active)
+                .count()
+                == 2
                 && s.tasks
                     .iter()
                     .any(|t| t.task_id == task && t.state == TaskState::Running)

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use plexus_kernel::protocol::ClusterState;
+use plexus_kernel::protocol::{AgentStatus, ClusterState, FrameworkStatus};
 use plexus_kernel::resources::Resources;
 use plexus_kernel::task::TaskState;
 
@@ -32,7 +32,7 @@ pub fn resources(rec: &Recorder, s: &ClusterState) {
             .or_default()
             .add(&o.resources.total());
         match agents.get(o.agent_id.as_str()) {
-            Some(a) if a.status == "active" => {}
+            Some(a) if a.status == AgentStatus::Active => {}
             other => rec.violation(
                 "resources",
                 format!(
@@ -45,7 +45,7 @@ pub fn resources(rec: &Recorder, s: &ClusterState) {
             ),
         }
     }
-    for a in s.agents.iter().filter(|a| a.status == "active") {
+    for a in s.agents.iter().filter(|a| a.status == AgentStatus::Active) {
         if let Some(h) = held.get(a.id.as_str()) {
             if !a.total.contains(h) {
                 rec.violation(
@@ -76,7 +76,7 @@ pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
         s.tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
     for name in w.agent_names() {
         match by_host.get(name.as_str()) {
-            Some(a) if a.status == "active" => {}
+            Some(a) if a.status == AgentStatus::Active => {}
             Some(a) => rec.violation(
                 "liveness",
                 format!("agent {name} is {} after the faults healed", a.status),
@@ -94,7 +94,7 @@ pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
             continue;
         };
         match s.frameworks.iter().find(|f| &f.id == id) {
-            Some(f) if f.status == "connected" => {}
+            Some(f) if f.status == FrameworkStatus::Connected => {}
             _ => rec.violation(
                 "liveness",
                 format!("framework {name} ({id}) is not connected after the faults healed"),

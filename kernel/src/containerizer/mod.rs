@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reason::Reason;
 use crate::resources::Resources;
 use crate::task::TaskState;
 use cgroups::{CgroupMode, TaskCgroup};
@@ -35,15 +36,6 @@ use tracing::{info, warn};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Reason given when a task is killed for exceeding its memory limit.
-pub const REASON_MEMORY: &str = "REASON_CONTAINER_LIMITATION_MEMORY";
-/// Reason given when a command exits non-zero or dies of a signal.
-pub const REASON_COMMAND_FAILED: &str = "REASON_COMMAND_EXECUTOR_FAILED";
-/// Reason given when a task could not be started.
-pub const REASON_LAUNCH_FAILED: &str = "REASON_CONTAINER_LAUNCH_FAILED";
-/// Reason given when a task was killed on request.
-pub const REASON_KILLED: &str = "REASON_TASK_KILLED";
 
 /// Errors of launching.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -134,11 +126,11 @@ pub struct ExitInfo {
 }
 
 /// The task state, reason and message for an exit; `killing` when the agent was killing it.
-pub fn classify(exit: &ExitInfo, killing: bool) -> (TaskState, Option<&'static str>, String) {
+pub fn classify(exit: &ExitInfo, killing: bool) -> (TaskState, Option<Reason>, String) {
     if exit.oom_killed {
         return (
             TaskState::Failed,
-            Some(REASON_MEMORY),
+            Some(Reason::ContainerLimitationMemory),
             "memory limit exceeded: the task was OOM-killed".into(),
         );
     }
@@ -150,33 +142,33 @@ pub fn classify(exit: &ExitInfo, killing: bool) -> (TaskState, Option<&'static s
         ),
         Some(ExitRecord::Exited(c)) if killing => (
             TaskState::Killed,
-            Some(REASON_KILLED),
+            Some(Reason::TaskKilled),
             format!("killed; command exited with status {c}"),
         ),
         Some(ExitRecord::Exited(c)) => (
             TaskState::Failed,
-            Some(REASON_COMMAND_FAILED),
+            Some(Reason::CommandExecutorFailed),
             format!("command exited with status {c}"),
         ),
         Some(ExitRecord::Signaled(s)) if killing => (
             TaskState::Killed,
-            Some(REASON_KILLED),
+            Some(Reason::TaskKilled),
             format!("killed by signal {s}"),
         ),
         Some(ExitRecord::Signaled(s)) => (
             TaskState::Failed,
-            Some(REASON_COMMAND_FAILED),
+            Some(Reason::CommandExecutorFailed),
             format!("command terminated by signal {s}"),
         ),
         Some(ExitRecord::LaunchFailed(t)) => (
             TaskState::Failed,
-            Some(REASON_LAUNCH_FAILED),
+            Some(Reason::ContainerLaunchFailed),
             format!("launch failed: {t}"),
         ),
-        None if killing => (TaskState::Killed, Some(REASON_KILLED), "killed".into()),
+        None if killing => (TaskState::Killed, Some(Reason::TaskKilled), "killed".into()),
         None => (
             TaskState::Failed,
-            Some(REASON_COMMAND_FAILED),
+            Some(Reason::CommandExecutorFailed),
             "the task's shim ended without recording an exit status".into(),
         ),
     }

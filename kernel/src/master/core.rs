@@ -24,9 +24,10 @@ use super::offers::OfferBook;
 use super::tasks::{TaskRecord, TaskTable, TransitionError};
 use crate::allocator::{Allocator, AllocatorError};
 use crate::protocol::{
-    AgentRegistration, AgentState, AgentTask, ClusterState, FrameworkCall, FrameworkInfo,
-    FrameworkState, Offer, TaskSpec,
+    AgentRegistration, AgentState, AgentStatus, AgentTask, ClusterState, FrameworkCall,
+    FrameworkInfo, FrameworkState, FrameworkStatus, Offer, TaskSpec,
 };
+use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
 use crate::status::StatusUpdate;
 use crate::task::TaskState;
@@ -158,7 +159,7 @@ pub enum SubscribeError {
 
 /// Whether an agent is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentStatus {
+pub enum AgentLink {
     /// Registered and connected.
     Active,
     /// Its connection was lost at `since`; its tasks are `TASK_UNREACHABLE`.
@@ -171,7 +172,7 @@ pub enum AgentStatus {
 struct AgentEntry {
     hostname: String,
     total: RoleResources,
-    status: AgentStatus,
+    status: AgentLink,
     isolation: String,
 }
 
@@ -231,7 +232,7 @@ impl MasterCore {
     }
 
     /// Whether `agent_id` is registered and connected.
-    pub fn agent_status(&self, agent_id: &str) -> Option<AgentStatus> {
+    pub fn agent_status(&self, agent_id: &str) -> Option<AgentLink> {
         self.agents.get(agent_id).map(|a| a.status)
     }
 
@@ -352,8 +353,8 @@ impl MasterCore {
                     id: id.clone(),
                     hostname: a.hostname.clone(),
                     status: match a.status {
-                        AgentStatus::Active => "active".into(),
-                        AgentStatus::Unreachable { .. } => "unreachable".into(),
+                        AgentLink::Active => AgentStatus::Active,
+                        AgentLink::Unreachable { .. } => AgentStatus::Unreachable,
                     },
                     total: a.total.total(),
                     free: self
@@ -372,9 +373,9 @@ impl MasterCore {
                     name: f.info.name.clone(),
                     role: f.info.role.clone(),
                     status: if f.disconnected_since.is_none() {
-                        "connected".into()
+                        FrameworkStatus::Connected
                     } else {
-                        "disconnected".into()
+                        FrameworkStatus::Disconnected
                     },
                     share: shares.get(id).copied().unwrap_or(0.0),
                 })
@@ -418,7 +419,7 @@ impl MasterCore {
     }
 
     fn tell_agent(&mut self, agent_id: &str, msg: ToAgent) {
-        if self.agent_status(agent_id) == Some(AgentStatus::Active) {
+        if self.agent_status(agent_id) == Some(AgentLink::Active) {
             self.out.push_back(Effect::Agent {
                 agent_id: agent_id.to_string(),
                 msg,
@@ -447,7 +448,7 @@ impl MasterCore {
                 .recover(framework_id, agent_id, resources, refuse, now.elapsed)
         {
             let expected = !self.frameworks.contains_key(framework_id)
-                || self.agent_status(agent_id) != Some(AgentStatus::Active);
+                || self.agent_status(agent_id) != Some(AgentLink::Active);
             assert!(
                 expected,
                 "recovering {} of {framework_id} on {agent_id}: {e}",
@@ -467,12 +468,12 @@ impl MasterCore {
         now: Now,
         task_id: &str,
         state: TaskState,
-        reason: &str,
+        reason: Reason,
         message: String,
     ) {
         match self
             .tasks
-            .transition(task_id, state, Some(reason.into()), message.clone())
+            .transition(task_id, state, Some(reason), message.clone())
         {
             Ok(()) => {}
             Err(e) => {
@@ -487,7 +488,7 @@ impl MasterCore {
             framework_id: t.framework_id.clone(),
             agent_id: t.agent_id.clone(),
             state,
-            reason: Some(reason.into()),
+            reason: Some(reason),
             message,
             exit_code: None,
             unix_ms: now.unix_ms,
@@ -498,11 +499,11 @@ impl MasterCore {
 
     /// A task that never reached an agent: recorded (if its id is free), reported, ended.
     fn task_error(&mut self, now: Now, fw: &str, agent: &str, spec: &TaskSpec, message: String) {
-        let reason = Some(String::from("REASON_TASK_INVALID"));
+        let reason = Some(Reason::TaskInvalid);
         if !self.tasks.contains(&spec.task_id) {
             let mut t =
                 TaskRecord::new(fw, agent, spec, RoleResources::default(), TaskState::Error);
-            t.reason = reason.clone();
+            t.reason = reason;
             t.message = message.clone();
             self.tasks.insert(t);
         }
@@ -546,7 +547,7 @@ impl MasterCore {
             isolation,
         } = reg;
         let reregister = self.agents.contains_key(&agent_id);
-        if self.agent_status(&agent_id) == Some(AgentStatus::Active) {
+        if self.agent_status(&agent_id) == Some(AgentLink::Active) {
             // Back before its old connection was seen to drop: what it was offered is
             // void (the allocator starts its books afresh below).
             self.rescind_agent_offers(now, &agent_id);
@@ -565,7 +566,7 @@ impl MasterCore {
             AgentEntry {
                 hostname,
                 total: resources,
-                status: AgentStatus::Active,
+                status: AgentLink::Active,
                 isolation,
             },
         );
@@ -593,7 +594,7 @@ impl MasterCore {
                             now,
                             &id,
                             t.state,
-                            "REASON_AGENT_REREGISTERED",
+                            Reason::AgentReregistered,
                             format!("agent {agent_id} re-registered"),
                         );
                     }
@@ -604,7 +605,7 @@ impl MasterCore {
                     now,
                     &id,
                     TaskState::Gone,
-                    "REASON_AGENT_REREGISTERED",
+                    Reason::AgentReregistered,
                     "the agent no longer knows this task".into(),
                 ),
             }
@@ -653,21 +654,21 @@ impl MasterCore {
     }
 
     fn agent_lost(&mut self, now: Now, agent_id: &str) {
-        if self.agent_status(agent_id) != Some(AgentStatus::Active) {
+        if self.agent_status(agent_id) != Some(AgentLink::Active) {
             return;
         }
         warn!(agent = agent_id, "agent unreachable");
         self.rescind_agent_offers(now, agent_id);
         self.allocator.remove_agent(agent_id);
         if let Some(a) = self.agents.get_mut(agent_id) {
-            a.status = AgentStatus::Unreachable { since: now.elapsed };
+            a.status = AgentLink::Unreachable { since: now.elapsed };
         }
         for id in self.tasks.live_of_agent(agent_id) {
             self.master_update(
                 now,
                 &id,
                 TaskState::Unreachable,
-                "REASON_AGENT_DISCONNECTED",
+                Reason::AgentDisconnected,
                 format!("agent {agent_id} is unreachable"),
             );
         }
@@ -696,7 +697,7 @@ impl MasterCore {
         );
         match self
             .tasks
-            .transition(&u.task_id, u.state, u.reason.clone(), u.message.clone())
+            .transition(&u.task_id, u.state, u.reason, u.message.clone())
         {
             Ok(()) => {}
             // A resent or late update: the framework still hears it (and acknowledges it).
@@ -775,7 +776,7 @@ impl MasterCore {
             Some("empty command".into())
         } else if spec.resources.cpus_milli == 0 && spec.resources.mem_mb == 0 {
             Some("a task needs some cpus or mem".into())
-        } else if self.agent_status(agent_id) != Some(AgentStatus::Active) {
+        } else if self.agent_status(agent_id) != Some(AgentLink::Active) {
             Some(format!("agent {agent_id:?} is not active"))
         } else {
             None
@@ -897,7 +898,7 @@ impl MasterCore {
                     framework_id: fw.to_string(),
                     agent_id: t.agent_id.clone(),
                     state: t.state(),
-                    reason: Some("REASON_RECONCILIATION".into()),
+                    reason: Some(Reason::Reconciliation),
                     message: t.message.clone(),
                     exit_code: None,
                     unix_ms: now.unix_ms,
@@ -908,7 +909,7 @@ impl MasterCore {
                     framework_id: fw.to_string(),
                     agent_id: String::new(),
                     state: TaskState::Unknown,
-                    reason: Some("REASON_RECONCILIATION".into()),
+                    reason: Some(Reason::Reconciliation),
                     message: "the master does not know this task".into(),
                     exit_code: None,
                     unix_ms: now.unix_ms,
@@ -973,7 +974,7 @@ impl MasterCore {
             .agents
             .iter()
             .filter(|(_, a)| {
-                matches!(a.status, AgentStatus::Unreachable { since } if now.elapsed.saturating_sub(since) >= timeout)
+                matches!(a.status, AgentLink::Unreachable { since } if now.elapsed.saturating_sub(since) >= timeout)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -984,7 +985,7 @@ impl MasterCore {
                     now,
                     &t,
                     TaskState::Gone,
-                    "REASON_AGENT_REMOVED",
+                    Reason::AgentRemoved,
                     format!("agent {id} was removed"),
                 );
             }
@@ -1013,7 +1014,7 @@ impl MasterCore {
         for t in self.tasks.values() {
             let counted = !t.is_terminal()
                 && self.frameworks.contains_key(&t.framework_id)
-                && self.agent_status(&t.agent_id) == Some(AgentStatus::Active);
+                && self.agent_status(&t.agent_id) == Some(AgentLink::Active);
             if counted {
                 want.entry(&t.framework_id)
                     .or_default()

@@ -29,6 +29,6 @@ mod tests;
 pub use self::actor::{Master, MasterState};
 pub use self::config::MasterConfig;
 pub use self::core::{
-    AgentStatus, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
+    AgentLink, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
 };
 pub use self::supervisor::{MasterSupervisor, MasterSupervisorMsg};

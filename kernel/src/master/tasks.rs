@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::protocol::{TaskInfo, TaskSpec};
+use crate::reason::Reason;
 use crate::resources::RoleResources;
 use crate::task::{IllegalTransition, TaskState, TaskStateMachine};
 
@@ -21,7 +22,7 @@ pub(crate) struct TaskRecord {
     pub resources: RoleResources,
     pub argv: Vec<String>,
     sm: TaskStateMachine,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub message: String,
 }
 
@@ -59,7 +60,7 @@ impl TaskRecord {
     pub fn transition(
         &mut self,
         to: TaskState,
-        reason: Option<String>,
+        reason: Option<Reason>,
         message: String,
     ) -> Result<(), IllegalTransition> {
         self.sm.transition(to)?;
@@ -76,7 +77,7 @@ impl TaskRecord {
             framework_id: self.framework_id.clone(),
             agent_id: self.agent_id.clone(),
             state: self.state(),
-            reason: self.reason.clone(),
+            reason: self.reason,
             message: self.message.clone(),
             resources: self.resources.clone(),
             argv: self.argv.clone(),
@@ -131,7 +132,7 @@ impl TaskTable {
         &mut self,
         id: &str,
         to: TaskState,
-        reason: Option<String>,
+        reason: Option<Reason>,
         message: String,
     ) -> Result<(), TransitionError> {
         let t = self.tasks.get_mut(id).ok_or(TransitionError::Unknown)?;

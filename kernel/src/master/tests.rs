@@ -10,6 +10,7 @@ use super::MasterConfig;
 use crate::protocol::{
     AgentRegistration, AgentTask, FrameworkCall, FrameworkInfo, Offer, TaskSpec,
 };
+use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
 use crate::status::StatusUpdate;
 use crate::task::TaskState;
@@ -210,7 +211,7 @@ fn invalid_launches_end_task_error_with_the_reason() {
     assert_eq!(ups.len(), errors.len(), "{ups:?}");
     for (u, want) in ups.iter().zip(errors) {
         assert_eq!(u.state, TaskState::Error);
-        assert_eq!(u.reason.as_deref(), Some("REASON_TASK_INVALID"));
+        assert_eq!(u.reason, Some(Reason::TaskInvalid));
         assert!(u.message.starts_with(want), "{:?} vs {want:?}", u.message);
     }
     assert_eq!(task_state(&c, "ok"), Some(TaskState::Staging));
@@ -273,11 +274,11 @@ fn a_lost_agent_rescinds_its_offers_and_its_tasks_become_unreachable() {
     let ups = updates(&fx);
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].state, TaskState::Unreachable);
-    assert_eq!(ups[0].reason.as_deref(), Some("REASON_AGENT_DISCONNECTED"));
+    assert_eq!(ups[0].reason, Some(Reason::AgentDisconnected));
     assert_eq!(c.state().offers_outstanding, 0);
     assert_eq!(
         c.agent_status("a1"),
-        Some(AgentStatus::Unreachable {
+        Some(AgentLink::Unreachable {
             since: Duration::from_secs(2)
         })
     );
@@ -318,10 +319,7 @@ fn a_reregistering_agent_brings_back_the_tasks_it_reports_and_the_others_are_gon
     let ups = updates(&fx);
     let by_task = |id: &str| ups.iter().find(|u| u.task_id == id).unwrap().clone();
     assert_eq!(by_task("kept").state, TaskState::Running);
-    assert_eq!(
-        by_task("kept").reason.as_deref(),
-        Some("REASON_AGENT_REREGISTERED")
-    );
+    assert_eq!(by_task("kept").reason, Some(Reason::AgentReregistered));
     assert_eq!(by_task("lost").state, TaskState::Gone);
     assert_eq!(agent_msgs(&fx, "a1"), vec![ToAgent::Registered]);
     // What `kept` holds is not offered again.
@@ -349,8 +347,8 @@ fn an_unreachable_agent_is_removed_after_its_timeout_and_its_tasks_are_gone() {
     let ups = updates(&drain(&mut c));
     assert_eq!(ups.len(), 1);
     assert_eq!(
-        (ups[0].state, ups[0].reason.as_deref()),
-        (TaskState::Gone, Some("REASON_AGENT_REMOVED"))
+        (ups[0].state, ups[0].reason),
+        (TaskState::Gone, Some(Reason::AgentRemoved))
     );
     assert!(c.agent_status("a1").is_none());
     // Coming back later with the task: the cluster gave up on it, so it is killed.
@@ -531,9 +529,7 @@ fn reconciliation_reports_known_tasks_and_unknown_ones() {
     let ups = updates(&drain(&mut c));
     assert_eq!(ups[0].state, TaskState::Running);
     assert_eq!(ups[1].state, TaskState::Unknown);
-    assert!(ups
-        .iter()
-        .all(|u| u.reason.as_deref() == Some("REASON_RECONCILIATION")));
+    assert!(ups.iter().all(|u| u.reason == Some(Reason::Reconciliation)));
 }
 
 #[test]
