@@ -4,6 +4,10 @@
 //! limit) is drawn from the simulation's seed when it starts. Processes outlive their
 //! agent (like real ones) and die with their machine. The shared [`Machines`] table also
 //! watches one invariant directly: no task of one launch runs twice at the same time.
+//!
+//! Commands named `sim` are scripted instead, for tests that need a given behaviour (the
+//! containerizer conformance suite): `sim exit N`, `sim forever`, `sim ignore-term`,
+//! `sim oom`; `sim missing` is a command that does not exist.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +38,43 @@ struct Proc {
     task_id: String,
     machine: String,
     end: watch::Sender<Option<End>>,
+    /// It ignores SIGTERM (a kill ends it only after the grace period).
+    ignores_term: bool,
+}
+
+/// A scripted command's fate: how it ends (`None`: only when killed) and after how long,
+/// and whether it ignores SIGTERM.
+struct Script {
+    end: Option<End>,
+    after: Duration,
+    ignores_term: bool,
+}
+
+/// The script of a `sim ...` command; `Err` for `sim missing` or a script not known.
+fn script(argv: &[String]) -> Option<Result<Script, String>> {
+    if argv.first().map(String::as_str) != Some("sim") {
+        return None;
+    }
+    let soon = Duration::from_millis(10);
+    let words: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let s = |end, ignores_term| {
+        Ok(Script {
+            end,
+            after: soon,
+            ignores_term,
+        })
+    };
+    Some(match words.as_slice() {
+        ["exit", n] => match n.parse() {
+            Ok(c) => s(Some(End::Exit(c)), false),
+            Err(_) => Err(format!("bad exit status {n:?}")),
+        },
+        ["forever"] => s(None, false),
+        ["ignore-term"] => s(None, true),
+        ["oom"] => s(Some(End::Oom), false),
+        ["missing"] => Err("not found in PATH".into()),
+        other => Err(format!("no such script {other:?}")),
+    })
 }
 
 struct Inner {
@@ -181,6 +222,17 @@ impl Containerizer for SimContainerizer {
                     reason: "empty command".into(),
                 });
             }
+            let scripted = match script(&spec.argv) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(why)) => {
+                    return Err(ContainerError::NotFound {
+                        task: spec.task_id,
+                        command: spec.argv.join(" "),
+                        why,
+                    })
+                }
+            };
             // Starting a process takes a moment.
             tokio::time::sleep(Duration::from_millis(2)).await;
             let (pid, life, end) = {
@@ -197,17 +249,23 @@ impl Containerizer for SimContainerizer {
                 }
                 g.next_pid += 1;
                 let pid = g.next_pid;
-                let secs = g.rng.random_range(5.0..600.0);
-                let roll: f64 = g.rng.random();
-                let fail = g.failure_rate;
-                let end = if roll < fail * 0.3 {
-                    End::Oom
-                } else if roll < fail * 0.6 {
-                    End::Signal(11)
-                } else if roll < fail {
-                    End::Exit(1)
-                } else {
-                    End::Exit(0)
+                let (life, end, ignores_term) = match &scripted {
+                    Some(sc) => (sc.after, sc.end, sc.ignores_term),
+                    None => {
+                        let secs = g.rng.random_range(5.0..600.0);
+                        let roll: f64 = g.rng.random();
+                        let fail = g.failure_rate;
+                        let end = if roll < fail * 0.3 {
+                            End::Oom
+                        } else if roll < fail * 0.6 {
+                            End::Signal(11)
+                        } else if roll < fail {
+                            End::Exit(1)
+                        } else {
+                            End::Exit(0)
+                        };
+                        (Duration::from_secs_f64(secs), Some(end), false)
+                    }
                 };
                 let (tx, _) = watch::channel(None);
                 g.by_task.entry(spec.task_id.clone()).or_default().push(pid);
@@ -217,21 +275,26 @@ impl Containerizer for SimContainerizer {
                         task_id: spec.task_id.clone(),
                         machine: machine.clone(),
                         end: tx,
+                        ignores_term,
                     },
                 );
+                let ends = end.map_or_else(|| "when killed".into(), |e| format!("{e:?}"));
                 g.rec.note(format_args!(
-                    "process {pid} of {} on {machine} started, ends {end:?} in {secs:.3} s",
-                    spec.task_id
+                    "process {pid} of {} on {machine} started, ends {ends} in {:.3} s",
+                    spec.task_id,
+                    life.as_secs_f64()
                 ));
-                (pid, Duration::from_secs_f64(secs), end)
+                (pid, life, end)
             };
-            let m2 = m.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(life).await;
-                if !m2.lock().frozen {
-                    m2.finish(pid, end);
-                }
-            });
+            if let Some(end) = end {
+                let m2 = m.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(life).await;
+                    if !m2.lock().frozen {
+                        m2.finish(pid, end);
+                    }
+                });
+            }
             Ok(ContainerInfo {
                 task_id: spec.task_id.clone(),
                 sandbox: PathBuf::from(format!("/sim/{machine}/{}", spec.task_id)),
@@ -275,13 +338,19 @@ impl Containerizer for SimContainerizer {
         })
     }
 
-    fn kill(&self, info: &ContainerInfo, _grace: Duration) -> BoxFuture<'static, ()> {
+    fn kill(&self, info: &ContainerInfo, grace: Duration) -> BoxFuture<'static, ()> {
         let m = self.machines.clone();
         let pid = info.shim_pid;
+        let stubborn = m.lock().procs.get(&pid).is_some_and(|p| p.ignores_term);
         Box::pin(async move {
-            // A simulated task stops at SIGTERM, a moment later.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            m.finish(pid, End::Signal(15));
+            if stubborn {
+                tokio::time::sleep(grace).await;
+                m.finish(pid, End::Signal(9));
+            } else {
+                // A simulated task stops at SIGTERM, a moment later.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                m.finish(pid, End::Signal(15));
+            }
         })
     }
 

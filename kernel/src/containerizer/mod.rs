@@ -10,6 +10,7 @@
 //! ([`Containerizer::destroy_orphans`]). The simulator provides its own implementation.
 
 pub mod cgroups;
+pub mod conformance;
 pub mod forkserver;
 pub mod shim;
 mod spawn;
