@@ -103,6 +103,9 @@ pub struct Allocator {
     filters: BTreeMap<(Ix, Ix), Duration>,
     /// When expired filters are next swept out.
     next_sweep: Duration,
+    /// Slots of forgotten agents and removed frameworks, reused before the tables grow.
+    free_agents: Vec<Ix>,
+    free_frameworks: Vec<Ix>,
     /// Most offers one framework gets in one cycle (0: no limit).
     offer_limit: u32,
     /// The agent the next cycle starts at (cycles that hit the offer limit resume where
@@ -178,14 +181,23 @@ impl Allocator {
         let i = match self.agent_ix.get(name) {
             Some(&i) => i,
             None => {
-                let i = self.agents.len() as Ix;
-                self.agent_ix.insert(name.to_string(), i);
-                self.agents.push(Agent {
+                let slot = Agent {
                     name: name.to_string(),
                     total: RoleResources::default(),
                     available: RoleResources::default(),
                     alive: false,
-                });
+                };
+                let i = match self.free_agents.pop() {
+                    Some(i) => {
+                        self.agents[i as usize] = slot;
+                        i
+                    }
+                    None => {
+                        self.agents.push(slot);
+                        (self.agents.len() - 1) as Ix
+                    }
+                };
+                self.agent_ix.insert(name.to_string(), i);
                 i
             }
         };
@@ -229,6 +241,27 @@ impl Allocator {
         self.keys_stale = true;
     }
 
+    /// Forgets an agent for good (removed from the cluster): its slot is reused.
+    pub fn forget_agent(&mut self, name: &str) {
+        self.remove_agent(name);
+        if let Some(i) = self.agent_ix.remove(name) {
+            debug_assert!(!self.agents[i as usize].alive);
+            self.agents[i as usize].name.clear();
+            self.free_agents.push(i);
+        }
+    }
+
+    /// Table slots in use and allocated, as `(agents, agent slots, frameworks,
+    /// framework slots)`.
+    pub fn slots(&self) -> (usize, usize, usize, usize) {
+        (
+            self.agent_ix.len(),
+            self.agents.len(),
+            self.framework_ix.len(),
+            self.frameworks.len(),
+        )
+    }
+
     /// Registers a framework in `role`.
     pub fn add_framework(&mut self, name: &str, role: &str) -> Result<(), AllocatorError> {
         if let Some(&f) = self.framework_ix.get(name) {
@@ -240,16 +273,25 @@ impl Allocator {
         let f = match self.framework_ix.get(name) {
             Some(&f) => f,
             None => {
-                let f = self.frameworks.len() as Ix;
-                self.framework_ix.insert(name.to_string(), f);
-                self.frameworks.push(Framework {
+                let slot = Framework {
                     name: name.to_string(),
                     role: r,
                     allocated: Resources::default(),
                     suppressed: false,
                     key: 0,
                     alive: false,
-                });
+                };
+                let f = match self.free_frameworks.pop() {
+                    Some(f) => {
+                        self.frameworks[f as usize] = slot;
+                        f
+                    }
+                    None => {
+                        self.frameworks.push(slot);
+                        (self.frameworks.len() - 1) as Ix
+                    }
+                };
+                self.framework_ix.insert(name.to_string(), f);
                 f
             }
         };
@@ -279,6 +321,10 @@ impl Allocator {
         self.unindex_framework(f);
         self.frameworks[f as usize].alive = false;
         self.clear_filters(f);
+        // Framework ids are not reused, so its slot is free for the next one.
+        self.framework_ix.remove(name);
+        self.frameworks[f as usize].name.clear();
+        self.free_frameworks.push(f);
     }
 
     /// Everything allocated to a framework (offered or used by its tasks), over all
@@ -634,6 +680,33 @@ impl Allocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_of_removed_frameworks_and_forgotten_agents_are_reused() {
+        let mut al = Allocator::new();
+        al.add_agent("keep", agent(4.0, 1024), &[]);
+        for i in 0..1000 {
+            let fw = format!("fw-{i}");
+            al.add_framework(&fw, "*").unwrap();
+            let a = format!("gone-{i}");
+            al.add_agent(&a, agent(1.0, 256), &[]);
+            let offers = al.allocate(Duration::ZERO);
+            assert!(offers.iter().any(|o| o.framework == fw && o.agent == a));
+            al.forget_agent(&a);
+            al.remove_framework(&fw);
+        }
+        assert_eq!(
+            al.slots(),
+            (1, 2, 0, 1),
+            "one live agent; one spare slot each"
+        );
+        // A reused slot starts clean: a new framework is offered everything.
+        al.add_framework("last", "*").unwrap();
+        let offers = al.allocate(Duration::ZERO);
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].resources.total(), Resources::new(4.0, 1024));
+        assert_eq!(al.total(), &Resources::new(4.0, 1024));
+    }
 
     fn agent(cpus: f64, mem: u64) -> RoleResources {
         RoleResources::unreserved(Resources::new(cpus, mem))

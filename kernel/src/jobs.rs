@@ -34,6 +34,10 @@ pub struct JobRequest {
 
 /// Most roles one jobs framework serves (one registered framework each).
 pub const MAX_JOB_ROLES: usize = 64;
+/// Ended jobs kept for `ps` and the API; the oldest are forgotten first.
+pub const MAX_ENDED_JOBS: usize = 10_000;
+/// State changes kept per job: the first, and the latest ones.
+pub const MAX_JOB_HISTORY_EVENTS: usize = 32;
 
 /// Why a job cannot be killed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +110,8 @@ struct Inner {
     next: u64,
     queues: BTreeMap<String, RoleQueue>,
     jobs: BTreeMap<String, JobStatus>,
+    /// Ended jobs, oldest first (at most `MAX_ENDED_JOBS`).
+    ended: VecDeque<String>,
     offers_seen: u64,
     subscribers: Vec<mpsc::UnboundedSender<(String, TaskState)>>,
 }
@@ -126,6 +132,30 @@ impl Default for Jobs {
 
 fn unix_ms() -> u64 {
     plexus_net::clock::unix_ms()
+}
+
+impl JobStatus {
+    /// Records a state change, keeping the first and the latest ones.
+    fn record(&mut self, e: JobEvent) {
+        if self.history.len() >= MAX_JOB_HISTORY_EVENTS {
+            self.history.remove(1);
+        }
+        self.history.push(e);
+        debug_assert!(self.history.len() <= MAX_JOB_HISTORY_EVENTS);
+    }
+}
+
+impl Inner {
+    /// A job ended: it is kept among the latest `MAX_ENDED_JOBS` ended ones.
+    fn ended(&mut self, id: &str) {
+        self.ended.push_back(id.to_string());
+        while self.ended.len() > MAX_ENDED_JOBS {
+            let Some(old) = self.ended.pop_front() else {
+                break;
+            };
+            self.jobs.remove(&old);
+        }
+    }
 }
 
 impl Jobs {
@@ -236,7 +266,7 @@ impl Jobs {
             None => {
                 j.state = Some(TaskState::Killed);
                 j.why_not_placed = None;
-                j.history.push(JobEvent {
+                j.record(JobEvent {
                     state: TaskState::Killed,
                     reason: None,
                     message: "killed before placement".into(),
@@ -246,6 +276,7 @@ impl Jobs {
                 if let Some(q) = g.queues.get_mut(&role) {
                     q.pending.retain(|p| p != task_id);
                 }
+                g.ended(task_id);
             }
             Some(state) if state.is_terminal() => {
                 return Err(KillError::Ended {
@@ -436,6 +467,12 @@ impl Scheduler for JobsScheduler {
     fn update(&mut self, _driver: &DriverHandle, u: &StatusUpdate) {
         let mut g = self.jobs.lock();
         if let Some(j) = g.jobs.get_mut(&u.task_id) {
+            let was = j.state;
+            if was.is_some_and(|s| s.is_terminal() && s != u.state) {
+                // A late or reconciled update of an ended job does not revive it.
+                drop(g);
+                return;
+            }
             let dup = j
                 .history
                 .last()
@@ -445,7 +482,7 @@ impl Scheduler for JobsScheduler {
                 j.agent_id = Some(u.agent_id.clone());
             }
             if !dup {
-                j.history.push(JobEvent {
+                j.record(JobEvent {
                     state: u.state,
                     reason: u.reason,
                     message: u.message.clone(),
@@ -455,8 +492,66 @@ impl Scheduler for JobsScheduler {
                 g.subscribers
                     .retain(|s| s.send((u.task_id.clone(), u.state)).is_ok());
             }
+            if u.state.is_terminal() && !was.is_some_and(TaskState::is_terminal) {
+                g.ended(&u.task_id);
+            }
         }
         drop(g);
         self.jobs.changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(i: usize) -> JobRequest {
+        JobRequest {
+            name: Some(format!("j{i}")),
+            argv: vec!["true".into()],
+            resources: Resources::new(0.1, 32),
+            role: None,
+        }
+    }
+
+    #[test]
+    fn the_oldest_ended_jobs_are_forgotten_beyond_the_limit() {
+        let jobs = Jobs::default();
+        let ids: Vec<String> = (0..=MAX_ENDED_JOBS)
+            .map(|i| jobs.submit(job(i)).unwrap())
+            .collect();
+        let live = jobs.submit(job(usize::MAX)).unwrap();
+        for id in &ids {
+            jobs.kill(id).unwrap();
+        }
+        let listed: std::collections::BTreeSet<String> =
+            jobs.list().into_iter().map(|j| j.task_id).collect();
+        assert_eq!(
+            listed.len(),
+            MAX_ENDED_JOBS + 1,
+            "the limit, and the live one"
+        );
+        assert!(!listed.contains(&ids[0]), "the oldest ended job is gone");
+        assert!(listed.contains(&ids[1]) && listed.contains(&live));
+    }
+
+    #[test]
+    fn a_jobs_history_keeps_its_first_and_latest_events() {
+        let jobs = Jobs::default();
+        let id = jobs.submit(job(0)).unwrap();
+        let mut g = jobs.lock();
+        let j = g.jobs.get_mut(&id).unwrap();
+        for i in 0..100 {
+            j.record(JobEvent {
+                state: TaskState::Running,
+                reason: None,
+                message: format!("event {i}"),
+                exit_code: None,
+                unix_ms: i,
+            });
+        }
+        assert_eq!(j.history.len(), MAX_JOB_HISTORY_EVENTS);
+        assert_eq!(j.history[0].message, "event 0");
+        assert_eq!(j.history.last().unwrap().message, "event 99");
     }
 }

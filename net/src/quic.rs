@@ -155,10 +155,20 @@ async fn writer(queue: SendQueue, mut send: SendStream, conn: Connection) {
     loop {
         match queue.next(spare).await {
             Ok(batch) => {
-                if let Err(e) = send.write_all(&batch).await {
-                    debug!("link write failed: {e}");
-                    queue.close(&format!("write failed: {e}"));
-                    return;
+                tokio::select! {
+                    r = send.write_all(&batch) => {
+                        if let Err(e) = r {
+                            debug!("link write failed: {e}");
+                            queue.close(&format!("write failed: {e}"));
+                            return;
+                        }
+                    }
+                    // Over the buffer limit while the peer does not read: stop
+                    // waiting for it.
+                    reason = queue.overflowed() => {
+                        conn.close(VarInt::from_u32(CLOSE_CODE), reason.as_bytes());
+                        return;
+                    }
                 }
                 spare = batch;
             }

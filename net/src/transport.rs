@@ -240,9 +240,21 @@ pub trait Transport: Send + Sync + 'static {
     fn shutdown(&self);
 }
 
+/// Queued bytes above which [`FrameSender::ready`] waits (senders that await it slow
+/// down to the peer's pace).
+pub const SEND_HIGH_WATER_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes a link queues for its peer. A frame that would take the queue past it is
+/// not queued: the link closes instead, with a reason naming the limit, so its
+/// sessions end as when the peer is lost (supervisors hear a node-down termination)
+/// rather than the node's memory growing without bound behind a peer that does not
+/// read. A link always takes at least two largest frames.
+pub const SEND_BUFFER_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
 struct SendState {
     buf: BytesMut,
     closed: Option<String>,
+    /// Closed because the buffer limit was reached: what is queued need not be flushed.
+    overflowed: bool,
 }
 
 struct SendShared {
@@ -251,6 +263,7 @@ struct SendShared {
     space: Notify,
     max_frame: usize,
     high_water: usize,
+    limit_bytes: usize,
 }
 
 impl SendShared {
@@ -295,11 +308,13 @@ pub(crate) fn send_queue(max_frame: usize) -> (FrameSender, SendQueue) {
             // the traffic and keeps its size.
             buf: BytesMut::with_capacity(4 * 1024),
             closed: None,
+            overflowed: false,
         }),
         data: Notify::new(),
         space: Notify::new(),
         max_frame,
-        high_water: 8 * 1024 * 1024,
+        high_water: SEND_HIGH_WATER_BYTES,
+        limit_bytes: SEND_BUFFER_LIMIT_BYTES.max(2 * max_frame),
     });
     (
         FrameSender {
@@ -320,7 +335,21 @@ impl FrameSender {
             return Err(NetError::Closed(r.clone()));
         }
         let was_empty = st.buf.is_empty();
+        let before = st.buf.len();
         let r = f(&mut st.buf)?;
+        if st.buf.len() > self.sh.limit_bytes {
+            st.buf.truncate(before);
+            let reason = format!(
+                "send buffer over its limit of {} bytes (the peer does not keep up)",
+                self.sh.limit_bytes
+            );
+            st.closed = Some(reason.clone());
+            st.overflowed = true;
+            drop(st);
+            self.sh.data.notify_one();
+            self.sh.space.notify_waiters();
+            return Err(NetError::Closed(reason));
+        }
         drop(st);
         if was_empty {
             self.sh.data.notify_one();
@@ -410,6 +439,21 @@ impl SendQueue {
     /// Marks the link closed from the writer's side (the connection failed).
     pub(crate) fn close(&self, reason: &str) {
         self.sh.close(reason);
+    }
+
+    /// Resolves with the close reason once the link closed over its buffer limit: a
+    /// writer blocked on a peer that does not read stops waiting for it then.
+    pub(crate) async fn overflowed(&self) -> String {
+        loop {
+            let notified = self.sh.space.notified();
+            {
+                let st = self.sh.state.lock().expect("send state lock");
+                if st.overflowed {
+                    return st.closed.clone().unwrap_or_default();
+                }
+            }
+            notified.await;
+        }
     }
 }
 

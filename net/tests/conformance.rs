@@ -379,3 +379,40 @@ async fn sim_partition_silences_and_heal_restores() {
     let e = a.dial(addr_of(&b)).await.unwrap_err();
     assert!(matches!(e, NetError::Connect { .. }));
 }
+
+// --- QUIC only: a peer that does not read ------------------------------------------
+// (Simulated links deliver whatever is sent, with no flow control to push back.)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_cuts_off_a_peer_that_does_not_read_at_the_send_buffer_limit() {
+    let net = Quic::new();
+    let a = net.node("alpha", "c1");
+    let b = net.node("beta", "c1");
+    let (la, mut lb) = connect(&a, &b).await;
+    let frame = vec![7u8; MAX as usize - 64];
+    let most_frames = 2 * plexus_net::SEND_BUFFER_LIMIT_BYTES / frame.len();
+    let mut sent = 0usize;
+    let err = loop {
+        assert!(sent < most_frames, "the buffer never hit its limit");
+        match la.tx.send(&frame) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    let limit = plexus_net::SEND_BUFFER_LIMIT_BYTES.to_string();
+    assert!(
+        matches!(&err, NetError::Closed(r) if r.contains(&limit)),
+        "{err}"
+    );
+    assert!(sent * frame.len() >= plexus_net::SEND_BUFFER_LIMIT_BYTES - 2 * frame.len());
+    // The link is closed for good, and the peer, when it reads again, hears why.
+    assert!(matches!(la.tx.send(&1u8), Err(NetError::Closed(_))));
+    let reason = loop {
+        match lb.rx.next().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a reason"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(reason.contains(&limit), "{reason}");
+}

@@ -990,6 +990,7 @@ impl MasterCore {
                 );
             }
             self.agents.remove(&id);
+            self.allocator.forget_agent(&id);
         }
         let expired: Vec<String> = self
             .frameworks
