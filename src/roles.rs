@@ -185,6 +185,7 @@ pub async fn start_agent(
         kill_grace: s.agent.kill_grace,
         tick: Duration::from_millis(250),
         drop_acknowledgements: false,
+        fault: plexus_kernel::supervision::FaultSwitch::default(),
     };
     let (a, _) = Actor::spawn(None, Agent::new(node.clone(), cfg, Arc::new(c)), ())
         .await

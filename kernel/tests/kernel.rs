@@ -51,6 +51,7 @@ async fn start_agent(
     master: &Node,
     cpus: f64,
     mem: u64,
+    fault: &FaultSwitch,
 ) -> Node {
     let node = Node::start(&settings(dir, name, vec![master.peer_addr()]))
         .await
@@ -70,6 +71,7 @@ async fn start_agent(
         kill_grace: Duration::from_secs(2),
         tick: Duration::from_millis(100),
         drop_acknowledgements: false,
+        fault: fault.clone(),
     };
     Actor::spawn(
         None,
@@ -87,6 +89,17 @@ impl Cluster {
     }
 
     async fn start_with(agents: usize, cfg: MasterConfig, cpus: f64, mem: u64) -> Cluster {
+        Self::start_full(agents, cfg, cpus, mem, &FaultSwitch::default()).await
+    }
+
+    /// A cluster whose agents' task actors panic once `task_fault` is tripped.
+    async fn start_full(
+        agents: usize,
+        cfg: MasterConfig,
+        cpus: f64,
+        mem: u64,
+        task_fault: &FaultSwitch,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
         let master_node = Node::start(&settings(dir.path(), "master", vec![]))
@@ -101,8 +114,17 @@ impl Cluster {
         .unwrap();
         let mut nodes = Vec::new();
         for i in 0..agents {
-            nodes
-                .push(start_agent(dir.path(), &format!("agent{i}"), &master_node, cpus, mem).await);
+            nodes.push(
+                start_agent(
+                    dir.path(),
+                    &format!("agent{i}"),
+                    &master_node,
+                    cpus,
+                    mem,
+                    task_fault,
+                )
+                .await,
+            );
         }
         let c = Cluster {
             _dir: dir,
@@ -641,4 +663,68 @@ async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
         .await
         .unwrap()
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed() {
+    let fault = FaultSwitch::default();
+    let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &fault).await;
+    let jobs = start_jobs(&c).await;
+    let task = jobs
+        .submit(JobRequest {
+            name: None,
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 300".into(),
+            ],
+            resources: Resources::new(0.5, 64),
+            role: None,
+        })
+        .unwrap();
+    wait_jobs(&jobs, |js| {
+        js.iter().any(|j| j.state == Some(TaskState::Running))
+    })
+    .await;
+    let pid_file = c
+        ._dir
+        .path()
+        .join("agent0/agent/sandboxes")
+        .join(&task)
+        .join("pid");
+    let mut pid = None;
+    for _ in 0..600 {
+        if let Ok(t) = std::fs::read_to_string(&pid_file) {
+            pid = Some(t.trim().to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = pid.expect("the task wrote its pid");
+    // The kill reaches the task's actor, which panics on it.
+    fault.trip();
+    jobs.kill(&task).unwrap();
+    wait_jobs(&jobs, |js| {
+        js.iter()
+            .any(|j| j.task_id == task && j.state == Some(TaskState::Failed))
+    })
+    .await;
+    let j = jobs.list().into_iter().find(|j| j.task_id == task).unwrap();
+    assert_eq!(
+        j.history.last().unwrap().reason,
+        Some(plexus_kernel::reason::Reason::ExecutorTerminated),
+        "{j:#?}"
+    );
+    // Its process does not outlive it (SIGTERM, then SIGKILL after the 2 s grace).
+    let alive = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+    };
+    for _ in 0..600 {
+        if !alive(&pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("process {pid} of the failed task still runs");
 }

@@ -308,6 +308,7 @@ impl World {
             kill_grace: Duration::from_secs(5),
             tick: Duration::from_secs(2),
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
+            fault: plexus_kernel::supervision::FaultSwitch::default(),
         };
         let c = Arc::new(self.machines.containerizer(&name));
         let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())

@@ -4,12 +4,16 @@
 //! checkpointed to `state_dir`, so a restarted agent re-adopts the tasks still running,
 //! reports those that ended meanwhile, and loses no unacknowledged update.
 
+mod task;
+
+pub use task::{TaskActor, TaskArgs, TaskMsg};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -22,6 +26,7 @@ use crate::reason::Reason;
 use crate::resources::{PortSet, Resources, RoleResources};
 use crate::statefile::StateFile;
 use crate::status::{StatusUpdate, StatusUpdateManager};
+use crate::supervision::FaultSwitch;
 use crate::task::{TaskState, TaskStateMachine};
 
 /// Agent tunables.
@@ -40,6 +45,9 @@ pub struct AgentConfig {
     /// A deliberate defect, for proving that the simulation's invariants catch real bugs:
     /// acknowledgements are ignored. Never set outside such checks.
     pub drop_acknowledgements: bool,
+    /// Makes the next message of a task actor panic once tripped (for tests of the
+    /// agent's supervision of its task actors; nothing on the wire can trip it).
+    pub fault: FaultSwitch,
 }
 
 /// Resources of this machine: its cpus, its memory less 1 GiB (at least half of it),
@@ -130,6 +138,10 @@ pub struct AgentState {
     tick_armed: bool,
     /// When the last checkpoint write ended and how long it took.
     last_save: Option<(Instant, Duration)>,
+    /// The actor of each task whose process it launches or watches.
+    task_actors: BTreeMap<String, ActorRef<TaskMsg>>,
+    /// The task of each task actor.
+    task_of: BTreeMap<ActorId, String>,
 }
 
 fn unix_ms() -> u64 {
@@ -260,16 +272,58 @@ impl Agent {
         st.me.send_after(self.cfg.tick, || AgentMsg::Tick);
     }
 
-    fn watch(&self, me: &ActorRef<AgentMsg>, info: ContainerInfo) {
-        let wait = self.containerizer.wait(&info);
-        let me = me.clone();
-        tokio::spawn(async move {
-            let exit = wait.await;
-            let _ = me.cast(AgentMsg::Exited {
-                task_id: info.task_id,
-                exit,
+    /// Starts the actor of a task, linked to the agent: it launches `launch`, or
+    /// re-adopts `container`.
+    async fn start_task_actor(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+        task_id: &str,
+        launch: Option<LaunchSpec>,
+        container: Option<ContainerInfo>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            TaskActor::new(self.containerizer.clone(), self.cfg.fault.clone()),
+            TaskArgs {
+                task_id: task_id.to_string(),
+                launch,
+                container,
+                agent: me.clone(),
+            },
+            me.get_cell(),
+        )
+        .await?;
+        st.task_of.insert(actor.get_id(), task_id.to_string());
+        st.task_actors.insert(task_id.to_string(), actor);
+        Ok(())
+    }
+
+    /// A task actor failed (policy: never restarted): its process is killed and freed,
+    /// and the task ends `TASK_FAILED`.
+    fn task_actor_failed(&self, st: &mut AgentState, task_id: &str, why: &str) {
+        let Some(t) = st.ck.tasks.get(task_id) else {
+            return;
+        };
+        warn!(task = task_id, "task actor failed: {why}");
+        if let Some(info) = t.container.clone() {
+            let c = self.containerizer.clone();
+            let grace = self.cfg.kill_grace;
+            tokio::spawn(async move {
+                c.kill(&info, grace).await;
+                c.wait(&info).await;
+                c.destroy(&info);
             });
-        });
+        }
+        if !t.state.is_terminal() {
+            self.update(
+                st,
+                task_id,
+                TaskState::Failed,
+                Some(Reason::ExecutorTerminated),
+                format!("the actor running the task failed: {why}"),
+            );
+        }
     }
 
     async fn register(&self, me: &ActorRef<AgentMsg>, st: &mut AgentState) {
@@ -347,6 +401,8 @@ impl Actor for Agent {
             persist_queued: false,
             tick_armed: false,
             last_save: None,
+            task_actors: BTreeMap::new(),
+            task_of: BTreeMap::new(),
         };
         // Re-adopt what survived the restart; report what did not.
         let ids: Vec<String> = st.ck.tasks.keys().cloned().collect();
@@ -359,7 +415,8 @@ impl Actor for Agent {
                 Some(info) => {
                     let running = self.containerizer.is_running(&info);
                     info!(task = %id, running, "re-adopting task");
-                    self.watch(&me, info);
+                    self.start_task_actor(&me, &mut st, &id, None, Some(info))
+                        .await?;
                 }
                 None => self.update(
                     &mut st,
@@ -402,6 +459,14 @@ impl Actor for Agent {
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) = &evt
         {
+            if let Some(task_id) = st.task_of.remove(&c.get_id()) {
+                st.task_actors.remove(&task_id);
+                if let SupervisionEvent::ActorFailed(_, e) = &evt {
+                    self.task_actor_failed(st, &task_id, &e.to_string());
+                }
+                self.arm_tick(st);
+                return Ok(());
+            }
             if st.master.as_ref().is_some_and(|m| m.get_id() == c.get_id()) {
                 warn!("lost the master; re-registering");
                 st.master = None;
@@ -490,16 +555,10 @@ impl Agent {
                     argv: spec.argv.clone(),
                     resources: spec.resources.clone(),
                 };
-                // Launches run side by side; the agent hears back in `Launched`.
-                let launch = self.containerizer.launch(launch);
-                let me = me.clone();
-                tokio::spawn(async move {
-                    let result = launch.await;
-                    let _ = me.cast(AgentMsg::Launched {
-                        task_id: id,
-                        result,
-                    });
-                });
+                // Each task's actor launches it (side by side with the others) and
+                // reports back in `Launched`.
+                self.start_task_actor(&me, st, &id, Some(launch), None)
+                    .await?;
             }
             AgentMsg::Launched { task_id, result } => {
                 let Some(t) = st.ck.tasks.get_mut(&task_id) else {
@@ -507,19 +566,13 @@ impl Agent {
                 };
                 match result {
                     Ok(info) if t.state.is_terminal() => {
-                        // Killed while it was being launched: stop what did start.
-                        let c = self.containerizer.clone();
-                        let grace = self.cfg.kill_grace;
-                        tokio::spawn(async move {
-                            c.kill(&info, grace).await;
-                            c.wait(&info).await;
-                            c.destroy(&info);
-                        });
+                        // Killed while it was being launched: its actor had the kill
+                        // and stops what did start.
+                        debug!(task = %task_id, "launched after its kill: {}", info.shim_pid);
                     }
                     Ok(info) => {
                         // (a kill before this point made the task terminal, above)
-                        t.container = Some(info.clone());
-                        self.watch(&me, info);
+                        t.container = Some(info);
                         self.update(st, &task_id, TaskState::Running, None, "running".into());
                     }
                     Err(e) if t.state.is_terminal() => {
@@ -543,20 +596,26 @@ impl Agent {
                     return Ok(());
                 }
                 t.killing = true;
-                match t.container.clone() {
-                    Some(info) => {
-                        // This only signals; the task's watcher reports the end, which
-                        // `killing` makes a kill.
-                        tokio::spawn(self.containerizer.kill(&info, self.cfg.kill_grace));
-                        self.update(st, &task_id, TaskState::Killing, None, "killing".into());
+                let launched = t.container.is_some();
+                // The task's actor signals; its end comes back in `Exited`, which
+                // `killing` makes a kill.
+                if let Some(a) = st.task_actors.get(&task_id) {
+                    if let Err(e) = a.cast(TaskMsg::Kill {
+                        grace: self.cfg.kill_grace,
+                    }) {
+                        debug!(task = %task_id, "task actor gone: {e}");
                     }
-                    None => self.update(
+                }
+                if launched {
+                    self.update(st, &task_id, TaskState::Killing, None, "killing".into());
+                } else {
+                    self.update(
                         st,
                         &task_id,
                         TaskState::Killed,
                         None,
                         "killed before it started".into(),
-                    ),
+                    );
                 }
             }
             AgentMsg::Exited { task_id, exit } => {
@@ -566,10 +625,8 @@ impl Agent {
                 if t.state.is_terminal() {
                     return Ok(());
                 }
+                // (its actor freed the container)
                 let (state, reason, message) = classify(&exit, t.killing);
-                if let Some(info) = &t.container {
-                    self.containerizer.destroy(info);
-                }
                 let code = exit_code(&exit);
                 self.update_ended(st, &task_id, state, reason, message, code);
             }
