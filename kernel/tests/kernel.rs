@@ -247,6 +247,24 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
     .await;
 }
 
+/// Submits a job of half a cpu and waits until it runs; returns its task id.
+async fn submit_running(jobs: &Jobs, argv: &[&str]) -> String {
+    let task = jobs
+        .submit(JobRequest {
+            name: None,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            resources: Resources::new(0.5, 64),
+            role: None,
+        })
+        .unwrap();
+    wait_jobs(jobs, |js| {
+        js.iter()
+            .any(|j| j.task_id == task && j.state == Some(TaskState::Running))
+    })
+    .await;
+    task
+}
+
 /// A scheduler that launches what the test tells it to on the first offer.
 struct Scripted {
     launches: Vec<TaskSpec>,
@@ -585,18 +603,7 @@ async fn a_master_that_panics_is_restarted_and_rebuilt_from_its_agents() {
     };
     let c = Cluster::start_with(2, cfg, 4.0, 4096).await;
     let jobs = start_jobs(&c).await;
-    let task = jobs
-        .submit(JobRequest {
-            name: None,
-            argv: vec!["sleep".into(), "300".into()],
-            resources: Resources::new(0.5, 64),
-            role: None,
-        })
-        .unwrap();
-    wait_jobs(&jobs, |js| {
-        js.iter().any(|j| j.state == Some(TaskState::Running))
-    })
-    .await;
+    let task = submit_running(&jobs, &["sleep", "300"]).await;
     let first = c.master().await.unwrap().get_id();
     fault.trip();
     // Its next message (the tick, at the latest) makes it panic; the supervisor starts
@@ -670,21 +677,14 @@ async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed
     let fault = FaultSwitch::default();
     let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &fault).await;
     let jobs = start_jobs(&c).await;
-    let task = jobs
-        .submit(JobRequest {
-            name: None,
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 300".into(),
-            ],
-            resources: Resources::new(0.5, 64),
-            role: None,
-        })
-        .unwrap();
-    wait_jobs(&jobs, |js| {
-        js.iter().any(|j| j.state == Some(TaskState::Running))
-    })
+    let task = submit_running(
+        &jobs,
+        &[
+            "/bin/sh",
+            "-c",
+            "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 300",
+        ],
+    )
     .await;
     let pid_file = c
         ._dir
