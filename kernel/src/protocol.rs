@@ -204,6 +204,9 @@ pub enum SchedulerMsg {
     Error(String),
     /// Answers once the scheduler was told it is registered (local use).
     AwaitRegistered(RpcReplyPort<()>),
+    /// The master lost this framework's session: subscribe again (with the framework
+    /// id, within the failover timeout, the tasks are still there).
+    Disconnected(String),
 }
 
 /// Messages to an agent.

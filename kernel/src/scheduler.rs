@@ -301,6 +301,11 @@ impl Actor for SchedulerDriver {
                     st.awaiting.push(reply);
                 }
             }
+            SchedulerMsg::Disconnected(why) => {
+                warn!("disconnected by the master ({why}); re-subscribing");
+                st.handle = None;
+                me.send_after(Duration::from_millis(200), || SchedulerMsg::Resubscribe);
+            }
             SchedulerMsg::Error(e) => {
                 if let Some(h) = st.handle.clone() {
                     st.scheduler.error(&h, &e);

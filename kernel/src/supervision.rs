@@ -118,6 +118,11 @@ impl FaultSwitch {
         self.0.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the switch is armed (it has not made anything panic yet).
+    pub fn is_armed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
     /// Panics if the switch was armed (disarming it), naming `who`.
     pub fn check(&self, who: &str) {
         if self.0.swap(false, Ordering::SeqCst) {

@@ -728,3 +728,39 @@ async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed
     }
     panic!("process {pid} of the failed task still runs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_session_that_panics_disconnects_its_framework_which_comes_back_with_its_tasks()
+{
+    let session_fault = FaultSwitch::default();
+    let cfg = MasterConfig {
+        session_fault: session_fault.clone(),
+        ..MasterConfig::default()
+    };
+    let c = Cluster::start_with(1, cfg, 4.0, 4096).await;
+    let jobs = start_jobs(&c).await;
+    let first = submit_running(&jobs, &["sleep", "300"]).await;
+    let fw = c.state().await.frameworks[0].id.clone();
+    // The session fails on the next message it carries: the offers for the next job.
+    // The framework is disconnected, re-subscribes under its id, and gets its offers.
+    session_fault.trip();
+    let second = submit_running(&jobs, &["sleep", "300"]).await;
+    assert!(!session_fault.is_armed(), "the session failed on the way");
+    let s = c.state().await;
+    assert_eq!(s.frameworks.len(), 1, "{s:#?}");
+    assert_eq!(
+        (s.frameworks[0].id.as_str(), s.frameworks[0].status),
+        (fw.as_str(), FrameworkStatus::Connected)
+    );
+    for t in [&first, &second] {
+        assert!(s
+            .tasks
+            .iter()
+            .any(|x| &x.task_id == t && x.state == TaskState::Running));
+        jobs.kill(t).unwrap();
+    }
+    wait_jobs(&jobs, |js| {
+        js.iter().all(|j| j.state == Some(TaskState::Killed))
+    })
+    .await;
+}

@@ -14,6 +14,7 @@ use plexus_actors::Node;
 
 use super::config::MasterConfig;
 use super::core::{Effect, Event, MasterCore, Now, ToAgent, ToScheduler};
+use super::session::{FrameworkSession, SessionArgs, SessionMsg};
 use crate::protocol::*;
 
 /// Period of the master's tick (timeouts, table eviction).
@@ -42,6 +43,9 @@ pub struct MasterState {
     core: MasterCore,
     start: Instant,
     agents: BTreeMap<String, ActorRef<AgentMsg>>,
+    /// Each connected framework's session.
+    sessions: BTreeMap<String, ActorRef<SessionMsg>>,
+    /// Each connected framework's scheduler (told directly when its session fails).
     schedulers: BTreeMap<String, ActorRef<SchedulerMsg>>,
     watched: BTreeMap<ActorId, Watched>,
 }
@@ -64,10 +68,10 @@ impl MasterState {
         while let Some(e) = self.core.poll_effect() {
             match e {
                 Effect::Scheduler { framework_id, msg } => {
-                    if let Some(s) = self.schedulers.get(&framework_id) {
-                        if let Err(e) = s.cast(scheduler_msg(msg)) {
-                            // Its monitor reports the loss; the core hears it then.
-                            debug!(framework = %framework_id, "scheduler unreachable: {e}");
+                    if let Some(s) = self.sessions.get(&framework_id) {
+                        if let Err(e) = s.cast(SessionMsg::Send(scheduler_msg(msg))) {
+                            // Its end is reported as a supervision event.
+                            debug!(framework = %framework_id, "session gone: {e}");
                         }
                     }
                 }
@@ -153,7 +157,23 @@ impl Master {
             other => return Err(format!("cannot reach scheduler {scheduler:?}: {other:?}")),
         };
         let id = st.core.subscribe(info).map_err(|e| e.to_string())?;
-        st.watch(me, sched.get_cell(), Watched::Framework(id.clone()));
+        let (session, _) = Actor::spawn_linked(
+            None,
+            FrameworkSession::new(self.cfg.session_fault.clone()),
+            SessionArgs {
+                framework_id: id.clone(),
+                scheduler: sched.clone(),
+            },
+            me.get_cell(),
+        )
+        .await
+        .map_err(|e| format!("starting the framework's session: {e}"))?;
+        st.watched
+            .insert(session.get_id(), Watched::Framework(id.clone()));
+        if let Some(old) = st.sessions.insert(id.clone(), session) {
+            // Re-subscribed from a new scheduler: the old session is no longer current.
+            old.stop(Some("replaced by a new subscription".into()));
+        }
         st.schedulers.insert(id.clone(), sched);
         st.carry_out(me);
         Ok(id)
@@ -177,6 +197,7 @@ impl Actor for Master {
             core: MasterCore::new(self.cfg.clone()),
             start: Instant::now(),
             agents: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             schedulers: BTreeMap::new(),
             watched: BTreeMap::new(),
         })
@@ -246,11 +267,21 @@ impl Actor for Master {
             }
             Some(Watched::Framework(id))
                 if st
-                    .schedulers
+                    .sessions
                     .get(&id)
                     .is_some_and(|s| s.get_id() == cell.get_id()) =>
             {
-                st.schedulers.remove(&id);
+                st.sessions.remove(&id);
+                let scheduler = st.schedulers.remove(&id);
+                if let (SupervisionEvent::ActorFailed(_, e), Some(s)) = (&evt, scheduler) {
+                    // The scheduler is still there: have it subscribe again.
+                    warn!(framework = %id, "framework session failed: {e}");
+                    if let Err(e) = s.cast(SchedulerMsg::Disconnected(format!(
+                        "the master's session of this framework failed: {e}"
+                    ))) {
+                        debug!(framework = %id, "scheduler unreachable: {e}");
+                    }
+                }
                 st.handle(&me, Event::FrameworkDisconnected { framework_id: id });
             }
             Some(_) => {}

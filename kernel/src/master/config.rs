@@ -29,6 +29,8 @@ pub struct MasterConfig {
     /// Makes the master actor panic on its next message once tripped (for tests of its
     /// supervision; nothing on the wire can trip it).
     pub fault: FaultSwitch,
+    /// Makes a framework session panic on its next message once tripped (tests).
+    pub session_fault: FaultSwitch,
 }
 
 impl Default for MasterConfig {
@@ -42,6 +44,7 @@ impl Default for MasterConfig {
             max_completed_tasks: 10_000,
             offer_limit: 64,
             fault: FaultSwitch::default(),
+            session_fault: FaultSwitch::default(),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`tasks`] and [`offers`]: the task table and the offer book the core keeps;
 //! - [`actor`]: [`Master`], the actor that resolves and watches agents and schedulers,
 //!   feeds the core and carries out its effects;
+//! - [`session`]: [`session::FrameworkSession`], one actor per subscribed framework,
+//!   carrying the master's messages to its scheduler;
 //! - [`supervisor`]: [`MasterSupervisor`], which restarts the master actor under a
 //!   policy;
 //! - [`config`]: the tunables, [`MasterConfig`].
@@ -21,6 +23,7 @@ pub mod actor;
 pub mod config;
 pub mod core;
 mod offers;
+pub mod session;
 pub mod supervisor;
 mod tasks;
 #[cfg(test)]
