@@ -174,6 +174,9 @@ pub struct PeerInfo {
     pub incarnation: u64,
     /// Its address.
     pub addr: SocketAddr,
+    /// Calls to its actors awaiting a reply (given up once their caller's timeout,
+    /// or `UNTIMED_CALL_LIMIT_MS`, passed).
+    pub pending_calls: usize,
 }
 
 fn new_incarnation() -> u64 {
@@ -287,6 +290,7 @@ impl Node {
                 name: s.peer.name.clone(),
                 incarnation: s.peer.incarnation,
                 addr: s.peer.addr,
+                pending_calls: s.pending_calls(),
             })
             .collect()
     }
@@ -597,7 +601,9 @@ async fn heartbeats(node: std::sync::Weak<NodeInner>) {
         }
         let now = n.now();
         let sessions: Vec<_> = lock(&n.sessions).values().cloned().collect();
+        let instant = tokio::time::Instant::now();
         for s in sessions {
+            s.expire_calls(instant);
             let heard = Duration::from_micros(s.last_heard.load(Ordering::Relaxed));
             let d = FailureDetector::new(heard, n.opts.node_down_timeout);
             match d.check(now) {

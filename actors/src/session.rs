@@ -43,7 +43,7 @@ pub(crate) struct Session {
     /// Something was sent since the heartbeat loop last looked.
     sent: AtomicBool,
     next_call: AtomicU64,
-    calls: Mutex<BTreeMap<u64, RpcReplyPort<Vec<u8>>>>,
+    calls: Mutex<BTreeMap<u64, PendingCall>>,
     pub spawns: Mutex<BTreeMap<u64, PendingSpawn>>,
     proxies: Mutex<BTreeMap<u64, Vec<ProxyEntry>>>,
     pub linked_children: Mutex<BTreeSet<u64>>,
@@ -52,6 +52,18 @@ pub(crate) struct Session {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().expect("session lock")
+}
+
+/// Most calls awaiting a reply from one peer; a call past it fails at once.
+pub const MAX_PENDING_CALLS: usize = 65_536;
+/// How long a call made without a timeout waits for its reply before it fails.
+pub const UNTIMED_CALL_LIMIT_MS: u64 = 300_000;
+
+/// A call awaiting its reply.
+struct PendingCall {
+    port: RpcReplyPort<Vec<u8>>,
+    /// When it is given up (the caller's timeout, or `UNTIMED_CALL_LIMIT_MS`).
+    deadline: tokio::time::Instant,
 }
 
 impl Session {
@@ -146,16 +158,45 @@ impl Session {
             return; // dropping the port fails the call at once
         }
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        lock(&self.calls).insert(id, reply);
+        let limit = reply
+            .get_timeout()
+            .unwrap_or(std::time::Duration::from_millis(UNTIMED_CALL_LIMIT_MS));
+        {
+            let mut calls = lock(&self.calls);
+            if calls.len() >= MAX_PENDING_CALLS {
+                tracing::warn!(peer = %self.peer.name, "{MAX_PENDING_CALLS} calls await replies: failing a new one");
+                return; // dropping the port fails the call at once
+            }
+            calls.insert(
+                id,
+                PendingCall {
+                    port: reply,
+                    deadline: tokio::time::Instant::now() + limit,
+                },
+            );
+        }
         if self.send(&Wire::Call { to: pid, id, body }).is_err() {
             lock(&self.calls).remove(&id);
         }
     }
 
+    /// Calls awaiting a reply from this peer.
+    pub fn pending_calls(&self) -> usize {
+        lock(&self.calls).len()
+    }
+
+    /// Gives up the calls whose caller stopped waiting or whose time is up (dropping a
+    /// port fails its call). Returns how many still await a reply.
+    pub fn expire_calls(&self, now: tokio::time::Instant) -> usize {
+        let mut calls = lock(&self.calls);
+        calls.retain(|_, c| !c.port.is_closed() && c.deadline > now);
+        calls.len()
+    }
+
     pub fn reply(&self, id: u64, body: Result<Vec<u8>, String>) {
-        if let Some(port) = lock(&self.calls).remove(&id) {
+        if let Some(c) = lock(&self.calls).remove(&id) {
             if let Ok(b) = body {
-                let _ = port.send(b);
+                let _ = c.port.send(b);
             }
         }
     }

@@ -15,9 +15,13 @@ use tokio::sync::mpsc;
 enum EchoMsg {
     Ping(u64),
     Echo(String, RpcReplyPort<String>),
-    Count { reply: RpcReplyPort<u64> },
+    Count {
+        reply: RpcReplyPort<u64>,
+    },
     Panic(String),
     Quit,
+    /// Never answered (the port is kept).
+    Hold(RpcReplyPort<u64>),
 }
 
 struct Echo;
@@ -45,6 +49,7 @@ impl Actor for Echo {
             }
             EchoMsg::Panic(text) => panic!("{text}"),
             EchoMsg::Quit => me.stop(Some("asked to quit".into())),
+            EchoMsg::Hold(port) => std::mem::forget(port),
         }
         Ok(())
     }
@@ -234,6 +239,28 @@ async fn remote_cast_call_and_spawn(c: &dyn Cluster) {
     assert!(err.to_string().contains("bad spawn arguments"), "{err}");
 }
 
+async fn unanswered_calls_are_given_up(c: &dyn Cluster) {
+    let (a, _b) = pair(c).await;
+    let e: ActorRef<EchoMsg> = a.spawn_remote("b", "echo", &0u64).await.unwrap();
+    for _ in 0..3 {
+        assert!(call_t!(e, EchoMsg::Hold, 300).is_err(), "no answer comes");
+    }
+    // The caller gave up; within a heartbeat or two so does the node.
+    let pending = || {
+        a.peers()
+            .iter()
+            .find(|p| p.name == "b")
+            .map(|p| p.pending_calls)
+    };
+    for _ in 0..400 {
+        if pending() == Some(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("calls still pending: {:?}", pending());
+}
+
 async fn registry_across_nodes(c: &dyn Cluster) {
     let (a, b) = pair(c).await;
     let (local, _) = Actor::spawn(None, Echo, 0).await.unwrap();
@@ -399,5 +426,6 @@ both!(
     registry_across_nodes,
     linked_child_failure_and_exit,
     node_down_reaches_supervisor_and_monitor,
-    new_incarnation_is_reconnected_and_old_refs_fail
+    new_incarnation_is_reconnected_and_old_refs_fail,
+    unanswered_calls_are_given_up
 );
