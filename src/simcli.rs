@@ -71,6 +71,9 @@ pub struct SimArgs {
     /// Share of tasks that crash (overrides `--faults`).
     #[arg(long)]
     pub task_failure_rate: Option<f64>,
+    /// Master crashes per simulated hour, at least a minute apart (overrides `--faults`).
+    #[arg(long)]
+    pub master_crash_rate: Option<f64>,
     /// Heartbeat period of every node.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -144,6 +147,9 @@ fn rates(a: &SimArgs, mut r: FaultRates) -> anyhow::Result<FaultRates> {
     }
     if let Some(v) = a.task_failure_rate {
         r.task_failure_rate = check("task-failure-rate", v, 1.0)?;
+    }
+    if let Some(v) = a.master_crash_rate {
+        r.master_crashes_per_hour = check("master-crash-rate", v, 60.0)?;
     }
     Ok(r)
 }
@@ -229,6 +235,7 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
         ("pause-rate", a.pause_rate),
         ("drop-rate", a.drop_rate),
         ("task-failure-rate", a.task_failure_rate),
+        ("master-crash-rate", a.master_crash_rate),
     ];
     for (k, x) in rates {
         if let Some(x) = x {
@@ -286,8 +293,26 @@ fn print_violations(a: &SimArgs, r: &SimReport) {
     );
 }
 
+/// Faults the simulation injects into actors (a master crash) are panics the trace
+/// already records: they are not printed (nor their backtraces symbolized).
+fn quiet_injected_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let text = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if !text.starts_with("fault injected") {
+            default(info);
+        }
+    }));
+}
+
 /// Runs `plexus sim`; the process exits non-zero when an invariant broke.
 pub fn main(a: SimArgs) -> anyhow::Result<bool> {
+    quiet_injected_panics();
     if let Some(range) = &a.seeds {
         return sweep(&a, range);
     }

@@ -119,3 +119,25 @@ fn a_broken_build_is_caught_and_the_seed_replays() {
         "the last events are printed: {again}"
     );
 }
+
+#[test]
+fn a_crashing_master_is_restarted_and_loses_no_task() {
+    // Ten master crashes in ten simulated minutes (a minute apart), nothing else.
+    let (ok, out) = plexus(&[
+        "sim",
+        "--line",
+        "--seed",
+        "5",
+        "--faults",
+        "none",
+        "--master-crash-rate",
+        "60",
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("plexus sim "))
+        .unwrap_or_else(|| panic!("no result line in {out:?}"));
+    assert!(ok, "{out}");
+    assert_eq!(field(line, "violations"), "0", "{out}");
+    assert!(field(line, "faults").parse::<u32>().unwrap() >= 5, "{line}");
+}

@@ -103,6 +103,11 @@ pub struct Allocator {
     filters: BTreeMap<(Ix, Ix), Duration>,
     /// When expired filters are next swept out.
     next_sweep: Duration,
+    /// Resources held on agents by tasks of frameworks not registered (yet), by
+    /// (framework, agent): after a master restart, agents re-register before their
+    /// frameworks re-subscribe. They are not offered; they are charged to the framework
+    /// when it registers, and freed when the task ends or the agent goes.
+    absent: BTreeMap<(String, Ix), RoleResources>,
     /// Slots of forgotten agents and removed frameworks, reused before the tables grow.
     free_agents: Vec<Ix>,
     free_frameworks: Vec<Ix>,
@@ -207,11 +212,14 @@ impl Allocator {
         a.available = total;
         a.alive = true;
         for (fw, r) in used {
-            if let Some(&f) = self.framework_ix.get(fw) {
-                if let Some(rest) = self.agents[i as usize].available.checked_sub(r) {
-                    self.agents[i as usize].available = rest;
-                    self.charge(f, i, r);
-                }
+            let Some(rest) = self.agents[i as usize].available.checked_sub(r) else {
+                tracing::warn!(agent = name, framework = %fw, "tasks hold more than the agent has: {}", r.total());
+                continue;
+            };
+            self.agents[i as usize].available = rest;
+            match self.framework_ix.get(fw) {
+                Some(&f) if self.frameworks[f as usize].alive => self.charge(f, i, r),
+                _ => self.absent.entry((fw.clone(), i)).or_default().add(r),
             }
         }
         self.keys_stale = true;
@@ -232,6 +240,7 @@ impl Allocator {
         for (f, r) in held {
             self.uncharge(f, i, &r);
         }
+        self.absent.retain(|(_, a), _| *a != i);
         let a = &mut self.agents[i as usize];
         a.alive = false;
         let t = a.total.total();
@@ -301,7 +310,54 @@ impl Allocator {
         fw.suppressed = false;
         fw.allocated = Resources::default();
         self.reindex_framework(f);
+        // What its tasks hold on agents that registered before it (already taken out of
+        // what those agents offer).
+        let held: Vec<(Ix, RoleResources)> = self
+            .absent
+            .range((name.to_string(), 0)..=(name.to_string(), Ix::MAX))
+            .map(|((_, a), r)| (*a, r.clone()))
+            .collect();
+        for (a, r) in held {
+            self.absent.remove(&(name.to_string(), a));
+            self.charge(f, a, &r);
+        }
         Ok(())
+    }
+
+    /// Frees resources held on `agent` by a task of `framework`, which is not registered
+    /// (the task ended before its framework came back).
+    pub fn release_absent(
+        &mut self,
+        framework: &str,
+        agent: &str,
+        resources: &RoleResources,
+    ) -> Result<(), AllocatorError> {
+        let a = self.agent(agent)?;
+        let key = (framework.to_string(), a);
+        let not_held = || AllocatorError::NotAllocated {
+            framework: framework.to_string(),
+            agent: agent.to_string(),
+        };
+        let held = self.absent.get_mut(&key).ok_or_else(not_held)?;
+        if !held.sub_assign_checked(resources) {
+            return Err(not_held());
+        }
+        if held.is_empty() {
+            self.absent.remove(&key);
+        }
+        if self.agents[a as usize].alive {
+            self.agents[a as usize].available.add(resources);
+        }
+        Ok(())
+    }
+
+    /// What tasks of unregistered frameworks hold, in all.
+    pub fn absent_total(&self) -> Resources {
+        let mut sum = Resources::default();
+        for r in self.absent.values() {
+            sum.add(&r.total());
+        }
+        sum
     }
 
     /// Removes a framework and recovers everything allocated to it.

@@ -257,6 +257,11 @@ impl Actor for SchedulerDriver {
                 };
                 me.get_cell().monitor(master.get_cell());
                 st.info.id = Some(id.clone());
+                if master.get_status() != ractor::ActorStatus::Running {
+                    // Ended before the monitor was set, so it will not report its end.
+                    me.send_after(Duration::from_millis(200), || SchedulerMsg::Resubscribe);
+                    return Ok(());
+                }
                 let h = DriverHandle {
                     master,
                     framework_id: id.clone(),

@@ -26,6 +26,8 @@ pub struct FaultRates {
     pub max_delay: Duration,
     /// Share of tasks that crash (non-zero exit, signal, or out of memory).
     pub task_failure_rate: f64,
+    /// Master crashes (the master actor fails and its supervisor restarts it).
+    pub master_crashes_per_hour: f64,
 }
 
 impl Default for FaultRates {
@@ -39,6 +41,7 @@ impl Default for FaultRates {
             min_delay: Duration::from_micros(200),
             max_delay: Duration::from_millis(20),
             task_failure_rate: 0.1,
+            master_crashes_per_hour: 1.0,
         }
     }
 }
@@ -55,6 +58,7 @@ impl FaultRates {
             min_delay: Duration::from_micros(200),
             max_delay: Duration::from_micros(200),
             task_failure_rate: 0.0,
+            master_crashes_per_hour: 0.0,
         }
     }
 
@@ -66,6 +70,7 @@ impl FaultRates {
             pauses_per_hour: self.pauses_per_hour * k,
             drop_rate: (self.drop_rate * k).min(0.5),
             task_failure_rate: (self.task_failure_rate * k).min(1.0),
+            master_crashes_per_hour: self.master_crashes_per_hour * k,
             ..self.clone()
         }
     }
@@ -102,6 +107,7 @@ impl Swarm {
         let pauses_per_hour = rate(20.0);
         let drop_rate = rate(0.01);
         let task_failure_rate = rate(0.4);
+        let master_crashes_per_hour = rate(4.0);
         let lose_state = rng.random_range(0.0..=0.6);
         let min_delay = Duration::from_micros(rng.random_range(50..=2_000));
         let max_delay = min_delay + Duration::from_micros(rng.random_range(0..=50_000));
@@ -115,6 +121,7 @@ impl Swarm {
                 min_delay,
                 max_delay,
                 task_failure_rate,
+                master_crashes_per_hour,
             },
             agents: rng.random_range(1..=agents.max(1) * 2),
             frameworks: rng.random_range(1..=frameworks.max(1) * 2),
@@ -144,6 +151,8 @@ pub enum Fault {
         /// How long.
         lasts: Duration,
     },
+    /// The master crashes (its supervisor restarts it).
+    CrashMaster,
     /// A node stops answering: 0 is the master, 1..=F frameworks, the rest agents.
     Pause {
         /// Which node.
@@ -219,6 +228,15 @@ impl FaultPlan {
                 faults.push((at, f));
             }
         }
+        // At least a minute apart: the master's supervisor gives up on more than five
+        // failures a minute, as it should.
+        let mut last: Option<Duration> = None;
+        for at in arrivals(&mut rng, r.master_crashes_per_hour, end) {
+            if last.is_none_or(|l| at >= l + Duration::from_secs(60)) {
+                faults.push((at, Fault::CrashMaster));
+                last = Some(at);
+            }
+        }
         faults.sort_by_key(|f| f.0);
         FaultPlan { faults }
     }
@@ -244,6 +262,7 @@ mod tests {
             let d = match f {
                 Fault::CrashAgent { down_for, .. } => *down_for,
                 Fault::Partition { lasts, .. } | Fault::Pause { lasts, .. } => *lasts,
+                Fault::CrashMaster => Duration::ZERO,
             };
             assert!(*at + d < Duration::from_secs(3600), "{f:?} at {at:?}");
         }

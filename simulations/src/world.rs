@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use plexus_actors::{Node, NodeOptions};
 use plexus_kernel::agent::{Agent, AgentConfig};
-use plexus_kernel::master::{Master, MasterConfig};
+use plexus_kernel::master::{MasterConfig, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, AgentView, ClusterState, FrameworkInfo, MasterMsg};
 use plexus_kernel::resources::{Resources, RoleResources};
 use plexus_kernel::scheduler::SchedulerDriver;
+use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
 use plexus_net::{LocalIdentity, PeerAddr, SimFaults, SimNetwork};
 use ractor::{call_t, Actor, ActorRef};
 use tokio::time::Instant;
@@ -138,7 +139,10 @@ pub(crate) struct World {
     pub(crate) rec: Recorder,
     pub(crate) machines: Machines,
     pub(crate) master_node: Node,
-    pub(crate) master: ActorRef<MasterMsg>,
+    /// The master's supervisor (a crashed master is restarted under it).
+    master: ActorRef<MasterSupervisorMsg>,
+    /// Makes the master panic on its next message: a master crash.
+    master_fault: FaultSwitch,
     hosts: Mutex<Vec<Machine>>,
     pub(crate) frameworks: Vec<(String, SharedLog, Node)>,
     _dir: tempfile::TempDir,
@@ -208,9 +212,14 @@ impl World {
             offer_limit: cfg.offer_limit,
             ..MasterConfig::default()
         };
-        let (master, _) = Actor::spawn(None, Master::new(master_node.clone(), mcfg), ())
-            .await
-            .expect("the master starts");
+        let master_fault = mcfg.fault.clone();
+        let (master, _) = Actor::spawn(
+            None,
+            MasterSupervisor::new(master_node.clone(), mcfg, RestartPolicy::default()),
+            (),
+        )
+        .await
+        .expect("the master starts");
         let hosts = (0..cfg.agents)
             .map(|i| Machine {
                 name: format!("agent-{i:05}"),
@@ -241,6 +250,7 @@ impl World {
             machines,
             master_node,
             master,
+            master_fault,
             hosts: Mutex::new(hosts),
             frameworks,
             _dir: dir,
@@ -415,6 +425,12 @@ impl World {
                     self.cut(n, one_way, false);
                 }
             }
+            Fault::CrashMaster => {
+                // It panics on its next message; its supervisor starts another, which
+                // learns the cluster again from re-registering agents and frameworks.
+                rec.note(format_args!("fault crash master"));
+                self.master_fault.trip();
+            }
             Fault::Pause { node, lasts } => {
                 let name = match node {
                     0 => "master".to_string(),
@@ -431,7 +447,8 @@ impl World {
     }
 
     pub(crate) async fn master_state(&self) -> Option<ClusterState> {
-        call_t!(self.master, MasterMsg::State, 30_000).ok()
+        let m = call_t!(self.master, MasterSupervisorMsg::Current, 30_000).ok()??;
+        call_t!(m, MasterMsg::State, 30_000).ok()
     }
 
     pub(crate) async fn agent_views(&self) -> BTreeMap<String, AgentView> {

@@ -331,6 +331,12 @@ impl Agent {
             match self.node.whereis::<MasterMsg>(MASTER_NAME).await {
                 Ok(Some(m)) => {
                     me.get_cell().monitor(m.get_cell());
+                    // A ref that ended before the monitor was set will never report its
+                    // end: look again at the next tick.
+                    if m.get_status() != ractor::ActorStatus::Running {
+                        debug!(agent = %st.ck.agent_id, "the master found has already ended");
+                        return;
+                    }
                     st.master = Some(m);
                 }
                 _ => return,
@@ -468,7 +474,7 @@ impl Actor for Agent {
                 return Ok(());
             }
             if st.master.as_ref().is_some_and(|m| m.get_id() == c.get_id()) {
-                warn!("lost the master; re-registering");
+                warn!(agent = %st.ck.agent_id, "lost the master; re-registering");
                 st.master = None;
                 st.registered = false;
                 self.arm_tick(st);

@@ -24,12 +24,29 @@ pub const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 pub struct Master {
     node: Node,
     cfg: MasterConfig,
+    generation: u32,
 }
 
 impl Master {
     /// A master on `node`.
     pub fn new(node: Node, cfg: MasterConfig) -> Self {
-        Master { node, cfg }
+        Self::generation(node, cfg, 0)
+    }
+
+    /// The `generation`th master its supervisor started on `node` (its ids differ from
+    /// those of every other master, of this node's incarnation or another).
+    pub fn generation(node: Node, cfg: MasterConfig, generation: u32) -> Self {
+        Master {
+            node,
+            cfg,
+            generation,
+        }
+    }
+
+    fn epoch(&self) -> u32 {
+        let inc = self.node.incarnation();
+        let mixed = (inc ^ (inc >> 32)) as u32;
+        mixed.wrapping_add(self.generation.wrapping_mul(0x9e37_79b9))
     }
 }
 
@@ -194,7 +211,7 @@ impl Actor for Master {
         me.send_interval(TICK_INTERVAL, || MasterMsg::Tick);
         me.send_interval(self.cfg.allocation_interval, || MasterMsg::Allocate);
         Ok(MasterState {
-            core: MasterCore::new(self.cfg.clone()),
+            core: MasterCore::with_epoch(self.cfg.clone(), self.epoch()),
             start: Instant::now(),
             agents: BTreeMap::new(),
             sessions: BTreeMap::new(),

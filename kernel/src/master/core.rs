@@ -32,6 +32,10 @@ use crate::resources::{Resources, RoleResources};
 use crate::status::StatusUpdate;
 use crate::task::TaskState;
 
+/// Removed frameworks remembered (so that they cannot re-subscribe); the oldest are
+/// forgotten first.
+pub const MAX_REMOVED_FRAMEWORKS: usize = 10_000;
+
 /// Longest decline filter a framework may ask for.
 pub const MAX_REFUSE_SECS: f64 = 86_400.0;
 /// Per-agent share of the allocation batch delay (a cycle scans every agent).
@@ -191,14 +195,26 @@ pub struct MasterCore {
     tasks: TaskTable,
     allocator: Allocator,
     alloc_pending: bool,
+    /// Part of every id this master mints, different for every master (a restarted one
+    /// included), so that ids never repeat one an earlier master handed out.
+    epoch: u32,
     next_id: u64,
     last_alloc_us: u64,
     out: VecDeque<Effect>,
+    /// Frameworks removed (torn down, or past their failover timeout), oldest first.
+    removed: VecDeque<String>,
+    removed_set: std::collections::BTreeSet<String>,
 }
 
 impl MasterCore {
-    /// A master with no agents, frameworks or tasks.
+    /// A master with no agents, frameworks or tasks, minting ids of epoch 0.
     pub fn new(cfg: MasterConfig) -> Self {
+        Self::with_epoch(cfg, 0)
+    }
+
+    /// A master minting ids of `epoch` (give each master, restarted ones included, its
+    /// own).
+    pub fn with_epoch(cfg: MasterConfig, epoch: u32) -> Self {
         let mut allocator = Allocator::new();
         allocator.set_offer_limit(cfg.offer_limit);
         for (role, w) in &cfg.weights {
@@ -215,9 +231,12 @@ impl MasterCore {
             tasks: TaskTable::default(),
             allocator,
             alloc_pending: false,
+            epoch,
             next_id: 0,
             last_alloc_us: 0,
             out: VecDeque::new(),
+            removed: VecDeque::new(),
+            removed_set: std::collections::BTreeSet::new(),
         }
     }
 
@@ -302,11 +321,25 @@ impl MasterCore {
             return Err(SubscribeError::NoRole);
         }
         let id = match &info.id {
+            Some(id) if self.removed_set.contains(id) => {
+                return Err(SubscribeError::UnknownFramework(id.clone()))
+            }
+            Some(id) if !self.frameworks.contains_key(id) => {
+                // A framework of an earlier master (this one restarted): its tasks came
+                // back with their agents, and so does it.
+                self.allocator.add_framework(id, &info.role)?;
+                info!(framework = %id, name = %info.name, "framework re-subscribed after a master restart");
+                self.frameworks.insert(
+                    id.clone(),
+                    FrameworkEntry {
+                        info: info.clone(),
+                        disconnected_since: None,
+                    },
+                );
+                id.clone()
+            }
             Some(id) => {
-                let f = self
-                    .frameworks
-                    .get_mut(id)
-                    .ok_or_else(|| SubscribeError::UnknownFramework(id.clone()))?;
+                let f = self.frameworks.get_mut(id).expect("checked");
                 f.disconnected_since = None;
                 // Its offers were rescinded and it was suppressed when it disconnected.
                 self.allocator.revive(id)?;
@@ -391,7 +424,7 @@ impl MasterCore {
 
     fn mint(&mut self, prefix: &str) -> String {
         self.next_id += 1;
-        format!("{prefix}-{}", self.next_id)
+        format!("{prefix}-{:08x}-{}", self.epoch, self.next_id)
     }
 
     /// How long events are batched before an allocation cycle.
@@ -443,6 +476,20 @@ impl MasterCore {
         resources: &RoleResources,
         refuse: Option<Duration>,
     ) {
+        if !self.frameworks.contains_key(framework_id) {
+            // Its framework is not registered: what the task held is freed as such.
+            if let Err(e) = self
+                .allocator
+                .release_absent(framework_id, agent_id, resources)
+            {
+                debug!(
+                    framework = framework_id,
+                    agent = agent_id,
+                    "nothing to release: {e}"
+                );
+            }
+            return;
+        }
         if let Err(e) =
             self.allocator
                 .recover(framework_id, agent_id, resources, refuse, now.elapsed)
@@ -938,6 +985,13 @@ impl MasterCore {
         }
         self.allocator.remove_framework(fw);
         self.frameworks.remove(fw);
+        self.removed.push_back(fw.to_string());
+        self.removed_set.insert(fw.to_string());
+        while self.removed.len() > MAX_REMOVED_FRAMEWORKS {
+            if let Some(old) = self.removed.pop_front() {
+                self.removed_set.remove(&old);
+            }
+        }
         info!(framework = %fw, "framework removed");
     }
 

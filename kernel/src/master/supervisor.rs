@@ -43,10 +43,11 @@ impl MasterSupervisor {
     async fn start_master(
         &self,
         me: &ActorRef<MasterSupervisorMsg>,
+        generation: u32,
     ) -> Result<ActorRef<MasterMsg>, ActorProcessingErr> {
         let (m, _) = Actor::spawn_linked(
             None,
-            Master::new(self.node.clone(), self.cfg.clone()),
+            Master::generation(self.node.clone(), self.cfg.clone(), generation),
             (),
             me.get_cell(),
         )
@@ -74,7 +75,7 @@ impl Actor for MasterSupervisor {
         me: ActorRef<Self::Msg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        let master = self.start_master(&me).await?;
+        let master = self.start_master(&me, 0).await?;
         Ok(MasterSupervisorState {
             master: Some(master),
             budget: RestartBudget::new(self.policy),
@@ -90,14 +91,16 @@ impl Actor for MasterSupervisor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MasterSupervisorMsg::Restart => match self.start_master(&me).await {
-                Ok(m) => {
-                    st.restarts += 1;
-                    st.master = Some(m);
-                    warn!(restarts = st.restarts, "master restarted");
+            MasterSupervisorMsg::Restart => {
+                match self.start_master(&me, (st.restarts + 1) as u32).await {
+                    Ok(m) => {
+                        st.restarts += 1;
+                        st.master = Some(m);
+                        warn!(restarts = st.restarts, "master restarted");
+                    }
+                    Err(e) => self.failed(&me, st, &format!("restart failed: {e}"))?,
                 }
-                Err(e) => self.failed(&me, st, &format!("restart failed: {e}"))?,
-            },
+            }
             MasterSupervisorMsg::Current(reply) => {
                 if reply.send(st.master.clone()).is_err() {
                     tracing::debug!("asker left before its answer");

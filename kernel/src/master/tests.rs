@@ -704,3 +704,43 @@ proptest! {
         }
     }
 }
+
+/// After a restart the master knows nothing; agents come back with their tasks, then the
+/// frameworks with their ids.
+#[test]
+fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_ids() {
+    let (_, fw) = running(60.0);
+    let t1 = AgentTask {
+        spec: spec("t1", 1.0, 128),
+        framework_id: fw.clone(),
+        resources: RoleResources::unreserved(res(1.0, 128)),
+        state: TaskState::Running,
+    };
+    let t2 = AgentTask {
+        spec: spec("t2", 1.0, 128),
+        ..t1.clone()
+    };
+    let mut c = MasterCore::with_epoch(MasterConfig::default(), 1);
+    c.handle(
+        at(0),
+        Event::AgentRegistered(registration("a1", 4.0, vec![t1, t2])),
+    );
+    // Another framework subscribes first: what the absent one's tasks hold is not offered.
+    let other = c.subscribe(framework("other", "*", 60.0)).unwrap();
+    assert_ne!(other, fw, "ids do not repeat across a restart");
+    c.handle(at(1), Event::Allocate);
+    let o = offers(&drain(&mut c), &other);
+    assert_eq!(o[0].resources.total().cpus(), 2.0);
+    // A task ends before its framework is back: what it held is free again.
+    c.handle(at(2), agent_update(&fw, "a1", "t2", TaskState::Finished, 3));
+    // The framework comes back under its id, holding its running task.
+    let mut back = framework("jobs", "*", 60.0);
+    back.id = Some(fw.clone());
+    assert_eq!(c.subscribe(back), Ok(fw.clone()));
+    assert_eq!(c.check_books(), Ok(()));
+    let s = c.state();
+    let share = s.frameworks.iter().find(|f| f.id == fw).unwrap().share;
+    assert!(share > 0.0, "its task is charged to it");
+    let later = c.subscribe(framework("later", "*", 60.0)).unwrap();
+    assert!(![fw.as_str(), other.as_str()].contains(&later.as_str()));
+}
