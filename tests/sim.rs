@@ -14,6 +14,13 @@ fn plexus(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The one-line result of a single run.
+fn result_line(out: &str) -> &str {
+    out.lines()
+        .find(|l| l.starts_with("plexus sim "))
+        .unwrap_or_else(|| panic!("no result line in {out:?}"))
+}
+
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
@@ -33,11 +40,7 @@ fn the_same_seed_gives_the_same_trace() {
             "--faults",
             "default*3",
         ]);
-        let line = out
-            .lines()
-            .find(|l| l.starts_with("plexus sim "))
-            .unwrap_or_else(|| panic!("no result line in {out:?}"))
-            .to_string();
+        let line = result_line(&out).to_string();
         (
             field(&line, "trace_hash").to_string(),
             field(&line, "trace_lines").to_string(),
@@ -133,10 +136,7 @@ fn a_crashing_master_is_restarted_and_loses_no_task() {
         "--master-crash-rate",
         "60",
     ]);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("plexus sim "))
-        .unwrap_or_else(|| panic!("no result line in {out:?}"));
+    let line = result_line(&out);
     assert!(ok, "{out}");
     assert_eq!(field(line, "violations"), "0", "{out}");
     assert!(field(line, "faults").parse::<u32>().unwrap() >= 5, "{line}");
