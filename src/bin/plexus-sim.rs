@@ -7,7 +7,7 @@ use clap::Parser;
 use plexus::logging::LogFormat;
 
 /// mimalloc: the simulation's many small, short-lived allocations on one thread cost a
-/// fifth less time than with the system allocator.
+/// fifth less time than with the system allocator, and a little less than with jemalloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
