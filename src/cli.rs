@@ -355,7 +355,7 @@ fn agent_settings(a: &AgentArgs) -> anyhow::Result<plexus_config::NodeSettings> 
 
 /// Waits until the agent has registered with a master; an error after `timeout`.
 async fn await_registration(
-    agent: &ractor::ActorRef<plexus_kernel::protocol::AgentMsg>,
+    handle: &plexus::roles::AgentHandle,
     timeout: std::time::Duration,
     s: &plexus_config::NodeSettings,
 ) -> anyhow::Result<()> {
@@ -363,14 +363,16 @@ async fn await_registration(
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let view = ractor::call_t!(
-            agent,
-            |reply| plexus_kernel::protocol::AgentMsg::Inspect { reply },
-            5000
-        )
-        .map_err(|e| anyhow::anyhow!("asking the agent: {e}"))?;
-        if view.registered {
-            return Ok(());
+        if let Some(agent) = handle.agent().await? {
+            let view = ractor::call_t!(
+                agent,
+                |reply| plexus_kernel::protocol::AgentMsg::Inspect { reply },
+                5000
+            )
+            .map_err(|e| anyhow::anyhow!("asking the agent: {e}"))?;
+            if view.registered {
+                return Ok(());
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             let masters: Vec<String> = s.peers.iter().map(|p| p.to_string()).collect();
@@ -384,22 +386,35 @@ async fn await_registration(
     }
 }
 
+/// Resolves when the supervisor behind `ended` gave up (never, without one).
+async fn gave_up(ended: Option<&mut tokio::task::JoinHandle<()>>) {
+    match ended {
+        Some(e) => {
+            if let Err(err) = e.await {
+                tracing::error!("a supervisor ended abnormally: {err}");
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> anyhow::Result<()> {
     let node = plexus_actors::Node::start(&s)
         .await
         .context("starting the node")?;
     plexus::builtin::register_all(&node);
-    let m = if master {
+    let mut m = if master {
         Some(plexus::roles::start_master(&node, &s).await?)
     } else {
         None
     };
+    let mut a = None;
     if agent {
-        let a = plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
+        let h = plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
         let timeout = s.agent.register_timeout;
         if !timeout.is_zero() {
             tokio::select! {
-                r = await_registration(&a, timeout, &s) => r?,
+                r = await_registration(&h, timeout, &s) => r?,
                 sig = wait_for_signal() => {
                     tracing::info!("{}: stopping", sig?);
                     node.leave().await;
@@ -407,26 +422,26 @@ async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> 
                 }
             }
         }
+        a = Some(h);
     }
-    let Some(mut m) = m else {
-        let sig = wait_for_signal().await?;
-        tracing::info!("{sig}: stopping (running tasks keep running)");
-        node.leave().await;
-        return Ok(());
-    };
-    tokio::select! {
+    // Runs until a signal, or until a supervisor gives up on its child.
+    let result = tokio::select! {
         sig = wait_for_signal() => {
             tracing::info!("{}: stopping (running tasks keep running)", sig?);
-            m.api.stop(true).await;
-            node.leave().await;
             Ok(())
         }
-        _ = &mut m.ended => {
-            m.api.stop(true).await;
-            node.leave().await;
-            anyhow::bail!("the master kept failing and its supervisor gave up (see the errors above)")
+        _ = gave_up(m.as_mut().map(|m| &mut m.ended)) => {
+            Err(anyhow::anyhow!("the master kept failing and its supervisor gave up (see the errors above)"))
         }
+        _ = gave_up(a.as_mut().map(|a| &mut a.ended)) => {
+            Err(anyhow::anyhow!("the agent kept failing and its supervisor gave up (see the errors above)"))
+        }
+    };
+    if let Some(m) = m {
+        m.api.stop(true).await;
     }
+    node.leave().await;
+    result
 }
 
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

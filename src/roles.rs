@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use plexus_actors::Node;
 use plexus_config::NodeSettings;
-use plexus_kernel::agent::{detect_resources, Agent, AgentConfig};
+use plexus_kernel::agent::{
+    detect_resources, AgentConfig, AgentSpec, AgentSupervisor, AgentSupervisorMsg,
+};
 use plexus_kernel::api::{self, ApiContext};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
 use plexus_kernel::jobs::{Jobs, MAX_JOB_ROLES};
-use plexus_kernel::master::{MasterConfig, MasterSupervisor, MasterSupervisorMsg};
+use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
 use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
 use plexus_kernel::scheduler::SchedulerDriver;
@@ -59,7 +61,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     };
     let (supervisor, ended) = Actor::spawn(
         None,
-        MasterSupervisor::new(node.clone(), cfg, RestartPolicy::default()),
+        MasterSupervisor::new(MasterSpec::new(node.clone(), cfg), RestartPolicy::default()),
         (),
     )
     .await
@@ -159,12 +161,28 @@ pub fn agent_resources(s: &NodeSettings) -> anyhow::Result<RoleResources> {
     Ok(rr)
 }
 
+/// A running agent.
+pub struct AgentHandle {
+    /// The agent's supervisor.
+    pub supervisor: ActorRef<AgentSupervisorMsg>,
+    /// Ends when the supervisor gives up on the agent.
+    pub ended: tokio::task::JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// The agent actor running now (none while its supervisor restarts it).
+    pub async fn agent(&self) -> anyhow::Result<Option<ActorRef<AgentMsg>>> {
+        ractor::call_t!(self.supervisor, AgentSupervisorMsg::Current, 5000)
+            .context("asking the agent's supervisor")
+    }
+}
+
 /// Starts the agent on `node`; tasks run under `shim` (program and leading arguments).
 pub async fn start_agent(
     node: &Node,
     s: &NodeSettings,
     shim: Vec<OsString>,
-) -> anyhow::Result<ActorRef<AgentMsg>> {
+) -> anyhow::Result<AgentHandle> {
     let resources = agent_resources(s)?;
     let state_dir = s.state_dir.join("agent");
     let mode = if s.agent.cgroups {
@@ -186,11 +204,19 @@ pub async fn start_agent(
         tick: Duration::from_millis(250),
         drop_acknowledgements: false,
         fault: plexus_kernel::supervision::FaultSwitch::default(),
+        agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
     };
-    let (a, _) = Actor::spawn(None, Agent::new(node.clone(), cfg, Arc::new(c)), ())
-        .await
-        .context("starting the agent")?;
-    Ok(a)
+    let (supervisor, ended) = Actor::spawn(
+        None,
+        AgentSupervisor::new(
+            AgentSpec::new(node.clone(), cfg, Arc::new(c)),
+            RestartPolicy::default(),
+        ),
+        (),
+    )
+    .await
+    .context("starting the agent")?;
+    Ok(AgentHandle { supervisor, ended })
 }
 
 /// The shim command: `plexus-shim` next to this program when it is there (it starts

@@ -465,6 +465,14 @@ impl Node {
         Ok(())
     }
 
+    /// Drops every name the local actor `id` holds (a supervisor frees the names of a
+    /// child that failed before starting another, which claims them again).
+    pub fn unregister_actor(&self, id: ActorId) {
+        if id.is_local() {
+            self.inner.release_local_pid(id.pid());
+        }
+    }
+
     /// Drops this node's registration of `name`.
     pub fn unregister(&self, name: &str) {
         if lock(&self.inner.names).release(name, self.name()) {

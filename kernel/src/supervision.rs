@@ -10,12 +10,18 @@
 //! - **escalate** at once: the child's failure is the supervisor's.
 //!
 //! [`RestartBudget`] is the decision, kept free of clocks and timers so it is tested
-//! rule by rule; supervisors feed it the time of each failure.
+//! rule by rule; [`Restarter`], the supervisor of one child (the master, the agent),
+//! feeds it the time of each failure.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::{debug, error, warn};
+
+use plexus_actors::Node;
 
 /// How a supervisor restarts a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +134,161 @@ impl FaultSwitch {
         if self.0.swap(false, Ordering::SeqCst) {
             panic!("fault injected into {who}");
         }
+    }
+}
+
+/// What a [`Restarter`] starts: its child of each generation.
+pub trait ChildSpec: Send + Sync + 'static {
+    /// The child actor.
+    type Child: Actor;
+    /// The child of `generation` (0 first, then 1 for the first restart, ...) and its
+    /// arguments.
+    fn make(&self, generation: u32) -> (Self::Child, <Self::Child as Actor>::Arguments);
+    /// What the child is, for logs ("the master").
+    fn what(&self) -> &'static str;
+    /// The node the child runs on (its names are freed when it ends).
+    fn node(&self) -> &Node;
+}
+
+/// Messages of a [`Restarter`] (local only).
+#[derive(Debug)]
+pub enum RestarterMsg<M> {
+    /// Start the child again (after its backoff).
+    Restart,
+    /// The child running now, if one runs.
+    Current(RpcReplyPort<Option<ActorRef<M>>>),
+}
+
+impl<M: ractor::Message> ractor::Message for RestarterMsg<M> {}
+
+/// A supervisor of one child, restarted under a [`RestartPolicy`]: when the child fails
+/// or stops, the actors it linked are stopped, the names it held are freed, and another
+/// is started after the backoff; past the intensity limit the supervisor fails itself
+/// (escalates).
+pub struct Restarter<S: ChildSpec> {
+    spec: S,
+    policy: RestartPolicy,
+}
+
+impl<S: ChildSpec> Restarter<S> {
+    /// A supervisor starting `spec`'s child under `policy`.
+    pub fn new(spec: S, policy: RestartPolicy) -> Self {
+        Restarter { spec, policy }
+    }
+
+    async fn start_child(
+        &self,
+        me: &ActorRef<RestarterMsg<<S::Child as Actor>::Msg>>,
+        generation: u32,
+    ) -> Result<ActorRef<<S::Child as Actor>::Msg>, ActorProcessingErr> {
+        let (child, args) = self.spec.make(generation);
+        let (c, _) = Actor::spawn_linked(None, child, args, me.get_cell()).await?;
+        Ok(c)
+    }
+
+    /// The child is gone: restart it after its backoff, or give up.
+    fn failed(
+        &self,
+        me: &ActorRef<RestarterMsg<<S::Child as Actor>::Msg>>,
+        st: &mut RestarterState<<S::Child as Actor>::Msg>,
+        why: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let what = self.spec.what();
+        match st.budget.on_failure(st.start.elapsed()) {
+            Decision::Restart { after } => {
+                warn!("{what} {why}; restarting in {} ms", after.as_millis());
+                me.send_after(after, || RestarterMsg::Restart);
+                Ok(())
+            }
+            Decision::Escalate { failures } => {
+                let w = self.policy.window.as_secs();
+                error!("{what} {why}; {failures} failures within {w} s: giving up");
+                Err(From::from(format!(
+                    "{what} failed {failures} times within {w} s (last: {why})"
+                )))
+            }
+        }
+    }
+}
+
+/// A [`Restarter`]'s state.
+pub struct RestarterState<M> {
+    child: Option<ActorRef<M>>,
+    budget: RestartBudget,
+    start: tokio::time::Instant,
+    restarts: u32,
+}
+
+impl<S: ChildSpec> Actor for Restarter<S> {
+    type Msg = RestarterMsg<<S::Child as Actor>::Msg>;
+    type State = RestarterState<<S::Child as Actor>::Msg>;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let child = self.start_child(&me, 0).await?;
+        Ok(RestarterState {
+            child: Some(child),
+            budget: RestartBudget::new(self.policy),
+            start: tokio::time::Instant::now(),
+            restarts: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RestarterMsg::Restart => match self.start_child(&me, st.restarts + 1).await {
+                Ok(c) => {
+                    st.restarts += 1;
+                    st.child = Some(c);
+                    warn!(restarts = st.restarts, "{} restarted", self.spec.what());
+                }
+                Err(e) => self.failed(&me, st, &format!("did not restart: {e}"))?,
+            },
+            RestarterMsg::Current(reply) => {
+                if reply.send(st.child.clone()).is_err() {
+                    debug!("asker left before its answer");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match &evt {
+            SupervisionEvent::ActorFailed(c, e) => (c, format!("failed: {e}")),
+            SupervisionEvent::ActorTerminated(c, _, reason) => (
+                c,
+                format!("stopped: {}", reason.as_deref().unwrap_or("no reason")),
+            ),
+            _ => return Ok(()),
+        };
+        if st
+            .child
+            .as_ref()
+            .is_none_or(|c| c.get_id() != cell.get_id())
+        {
+            return Ok(());
+        }
+        st.child = None;
+        // What it linked (sessions, task actors) goes with it; its names are freed
+        // now, for the next one to claim.
+        cell.stop_children(Some(format!("{} ended", self.spec.what())));
+        self.spec.node().unregister_actor(cell.get_id());
+        self.failed(&me, st, &why)
     }
 }
 

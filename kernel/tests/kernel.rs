@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr, TlsSettings};
-use plexus_kernel::agent::{Agent, AgentConfig};
+use plexus_kernel::agent::{AgentConfig, AgentSpec, AgentSupervisor};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
 use plexus_kernel::jobs::{JobRequest, Jobs};
-use plexus_kernel::master::{MasterConfig, MasterSupervisor, MasterSupervisorMsg};
+use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::*;
 use plexus_kernel::resources::{Resources, RoleResources};
 use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
@@ -52,6 +52,7 @@ async fn start_agent(
     cpus: f64,
     mem: u64,
     fault: &FaultSwitch,
+    agent_fault: &FaultSwitch,
 ) -> Node {
     let node = Node::start(&settings(dir, name, vec![master.peer_addr()]))
         .await
@@ -72,10 +73,14 @@ async fn start_agent(
         tick: Duration::from_millis(100),
         drop_acknowledgements: false,
         fault: fault.clone(),
+        agent_fault: agent_fault.clone(),
     };
     Actor::spawn(
         None,
-        Agent::new(node.clone(), cfg, Arc::new(containerizer)),
+        AgentSupervisor::new(
+            AgentSpec::new(node.clone(), cfg, Arc::new(containerizer)),
+            RestartPolicy::default(),
+        ),
         (),
     )
     .await
@@ -89,7 +94,8 @@ impl Cluster {
     }
 
     async fn start_with(agents: usize, cfg: MasterConfig, cpus: f64, mem: u64) -> Cluster {
-        Self::start_full(agents, cfg, cpus, mem, &FaultSwitch::default()).await
+        let none = FaultSwitch::default();
+        Self::start_full(agents, cfg, cpus, mem, &none, &none).await
     }
 
     /// A cluster whose agents' task actors panic once `task_fault` is tripped.
@@ -99,6 +105,7 @@ impl Cluster {
         cpus: f64,
         mem: u64,
         task_fault: &FaultSwitch,
+        agent_fault: &FaultSwitch,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
@@ -107,7 +114,10 @@ impl Cluster {
             .unwrap();
         let (sup, _) = Actor::spawn(
             None,
-            MasterSupervisor::new(master_node.clone(), cfg, RestartPolicy::default()),
+            MasterSupervisor::new(
+                MasterSpec::new(master_node.clone(), cfg),
+                RestartPolicy::default(),
+            ),
             (),
         )
         .await
@@ -122,6 +132,7 @@ impl Cluster {
                     cpus,
                     mem,
                     task_fault,
+                    agent_fault,
                 )
                 .await,
             );
@@ -659,9 +670,13 @@ async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
         max_restarts: 0,
         ..RestartPolicy::default()
     };
-    let (sup, ended) = Actor::spawn(None, MasterSupervisor::new(node.clone(), cfg, policy), ())
-        .await
-        .unwrap();
+    let (sup, ended) = Actor::spawn(
+        None,
+        MasterSupervisor::new(MasterSpec::new(node.clone(), cfg), policy),
+        (),
+    )
+    .await
+    .unwrap();
     fault.trip();
     ended.await.unwrap();
     assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
@@ -675,7 +690,15 @@ async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed() {
     let fault = FaultSwitch::default();
-    let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &fault).await;
+    let c = Cluster::start_full(
+        1,
+        MasterConfig::default(),
+        4.0,
+        4096,
+        &fault,
+        &FaultSwitch::default(),
+    )
+    .await;
     let jobs = start_jobs(&c).await;
     let task = submit_running(
         &jobs,
@@ -761,6 +784,53 @@ async fn a_framework_session_that_panics_disconnects_its_framework_which_comes_b
     }
     wait_jobs(&jobs, |js| {
         js.iter().all(|j| j.state == Some(TaskState::Killed))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_panics_is_restarted_and_keeps_its_running_tasks() {
+    let agent_fault = FaultSwitch::default();
+    let none = FaultSwitch::default();
+    let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &none, &agent_fault).await;
+    let jobs = start_jobs(&c).await;
+    let task = submit_running(&jobs, &["sleep", "300"]).await;
+    let agent = || async {
+        c.master_node
+            .whereis::<AgentMsg>(&agent_name("agent0"))
+            .await
+            .unwrap()
+    };
+    let first = agent().await.unwrap().get_id();
+    // Its next message makes it panic; its supervisor starts another, which re-adopts
+    // the running task from its checkpoint and registers again.
+    agent_fault.trip();
+    agent().await.unwrap().cast(AgentMsg::Tick).unwrap();
+    let mut again = None;
+    for _ in 0..600 {
+        if let Some(a) = agent().await.filter(|a| a.get_id() != first) {
+            again = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = again.expect("a new agent registered its name");
+    c.wait(|s| {
+        s.agents.iter().any(|a| a.status == AgentStatus::Active)
+            && s.tasks
+                .iter()
+                .any(|t| t.task_id == task && t.state == TaskState::Running)
+    })
+    .await;
+    // The re-adopted task is the new agent's to kill.
+    again
+        .cast(AgentMsg::Kill {
+            task_id: task.clone(),
+        })
+        .unwrap();
+    wait_jobs(&jobs, |js| {
+        js.iter()
+            .any(|j| j.task_id == task && j.state == Some(TaskState::Killed))
     })
     .await;
 }

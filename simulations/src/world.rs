@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use plexus_actors::{Node, NodeOptions};
 use plexus_kernel::agent::{Agent, AgentConfig};
-use plexus_kernel::master::{MasterConfig, MasterSupervisor, MasterSupervisorMsg};
+use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, AgentView, ClusterState, FrameworkInfo, MasterMsg};
 use plexus_kernel::resources::{Resources, RoleResources};
 use plexus_kernel::scheduler::SchedulerDriver;
@@ -215,7 +215,10 @@ impl World {
         let master_fault = mcfg.fault.clone();
         let (master, _) = Actor::spawn(
             None,
-            MasterSupervisor::new(master_node.clone(), mcfg, RestartPolicy::default()),
+            MasterSupervisor::new(
+                MasterSpec::new(master_node.clone(), mcfg),
+                RestartPolicy::default(),
+            ),
             (),
         )
         .await
@@ -319,6 +322,7 @@ impl World {
             tick: Duration::from_secs(2),
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
             fault: plexus_kernel::supervision::FaultSwitch::default(),
+            agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
         };
         let c = Arc::new(self.machines.containerizer(&name));
         let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())

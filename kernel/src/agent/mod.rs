@@ -26,7 +26,7 @@ use crate::reason::Reason;
 use crate::resources::{PortSet, Resources, RoleResources};
 use crate::statefile::StateFile;
 use crate::status::{StatusUpdate, StatusUpdateManager};
-use crate::supervision::FaultSwitch;
+use crate::supervision::{ChildSpec, FaultSwitch, Restarter, RestarterMsg};
 use crate::task::{TaskState, TaskStateMachine};
 
 /// Agent tunables.
@@ -48,6 +48,9 @@ pub struct AgentConfig {
     /// Makes the next message of a task actor panic once tripped (for tests of the
     /// agent's supervision of its task actors; nothing on the wire can trip it).
     pub fault: FaultSwitch,
+    /// Makes the agent actor itself panic on its next message once tripped (for tests of
+    /// its supervisor).
+    pub agent_fault: FaultSwitch,
 }
 
 /// Resources of this machine: its cpus, its memory less 1 GiB (at least half of it),
@@ -90,6 +93,56 @@ impl Agent {
             cfg,
             containerizer,
         }
+    }
+}
+
+/// The agent process's root supervisor: restarts the agent actor under a
+/// [`RestartPolicy`](crate::supervision::RestartPolicy). A restarted agent reads its
+/// checkpoint again, re-adopts the tasks still running (the processes outlive it) and
+/// re-registers, as after an agent process restart.
+pub type AgentSupervisor = Restarter<AgentSpec>;
+
+/// Messages of the agent's supervisor.
+pub type AgentSupervisorMsg = RestarterMsg<AgentMsg>;
+
+/// The agents an [`AgentSupervisor`] starts.
+pub struct AgentSpec {
+    node: Node,
+    cfg: AgentConfig,
+    containerizer: Arc<dyn Containerizer>,
+}
+
+impl AgentSpec {
+    /// Agents of `cfg` on `node`, running tasks through `containerizer`.
+    pub fn new(node: Node, cfg: AgentConfig, containerizer: Arc<dyn Containerizer>) -> Self {
+        AgentSpec {
+            node,
+            cfg,
+            containerizer,
+        }
+    }
+}
+
+impl ChildSpec for AgentSpec {
+    type Child = Agent;
+
+    fn make(&self, _generation: u32) -> (Agent, ()) {
+        (
+            Agent::new(
+                self.node.clone(),
+                self.cfg.clone(),
+                self.containerizer.clone(),
+            ),
+            (),
+        )
+    }
+
+    fn what(&self) -> &'static str {
+        "the agent"
+    }
+
+    fn node(&self) -> &Node {
+        &self.node
     }
 }
 
@@ -452,6 +505,7 @@ impl Actor for Agent {
         msg: AgentMsg,
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        self.cfg.agent_fault.check("the agent");
         let r = self.handle_msg(me, msg, st).await;
         self.arm_tick(st);
         r

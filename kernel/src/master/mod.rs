@@ -34,4 +34,4 @@ pub use self::config::MasterConfig;
 pub use self::core::{
     AgentLink, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
 };
-pub use self::supervisor::{MasterSupervisor, MasterSupervisorMsg};
+pub use self::supervisor::{MasterSpec, MasterSupervisor, MasterSupervisorMsg};
