@@ -141,3 +141,14 @@ fn a_crashing_master_is_restarted_and_loses_no_task() {
     assert_eq!(field(line, "violations"), "0", "{out}");
     assert!(field(line, "faults").parse::<u32>().unwrap() >= 5, "{line}");
 }
+
+#[test]
+fn seeds_that_found_bugs_keep_passing() {
+    // 62: an agent kept a master ref that had ended before it watched it, and never
+    // registered again. 686: a spawn that arrived on the link of a session already
+    // declared down started a child no supervisor knew of.
+    let (ok, out) = plexus(&["sim", "--seeds", "62..=62", "--jobs", "1"]);
+    assert!(ok && out.contains("passed=1 failed=0"), "{out}");
+    let (ok, out) = plexus(&["sim", "--seeds", "686..=686", "--jobs", "1"]);
+    assert!(ok && out.contains("passed=1 failed=0"), "{out}");
+}

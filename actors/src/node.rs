@@ -1064,6 +1064,16 @@ impl NodeInner {
                 let pid = cell.get_id().pid();
                 if linked {
                     lock(&s.linked_children).insert(pid);
+                    if !s.is_alive() {
+                        // The session ended while the child started (after it stopped the
+                        // session's children): the child's parent is gone.
+                        lock(&s.linked_children).remove(&pid);
+                        cell.stop(Some(format!(
+                            "{PARENT_NODE_DOWN} {}: its session ended while the child started",
+                            s.peer.name
+                        )));
+                        return;
+                    }
                 }
                 // Monitored before the peer learns of it, so however soon it ends, its
                 // end (with its reason) reaches the watcher.
@@ -1094,6 +1104,10 @@ async fn reader(node: Arc<NodeInner>, s: Arc<Session>, link_id: u64, mut rx: Fra
     let peer = s.peer.name.clone();
     let reason = loop {
         match rx.next().await {
+            // The session ended (its peer is down for this node, which told its
+            // supervisors so): frames still arriving on its link are not acted on, or a
+            // spawn could start a child no one above knows of.
+            Ok(Some(_)) if !s.is_alive() => break "its session ended".to_string(),
             Ok(Some(frame)) => {
                 s.last_heard
                     .store(node.now().as_micros() as u64, Ordering::Relaxed);
