@@ -205,6 +205,7 @@ pub async fn start_agent(
         drop_acknowledgements: false,
         fault: plexus_kernel::supervision::FaultSwitch::default(),
         agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
+        disk: Arc::new(plexus_kernel::agent::RealDisk),
     };
     let (supervisor, ended) = Actor::spawn(
         None,

@@ -5,7 +5,12 @@
 //! the bytes; reading picks the valid slot with the highest sequence number. A write torn
 //! by a crash fails its checksum, so the previous state is read instead. Unlike writing a
 //! temporary file and renaming it over the old one, this allocates no new inode per
-//! write, which on ext4 costs more and more as deleted inodes pile up.
+//! write, which on ext4 costs more and more as deleted inodes pile up. A write returns
+//! once its bytes are synced to the device.
+//!
+//! The slots live on a [`Disk`]: [`RealDisk`] is the machine's file system; the
+//! simulator's disks fill up, tear writes and lose unsynced ones on purpose. Both pass
+//! the same checks (`statefile::disk_contract`).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -27,9 +32,45 @@ pub enum StateFileError {
     },
 }
 
+/// Where state files keep their bytes: whole files, rewritten in place.
+pub trait Disk: Send + Sync + std::fmt::Debug + 'static {
+    /// The file's bytes; `None` if there is no such file.
+    fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>>;
+    /// Replaces the file's bytes (creating it), and returns once they are synced.
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// The machine's file system. Files are opened for each access: a simulated datacenter
+/// holds many agents in one process, and a descriptor held per agent would exhaust its
+/// file limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealDisk;
+
+impl Disk for RealDisk {
+    fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        f.write_all_at(bytes, 0)?;
+        f.set_len(bytes.len() as u64)?;
+        f.sync_data()
+    }
+}
+
 /// A two-slot state file.
 #[derive(Debug)]
 pub struct StateFile {
+    disk: std::sync::Arc<dyn Disk>,
     paths: [PathBuf; 2],
     /// Sequence number of the newest state written or read.
     seq: u64,
@@ -49,14 +90,21 @@ fn parse(buf: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 impl StateFile {
-    /// The state file `base` (slots `base.0` and `base.1`); nothing is read or created yet.
+    /// The state file `base` (slots `base.0` and `base.1`) on the machine's file system;
+    /// nothing is read or created yet.
     pub fn new(base: &Path) -> StateFile {
+        Self::on(std::sync::Arc::new(RealDisk), base)
+    }
+
+    /// The state file `base` on `disk`.
+    pub fn on(disk: std::sync::Arc<dyn Disk>, base: &Path) -> StateFile {
         let slot = |i: u8| {
             let mut p = base.as_os_str().to_owned();
             p.push(format!(".{i}"));
             PathBuf::from(p)
         };
         StateFile {
+            disk,
             paths: [slot(0), slot(1)],
             seq: 0,
             known: false,
@@ -67,9 +115,9 @@ impl StateFile {
     pub fn read(&mut self) -> Result<Option<Vec<u8>>, StateFileError> {
         let mut best: Option<(u64, Vec<u8>)> = None;
         for p in &self.paths {
-            let buf = match std::fs::read(p) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            let buf = match self.disk.read(p) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
                 Err(source) => {
                     return Err(StateFileError::Io {
                         path: p.clone(),
@@ -107,24 +155,43 @@ impl StateFile {
         buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());
         buf.extend_from_slice(bytes);
-        // Opened for each write: a simulated datacenter holds many agents in one process,
-        // and a held descriptor per agent would exhaust its file limit.
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
-        f.write_all_at(&buf, 0).map_err(io)?;
-        f.set_len(buf.len() as u64).map_err(io)?;
+        self.disk.write(path, &buf).map_err(io)?;
         self.seq = seq;
         Ok(())
+    }
+}
+
+/// What every [`Disk`] keeps, checked on `disk` in the directory `dir` (which must
+/// exist for a real disk): a file reads back what was last written to it, shorter
+/// writes replace longer ones, and a state file on it keeps the newest intact state.
+pub fn disk_contract(disk: std::sync::Arc<dyn Disk>, dir: &Path) {
+    let p = dir.join("contract");
+    assert_eq!(disk.read(&p).expect("reads"), None, "no file yet");
+    disk.write(&p, b"a longer first content").expect("writes");
+    disk.write(&p, b"short").expect("writes");
+    assert_eq!(
+        disk.read(&p).expect("reads").as_deref(),
+        Some(&b"short"[..])
+    );
+    let base = dir.join("state");
+    let mut f = StateFile::on(disk.clone(), &base);
+    assert_eq!(f.read().expect("reads"), None);
+    for state in [&b"one"[..], b"two", b"three"] {
+        f.write(state).expect("writes");
+        let got = StateFile::on(disk.clone(), &base).read().expect("reads");
+        assert_eq!(got.as_deref(), Some(state));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_real_disk_keeps_the_disk_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        disk_contract(std::sync::Arc::new(RealDisk), dir.path());
+    }
 
     #[test]
     fn the_newest_intact_state_wins() {

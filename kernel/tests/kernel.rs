@@ -74,6 +74,7 @@ async fn start_agent(
         drop_acknowledgements: false,
         fault: fault.clone(),
         agent_fault: agent_fault.clone(),
+        disk: Arc::new(plexus_kernel::agent::RealDisk),
     };
     Actor::spawn(
         None,

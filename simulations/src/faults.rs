@@ -28,6 +28,8 @@ pub struct FaultRates {
     pub task_failure_rate: f64,
     /// Master crashes (the master actor fails and its supervisor restarts it).
     pub master_crashes_per_hour: f64,
+    /// Agents' disks filling up (checkpoint writes fail for a while).
+    pub disk_fulls_per_hour: f64,
 }
 
 impl Default for FaultRates {
@@ -42,6 +44,7 @@ impl Default for FaultRates {
             max_delay: Duration::from_millis(20),
             task_failure_rate: 0.1,
             master_crashes_per_hour: 1.0,
+            disk_fulls_per_hour: 2.0,
         }
     }
 }
@@ -59,6 +62,7 @@ impl FaultRates {
             max_delay: Duration::from_micros(200),
             task_failure_rate: 0.0,
             master_crashes_per_hour: 0.0,
+            disk_fulls_per_hour: 0.0,
         }
     }
 
@@ -71,6 +75,7 @@ impl FaultRates {
             drop_rate: (self.drop_rate * k).min(0.5),
             task_failure_rate: (self.task_failure_rate * k).min(1.0),
             master_crashes_per_hour: self.master_crashes_per_hour * k,
+            disk_fulls_per_hour: self.disk_fulls_per_hour * k,
             ..self.clone()
         }
     }
@@ -108,6 +113,7 @@ impl Swarm {
         let drop_rate = rate(0.01);
         let task_failure_rate = rate(0.4);
         let master_crashes_per_hour = rate(4.0);
+        let disk_fulls_per_hour = rate(12.0);
         let lose_state = rng.random_range(0.0..=0.6);
         let min_delay = Duration::from_micros(rng.random_range(50..=2_000));
         let max_delay = min_delay + Duration::from_micros(rng.random_range(0..=50_000));
@@ -122,6 +128,7 @@ impl Swarm {
                 max_delay,
                 task_failure_rate,
                 master_crashes_per_hour,
+                disk_fulls_per_hour,
             },
             agents: rng.random_range(1..=agents.max(1) * 2),
             frameworks: rng.random_range(1..=frameworks.max(1) * 2),
@@ -153,6 +160,13 @@ pub enum Fault {
     },
     /// The master crashes (its supervisor restarts it).
     CrashMaster,
+    /// An agent's disk is full (its checkpoint writes fail) for a while.
+    DiskFull {
+        /// Which agent.
+        agent: usize,
+        /// How long.
+        lasts: Duration,
+    },
     /// A node stops answering: 0 is the master, 1..=F frameworks, the rest agents.
     Pause {
         /// Which node.
@@ -237,6 +251,16 @@ impl FaultPlan {
                 last = Some(at);
             }
         }
+        for at in arrivals(&mut rng, r.disk_fulls_per_hour, end) {
+            let lasts = Duration::from_secs(rng.random_range(5..=120));
+            let f = Fault::DiskFull {
+                agent: rng.random_range(0..agents),
+                lasts,
+            };
+            if fits(at, lasts) {
+                faults.push((at, f));
+            }
+        }
         faults.sort_by_key(|f| f.0);
         FaultPlan { faults }
     }
@@ -261,7 +285,9 @@ mod tests {
         for (at, f) in &a.faults {
             let d = match f {
                 Fault::CrashAgent { down_for, .. } => *down_for,
-                Fault::Partition { lasts, .. } | Fault::Pause { lasts, .. } => *lasts,
+                Fault::Partition { lasts, .. }
+                | Fault::Pause { lasts, .. }
+                | Fault::DiskFull { lasts, .. } => *lasts,
                 Fault::CrashMaster => Duration::ZERO,
             };
             assert!(*at + d < Duration::from_secs(3600), "{f:?} at {at:?}");

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod containerizer;
+pub mod disk;
 pub mod faults;
 pub mod framework;
 pub mod invariants;
@@ -26,6 +27,7 @@ pub mod workload;
 pub mod world;
 
 pub use containerizer::{Machines, SimContainerizer};
+pub use disk::SimDisk;
 pub use faults::{Fault, FaultPlan, FaultRates, Swarm};
 pub use trace::{Recorder, Violation};
 pub use workload::{SimContext, SupervisedService, Workload};

@@ -20,6 +20,7 @@ use ractor::{call_t, Actor, ActorRef};
 use tokio::time::Instant;
 
 use crate::containerizer::Machines;
+use crate::disk::SimDisk;
 use crate::faults::{Fault, FaultPlan, FaultRates};
 use crate::framework::{FrameworkLog, SharedLog, SimScheduler};
 use crate::invariants;
@@ -128,6 +129,8 @@ struct Machine {
     node: Option<Node>,
     agent: Option<ActorRef<AgentMsg>>,
     state_dir: PathBuf,
+    /// Its disk (the agent's checkpoint).
+    disk: Arc<SimDisk>,
     /// Crashed and not yet restarted.
     down: bool,
 }
@@ -230,6 +233,7 @@ impl World {
                 node: None,
                 agent: None,
                 state_dir: dir.path().join(format!("agent-{i:05}")),
+                disk: Arc::new(SimDisk::default()),
                 down: true,
             })
             .collect();
@@ -299,9 +303,14 @@ impl World {
     }
 
     async fn start_agent(&self, i: usize) {
-        let (name, addr, state_dir) = {
+        let (name, addr, state_dir, disk) = {
             let h = self.hosts();
-            (h[i].name.clone(), h[i].addr, h[i].state_dir.clone())
+            (
+                h[i].name.clone(),
+                h[i].addr,
+                h[i].state_dir.clone(),
+                h[i].disk.clone(),
+            )
         };
         let node = start_node(
             &self.net,
@@ -323,6 +332,7 @@ impl World {
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
             fault: plexus_kernel::supervision::FaultSwitch::default(),
             agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
+            disk,
         };
         let c = Arc::new(self.machines.containerizer(&name));
         let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())
@@ -335,7 +345,7 @@ impl World {
     }
 
     fn crash_agent(&self, i: usize, lose_state: bool) {
-        let (name, node, agent, dir) = {
+        let (name, node, agent, dir, disk) = {
             let mut h = self.hosts();
             let m = &mut h[i];
             if m.down {
@@ -347,6 +357,7 @@ impl World {
                 m.node.take(),
                 m.agent.take(),
                 m.state_dir.clone(),
+                m.disk.clone(),
             )
         };
         self.net.crash(&name);
@@ -358,7 +369,7 @@ impl World {
         }
         self.machines.crash(&name);
         if lose_state {
-            let _ = std::fs::remove_dir_all(&dir);
+            disk.forget_under(&dir);
         }
     }
 
@@ -428,6 +439,17 @@ impl World {
                 for n in &names {
                     self.cut(n, one_way, false);
                 }
+            }
+            Fault::DiskFull { agent, lasts } => {
+                let i = agent % self.cfg.agents.max(1);
+                let disk = self.hosts()[i].disk.clone();
+                rec.note(format_args!(
+                    "fault disk of agent-{i:05} full for {lasts:?}"
+                ));
+                disk.set_full(true);
+                tokio::time::sleep(lasts).await;
+                rec.note(format_args!("fault disk of agent-{i:05} has space again"));
+                disk.set_full(false);
             }
             Fault::CrashMaster => {
                 // It panics on its next message; its supervisor starts another, which
@@ -535,6 +557,9 @@ async fn simulate(cfg: SimConfig) -> SimReport {
     // From here the cluster comes to rest: no process ends on its own and no framework
     // launches, so what is in flight lands before the final checks look.
     w.machines.freeze();
+    for wl in &w.cfg.workloads {
+        wl.freeze();
+    }
     for (_, log, _) in &w.frameworks {
         let mut g = log.lock().expect("log lock");
         g.frozen = true;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use plexus_actors::Node;
 
@@ -24,7 +24,9 @@ use crate::containerizer::{classify, exit_code, ContainerInfo, Containerizer, La
 use crate::protocol::*;
 use crate::reason::Reason;
 use crate::resources::{PortSet, Resources, RoleResources};
-use crate::statefile::StateFile;
+use crate::statefile::{Disk, StateFile};
+
+pub use crate::statefile::RealDisk;
 use crate::status::{StatusUpdate, StatusUpdateManager};
 use crate::supervision::{ChildSpec, FaultSwitch, Restarter, RestarterMsg};
 use crate::task::{TaskState, TaskStateMachine};
@@ -51,6 +53,8 @@ pub struct AgentConfig {
     /// Makes the agent actor itself panic on its next message once tripped (for tests of
     /// its supervisor).
     pub agent_fault: FaultSwitch,
+    /// Where the checkpoint is kept ([`RealDisk`] but in simulations).
+    pub disk: Arc<dyn Disk>,
 }
 
 /// Resources of this machine: its cpus, its memory less 1 GiB (at least half of it),
@@ -173,6 +177,12 @@ const PERSIST_BATCH: usize = 32;
 /// write writes at once.
 const PERSIST_SPACING: u32 = 4;
 
+/// First wait before writing the checkpoint again after a write failed (a full disk);
+/// it doubles with each failure, up to `PERSIST_RETRY_MAX`. Meanwhile no update is sent.
+const PERSIST_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between attempts to write a checkpoint that could not be written.
+const PERSIST_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// The agent's state.
 pub struct AgentState {
     ck: Checkpoint,
@@ -191,6 +201,8 @@ pub struct AgentState {
     tick_armed: bool,
     /// When the last checkpoint write ended and how long it took.
     last_save: Option<(Instant, Duration)>,
+    /// Checkpoint writes that failed in a row.
+    write_failures: u32,
     /// The actor of each task whose process it launches or watches.
     task_actors: BTreeMap<String, ActorRef<TaskMsg>>,
     /// The task of each task actor.
@@ -206,16 +218,39 @@ impl Agent {
         self.cfg.state_dir.join("agent.checkpoint")
     }
 
-    fn save(&self, st: &mut AgentState) {
+    /// Writes the checkpoint; false if it could not be written.
+    fn save(&self, st: &mut AgentState) -> bool {
         let t0 = Instant::now();
         let r = plexus_net::codec::encode(&st.ck)
             .map_err(|e| e.to_string())
             .and_then(|b| st.state_file.write(&b).map_err(|e| e.to_string()));
-        if let Err(e) = r {
-            warn!("agent checkpoint failed: {e}");
-        }
         let end = Instant::now();
         st.last_save = Some((end, end - t0));
+        match r {
+            Ok(()) => {
+                if st.write_failures > 0 {
+                    info!(agent = %st.ck.agent_id, failed = st.write_failures, "checkpoint written again; sending the updates it held");
+                    st.write_failures = 0;
+                }
+                true
+            }
+            Err(e) => {
+                st.write_failures += 1;
+                // Said at once, then at every doubling of the count.
+                if st.write_failures.is_power_of_two() {
+                    error!(agent = %st.ck.agent_id, failed = st.write_failures, "cannot write the agent checkpoint: {e}; status updates wait until it is written");
+                }
+                false
+            }
+        }
+    }
+
+    /// How long to wait before writing again after the last write failed.
+    fn retry_wait(st: &AgentState) -> Duration {
+        let doublings = st.write_failures.saturating_sub(1).min(16);
+        PERSIST_RETRY_MIN
+            .saturating_mul(1 << doublings)
+            .min(PERSIST_RETRY_MAX)
     }
 
     /// How long the next checkpoint write must still wait ([`PERSIST_SPACING`]).
@@ -277,7 +312,8 @@ impl Agent {
     fn mark_dirty(&self, st: &mut AgentState) {
         st.dirty = true;
         st.unsaved += 1;
-        if st.unsaved >= PERSIST_BATCH && Self::spacing_left(st).is_none() {
+        if st.unsaved >= PERSIST_BATCH && Self::spacing_left(st).is_none() && st.write_failures == 0
+        {
             // A long burst: do not hold its updates back until it ends.
             self.persist(st);
             return;
@@ -291,7 +327,14 @@ impl Agent {
     /// Writes the checkpoint if anything changed, then sends the updates that are due.
     fn persist(&self, st: &mut AgentState) {
         if st.dirty {
-            self.save(st);
+            if !self.save(st) {
+                // Nothing unwritten goes out; try again later.
+                if !st.persist_queued {
+                    st.persist_queued = true;
+                    st.me.send_after(Self::retry_wait(st), || AgentMsg::Persist);
+                }
+                return;
+            }
             st.dirty = false;
             st.unsaved = 0;
         }
@@ -429,7 +472,7 @@ impl Actor for Agent {
         _: (),
     ) -> Result<AgentState, ActorProcessingErr> {
         std::fs::create_dir_all(&self.cfg.state_dir)?;
-        let mut state_file = StateFile::new(&self.checkpoint_path());
+        let mut state_file = StateFile::on(self.cfg.disk.clone(), &self.checkpoint_path());
         // An agent of an earlier version wrote the whole checkpoint to the base path.
         let saved = match state_file.read()? {
             Some(b) => Some(b),
@@ -460,6 +503,7 @@ impl Actor for Agent {
             persist_queued: false,
             tick_armed: false,
             last_save: None,
+            write_failures: 0,
             task_actors: BTreeMap::new(),
             task_of: BTreeMap::new(),
         };
