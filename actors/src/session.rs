@@ -195,8 +195,12 @@ impl Session {
 
     pub fn reply(&self, id: u64, body: Result<Vec<u8>, String>) {
         if let Some(c) = lock(&self.calls).remove(&id) {
+            // An error answer drops the port, which fails the call. A send that fails
+            // means the caller stopped waiting: nobody is left to tell.
             if let Ok(b) = body {
-                let _ = c.port.send(b);
+                if c.port.send(b).is_err() {
+                    tracing::debug!(peer = %self.peer.name, "a reply came after its caller gave up");
+                }
             }
         }
     }

@@ -59,6 +59,16 @@ fn spec(id: &str, cpus: f64, mem_mb: u64) -> TaskSpec {
     }
 }
 
+/// A task an agent reports running when it registers.
+fn reported(id: &str, fw: &str, cpus: f64, mem_mb: u64) -> AgentTask {
+    AgentTask {
+        spec: spec(id, cpus, mem_mb),
+        framework_id: fw.into(),
+        resources: RoleResources::unreserved(res(cpus, mem_mb)),
+        state: TaskState::Running,
+    }
+}
+
 fn offers(effects: &[Effect], fw: &str) -> Vec<Offer> {
     effects
         .iter()
@@ -305,12 +315,7 @@ fn a_reregistering_agent_brings_back_the_tasks_it_reports_and_the_others_are_gon
         },
     );
     drain(&mut c);
-    let kept = AgentTask {
-        spec: spec("kept", 1.0, 64),
-        framework_id: fw.clone(),
-        resources: RoleResources::unreserved(res(1.0, 64)),
-        state: TaskState::Running,
-    };
+    let kept = reported("kept", &fw, 1.0, 64);
     c.handle(
         at(5),
         Event::AgentRegistered(registration("a1", 4.0, vec![kept])),
@@ -352,12 +357,7 @@ fn an_unreachable_agent_is_removed_after_its_timeout_and_its_tasks_are_gone() {
     );
     assert!(c.agent_status("a1").is_none());
     // Coming back later with the task: the cluster gave up on it, so it is killed.
-    let t1 = AgentTask {
-        spec: spec("t1", 1.0, 128),
-        framework_id: fw,
-        resources: RoleResources::unreserved(res(1.0, 128)),
-        state: TaskState::Running,
-    };
+    let t1 = reported("t1", &fw, 1.0, 128);
     c.handle(
         at(80),
         Event::AgentRegistered(registration("a1", 4.0, vec![t1])),
@@ -710,16 +710,8 @@ proptest! {
 #[test]
 fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_ids() {
     let (_, fw) = running(60.0);
-    let t1 = AgentTask {
-        spec: spec("t1", 1.0, 128),
-        framework_id: fw.clone(),
-        resources: RoleResources::unreserved(res(1.0, 128)),
-        state: TaskState::Running,
-    };
-    let t2 = AgentTask {
-        spec: spec("t2", 1.0, 128),
-        ..t1.clone()
-    };
+    let t1 = reported("t1", &fw, 1.0, 128);
+    let t2 = reported("t2", &fw, 1.0, 128);
     let mut c = MasterCore::with_epoch(MasterConfig::default(), 1);
     c.handle(
         at(0),
