@@ -25,8 +25,8 @@ use plexus_config::NodeSettings;
 use plexus_net::codec;
 use plexus_net::tls::TlsMaterial;
 use plexus_net::{
-    DialTag, FrameReceiver, Link, LinkKey, LocalIdentity, NetError, PeerAddr, QuicTransport,
-    Transport,
+    CloseKind, DialTag, FrameReceiver, Link, LinkKey, LocalIdentity, NetError, PeerAddr,
+    QuicTransport, Transport,
 };
 
 use crate::detector::{FailureDetector, Verdict};
@@ -783,7 +783,7 @@ impl NodeInner {
             replaces,
         } = link;
         if self.leaving.load(Ordering::SeqCst) {
-            tx.close("node leaving");
+            tx.close_as(CloseKind::Leaving, "node leaving");
             return;
         }
         let link_id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -804,7 +804,7 @@ impl NodeInner {
                     self.announce_names(&cur);
                     tokio::spawn(reader(self.clone(), cur, link_id, rx));
                 } else {
-                    tx.close("duplicate connection");
+                    tx.close_as(CloseKind::Duplicate, "duplicate connection");
                 }
                 return;
             }
@@ -905,8 +905,8 @@ impl NodeInner {
         }
     }
 
-    fn link_lost(self: &Arc<Self>, s: &Arc<Session>, link_id: u64, reason: &str) {
-        if s.link_id() != link_id || reason.contains("duplicate connection") {
+    fn link_lost(self: &Arc<Self>, s: &Arc<Session>, link_id: u64, kind: CloseKind, reason: &str) {
+        if s.link_id() != link_id || kind == CloseKind::Duplicate {
             return; // a superseded duplicate; the session lives on its other link
         }
         self.session_down(s, reason);
@@ -1102,12 +1102,14 @@ impl NodeInner {
 
 async fn reader(node: Arc<NodeInner>, s: Arc<Session>, link_id: u64, mut rx: FrameReceiver) {
     let peer = s.peer.name.clone();
-    let reason = loop {
+    let (kind, reason) = loop {
         match rx.next().await {
             // The session ended (its peer is down for this node, which told its
             // supervisors so): frames still arriving on its link are not acted on, or a
             // spawn could start a child no one above knows of.
-            Ok(Some(_)) if !s.is_alive() => break "its session ended".to_string(),
+            Ok(Some(_)) if !s.is_alive() => {
+                break (CloseKind::Other, "its session ended".to_string())
+            }
             Ok(Some(frame)) => {
                 s.last_heard
                     .store(node.now().as_micros() as u64, Ordering::Relaxed);
@@ -1119,21 +1121,21 @@ async fn reader(node: Arc<NodeInner>, s: Arc<Session>, link_id: u64, mut rx: Fra
                         if s.link_id() == link_id {
                             s.close_link(&r);
                         }
-                        break r;
+                        break (CloseKind::Other, r);
                     }
                 }
             }
-            Ok(None) => break "connection ended".to_string(),
-            Err(NetError::Closed(r)) => break format!("connection closed: {r}"),
+            Ok(None) => break (CloseKind::Other, "connection ended".to_string()),
+            Err(NetError::Closed(r)) => break (r.kind, format!("connection closed: {r}")),
             Err(e) => {
                 let r = format!("bad stream from {peer}: {e}");
                 warn!(node = %node.ident.name, "closing connection: {r}");
                 if s.link_id() == link_id {
                     s.close_link(&r);
                 }
-                break r;
+                break (CloseKind::Other, r);
             }
         }
     };
-    node.link_lost(&s, link_id, &reason);
+    node.link_lost(&s, link_id, kind, &reason);
 }

@@ -130,7 +130,8 @@ impl Session {
                 tx,
             },
         );
-        old.tx.close("duplicate connection");
+        old.tx
+            .close_as(plexus_net::CloseKind::Duplicate, "duplicate connection");
     }
 
     pub fn close_link(&self, reason: &str) {

@@ -19,8 +19,9 @@ pub mod transport;
 pub use quic::QuicTransport;
 pub use sim::{SimFaults, SimNetwork, SimTransport};
 pub use transport::{
-    DialTag, FrameReceiver, FrameSender, Hello, Link, LinkKey, LocalIdentity, NetError, PeerAddr,
-    Transport, PROTOCOL_VERSION, SEND_BUFFER_LIMIT_BYTES, SEND_HIGH_WATER_BYTES,
+    CloseKind, CloseReason, DialTag, FrameReceiver, FrameSender, Hello, Link, LinkKey,
+    LocalIdentity, NetError, PeerAddr, Transport, PROTOCOL_VERSION, SEND_BUFFER_LIMIT_BYTES,
+    SEND_HIGH_WATER_BYTES,
 };
 
 /// The 64-bit id of a node name (FNV-1a, never zero), as used in remote actor ids.

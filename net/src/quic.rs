@@ -13,8 +13,9 @@ use tracing::{debug, info, warn};
 
 use crate::tls::{self, TlsMaterial};
 use crate::transport::{
-    handshake, send_queue, BoxFuture, ChunkSource, DialTag, FrameReceiver, FrameSender, Hello,
-    Link, LocalIdentity, NetError, PeerAddr, SendQueue, Transport, HANDSHAKE_TIMEOUT,
+    handshake, send_queue, BoxFuture, ChunkSource, CloseKind, CloseReason, DialTag, FrameReceiver,
+    FrameSender, Hello, Link, LocalIdentity, NetError, PeerAddr, SendQueue, Transport,
+    HANDSHAKE_TIMEOUT,
 };
 
 /// How long a dial waits for the QUIC handshake. UDP gives no refusal when nothing
@@ -22,7 +23,12 @@ use crate::transport::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Application error code used when plexus closes a connection on purpose.
-const CLOSE_CODE: u32 = 1;
+/// QUIC application close codes: this base plus the [`CloseKind`]'s number.
+const CLOSE_CODE_BASE: u32 = 0x100;
+
+fn close_code(kind: CloseKind) -> VarInt {
+    VarInt::from_u32(CLOSE_CODE_BASE + kind.code())
+}
 
 /// A QUIC endpoint that both dials and accepts plexus links.
 pub struct QuicTransport {
@@ -159,14 +165,14 @@ async fn writer(queue: SendQueue, mut send: SendStream, conn: Connection) {
                     r = send.write_all(&batch) => {
                         if let Err(e) = r {
                             debug!("link write failed: {e}");
-                            queue.close(&format!("write failed: {e}"));
+                            queue.close(CloseReason::new(CloseKind::Lost, format!("write failed: {e}")));
                             return;
                         }
                     }
                     // Over the buffer limit while the peer does not read: stop
                     // waiting for it.
                     reason = queue.overflowed() => {
-                        conn.close(VarInt::from_u32(CLOSE_CODE), reason.as_bytes());
+                        conn.close(close_code(reason.kind), reason.text.as_bytes());
                         return;
                     }
                 }
@@ -177,7 +183,7 @@ async fn writer(queue: SendQueue, mut send: SendStream, conn: Connection) {
                 if send.finish().is_ok() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
                 }
-                conn.close(VarInt::from_u32(CLOSE_CODE), reason.as_bytes());
+                conn.close(close_code(reason.kind), reason.text.as_bytes());
                 return;
             }
         }
@@ -189,19 +195,23 @@ struct QuicChunks {
     conn: Connection,
 }
 
-fn closed_reason(e: &quinn::ConnectionError) -> String {
+fn closed_reason(e: &quinn::ConnectionError) -> CloseReason {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            String::from_utf8_lossy(&c.reason).into_owned()
+            let code = c.error_code.into_inner();
+            let kind = code
+                .checked_sub(u64::from(CLOSE_CODE_BASE))
+                .map_or(CloseKind::Other, CloseKind::from_code);
+            CloseReason::new(kind, String::from_utf8_lossy(&c.reason).into_owned())
         }
-        other => other.to_string(),
+        other => CloseReason::new(CloseKind::Lost, other.to_string()),
     }
 }
 
 impl ChunkSource for QuicChunks {
     // The writer always closes the connection after finishing its stream: report the
     // close reason rather than a bare end of stream.
-    fn end_reason(&mut self) -> BoxFuture<'_, Option<String>> {
+    fn end_reason(&mut self) -> BoxFuture<'_, Option<CloseReason>> {
         Box::pin(async move { Some(closed_reason(&self.conn.closed().await)) })
     }
 
@@ -215,7 +225,10 @@ impl ChunkSource for QuicChunks {
                 }
                 Err(e) => match self.conn.close_reason() {
                     Some(c) => Err(NetError::Closed(closed_reason(&c))),
-                    None => Err(NetError::Closed(e.to_string())),
+                    None => Err(NetError::Closed(CloseReason::new(
+                        CloseKind::Lost,
+                        e.to_string(),
+                    ))),
                 },
             }
         })
@@ -285,6 +298,6 @@ impl Transport for QuicTransport {
 
     fn shutdown(&self) {
         self.endpoint
-            .close(VarInt::from_u32(CLOSE_CODE), b"node shutting down");
+            .close(close_code(CloseKind::Leaving), b"node shutting down");
     }
 }

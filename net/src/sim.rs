@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::transport::{
-    handshake, send_queue, BoxFuture, ChunkSource, DialTag, FrameReceiver, FrameSender, Hello,
-    Link, LocalIdentity, NetError, PeerAddr, SendQueue, Transport,
+    handshake, send_queue, BoxFuture, ChunkSource, CloseKind, CloseReason, DialTag, FrameReceiver,
+    FrameSender, Hello, Link, LocalIdentity, NetError, PeerAddr, SendQueue, Transport,
 };
 
 /// Message-level faults applied to every pipe.
@@ -369,7 +369,7 @@ impl SimNetwork {
     }
 }
 
-type Delivery = Result<Bytes, String>;
+type Delivery = Result<Bytes, CloseReason>;
 
 async fn pipe_task(
     net: SimNetwork,
@@ -402,7 +402,7 @@ async fn pipe_task(
                         }
                     }
                     if out.send(d).is_err() {
-                        queue.close("peer went away");
+                        queue.close(CloseReason::new(CloseKind::Lost, "peer went away"));
                         reading = false;
                     }
                 }
@@ -424,9 +424,10 @@ async fn pipe_task(
                         st.log(format_args!("break {}->{}", ctl.from, ctl.to));
                         drop(st);
                         reading = false;
-                        queue.close("connection lost");
+                        let lost = CloseReason::new(CloseKind::Lost, "connection lost");
+                        queue.close(lost.clone());
                         last = last.max(now);
-                        inflight.push_back((last, Err("connection lost".into())));
+                        inflight.push_back((last, Err(lost)));
                     }
                     continue;
                 }

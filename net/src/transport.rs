@@ -72,15 +72,81 @@ pub enum NetError {
     /// The handshake failed (version, cluster or identity mismatch, or timeout).
     #[error("handshake failed: {0}")]
     Handshake(String),
-    /// The connection was closed; the text is the reason given by whoever closed it.
+    /// The connection was closed, for the reason given by whoever closed it.
     #[error("connection closed: {0}")]
-    Closed(String),
+    Closed(CloseReason),
     /// The stream ended inside a frame.
     #[error("connection ended inside a frame ({0} bytes buffered)")]
     Truncated(usize),
     /// A frame could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+/// Why a link was closed, as its closer tells the peer: a kind to decide on, and a text
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// What kind of close.
+    pub kind: CloseKind,
+    /// What happened, for logs.
+    pub text: String,
+}
+
+impl CloseReason {
+    /// A close of `kind`, said as `text`.
+    pub fn new(kind: CloseKind, text: impl Into<String>) -> Self {
+        CloseReason {
+            kind,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Kinds of link close that a peer tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// Any other reason (see the text).
+    Other,
+    /// One of two links between the same nodes, dialed at once, is closed: the session
+    /// goes on over the other.
+    Duplicate,
+    /// The link broke (a write failed, the connection was lost).
+    Lost,
+    /// The node is leaving or halting.
+    Leaving,
+    /// Its send buffer went over its limit.
+    Overflow,
+}
+
+impl CloseKind {
+    /// The kind's number on the wire (QUIC's application close code, past a base).
+    pub fn code(self) -> u32 {
+        match self {
+            CloseKind::Other => 0,
+            CloseKind::Duplicate => 1,
+            CloseKind::Lost => 2,
+            CloseKind::Leaving => 3,
+            CloseKind::Overflow => 4,
+        }
+    }
+
+    /// The kind of a wire number (unknown numbers are `Other`).
+    pub fn from_code(code: u64) -> Self {
+        match code {
+            1 => CloseKind::Duplicate,
+            2 => CloseKind::Lost,
+            3 => CloseKind::Leaving,
+            4 => CloseKind::Overflow,
+            _ => CloseKind::Other,
+        }
+    }
 }
 
 /// Who this node is, as told to peers in the handshake.
@@ -252,7 +318,7 @@ pub const SEND_BUFFER_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
 struct SendState {
     buf: BytesMut,
-    closed: Option<String>,
+    closed: Option<CloseReason>,
     /// Closed because the buffer limit was reached: what is queued need not be flushed.
     overflowed: bool,
 }
@@ -267,10 +333,10 @@ struct SendShared {
 }
 
 impl SendShared {
-    fn close(&self, reason: &str) {
+    fn close(&self, reason: CloseReason) {
         let mut st = self.state.lock().expect("send state lock");
         if st.closed.is_none() {
-            st.closed = Some(reason.to_string());
+            st.closed = Some(reason);
         }
         drop(st);
         self.data.notify_one();
@@ -282,7 +348,8 @@ struct CloseOnDrop(Arc<SendShared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close("link dropped");
+        self.0
+            .close(CloseReason::new(CloseKind::Other, "link dropped"));
     }
 }
 
@@ -339,9 +406,12 @@ impl FrameSender {
         let r = f(&mut st.buf)?;
         if st.buf.len() > self.sh.limit_bytes {
             st.buf.truncate(before);
-            let reason = format!(
-                "send buffer over its limit of {} bytes (the peer does not keep up)",
-                self.sh.limit_bytes
+            let reason = CloseReason::new(
+                CloseKind::Overflow,
+                format!(
+                    "send buffer over its limit of {} bytes (the peer does not keep up)",
+                    self.sh.limit_bytes
+                ),
             );
             st.closed = Some(reason.clone());
             st.overflowed = true;
@@ -394,11 +464,16 @@ impl FrameSender {
 
     /// Closes the link; the peer is given `reason`.
     pub fn close(&self, reason: &str) {
-        self.sh.close(reason);
+        self.sh.close(CloseReason::new(CloseKind::Other, reason));
+    }
+
+    /// Closes the link with a reason of `kind`.
+    pub fn close_as(&self, kind: CloseKind, reason: &str) {
+        self.sh.close(CloseReason::new(kind, reason));
     }
 
     /// The reason the link closed, if it has.
-    pub fn closed(&self) -> Option<String> {
+    pub fn closed(&self) -> Option<CloseReason> {
         self.sh
             .state
             .lock()
@@ -416,7 +491,7 @@ impl FrameSender {
 impl SendQueue {
     /// Waits for queued bytes and returns them, leaving `spare` (cleared) as the new
     /// buffer. Returns the close reason once the sender is closed and drained.
-    pub(crate) async fn next(&self, mut spare: BytesMut) -> Result<BytesMut, String> {
+    pub(crate) async fn next(&self, mut spare: BytesMut) -> Result<BytesMut, CloseReason> {
         spare.clear();
         loop {
             let notified = self.sh.data.notified();
@@ -437,19 +512,22 @@ impl SendQueue {
     }
 
     /// Marks the link closed from the writer's side (the connection failed).
-    pub(crate) fn close(&self, reason: &str) {
+    pub(crate) fn close(&self, reason: CloseReason) {
         self.sh.close(reason);
     }
 
     /// Resolves with the close reason once the link closed over its buffer limit: a
     /// writer blocked on a peer that does not read stops waiting for it then.
-    pub(crate) async fn overflowed(&self) -> String {
+    pub(crate) async fn overflowed(&self) -> CloseReason {
         loop {
             let notified = self.sh.space.notified();
             {
                 let st = self.sh.state.lock().expect("send state lock");
                 if st.overflowed {
-                    return st.closed.clone().unwrap_or_default();
+                    return st
+                        .closed
+                        .clone()
+                        .unwrap_or_else(|| CloseReason::new(CloseKind::Overflow, "overflow"));
                 }
             }
             notified.await;
@@ -463,7 +541,7 @@ pub trait ChunkSource: Send + 'static {
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, NetError>>;
 
     /// After the end of the stream: why the connection closed, if the source can tell.
-    fn end_reason(&mut self) -> BoxFuture<'_, Option<String>> {
+    fn end_reason(&mut self) -> BoxFuture<'_, Option<CloseReason>> {
         Box::pin(async { None })
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plexus_net::tls::{self, TlsMaterial};
 use plexus_net::{
-    LocalIdentity, NetError, PeerAddr, QuicTransport, SimFaults, SimNetwork, Transport,
+    CloseKind, LocalIdentity, NetError, PeerAddr, QuicTransport, SimFaults, SimNetwork, Transport,
 };
 
 const MAX: u32 = 64 * 1024;
@@ -143,10 +143,18 @@ async fn close_reason_reaches_peer(net: &dyn Net) {
     let b = net.node("beta", "c1");
     let (la, mut lb) = connect(&a, &b).await;
     la.tx.send(&5u8).unwrap();
-    la.tx.close("going away for a test");
+    la.tx
+        .close_as(CloseKind::Duplicate, "going away for a test");
     assert_eq!(lb.rx.next_decoded::<u8>().await.unwrap(), Some(5));
     match lb.rx.next().await {
-        Err(NetError::Closed(r)) => assert!(r.contains("going away for a test"), "{r}"),
+        Err(NetError::Closed(r)) => {
+            assert!(r.text.contains("going away for a test"), "{r}");
+            assert_eq!(
+                r.kind,
+                CloseKind::Duplicate,
+                "the kind of close reaches the peer"
+            );
+        }
         other => panic!("expected a close with reason, got {other:?}"),
     }
 }
@@ -401,7 +409,7 @@ async fn quic_cuts_off_a_peer_that_does_not_read_at_the_send_buffer_limit() {
     };
     let limit = plexus_net::SEND_BUFFER_LIMIT_BYTES.to_string();
     assert!(
-        matches!(&err, NetError::Closed(r) if r.contains(&limit)),
+        matches!(&err, NetError::Closed(r) if r.kind == CloseKind::Overflow && r.text.contains(&limit)),
         "{err}"
     );
     assert!(sent * frame.len() >= plexus_net::SEND_BUFFER_LIMIT_BYTES - 2 * frame.len());
