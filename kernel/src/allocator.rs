@@ -351,6 +351,34 @@ impl Allocator {
         Ok(())
     }
 
+    /// Keeps `resources` on `agent` held for tasks of `framework`, which is gone but
+    /// whose tasks still run (they are being killed): not offered until they end.
+    pub fn hold_absent(
+        &mut self,
+        framework: &str,
+        agent: &str,
+        resources: &RoleResources,
+    ) -> Result<(), AllocatorError> {
+        let a = self.agent(agent)?;
+        let not_free = || AllocatorError::NotAllocated {
+            framework: framework.to_string(),
+            agent: agent.to_string(),
+        };
+        if !self.agents[a as usize].alive {
+            return Err(not_free());
+        }
+        let rest = self.agents[a as usize]
+            .available
+            .checked_sub(resources)
+            .ok_or_else(not_free)?;
+        self.agents[a as usize].available = rest;
+        self.absent
+            .entry((framework.to_string(), a))
+            .or_default()
+            .add(resources);
+        Ok(())
+    }
+
     /// What tasks of unregistered frameworks hold, in all.
     pub fn absent_total(&self) -> Resources {
         let mut sum = Resources::default();

@@ -970,20 +970,26 @@ impl MasterCore {
         if !self.frameworks.contains_key(fw) {
             return;
         }
-        let live: Vec<(String, String)> = self
+        let live: Vec<(String, String, RoleResources)> = self
             .tasks
             .values()
             .filter(|t| t.framework_id == fw && !t.is_terminal())
-            .map(|t| (t.task_id.clone(), t.agent_id.clone()))
+            .map(|t| (t.task_id.clone(), t.agent_id.clone(), t.resources.clone()))
             .collect();
-        for (task_id, agent) in live {
-            self.tell_agent(&agent, ToAgent::Kill { task_id });
-        }
-        // No recover here: removing the framework returns everything it held.
+        // No recover here: removing the framework returns everything it held...
         for id in self.offers.of_framework(fw) {
             self.offers.remove(&id);
         }
         self.allocator.remove_framework(fw);
+        // ...but what its tasks hold stays held until they end (they are being killed).
+        for (task_id, agent, resources) in live {
+            if self.agent_status(&agent) == Some(AgentLink::Active) {
+                if let Err(e) = self.allocator.hold_absent(fw, &agent, &resources) {
+                    unreachable!("resources just returned by {fw} on {agent}: {e}");
+                }
+            }
+            self.tell_agent(&agent, ToAgent::Kill { task_id });
+        }
         self.frameworks.remove(fw);
         self.removed.push_back(fw.to_string());
         self.removed_set.insert(fw.to_string());
@@ -1095,6 +1101,40 @@ impl MasterCore {
         }
         if let Some((fw, r)) = want.into_iter().next() {
             return Err(format!("{r} held by {fw}, which is not registered"));
+        }
+        self.check_agents()
+    }
+
+    /// No offer is of an agent that is not active, and no active agent has more in live
+    /// tasks and offers than it has.
+    fn check_agents(&self) -> Result<(), String> {
+        let mut held: BTreeMap<&str, Resources> = BTreeMap::new();
+        for o in self.offers.values() {
+            if self.agent_status(&o.agent_id) != Some(AgentLink::Active) {
+                return Err(format!(
+                    "offer {} is of agent {}, which is not active",
+                    o.id, o.agent_id
+                ));
+            }
+            held.entry(&o.agent_id)
+                .or_default()
+                .add(&o.resources.total());
+        }
+        for t in self.tasks.values().filter(|t| !t.is_terminal()) {
+            held.entry(&t.agent_id)
+                .or_default()
+                .add(&t.resources.total());
+        }
+        for (id, a) in &self.agents {
+            let total = a.total.total();
+            match held.get(id.as_str()) {
+                Some(h) if a.status == AgentLink::Active && !total.contains(h) => {
+                    return Err(format!(
+                        "agent {id} has {total}, its tasks and offers hold {h}"
+                    ));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -736,3 +736,39 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
     let later = c.subscribe(framework("later", "*", 60.0)).unwrap();
     assert!(![fw.as_str(), other.as_str()].contains(&later.as_str()));
 }
+
+#[test]
+fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
+    let (mut c, fw) = running(60.0);
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Teardown,
+        },
+    );
+    let next = c.subscribe(framework("next", "*", 60.0)).unwrap();
+    c.handle(at(2), Event::Allocate);
+    let o = offers(&drain(&mut c), &next);
+    assert_eq!(
+        o[0].resources.total().cpus(),
+        3.0,
+        "t1 is still being killed"
+    );
+    c.handle(at(3), agent_update(&fw, "a1", "t1", TaskState::Killed, 9));
+    c.handle(
+        at(3),
+        Event::Framework {
+            framework_id: next.clone(),
+            call: FrameworkCall::Decline {
+                offer_ids: vec![o[0].id.clone()],
+                refuse_secs: 0.0,
+            },
+        },
+    );
+    c.handle(at(4), Event::Allocate);
+    assert_eq!(
+        offers(&drain(&mut c), &next)[0].resources.total().cpus(),
+        4.0
+    );
+}
