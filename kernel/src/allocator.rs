@@ -59,6 +59,15 @@ pub enum AllocatorError {
     },
 }
 
+impl AllocatorError {
+    fn not_allocated(framework: &str, agent: &str) -> Self {
+        AllocatorError::NotAllocated {
+            framework: framework.to_string(),
+            agent: agent.to_string(),
+        }
+    }
+}
+
 struct Agent {
     name: String,
     total: RoleResources,
@@ -334,10 +343,7 @@ impl Allocator {
     ) -> Result<(), AllocatorError> {
         let a = self.agent(agent)?;
         let key = (framework.to_string(), a);
-        let not_held = || AllocatorError::NotAllocated {
-            framework: framework.to_string(),
-            agent: agent.to_string(),
-        };
+        let not_held = || AllocatorError::not_allocated(framework, agent);
         let held = self.absent.get_mut(&key).ok_or_else(not_held)?;
         if !held.sub_assign_checked(resources) {
             return Err(not_held());
@@ -360,10 +366,7 @@ impl Allocator {
         resources: &RoleResources,
     ) -> Result<(), AllocatorError> {
         let a = self.agent(agent)?;
-        let not_free = || AllocatorError::NotAllocated {
-            framework: framework.to_string(),
-            agent: agent.to_string(),
-        };
+        let not_free = || AllocatorError::not_allocated(framework, agent);
         if !self.agents[a as usize].alive {
             return Err(not_free());
         }
