@@ -295,6 +295,13 @@ impl Node {
             .collect()
     }
 
+    /// A receiver that changes whenever this node's view of the cluster does: peers up
+    /// or down, names registered or dropped, calls given up. Wait on it instead of
+    /// polling [`Node::peers`] or [`Node::whereis`].
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
     /// Connects to `peer` (and keeps reconnecting while it is known).
     pub fn join(&self, peer: PeerAddr) {
         lock(&self.inner.known).insert(peer.name.clone(), peer.addr);
@@ -611,7 +618,9 @@ async fn heartbeats(node: std::sync::Weak<NodeInner>) {
         let sessions: Vec<_> = lock(&n.sessions).values().cloned().collect();
         let instant = tokio::time::Instant::now();
         for s in sessions {
-            s.expire_calls(instant);
+            if s.expire_calls(instant) > 0 {
+                n.bump();
+            }
             let heard = Duration::from_micros(s.last_heard.load(Ordering::Relaxed));
             let d = FailureDetector::new(heard, n.opts.node_down_timeout);
             match d.check(now) {

@@ -187,11 +187,12 @@ impl Session {
     }
 
     /// Gives up the calls whose caller stopped waiting or whose time is up (dropping a
-    /// port fails its call). Returns how many still await a reply.
+    /// port fails its call). Returns how many it gave up.
     pub fn expire_calls(&self, now: tokio::time::Instant) -> usize {
         let mut calls = lock(&self.calls);
+        let before = calls.len();
         calls.retain(|_, c| !c.port.is_closed() && c.deadline > now);
-        calls.len()
+        before - calls.len()
     }
 
     pub fn reply(&self, id: u64, body: Result<Vec<u8>, String>) {

@@ -252,13 +252,15 @@ async fn unanswered_calls_are_given_up(c: &dyn Cluster) {
             .find(|p| p.name == "b")
             .map(|p| p.pending_calls)
     };
-    for _ in 0..400 {
-        if pending() == Some(0) {
-            return;
+    let mut changes = a.changes();
+    let given_up = async {
+        while pending() != Some(0) {
+            changes.changed().await.expect("the node runs");
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("calls still pending: {:?}", pending());
+    };
+    tokio::time::timeout(Duration::from_secs(20), given_up)
+        .await
+        .unwrap_or_else(|_| panic!("calls still pending: {:?}", pending()));
 }
 
 async fn registry_across_nodes(c: &dyn Cluster) {

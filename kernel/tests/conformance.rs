@@ -2,6 +2,8 @@
 //! process containerizer: real processes, the real shim, cgroups where the machine has
 //! them. `simulations/tests/conformance.rs` runs the same suite on the simulated one.
 
+mod common;
+
 use std::sync::Arc;
 
 use plexus_kernel::containerizer::cgroups::CgroupMode;
@@ -38,6 +40,18 @@ impl Drop for Processes {
     }
 }
 
+impl Processes {
+    /// The FIFO on which task `task_id` says it runs (made on first use).
+    fn ready(&self, task_id: &str) -> String {
+        let name = format!("{task_id}.ready");
+        let p = self.dir.path().join(&name);
+        if !p.exists() {
+            common::fifo(self.dir.path(), &name);
+        }
+        p.display().to_string()
+    }
+}
+
 impl Subject for Processes {
     fn containerizer(&self) -> Arc<dyn Containerizer> {
         self.c.clone()
@@ -45,14 +59,17 @@ impl Subject for Processes {
     fn restarted(&self) -> Arc<dyn Containerizer> {
         Arc::new(Self::make(&self.dir, &self.mode))
     }
-    fn argv(&self, b: Behavior) -> Vec<String> {
+    fn argv(&self, b: Behavior, task_id: &str) -> Vec<String> {
         let sh = |script: &str| vec!["/bin/sh".into(), "-c".into(), script.into()];
         match b {
             Behavior::Exit(c) => sh(&format!("exit {c}")),
-            // `ready` in the sandbox says the command runs (see `started`).
-            Behavior::Forever => sh("touch ready; exec sleep 3600"),
+            // A line on the task's FIFO says the command runs (see `started`).
+            Behavior::Forever => sh(&format!("echo > {}; exec sleep 3600", self.ready(task_id))),
             // The ignored signal is inherited by the sleep it runs.
-            Behavior::IgnoreTerm => sh("trap '' TERM; touch ready; sleep 3600"),
+            Behavior::IgnoreTerm => sh(&format!(
+                "trap '' TERM; echo > {}; sleep 3600",
+                self.ready(task_id)
+            )),
             Behavior::OverMemory => {
                 sh("python3 -c 'a = bytearray(400 * 1024 * 1024); import time; time.sleep(10)'")
             }
@@ -60,17 +77,9 @@ impl Subject for Processes {
         }
     }
     fn started<'a>(&'a self, info: &'a ContainerInfo) -> BoxFuture<'a, ()> {
-        let ready = info.sandbox.join("ready");
+        let fifo = self.dir.path().join(format!("{}.ready", info.task_id));
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + conformance::END_TIMEOUT;
-            while !ready.exists() {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{} never started",
-                    info.task_id
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
+            common::read_line(&fifo).await;
         })
     }
     fn enforces_memory(&self) -> bool {

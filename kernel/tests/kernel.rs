@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr, TlsSettings};
 use plexus_kernel::agent::{AgentConfig, AgentSpec, AgentSupervisor};
@@ -202,14 +204,20 @@ async fn start_jobs(c: &Cluster) -> Jobs {
     jobs
 }
 
+/// Waits (at most a minute) until the jobs satisfy `f`, looking again at every change.
 async fn wait_jobs(jobs: &Jobs, f: impl Fn(&[plexus_kernel::jobs::JobStatus]) -> bool) {
-    for _ in 0..1200 {
-        if f(&jobs.list()) {
-            return;
+    let mut changes = jobs.changes();
+    let reached = async {
+        while !f(&jobs.list()) {
+            changes.changed().await.expect("the jobs framework runs");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(60), reached)
+        .await
+        .is_err()
+    {
+        panic!("jobs never reached the expected state: {:#?}", jobs.list());
     }
-    panic!("jobs never reached the expected state: {:#?}", jobs.list());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,40 +699,14 @@ async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed() {
     let fault = FaultSwitch::default();
-    let c = Cluster::start_full(
-        1,
-        MasterConfig::default(),
-        4.0,
-        4096,
-        &fault,
-        &FaultSwitch::default(),
-    )
-    .await;
+    let none = FaultSwitch::default();
+    let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &fault, &none).await;
     let jobs = start_jobs(&c).await;
-    let task = submit_running(
-        &jobs,
-        &[
-            "/bin/sh",
-            "-c",
-            "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 300",
-        ],
-    )
-    .await;
-    let pid_file = c
-        ._dir
-        .path()
-        .join("agent0/agent/sandboxes")
-        .join(&task)
-        .join("pid");
-    let mut pid = None;
-    for _ in 0..600 {
-        if let Ok(t) = std::fs::read_to_string(&pid_file) {
-            pid = Some(t.trim().to_string());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = pid.expect("the task wrote its pid");
+    // The task tells its pid through a FIFO.
+    let fifo = common::fifo(c._dir.path(), "pid");
+    let script = format!("echo $$ > {} && exec sleep 300", fifo.display());
+    let task = submit_running(&jobs, &["/bin/sh", "-c", &script]).await;
+    let pid: i32 = common::read_line(&fifo).await.parse().expect("a pid");
     // The kill reaches the task's actor, which panics on it.
     fault.trip();
     jobs.kill(&task).unwrap();
@@ -740,17 +722,7 @@ async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed
         "{j:#?}"
     );
     // Its process does not outlive it (SIGTERM, then SIGKILL after the 2 s grace).
-    let alive = |pid: &str| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
-    };
-    for _ in 0..600 {
-        if !alive(&pid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("process {pid} of the failed task still runs");
+    common::wait_gone(pid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,33 +768,27 @@ async fn an_agent_that_panics_is_restarted_and_keeps_its_running_tasks() {
     let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &none, &agent_fault).await;
     let jobs = start_jobs(&c).await;
     let task = submit_running(&jobs, &["sleep", "300"]).await;
-    let agent = || async {
-        c.master_node
-            .whereis::<AgentMsg>(&agent_name("agent0"))
-            .await
-            .unwrap()
-    };
-    let first = agent().await.unwrap().get_id();
-    // Its next message makes it panic; its supervisor starts another, which re-adopts
-    // the running task from its checkpoint and registers again.
+    let name = agent_name("agent0");
+    let node = &c.master_node;
+    let first = node.whereis::<AgentMsg>(&name).await.unwrap().unwrap();
+    // It panics on this call; its supervisor starts another, which re-adopts the
+    // running task from its checkpoint and registers its name again.
+    let mut changes = node.changes();
     agent_fault.trip();
-    agent().await.unwrap().cast(AgentMsg::Tick).unwrap();
-    let mut again = None;
-    for _ in 0..600 {
-        if let Some(a) = agent().await.filter(|a| a.get_id() != first) {
-            again = Some(a);
-            break;
+    assert!(call_t!(first, |reply| AgentMsg::Inspect { reply }, 5000).is_err());
+    let again = async {
+        loop {
+            if let Some(a) = node.whereis::<AgentMsg>(&name).await.unwrap() {
+                if a.get_id() != first.get_id() {
+                    return a;
+                }
+            }
+            changes.changed().await.expect("the node runs");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let again = again.expect("a new agent registered its name");
-    c.wait(|s| {
-        s.agents.iter().any(|a| a.status == AgentStatus::Active)
-            && s.tasks
-                .iter()
-                .any(|t| t.task_id == task && t.state == TaskState::Running)
-    })
-    .await;
+    };
+    let again = tokio::time::timeout(Duration::from_secs(60), again)
+        .await
+        .expect("a new agent registers its name");
     // The re-adopted task is the new agent's to kill.
     again
         .cast(AgentMsg::Kill {

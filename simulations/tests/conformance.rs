@@ -21,7 +21,7 @@ impl Subject for Simulated {
     fn restarted(&self) -> Arc<dyn Containerizer> {
         Arc::new(self.machines.containerizer("m1"))
     }
-    fn argv(&self, b: Behavior) -> Vec<String> {
+    fn argv(&self, b: Behavior, _task_id: &str) -> Vec<String> {
         let words = match b {
             Behavior::Exit(c) => vec!["exit".to_string(), c.to_string()],
             Behavior::Forever => vec!["forever".into()],

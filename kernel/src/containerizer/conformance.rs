@@ -44,8 +44,8 @@ pub trait Subject: Send + Sync {
     fn containerizer(&self) -> Arc<dyn Containerizer>;
     /// A new containerizer over the same machine, as after an agent restart.
     fn restarted(&self) -> Arc<dyn Containerizer>;
-    /// The command line that behaves so.
-    fn argv(&self, b: Behavior) -> Vec<String>;
+    /// The command line that behaves so, for the task `task_id`.
+    fn argv(&self, b: Behavior, task_id: &str) -> Vec<String>;
     /// Whether memory limits are enforced here (if not, the memory check is skipped).
     fn enforces_memory(&self) -> bool;
     /// Resolves once a launched task's command runs (a kill before that is a kill of a
@@ -78,7 +78,7 @@ pub async fn exit_codes(s: &dyn Subject) {
     let c = s.containerizer();
     for (code, state) in [(0, TaskState::Finished), (3, TaskState::Failed)] {
         let id = format!("exit-{code}");
-        let info = launch(&*c, &id, s.argv(Behavior::Exit(code)), 64)
+        let info = launch(&*c, &id, s.argv(Behavior::Exit(code), &id), 64)
             .await
             .expect("launches");
         let exit = ended(&*c, &info).await;
@@ -94,12 +94,17 @@ pub async fn exit_codes(s: &dyn Subject) {
 /// ends `KILLED`.
 pub async fn kill_with_grace(s: &dyn Subject) {
     let c = s.containerizer();
-    let polite = launch(&*c, "polite", s.argv(Behavior::Forever), 64)
+    let polite = launch(&*c, "polite", s.argv(Behavior::Forever, "polite"), 64)
         .await
         .expect("launches");
-    let stubborn = launch(&*c, "stubborn", s.argv(Behavior::IgnoreTerm), 64)
-        .await
-        .expect("launches");
+    let stubborn = launch(
+        &*c,
+        "stubborn",
+        s.argv(Behavior::IgnoreTerm, "stubborn"),
+        64,
+    )
+    .await
+    .expect("launches");
     s.started(&polite).await;
     s.started(&stubborn).await;
     assert!(c.is_running(&polite) && c.is_running(&stubborn));
@@ -131,7 +136,7 @@ pub async fn kill_with_grace(s: &dyn Subject) {
 /// checkpointed info: sees it run, kills it, hears it end, frees it.
 pub async fn readopt_after_restart(s: &dyn Subject) {
     let c = s.containerizer();
-    let info = launch(&*c, "adopted", s.argv(Behavior::Forever), 64)
+    let info = launch(&*c, "adopted", s.argv(Behavior::Forever, "adopted"), 64)
         .await
         .expect("launches");
     s.started(&info).await;
@@ -154,7 +159,7 @@ pub async fn memory_limit(s: &dyn Subject) -> bool {
         return false;
     }
     let c = s.containerizer();
-    let info = launch(&*c, "hog", s.argv(Behavior::OverMemory), 64)
+    let info = launch(&*c, "hog", s.argv(Behavior::OverMemory, "hog"), 64)
         .await
         .expect("launches");
     let exit = ended(&*c, &info).await;
@@ -172,7 +177,7 @@ pub async fn memory_limit(s: &dyn Subject) -> bool {
 /// an empty one.
 pub async fn unknown_command(s: &dyn Subject) {
     let c = s.containerizer();
-    let err = launch(&*c, "missing", s.argv(Behavior::Missing), 64)
+    let err = launch(&*c, "missing", s.argv(Behavior::Missing, "missing"), 64)
         .await
         .expect_err("nothing to run");
     assert!(matches!(err, ContainerError::NotFound { .. }), "{err}");

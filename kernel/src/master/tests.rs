@@ -120,6 +120,18 @@ fn agent_update(fw: &str, agent: &str, task: &str, state: TaskState, uuid: u64) 
     })
 }
 
+/// `fw` uses `offer_ids` to launch `tasks`, refusing nothing it leaves.
+fn accept(fw: &str, offer_ids: Vec<String>, tasks: Vec<TaskSpec>) -> Event {
+    Event::Framework {
+        framework_id: fw.into(),
+        call: FrameworkCall::Accept {
+            offer_ids,
+            tasks,
+            refuse_secs: 0.0,
+        },
+    }
+}
+
 /// One agent `a1` (4 cpus) and one framework in role `*`, with the offer it got.
 fn cluster(failover_secs: f64) -> (MasterCore, String, Offer) {
     let mut c = MasterCore::new(MasterConfig::default());
@@ -138,17 +150,7 @@ fn cluster(failover_secs: f64) -> (MasterCore, String, Offer) {
 /// `cluster` with task `t1` running on `a1`.
 fn running(failover_secs: f64) -> (MasterCore, String) {
     let (mut c, fw, o) = cluster(failover_secs);
-    c.handle(
-        at(0),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Accept {
-                offer_ids: vec![o.id],
-                tasks: vec![spec("t1", 1.0, 128)],
-                refuse_secs: 0.0,
-            },
-        },
-    );
+    c.handle(at(0), accept(&fw, vec![o.id], vec![spec("t1", 1.0, 128)]));
     c.handle(at(0), agent_update(&fw, "a1", "t1", TaskState::Running, 7));
     drain(&mut c);
     (c, fw)
@@ -167,14 +169,7 @@ fn a_valid_accept_launches_on_the_offers_agent_and_returns_the_rest() {
     let (mut c, fw, o) = cluster(60.0);
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Accept {
-                offer_ids: vec![o.id.clone()],
-                tasks: vec![spec("t1", 1.0, 128)],
-                refuse_secs: 0.0,
-            },
-        },
+        accept(&fw, vec![o.id.clone()], vec![spec("t1", 1.0, 128)]),
     );
     let fx = drain(&mut c);
     let run = agent_msgs(&fx, "a1");
@@ -205,17 +200,7 @@ fn invalid_launches_end_task_error_with_the_reason() {
         (spec("ok", 1.0, 64), "task id \"ok\" is already used"),
     ];
     let (specs, wants): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
-    c.handle(
-        at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Accept {
-                offer_ids: vec![o.id],
-                tasks: specs,
-                refuse_secs: 0.0,
-            },
-        },
-    );
+    c.handle(at(1), accept(&fw, vec![o.id], specs));
     let ups = updates(&drain(&mut c));
     let errors: Vec<&str> = wants.iter().copied().filter(|w| !w.is_empty()).collect();
     assert_eq!(ups.len(), errors.len(), "{ups:?}");
@@ -235,14 +220,7 @@ fn offers_that_are_unknown_or_not_ones_own_are_refused() {
     drain(&mut c);
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: other.clone(),
-            call: FrameworkCall::Accept {
-                offer_ids: vec![o.id.clone()],
-                tasks: vec![spec("stolen", 1.0, 64)],
-                refuse_secs: 0.0,
-            },
-        },
+        accept(&other, vec![o.id.clone()], vec![spec("stolen", 1.0, 64)]),
     );
     let ups = updates(&drain(&mut c));
     assert_eq!(ups[0].state, TaskState::Error);
@@ -251,14 +229,7 @@ fn offers_that_are_unknown_or_not_ones_own_are_refused() {
     assert!(c.state().offers.iter().any(|x| x.id == o.id));
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: fw,
-            call: FrameworkCall::Accept {
-                offer_ids: vec!["offer-999".into()],
-                tasks: vec![spec("late", 1.0, 64)],
-                refuse_secs: 0.0,
-            },
-        },
+        accept(&fw, vec!["offer-999".into()], vec![spec("late", 1.0, 64)]),
     );
     let ups = updates(&drain(&mut c));
     assert!(ups[0].message.contains("is not valid"), "{ups:?}");
@@ -299,14 +270,11 @@ fn a_reregistering_agent_brings_back_the_tasks_it_reports_and_the_others_are_gon
     let (mut c, fw, o) = cluster(60.0);
     c.handle(
         at(0),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Accept {
-                offer_ids: vec![o.id],
-                tasks: vec![spec("kept", 1.0, 64), spec("lost", 1.0, 64)],
-                refuse_secs: 0.0,
-            },
-        },
+        accept(
+            &fw,
+            vec![o.id],
+            vec![spec("kept", 1.0, 64), spec("lost", 1.0, 64)],
+        ),
     );
     c.handle(
         at(1),
