@@ -255,6 +255,25 @@ fn read_pid(sandbox: &Path) -> Option<i32> {
         .ok()
 }
 
+/// Longest a kill waits for the shim to record the pid of a command it is starting.
+const PID_RECORD_WAIT: Duration = Duration::from_secs(1);
+
+/// The task's recorded pid (its process group), waiting up to `wait` for the shim to
+/// record it: the command may already run (it runs before its shim goes on) when a kill
+/// comes right after it started. 0 if there is none.
+async fn recorded_pid(sandbox: &Path, wait: Duration) -> i32 {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(p) = read_pid(sandbox) {
+            return p;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return 0;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn signal_group(pgid: i32, sig: i32) {
     if pgid > 1 {
         // SAFETY: kill(2) on a process group the shim created for this task.
@@ -546,7 +565,7 @@ impl Containerizer for ProcessContainerizer {
         let info = info.clone();
         let waiter = self.wait(&info);
         Box::pin(async move {
-            let pgid = read_pid(&info.sandbox).unwrap_or(0);
+            let pgid = recorded_pid(&info.sandbox, grace.min(PID_RECORD_WAIT)).await;
             signal_group(pgid, libc::SIGTERM);
             if tokio::time::timeout(grace, waiter).await.is_err() {
                 // The shim may have started the task only since (a kill right after the
