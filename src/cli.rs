@@ -398,6 +398,17 @@ async fn gave_up(ended: Option<&mut tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// Resolves, naming it, when the supervisor of the master or of its HTTP API gave up.
+async fn master_gave_up(m: Option<&mut plexus::roles::MasterHandle>) -> &'static str {
+    match m {
+        Some(m) => tokio::select! {
+            _ = gave_up(Some(&mut m.ended)) => "the master",
+            _ = gave_up(Some(&mut m.api_ended)) => "the HTTP API",
+        },
+        None => std::future::pending().await,
+    }
+}
+
 async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> anyhow::Result<()> {
     let node = plexus_actors::Node::start(&s)
         .await
@@ -430,15 +441,18 @@ async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> 
             tracing::info!("{}: stopping (running tasks keep running)", sig?);
             Ok(())
         }
-        _ = gave_up(m.as_mut().map(|m| &mut m.ended)) => {
-            Err(anyhow::anyhow!("the master kept failing and its supervisor gave up (see the errors above)"))
+        what = master_gave_up(m.as_mut()) => {
+            Err(anyhow::anyhow!("{what} kept failing and its supervisor gave up (see the errors above)"))
         }
         _ = gave_up(a.as_mut().map(|a| &mut a.ended)) => {
             Err(anyhow::anyhow!("the agent kept failing and its supervisor gave up (see the errors above)"))
         }
     };
     if let Some(m) = m {
-        m.api.stop(true).await;
+        m.api.stop(Some("the node is stopping".into()));
+        if let Err(e) = m.api_ended.await {
+            tracing::debug!("the API's supervisor ended abnormally: {e}");
+        }
     }
     node.leave().await;
     result

@@ -11,7 +11,7 @@ use plexus_config::NodeSettings;
 use plexus_kernel::agent::{
     detect_resources, AgentConfig, AgentSpec, AgentSupervisor, AgentSupervisorMsg,
 };
-use plexus_kernel::api::{self, ApiContext};
+use plexus_kernel::api::{ApiContext, ApiSpec, ApiSupervisor, ApiSupervisorMsg};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
 use plexus_kernel::jobs::{Jobs, MAX_JOB_ROLES};
@@ -19,7 +19,7 @@ use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSu
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
 use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
 use plexus_kernel::scheduler::SchedulerDriver;
-use plexus_kernel::supervision::RestartPolicy;
+use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
 use ractor::{Actor, ActorRef};
 
 /// A running master.
@@ -30,8 +30,10 @@ pub struct MasterHandle {
     pub ended: tokio::task::JoinHandle<()>,
     /// The built-in jobs framework.
     pub jobs: Jobs,
-    /// The API server.
-    pub api: actix_web::dev::ServerHandle,
+    /// The HTTP API's supervisor.
+    pub api: ActorRef<ApiSupervisorMsg>,
+    /// Ends when the API's supervisor gives up on it.
+    pub api_ended: tokio::task::JoinHandle<()>,
 }
 
 impl MasterHandle {
@@ -89,27 +91,29 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         .await
         .map_err(|e| anyhow::anyhow!("starting the jobs framework of role {role:?}: {e}"))?;
     }
-    let server = api::serve(
-        s.master.api_listen,
-        ApiContext {
-            jobs: jobs.clone(),
-            node: node.clone(),
-        },
-    )
-    .with_context(|| {
+    // Bound once: a restarted API serves on the same socket.
+    let listener = std::net::TcpListener::bind(s.master.api_listen).with_context(|| {
         format!(
             "binding the API at {} (`master.api_listen`)",
             s.master.api_listen
         )
     })?;
-    let handle = server.handle();
-    tokio::spawn(server);
+    let ctx = ApiContext {
+        jobs: jobs.clone(),
+        node: node.clone(),
+    };
+    let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
+    let (api, api_ended) =
+        Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())
+            .await
+            .context("starting the HTTP API")?;
     tracing::info!(api = %s.master.api_listen, "master started");
     Ok(MasterHandle {
         supervisor,
         ended,
         jobs,
-        api: handle,
+        api,
+        api_ended,
     })
 }
 
@@ -206,6 +210,7 @@ pub async fn start_agent(
         fault: plexus_kernel::supervision::FaultSwitch::default(),
         agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
         disk: Arc::new(plexus_kernel::agent::RealDisk),
+        inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
     };
     let (supervisor, ended) = Actor::spawn(
         None,

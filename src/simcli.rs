@@ -75,9 +75,10 @@ pub struct SimArgs {
     /// Master crashes per simulated hour, at least a minute apart (overrides `--faults`).
     #[arg(long)]
     pub master_crash_rate: Option<f64>,
-    /// Agents' disks filling up, per simulated hour (overrides `--faults`).
+    /// Agents' disks failing writes (full, tearing writes or failing syncs), per simulated
+    /// hour (overrides `--faults`).
     #[arg(long)]
-    pub disk_full_rate: Option<f64>,
+    pub disk_fault_rate: Option<f64>,
     /// Heartbeat period of every node.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -155,8 +156,8 @@ fn rates(a: &SimArgs, mut r: FaultRates) -> anyhow::Result<FaultRates> {
     if let Some(v) = a.master_crash_rate {
         r.master_crashes_per_hour = check("master-crash-rate", v, 60.0)?;
     }
-    if let Some(v) = a.disk_full_rate {
-        r.disk_fulls_per_hour = check("disk-full-rate", v, 1e6)?;
+    if let Some(v) = a.disk_fault_rate {
+        r.disk_faults_per_hour = check("disk-fault-rate", v, 1e6)?;
     }
     Ok(r)
 }
@@ -243,7 +244,7 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
         ("drop-rate", a.drop_rate),
         ("task-failure-rate", a.task_failure_rate),
         ("master-crash-rate", a.master_crash_rate),
-        ("disk-full-rate", a.disk_full_rate),
+        ("disk-fault-rate", a.disk_fault_rate),
     ];
     for (k, x) in rates {
         if let Some(x) = x {

@@ -436,6 +436,19 @@ fn what_no_agent_could_run_is_refused_naming_the_field_and_limit() {
     assert!(r.1.contains("stream"), "{}", r.1);
     let m = ureq_get(&format!("{}/metrics", d.api));
     assert!(m.1.contains("plexus_jobs_pending"), "{}", m.1);
+    // The master's inbox is bounded, and nothing was shed.
+    assert!(
+        m.1.contains("plexus_master_inbox_limit_msgs 65536"),
+        "{}",
+        m.1
+    );
+    assert!(
+        m.1.contains(
+            "# TYPE plexus_master_inbox_shed_total counter\nplexus_master_inbox_shed_total 0\n"
+        ),
+        "{}",
+        m.1
+    );
     assert!(matches!(c.kill("no-such-task"), Err(e) if e.to_string().contains("404")));
     let done = wait_for("the job to end", Duration::from_secs(30), || {
         c.task(&id).ok().filter(|t| t.state == "TASK_FINISHED")

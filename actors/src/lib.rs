@@ -86,6 +86,7 @@ extern crate self as plexus_actors;
 
 pub mod detector;
 mod error;
+pub mod inbox;
 pub mod names;
 mod node;
 #[doc(hidden)]
@@ -100,6 +101,7 @@ mod wire;
 pub use private as __private;
 
 pub use error::ActorsError;
+pub use inbox::InboxGauge;
 pub use node::{is_node_down, Node, NodeOptions, PeerInfo, NODE_DOWN, PARENT_NODE_DOWN};
 pub use plexus_actors_derive::RemoteMessage;
 pub use wire::FrameDescriber;

@@ -31,6 +31,7 @@ use plexus_net::{
 
 use crate::detector::{FailureDetector, Verdict};
 use crate::error::ActorsError;
+use crate::inbox::{Inbox, InboxGauge};
 use crate::names::{Claim, NameEntry, NameTable};
 use crate::session::{PendingSpawn, Session};
 use crate::watcher::{ProxyHost, Watcher, WatcherMsg};
@@ -145,6 +146,8 @@ pub(crate) struct NodeInner {
     next_id: AtomicU64,
     leaving: AtomicBool,
     changes: watch::Sender<u64>,
+    /// Bounded inboxes of local actors, by pid.
+    inboxes: RwLock<BTreeMap<u64, Arc<Inbox>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -230,6 +233,7 @@ impl Node {
             next_id: AtomicU64::new(1),
             leaving: AtomicBool::new(false),
             changes: watch::channel(0).0,
+            inboxes: RwLock::new(BTreeMap::new()),
         });
         let actor_err = |e: ractor::SpawnErr| ActorsError::Actor(e.to_string());
         let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
@@ -477,6 +481,24 @@ impl Node {
     pub fn unregister_actor(&self, id: ActorId) {
         if id.is_local() {
             self.inner.release_local_pid(id.pid());
+        }
+    }
+
+    /// Bounds the inbox of the local actor `id` to `limit_msgs` messages from peers:
+    /// past it, what peers send it is shed and counted (see [`crate::inbox`]). The
+    /// actor calls [`InboxGauge::handled`] for each message it takes; dropping the
+    /// gauge lifts the bound.
+    pub fn bound_inbox(&self, id: ActorId, limit_msgs: usize) -> InboxGauge {
+        assert!(id.is_local(), "only a local actor's inbox can be bounded");
+        let inbox = Inbox::new(limit_msgs);
+        self.inner
+            .inboxes
+            .write()
+            .expect("inboxes lock")
+            .insert(id.pid(), inbox.clone());
+        InboxGauge {
+            inbox,
+            owner: Some((Arc::downgrade(&self.inner), id.pid())),
         }
     }
 
@@ -921,9 +943,51 @@ impl NodeInner {
         self.session_down(s, reason);
     }
 
+    /// Counts a message from `s` for the local actor `to` into its bounded inbox, if it
+    /// has one; false when the inbox is full and the message is shed.
+    fn admit(&self, s: &Session, to: u64) -> bool {
+        let inboxes = self.inboxes.read().expect("inboxes lock");
+        let Some(inbox) = inboxes.get(&to) else {
+            return true;
+        };
+        if inbox.admit() {
+            return true;
+        }
+        let shed = inbox.shed_total();
+        // Said at the first, then at every doubling of the count.
+        if shed.is_power_of_two() {
+            warn!(actor = to, peer = %s.peer.name, shed, limit = inbox.limit_msgs(), "inbox full: shedding messages from peers");
+        }
+        false
+    }
+
+    fn inbox_limit(&self, to: u64) -> usize {
+        let inboxes = self.inboxes.read().expect("inboxes lock");
+        inboxes.get(&to).map_or(0, |i| i.limit_msgs())
+    }
+
+    /// Lifts the bound of `pid`'s inbox, if it is still `inbox`.
+    pub(crate) fn release_inbox(&self, pid: u64, inbox: &Arc<Inbox>) {
+        let mut inboxes = self.inboxes.write().expect("inboxes lock");
+        if inboxes.get(&pid).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+            inboxes.remove(&pid);
+        }
+    }
+
     async fn dispatch(self: &Arc<Self>, s: &Arc<Session>, msg: Wire) {
         match msg {
             Wire::Heartbeat => {}
+            Wire::Cast { to, .. } if !self.admit(s, to) => {}
+            Wire::Call { to, id, .. } if !self.admit(s, to) => {
+                let limit = self.inbox_limit(to);
+                let _ = s.send(&Wire::Reply {
+                    id,
+                    body: Err(format!(
+                        "actor {to} on node {} is overloaded ({limit} messages queued): the call was shed",
+                        self.ident.name
+                    )),
+                });
+            }
             Wire::Cast { to, body } => match ractor::registry::where_is_pid(ActorId::Local(to)) {
                 Some(c) => {
                     let _ = c.send_serialized(crate::private::cast(body));

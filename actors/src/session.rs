@@ -199,10 +199,13 @@ impl Session {
         if let Some(c) = lock(&self.calls).remove(&id) {
             // An error answer drops the port, which fails the call. A send that fails
             // means the caller stopped waiting: nobody is left to tell.
-            if let Ok(b) = body {
-                if c.port.send(b).is_err() {
-                    tracing::debug!(peer = %self.peer.name, "a reply came after its caller gave up");
+            match body {
+                Ok(b) => {
+                    if c.port.send(b).is_err() {
+                        tracing::debug!(peer = %self.peer.name, "a reply came after its caller gave up");
+                    }
                 }
+                Err(e) => tracing::info!(peer = %self.peer.name, "a call failed there: {e}"),
             }
         }
     }

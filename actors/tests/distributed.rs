@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use plexus_actors::{is_node_down, Node, NodeOptions, RemoteMessage};
+use plexus_actors::{is_node_down, InboxGauge, Node, NodeOptions, RemoteMessage};
 use plexus_net::tls::{self, TlsMaterial};
 use plexus_net::{LocalIdentity, QuicTransport, SimFaults, SimNetwork, Transport};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -290,6 +290,74 @@ async fn registry_across_nodes(c: &dyn Cluster) {
     panic!("the name of a stopped actor is released cluster-wide");
 }
 
+/// An actor with a bounded inbox whose `Ping(0)` blocks it until the test opens a gate.
+struct Slow {
+    gauge: Arc<std::sync::OnceLock<InboxGauge>>,
+    blocked: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+impl Actor for Slow {
+    type Msg = EchoMsg;
+    type State = u64;
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<EchoMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<EchoMsg>,
+        m: EchoMsg,
+        n: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
+        self.gauge.get().expect("bounded before use").handled();
+        match m {
+            EchoMsg::Ping(0) => {
+                self.blocked.notify_one();
+                self.gate.notified().await;
+            }
+            EchoMsg::Ping(k) => *n += k,
+            EchoMsg::Count { reply } => reply.send(*n)?,
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    }
+}
+
+async fn a_full_inbox_sheds_what_peers_send(c: &dyn Cluster) {
+    let (a, b) = pair(c).await;
+    let slow = Slow {
+        gauge: Arc::default(),
+        blocked: Arc::default(),
+        gate: Arc::default(),
+    };
+    let (gauge, blocked, gate) = (slow.gauge.clone(), slow.blocked.clone(), slow.gate.clone());
+    let (local, _) = Actor::spawn(None, slow, ()).await.unwrap();
+    gauge.set(b.bound_inbox(local.get_id(), 5)).unwrap();
+    b.register("slow", &local).unwrap();
+    let remote = wait_whereis(&a, "slow").await;
+    remote.cast(EchoMsg::Ping(0)).unwrap();
+    blocked.notified().await;
+    for _ in 0..20 {
+        remote.cast(EchoMsg::Ping(1)).unwrap();
+    }
+    // Sent after the casts, so it arrives after them, to a full inbox: refused at once.
+    call_t!(remote, |reply| EchoMsg::Count { reply }, 30_000).unwrap_err();
+    let g = gauge.get().unwrap();
+    assert_eq!(
+        (g.queued_msgs(), g.shed_total(), g.limit_msgs()),
+        (5, 16, 5)
+    );
+    gate.notify_one();
+    // A call from the actor's own node is not counted, and queues behind the pings.
+    let n = call_t!(local, |reply| EchoMsg::Count { reply }, 5000).unwrap();
+    assert_eq!(n, 5, "the five queued pings were handled, the rest shed");
+    assert_eq!(g.queued_msgs(), 0);
+    // With room again, peers are heard again.
+    let n = call_t!(remote, |reply| EchoMsg::Count { reply }, 5000).unwrap();
+    assert_eq!(n, 5);
+}
+
 async fn wait_whereis(n: &Node, name: &str) -> ActorRef<EchoMsg> {
     for _ in 0..400 {
         if let Some(r) = n.whereis::<EchoMsg>(name).await.unwrap() {
@@ -425,6 +493,7 @@ macro_rules! both {
 
 both!(
     remote_cast_call_and_spawn,
+    a_full_inbox_sheds_what_peers_send,
     registry_across_nodes,
     linked_child_failure_and_exit,
     node_down_reaches_supervisor_and_monitor,

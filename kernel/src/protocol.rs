@@ -284,6 +284,8 @@ pub struct AgentView {
     pub pending_updates: Vec<crate::status::StatusUpdate>,
     /// Registered with a master.
     pub registered: bool,
+    /// The agent's inbox (filled in by the agent actor).
+    pub inbox: InboxStats,
 }
 
 /// The state served by the operator API.
@@ -306,6 +308,30 @@ pub struct ClusterState {
     pub offers: Vec<Offer>,
     /// Duration of the last allocation cycle, in microseconds.
     pub last_allocation_us: u64,
+    /// The master's inbox (filled in by the master actor).
+    pub inbox: InboxStats,
+}
+
+/// A bounded inbox's figures (see `plexus_actors::inbox`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxStats {
+    /// Messages from peers queued (a lower bound).
+    pub queued_msgs: usize,
+    /// The bound.
+    pub limit_msgs: usize,
+    /// Messages shed since the actor started.
+    pub shed_total: u64,
+}
+
+impl InboxStats {
+    /// The figures of `gauge`.
+    pub fn of(gauge: &plexus_actors::InboxGauge) -> InboxStats {
+        InboxStats {
+            queued_msgs: gauge.queued_msgs(),
+            limit_msgs: gauge.limit_msgs(),
+            shed_total: gauge.shed_total(),
+        }
+    }
 }
 
 /// One agent in [`ClusterState`].

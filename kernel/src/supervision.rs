@@ -157,7 +157,19 @@ pub enum RestarterMsg<M> {
     Restart,
     /// The child running now, if one runs.
     Current(RpcReplyPort<Option<ActorRef<M>>>),
+    /// The child running now if it is not `newer_than`; else the next one, once it is
+    /// started (a restart can be awaited without polling). At most
+    /// [`MAX_CHILD_WAITERS`] wait; more are answered by dropping the reply.
+    Started {
+        /// The child the asker already knows, if any.
+        newer_than: Option<ractor::ActorId>,
+        /// Answers the child.
+        reply: RpcReplyPort<ActorRef<M>>,
+    },
 }
+
+/// Most askers waiting for a [`Restarter`]'s next child.
+pub const MAX_CHILD_WAITERS: usize = 64;
 
 impl<M: ractor::Message> ractor::Message for RestarterMsg<M> {}
 
@@ -214,6 +226,8 @@ impl<S: ChildSpec> Restarter<S> {
 /// A [`Restarter`]'s state.
 pub struct RestarterState<M> {
     child: Option<ActorRef<M>>,
+    /// Askers waiting for the next child.
+    waiters: Vec<RpcReplyPort<ActorRef<M>>>,
     budget: RestartBudget,
     start: tokio::time::Instant,
     restarts: u32,
@@ -232,6 +246,7 @@ impl<S: ChildSpec> Actor for Restarter<S> {
         let child = self.start_child(&me, 0).await?;
         Ok(RestarterState {
             child: Some(child),
+            waiters: Vec::new(),
             budget: RestartBudget::new(self.policy),
             start: tokio::time::Instant::now(),
             restarts: 0,
@@ -248,6 +263,11 @@ impl<S: ChildSpec> Actor for Restarter<S> {
             RestarterMsg::Restart => match self.start_child(&me, st.restarts + 1).await {
                 Ok(c) => {
                     st.restarts += 1;
+                    for w in st.waiters.drain(..) {
+                        if w.send(c.clone()).is_err() {
+                            debug!("asker left before its answer");
+                        }
+                    }
                     st.child = Some(c);
                     warn!(restarts = st.restarts, "{} restarted", self.spec.what());
                 }
@@ -258,6 +278,20 @@ impl<S: ChildSpec> Actor for Restarter<S> {
                     debug!("asker left before its answer");
                 }
             }
+            RestarterMsg::Started { newer_than, reply } => match &st.child {
+                Some(c) if Some(c.get_id()) != newer_than => {
+                    if reply.send(c.clone()).is_err() {
+                        debug!("asker left before its answer");
+                    }
+                }
+                _ if st.waiters.len() >= MAX_CHILD_WAITERS => {
+                    warn!(
+                        "{MAX_CHILD_WAITERS} already wait for {}; refusing one more",
+                        self.spec.what()
+                    );
+                }
+                _ => st.waiters.push(reply),
+            },
         }
         Ok(())
     }

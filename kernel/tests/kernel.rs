@@ -77,6 +77,7 @@ async fn start_agent(
         fault: fault.clone(),
         agent_fault: agent_fault.clone(),
         disk: Arc::new(plexus_kernel::agent::RealDisk),
+        inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
     };
     Actor::spawn(
         None,
@@ -800,4 +801,63 @@ async fn an_agent_that_panics_is_restarted_and_keeps_its_running_tasks() {
             .any(|j| j.task_id == task && j.state == Some(TaskState::Killed))
     })
     .await;
+}
+
+/// One HTTP/1.0 GET: the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|b| b.1).unwrap_or("");
+    (code, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_panics_is_restarted_on_the_same_socket_and_serves_the_same_state() {
+    use plexus_kernel::api::{ApiContext, ApiMsg, ApiSpec, ApiSupervisor};
+    use plexus_kernel::supervision::RestarterMsg;
+    let c = Cluster::start(1).await;
+    let jobs = start_jobs(&c).await;
+    let task = submit_running(&jobs, &["sleep", "300"]).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fault = FaultSwitch::default();
+    let ctx = ApiContext {
+        jobs: jobs.clone(),
+        node: c.master_node.clone(),
+    };
+    let spec = ApiSpec::new(c.master_node.clone(), listener, ctx, fault.clone());
+    let (sup, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())
+        .await
+        .unwrap();
+    let started = |newer_than| {
+        let sup = sup.clone();
+        async move {
+            call_t!(
+                sup,
+                |reply| RestarterMsg::Started { newer_than, reply },
+                30_000
+            )
+            .unwrap()
+        }
+    };
+    let first = started(None).await;
+    assert_eq!(call_t!(first, ApiMsg::Address, 5000).unwrap(), addr);
+    assert_eq!(http_get(addr, "/health").await, (200, "ok\n".to_string()));
+    fault.trip();
+    assert!(call_t!(first, ApiMsg::Address, 5000).is_err(), "it panics");
+    let second = started(Some(first.get_id())).await;
+    assert_ne!(second.get_id(), first.get_id());
+    assert_eq!(call_t!(second, ApiMsg::Address, 5000).unwrap(), addr);
+    let (code, body) = http_get(addr, &format!("/api/v1/tasks/{task}")).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("TASK_RUNNING"), "{body}");
 }

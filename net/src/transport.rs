@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::codec::{self, CodecError};
 
 /// Version of the node-to-node protocol; peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How long a peer may take to send its [`Hello`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::disk::DiskFault;
 use crate::world::SimConfig;
 
 /// How often faults happen (per simulated hour, whole cluster) and how bad messages get.
@@ -28,8 +29,9 @@ pub struct FaultRates {
     pub task_failure_rate: f64,
     /// Master crashes (the master actor fails and its supervisor restarts it).
     pub master_crashes_per_hour: f64,
-    /// Agents' disks filling up (checkpoint writes fail for a while).
-    pub disk_fulls_per_hour: f64,
+    /// Agents' disks failing their writes for a while: full, tearing writes or failing
+    /// syncs (checkpoint writes fail).
+    pub disk_faults_per_hour: f64,
 }
 
 impl Default for FaultRates {
@@ -44,7 +46,7 @@ impl Default for FaultRates {
             max_delay: Duration::from_millis(20),
             task_failure_rate: 0.1,
             master_crashes_per_hour: 1.0,
-            disk_fulls_per_hour: 2.0,
+            disk_faults_per_hour: 2.0,
         }
     }
 }
@@ -62,7 +64,7 @@ impl FaultRates {
             max_delay: Duration::from_micros(200),
             task_failure_rate: 0.0,
             master_crashes_per_hour: 0.0,
-            disk_fulls_per_hour: 0.0,
+            disk_faults_per_hour: 0.0,
         }
     }
 
@@ -75,7 +77,7 @@ impl FaultRates {
             drop_rate: (self.drop_rate * k).min(0.5),
             task_failure_rate: (self.task_failure_rate * k).min(1.0),
             master_crashes_per_hour: self.master_crashes_per_hour * k,
-            disk_fulls_per_hour: self.disk_fulls_per_hour * k,
+            disk_faults_per_hour: self.disk_faults_per_hour * k,
             ..self.clone()
         }
     }
@@ -113,7 +115,7 @@ impl Swarm {
         let drop_rate = rate(0.01);
         let task_failure_rate = rate(0.4);
         let master_crashes_per_hour = rate(4.0);
-        let disk_fulls_per_hour = rate(12.0);
+        let disk_faults_per_hour = rate(12.0);
         let lose_state = rng.random_range(0.0..=0.6);
         let min_delay = Duration::from_micros(rng.random_range(50..=2_000));
         let max_delay = min_delay + Duration::from_micros(rng.random_range(0..=50_000));
@@ -128,7 +130,7 @@ impl Swarm {
                 max_delay,
                 task_failure_rate,
                 master_crashes_per_hour,
-                disk_fulls_per_hour,
+                disk_faults_per_hour,
             },
             agents: rng.random_range(1..=agents.max(1) * 2),
             frameworks: rng.random_range(1..=frameworks.max(1) * 2),
@@ -160,10 +162,12 @@ pub enum Fault {
     },
     /// The master crashes (its supervisor restarts it).
     CrashMaster,
-    /// An agent's disk is full (its checkpoint writes fail) for a while.
-    DiskFull {
+    /// An agent's disk fails its writes (its checkpoint writes fail) for a while.
+    DiskFault {
         /// Which agent.
         agent: usize,
+        /// How the writes fail.
+        kind: DiskFault,
         /// How long.
         lasts: Duration,
     },
@@ -251,10 +255,11 @@ impl FaultPlan {
                 last = Some(at);
             }
         }
-        for at in arrivals(&mut rng, r.disk_fulls_per_hour, end) {
+        for at in arrivals(&mut rng, r.disk_faults_per_hour, end) {
             let lasts = Duration::from_secs(rng.random_range(5..=120));
-            let f = Fault::DiskFull {
+            let f = Fault::DiskFault {
                 agent: rng.random_range(0..agents),
+                kind: DiskFault::ALL[rng.random_range(0..DiskFault::ALL.len())],
                 lasts,
             };
             if fits(at, lasts) {
@@ -287,7 +292,7 @@ mod tests {
                 Fault::CrashAgent { down_for, .. } => *down_for,
                 Fault::Partition { lasts, .. }
                 | Fault::Pause { lasts, .. }
-                | Fault::DiskFull { lasts, .. } => *lasts,
+                | Fault::DiskFault { lasts, .. } => *lasts,
                 Fault::CrashMaster => Duration::ZERO,
             };
             assert!(*at + d < Duration::from_secs(3600), "{f:?} at {at:?}");

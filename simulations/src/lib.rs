@@ -27,7 +27,7 @@ pub mod workload;
 pub mod world;
 
 pub use containerizer::{Machines, SimContainerizer};
-pub use disk::SimDisk;
+pub use disk::{DiskFault, SimDisk};
 pub use faults::{Fault, FaultPlan, FaultRates, Swarm};
 pub use trace::{Recorder, Violation};
 pub use workload::{SimContext, SupervisedService, Workload};

@@ -333,6 +333,7 @@ impl World {
             fault: plexus_kernel::supervision::FaultSwitch::default(),
             agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
             disk,
+            inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
         };
         let c = Arc::new(self.machines.containerizer(&name));
         let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())
@@ -368,6 +369,7 @@ impl World {
             n.halt();
         }
         self.machines.crash(&name);
+        disk.power_loss();
         if lose_state {
             disk.forget_under(&dir);
         }
@@ -440,16 +442,16 @@ impl World {
                     self.cut(n, one_way, false);
                 }
             }
-            Fault::DiskFull { agent, lasts } => {
+            Fault::DiskFault { agent, kind, lasts } => {
                 let i = agent % self.cfg.agents.max(1);
                 let disk = self.hosts()[i].disk.clone();
                 rec.note(format_args!(
-                    "fault disk of agent-{i:05} full for {lasts:?}"
+                    "fault disk of agent-{i:05} {kind} for {lasts:?}"
                 ));
-                disk.set_full(true);
+                disk.set_fault(Some(kind));
                 tokio::time::sleep(lasts).await;
-                rec.note(format_args!("fault disk of agent-{i:05} has space again"));
-                disk.set_full(false);
+                rec.note(format_args!("fault disk of agent-{i:05} well again"));
+                disk.set_fault(None);
             }
             Fault::CrashMaster => {
                 // It panics on its next message; its supervisor starts another, which

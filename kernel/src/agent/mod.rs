@@ -4,7 +4,12 @@
 //! checkpointed to `state_dir`, so a restarted agent re-adopts the tasks still running,
 //! reports those that ended meanwhile, and loses no unacknowledged update.
 
+mod core;
 mod task;
+#[cfg(test)]
+mod tests;
+
+pub use core::{AgentCore, Checkpoint, Effect, TaskRecord};
 
 pub use task::{TaskActor, TaskArgs, TaskMsg};
 
@@ -14,22 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use plexus_actors::Node;
+use plexus_actors::{InboxGauge, Node};
 
-use crate::containerizer::{classify, exit_code, ContainerInfo, Containerizer, LaunchSpec};
+use crate::containerizer::{ContainerInfo, Containerizer, LaunchSpec};
+use crate::master::Now;
 use crate::protocol::*;
-use crate::reason::Reason;
 use crate::resources::{PortSet, Resources, RoleResources};
 use crate::statefile::{Disk, StateFile};
 
 pub use crate::statefile::RealDisk;
-use crate::status::{StatusUpdate, StatusUpdateManager};
 use crate::supervision::{ChildSpec, FaultSwitch, Restarter, RestarterMsg};
-use crate::task::{TaskState, TaskStateMachine};
 
 /// Agent tunables.
 #[derive(Debug, Clone)]
@@ -55,7 +57,13 @@ pub struct AgentConfig {
     pub agent_fault: FaultSwitch,
     /// Where the checkpoint is kept ([`RealDisk`] but in simulations).
     pub disk: Arc<dyn Disk>,
+    /// Most messages from peers queued for the agent; past it they are shed and
+    /// counted (the master resends what matters).
+    pub inbox_limit_msgs: usize,
 }
+
+/// The default bound of an agent's inbox.
+pub const AGENT_INBOX_LIMIT_MSGS: usize = 16_384;
 
 /// Resources of this machine: its cpus, its memory less 1 GiB (at least half of it),
 /// 10 GiB of disk and ports 31000-32000.
@@ -150,24 +158,6 @@ impl ChildSpec for AgentSpec {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TaskRecord {
-    spec: TaskSpec,
-    framework_id: String,
-    resources: RoleResources,
-    state: TaskState,
-    container: Option<ContainerInfo>,
-    killing: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    agent_id: String,
-    next_uuid: u64,
-    tasks: BTreeMap<String, TaskRecord>,
-    updates: StatusUpdateManager,
-}
-
 /// Most changes written in one checkpoint during a burst.
 const PERSIST_BATCH: usize = 32;
 
@@ -185,17 +175,13 @@ const PERSIST_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The agent's state.
 pub struct AgentState {
-    ck: Checkpoint,
-    /// Where `ck` is written.
+    /// The decisions and what is checkpointed.
+    core: AgentCore,
+    /// Where the checkpoint is written.
     state_file: StateFile,
     master: Option<ActorRef<MasterMsg>>,
-    registered: bool,
     start: Instant,
     me: ActorRef<AgentMsg>,
-    /// Changes not yet in the checkpoint; updates are only sent once they are.
-    dirty: bool,
-    /// Changes since the last write.
-    unsaved: usize,
     persist_queued: bool,
     /// A `Tick` is on its way.
     tick_armed: bool,
@@ -207,10 +193,17 @@ pub struct AgentState {
     task_actors: BTreeMap<String, ActorRef<TaskMsg>>,
     /// The task of each task actor.
     task_of: BTreeMap<ActorId, String>,
+    /// The agent's bounded inbox.
+    inbox: InboxGauge,
 }
 
-fn unix_ms() -> u64 {
-    plexus_net::clock::unix_ms()
+impl AgentState {
+    fn now(&self) -> Now {
+        Now {
+            elapsed: self.start.elapsed(),
+            unix_ms: plexus_net::clock::unix_ms(),
+        }
+    }
 }
 
 impl Agent {
@@ -221,15 +214,17 @@ impl Agent {
     /// Writes the checkpoint; false if it could not be written.
     fn save(&self, st: &mut AgentState) -> bool {
         let t0 = Instant::now();
-        let r = plexus_net::codec::encode(&st.ck)
+        let r = plexus_net::codec::encode(st.core.checkpoint())
             .map_err(|e| e.to_string())
             .and_then(|b| st.state_file.write(&b).map_err(|e| e.to_string()));
         let end = Instant::now();
         st.last_save = Some((end, end - t0));
+        let agent = st.core.agent_id().to_string();
         match r {
             Ok(()) => {
+                st.core.saved();
                 if st.write_failures > 0 {
-                    info!(agent = %st.ck.agent_id, failed = st.write_failures, "checkpoint written again; sending the updates it held");
+                    info!(%agent, failed = st.write_failures, "checkpoint written again; sending the updates it held");
                     st.write_failures = 0;
                 }
                 true
@@ -238,7 +233,7 @@ impl Agent {
                 st.write_failures += 1;
                 // Said at once, then at every doubling of the count.
                 if st.write_failures.is_power_of_two() {
-                    error!(agent = %st.ck.agent_id, failed = st.write_failures, "cannot write the agent checkpoint: {e}; status updates wait until it is written");
+                    error!(%agent, failed = st.write_failures, "cannot write the agent checkpoint: {e}; status updates wait until it is written");
                 }
                 false
             }
@@ -261,107 +256,111 @@ impl Agent {
             .filter(|d| !d.is_zero())
     }
 
-    fn update(
+    /// After the core decided: schedules writing what changed (the checkpoint is written
+    /// once the changes queued before it are handled) and carries out its effects.
+    async fn carry_out(
         &self,
+        me: &ActorRef<AgentMsg>,
         st: &mut AgentState,
-        task_id: &str,
-        state: TaskState,
-        reason: Option<Reason>,
-        message: String,
-    ) {
-        self.update_ended(st, task_id, state, reason, message, None)
+        effects: Vec<Effect>,
+    ) -> Result<(), ActorProcessingErr> {
+        for e in effects {
+            self.effect(me, st, e).await?;
+        }
+        self.mark_dirty(st);
+        Ok(())
     }
 
-    /// As [`Agent::update`], for an update that reports how the command ended.
-    fn update_ended(
+    async fn effect(
         &self,
+        me: &ActorRef<AgentMsg>,
         st: &mut AgentState,
-        task_id: &str,
-        state: TaskState,
-        reason: Option<Reason>,
-        message: String,
-        exit_code: Option<i32>,
-    ) {
-        let Some(t) = st.ck.tasks.get_mut(task_id) else {
-            return;
-        };
-        // The task state machine decides: an ended task never changes again.
-        if let Err(e) = TaskStateMachine::at(t.state).transition(state) {
-            warn!(task = task_id, "not sending an update: {e}");
+        effect: Effect,
+    ) -> Result<(), ActorProcessingErr> {
+        match effect {
+            // Each task's actor launches it (side by side with the others) and reports
+            // back in `Launched`.
+            Effect::Launch { task_id, spec } => {
+                self.start_task_actor(me, st, &task_id, Some(spec), None)
+                    .await?
+            }
+            Effect::Adopt { task_id, container } => {
+                let running = self.containerizer.is_running(&container);
+                info!(task = %task_id, running, "re-adopting task");
+                self.start_task_actor(me, st, &task_id, None, Some(container))
+                    .await?
+            }
+            // The task's actor signals; its end comes back in `Exited`.
+            Effect::Signal { task_id } => {
+                if let Some(a) = st.task_actors.get(&task_id) {
+                    if let Err(e) = a.cast(TaskMsg::Kill {
+                        grace: self.cfg.kill_grace,
+                    }) {
+                        debug!(task = %task_id, "task actor gone: {e}");
+                    }
+                }
+            }
+            Effect::Reap { container } => {
+                let c = self.containerizer.clone();
+                let grace = self.cfg.kill_grace;
+                tokio::spawn(async move {
+                    c.kill(&container, grace).await;
+                    c.wait(&container).await;
+                    c.destroy(&container);
+                });
+            }
+            Effect::DestroyOrphans { keep } => self.containerizer.destroy_orphans(keep),
+        }
+        Ok(())
+    }
+
+    /// Queues writing the checkpoint if anything changed.
+    fn mark_dirty(&self, st: &mut AgentState) {
+        let unsaved = st.core.unsaved();
+        if unsaved == 0 {
             return;
         }
-        t.state = state;
-        st.ck.next_uuid += 1;
-        let u = StatusUpdate {
-            uuid: st.ck.next_uuid,
-            task_id: task_id.to_string(),
-            framework_id: t.framework_id.clone(),
-            agent_id: st.ck.agent_id.clone(),
-            state,
-            reason,
-            message,
-            exit_code,
-            unix_ms: unix_ms(),
-        };
-        st.ck.updates.push(u);
-        self.mark_dirty(st);
-    }
-
-    /// Notes an unsaved change; the checkpoint is written once the changes queued before
-    /// it are handled.
-    fn mark_dirty(&self, st: &mut AgentState) {
-        st.dirty = true;
-        st.unsaved += 1;
-        if st.unsaved >= PERSIST_BATCH && Self::spacing_left(st).is_none() && st.write_failures == 0
-        {
+        if unsaved >= PERSIST_BATCH && Self::spacing_left(st).is_none() && st.write_failures == 0 {
             // A long burst: do not hold its updates back until it ends.
             self.persist(st);
             return;
         }
         if !st.persist_queued {
             st.persist_queued = true;
-            let _ = st.me.cast(AgentMsg::Persist);
+            if let Err(e) = st.me.cast(AgentMsg::Persist) {
+                debug!("agent stopping: {e}");
+            }
         }
     }
 
     /// Writes the checkpoint if anything changed, then sends the updates that are due.
     fn persist(&self, st: &mut AgentState) {
-        if st.dirty {
-            if !self.save(st) {
-                // Nothing unwritten goes out; try again later.
-                if !st.persist_queued {
-                    st.persist_queued = true;
-                    st.me.send_after(Self::retry_wait(st), || AgentMsg::Persist);
-                }
-                return;
+        if st.core.unsaved() > 0 && !self.save(st) {
+            // Nothing unwritten goes out; try again later.
+            if !st.persist_queued {
+                st.persist_queued = true;
+                st.me.send_after(Self::retry_wait(st), || AgentMsg::Persist);
             }
-            st.dirty = false;
-            st.unsaved = 0;
+            return;
         }
         self.flush(st);
     }
 
-    /// Sends the updates that are due, once everything is checkpointed (an update is
-    /// never sent before it is on disk).
+    /// Sends the updates that are due (the core holds them while a change is unwritten).
     fn flush(&self, st: &mut AgentState) {
-        if st.dirty {
-            self.mark_dirty(st);
-            return;
-        }
-        if !st.registered {
-            return;
-        }
         let Some(m) = st.master.clone() else { return };
-        let now = st.start.elapsed();
-        for u in st.ck.updates.due(now) {
-            let _ = m.cast(MasterMsg::Update(u));
+        let now = st.now();
+        for u in st.core.due_updates(now) {
+            if let Err(e) = m.cast(MasterMsg::Update(u)) {
+                debug!("master gone; the update is sent again: {e}");
+            }
         }
     }
 
     /// Schedules the next `Tick` while there is something for it to do (registering, or
     /// resending unacknowledged updates); an idle agent keeps no timer running.
     fn arm_tick(&self, st: &mut AgentState) {
-        if st.tick_armed || (st.registered && st.ck.updates.pending_count() == 0) {
+        if st.tick_armed || !st.core.needs_tick() {
             return;
         }
         st.tick_armed = true;
@@ -395,33 +394,6 @@ impl Agent {
         Ok(())
     }
 
-    /// A task actor failed (policy: never restarted): its process is killed and freed,
-    /// and the task ends `TASK_FAILED`.
-    fn task_actor_failed(&self, st: &mut AgentState, task_id: &str, why: &str) {
-        let Some(t) = st.ck.tasks.get(task_id) else {
-            return;
-        };
-        warn!(task = task_id, "task actor failed: {why}");
-        if let Some(info) = t.container.clone() {
-            let c = self.containerizer.clone();
-            let grace = self.cfg.kill_grace;
-            tokio::spawn(async move {
-                c.kill(&info, grace).await;
-                c.wait(&info).await;
-                c.destroy(&info);
-            });
-        }
-        if !t.state.is_terminal() {
-            self.update(
-                st,
-                task_id,
-                TaskState::Failed,
-                Some(Reason::ExecutorTerminated),
-                format!("the actor running the task failed: {why}"),
-            );
-        }
-    }
-
     async fn register(&self, me: &ActorRef<AgentMsg>, st: &mut AgentState) {
         if st.master.is_none() {
             match self.node.whereis::<MasterMsg>(MASTER_NAME).await {
@@ -430,7 +402,7 @@ impl Agent {
                     // A ref that ended before the monitor was set will never report its
                     // end: look again at the next tick.
                     if m.get_status() != ractor::ActorStatus::Running {
-                        debug!(agent = %st.ck.agent_id, "the master found has already ended");
+                        debug!(agent = %st.core.agent_id(), "the master found has already ended");
                         return;
                     }
                     st.master = Some(m);
@@ -438,25 +410,15 @@ impl Agent {
                 _ => return,
             }
         }
-        let tasks = st
-            .ck
-            .tasks
-            .values()
-            .map(|t| AgentTask {
-                spec: t.spec.clone(),
-                framework_id: t.framework_id.clone(),
-                resources: t.resources.clone(),
-                state: t.state,
-            })
-            .collect();
+        let reg = st.core.registration(
+            self.node.name(),
+            &self.cfg.resources,
+            &self.containerizer.isolation(),
+        );
         if let Some(m) = &st.master {
-            let _ = m.cast(MasterMsg::RegisterAgent(AgentRegistration {
-                agent_id: st.ck.agent_id.clone(),
-                hostname: self.node.name().to_string(),
-                resources: self.cfg.resources.clone(),
-                tasks,
-                isolation: self.containerizer.isolation(),
-            }));
+            if let Err(e) = m.cast(MasterMsg::RegisterAgent(reg)) {
+                debug!("master gone; registering again at the next tick: {e}");
+            }
         }
     }
 }
@@ -478,68 +440,40 @@ impl Actor for Agent {
             Some(b) => Some(b),
             None => std::fs::read(self.checkpoint_path()).ok(),
         };
-        let mut ck: Checkpoint = match saved {
+        let ck: Checkpoint = match saved {
             Some(b) => plexus_net::codec::decode(&b).map_err(|e| {
                 format!("agent checkpoint {}: {e}", self.checkpoint_path().display())
             })?,
             None => Checkpoint::default(),
         };
-        if let Some(id) = &self.cfg.agent_id {
-            ck.agent_id = id.clone();
-        }
-        if ck.agent_id.is_empty() {
-            ck.agent_id = self.node.name().to_string();
-        }
-        self.node.register(&agent_name(&ck.agent_id), &me)?;
+        let start = Instant::now();
+        let now = Now {
+            elapsed: Duration::ZERO,
+            unix_ms: plexus_net::clock::unix_ms(),
+        };
+        let (core, effects) =
+            AgentCore::recover(ck, self.cfg.agent_id.as_deref(), self.node.name(), now);
+        self.node.register(&agent_name(core.agent_id()), &me)?;
         let mut st = AgentState {
-            ck,
+            core,
             state_file,
             master: None,
-            registered: false,
-            start: Instant::now(),
+            start,
             me: me.clone(),
-            dirty: false,
-            unsaved: 0,
             persist_queued: false,
             tick_armed: false,
             last_save: None,
             write_failures: 0,
             task_actors: BTreeMap::new(),
             task_of: BTreeMap::new(),
+            inbox: self
+                .node
+                .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
         };
-        // Re-adopt what survived the restart; report what did not.
-        let ids: Vec<String> = st.ck.tasks.keys().cloned().collect();
-        for id in ids {
-            let t = st.ck.tasks[&id].clone();
-            if t.state.is_terminal() {
-                continue;
-            }
-            match t.container {
-                Some(info) => {
-                    let running = self.containerizer.is_running(&info);
-                    info!(task = %id, running, "re-adopting task");
-                    self.start_task_actor(&me, &mut st, &id, None, Some(info))
-                        .await?;
-                }
-                None => self.update(
-                    &mut st,
-                    &id,
-                    TaskState::Failed,
-                    Some(Reason::ContainerLaunchFailed),
-                    "the agent restarted while launching the task".into(),
-                ),
-            }
-        }
-        // Whatever else this agent launched was lost track of: stop it.
-        self.containerizer.destroy_orphans(
-            st.ck
-                .tasks
-                .values()
-                .filter_map(|t| t.container.clone())
-                .collect(),
-        );
+        // Re-adopt what survived the restart; report what did not; stop orphans.
+        self.carry_out(&me, &mut st, effects).await?;
         self.arm_tick(&mut st);
-        info!(agent = %st.ck.agent_id, isolation = %self.containerizer.isolation(), resources = %self.cfg.resources.total(), "agent started");
+        info!(agent = %st.core.agent_id(), isolation = %self.containerizer.isolation(), resources = %self.cfg.resources.total(), "agent started");
         Ok(st)
     }
 
@@ -550,6 +484,7 @@ impl Actor for Agent {
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         self.cfg.agent_fault.check("the agent");
+        st.inbox.handled();
         let r = self.handle_msg(me, msg, st).await;
         self.arm_tick(st);
         r
@@ -557,7 +492,7 @@ impl Actor for Agent {
 
     async fn handle_supervisor_evt(
         &self,
-        _me: ActorRef<AgentMsg>,
+        me: ActorRef<AgentMsg>,
         evt: SupervisionEvent,
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
@@ -566,15 +501,17 @@ impl Actor for Agent {
             if let Some(task_id) = st.task_of.remove(&c.get_id()) {
                 st.task_actors.remove(&task_id);
                 if let SupervisionEvent::ActorFailed(_, e) = &evt {
-                    self.task_actor_failed(st, &task_id, &e.to_string());
+                    let now = st.now();
+                    let effects = st.core.task_actor_failed(&task_id, &e.to_string(), now);
+                    self.carry_out(&me, st, effects).await?;
                 }
                 self.arm_tick(st);
                 return Ok(());
             }
             if st.master.as_ref().is_some_and(|m| m.get_id() == c.get_id()) {
-                warn!(agent = %st.ck.agent_id, "lost the master; re-registering");
+                warn!(agent = %st.core.agent_id(), "lost the master; re-registering");
                 st.master = None;
-                st.registered = false;
+                st.core.on_master_lost();
                 self.arm_tick(st);
             }
         }
@@ -589,30 +526,19 @@ impl Agent {
         msg: AgentMsg,
         st: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        let now = st.now();
         match msg {
             AgentMsg::Inspect { reply } => {
-                let pending = st
-                    .ck
-                    .tasks
-                    .keys()
-                    .flat_map(|id| st.ck.updates.pending(id))
-                    .collect();
-                let _ = reply.send(AgentView {
-                    agent_id: st.ck.agent_id.clone(),
-                    tasks: st
-                        .ck
-                        .tasks
-                        .iter()
-                        .map(|(id, t)| (id.clone(), t.state))
-                        .collect(),
-                    pending_updates: pending,
-                    registered: st.registered,
-                });
+                let mut view = st.core.view();
+                view.inbox = InboxStats::of(&st.inbox);
+                if let Err(e) = reply.send(view) {
+                    debug!("inspector gone: {e}");
+                }
             }
             AgentMsg::Persist => {
                 st.persist_queued = false;
                 match Self::spacing_left(st) {
-                    Some(wait) if st.dirty => {
+                    Some(wait) if st.core.unsaved() > 0 => {
                         st.persist_queued = true;
                         me.send_after(wait, || AgentMsg::Persist);
                     }
@@ -621,17 +547,16 @@ impl Agent {
             }
             AgentMsg::Tick => {
                 st.tick_armed = false;
-                if !st.registered {
+                if !st.core.registered() {
                     self.register(&me, st).await;
                 }
                 self.flush(st);
             }
             AgentMsg::Registered => {
-                if !st.registered {
-                    info!(agent = %st.ck.agent_id, "registered with the master");
+                if !st.core.registered() {
+                    info!(agent = %st.core.agent_id(), "registered with the master");
                 }
-                st.registered = true;
-                st.ck.updates.resend_all();
+                st.core.on_registered();
                 self.flush(st);
             }
             AgentMsg::Run {
@@ -639,113 +564,24 @@ impl Agent {
                 spec,
                 resources,
             } => {
-                if st.ck.tasks.contains_key(&spec.task_id) {
-                    return Ok(());
-                }
-                let id = spec.task_id.clone();
-                st.ck.tasks.insert(
-                    id.clone(),
-                    TaskRecord {
-                        spec: spec.clone(),
-                        framework_id,
-                        resources,
-                        state: TaskState::Staging,
-                        container: None,
-                        killing: false,
-                    },
-                );
-                let launch = LaunchSpec {
-                    task_id: id.clone(),
-                    argv: spec.argv.clone(),
-                    resources: spec.resources.clone(),
-                };
-                // Each task's actor launches it (side by side with the others) and
-                // reports back in `Launched`.
-                self.start_task_actor(&me, st, &id, Some(launch), None)
-                    .await?;
+                let effects = st.core.run(framework_id, spec, resources);
+                self.carry_out(&me, st, effects).await?;
             }
             AgentMsg::Launched { task_id, result } => {
-                let Some(t) = st.ck.tasks.get_mut(&task_id) else {
-                    return Ok(());
-                };
-                match result {
-                    Ok(info) if t.state.is_terminal() => {
-                        // Killed while it was being launched: its actor had the kill
-                        // and stops what did start.
-                        debug!(task = %task_id, "launched after its kill: {}", info.shim_pid);
-                    }
-                    Ok(info) => {
-                        // (a kill before this point made the task terminal, above)
-                        t.container = Some(info);
-                        self.update(st, &task_id, TaskState::Running, None, "running".into());
-                    }
-                    Err(e) if t.state.is_terminal() => {
-                        debug!(task = %task_id, "launch of a killed task failed: {e}");
-                    }
-                    Err(e) => self.update_ended(
-                        st,
-                        &task_id,
-                        TaskState::Failed,
-                        Some(Reason::ContainerLaunchFailed),
-                        e.to_string(),
-                        Some(e.exit_code()),
-                    ),
-                }
+                st.core.launched(&task_id, result, now);
+                self.mark_dirty(st);
             }
             AgentMsg::Kill { task_id } => {
-                let Some(t) = st.ck.tasks.get_mut(&task_id) else {
-                    return Ok(());
-                };
-                if t.state.is_terminal() || t.killing {
-                    return Ok(());
-                }
-                t.killing = true;
-                let launched = t.container.is_some();
-                // The task's actor signals; its end comes back in `Exited`, which
-                // `killing` makes a kill.
-                if let Some(a) = st.task_actors.get(&task_id) {
-                    if let Err(e) = a.cast(TaskMsg::Kill {
-                        grace: self.cfg.kill_grace,
-                    }) {
-                        debug!(task = %task_id, "task actor gone: {e}");
-                    }
-                }
-                if launched {
-                    self.update(st, &task_id, TaskState::Killing, None, "killing".into());
-                } else {
-                    self.update(
-                        st,
-                        &task_id,
-                        TaskState::Killed,
-                        None,
-                        "killed before it started".into(),
-                    );
-                }
+                let effects = st.core.kill(&task_id, now);
+                self.carry_out(&me, st, effects).await?;
             }
             AgentMsg::Exited { task_id, exit } => {
-                let Some(t) = st.ck.tasks.get(&task_id) else {
-                    return Ok(());
-                };
-                if t.state.is_terminal() {
-                    return Ok(());
-                }
-                // (its actor freed the container)
-                let (state, reason, message) = classify(&exit, t.killing);
-                let code = exit_code(&exit);
-                self.update_ended(st, &task_id, state, reason, message, code);
+                st.core.exited(&task_id, &exit, now);
+                self.mark_dirty(st);
             }
             AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
             AgentMsg::Ack { task_id, uuid } => {
-                st.ck.updates.ack(&task_id, uuid);
-                let done = st
-                    .ck
-                    .tasks
-                    .get(&task_id)
-                    .is_some_and(|t| t.state.is_terminal())
-                    && st.ck.updates.pending(&task_id).is_empty();
-                if done {
-                    st.ck.tasks.remove(&task_id);
-                }
+                st.core.ack(&task_id, uuid);
                 self.mark_dirty(st);
             }
             AgentMsg::ReadFile {
@@ -762,7 +598,9 @@ impl Agent {
                         None => Err(format!("no sandbox for task {task_id:?} on this agent")),
                     }
                 };
-                let _ = reply.send(r);
+                if let Err(e) = reply.send(r) {
+                    debug!("reader gone: {e}");
+                }
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use plexus_actors::Node;
+use plexus_actors::{InboxGauge, Node};
 
 use super::config::MasterConfig;
 use super::core::{Effect, Event, MasterCore, Now, ToAgent, ToScheduler};
@@ -65,6 +65,8 @@ pub struct MasterState {
     /// Each connected framework's scheduler (told directly when its session fails).
     schedulers: BTreeMap<String, ActorRef<SchedulerMsg>>,
     watched: BTreeMap<ActorId, Watched>,
+    /// The master's bounded inbox.
+    inbox: InboxGauge,
 }
 
 impl MasterState {
@@ -217,6 +219,9 @@ impl Actor for Master {
             sessions: BTreeMap::new(),
             schedulers: BTreeMap::new(),
             watched: BTreeMap::new(),
+            inbox: self
+                .node
+                .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
         })
     }
 
@@ -227,6 +232,7 @@ impl Actor for Master {
         st: &mut MasterState,
     ) -> Result<(), ActorProcessingErr> {
         self.cfg.fault.check("the master");
+        st.inbox.handled();
         match msg {
             MasterMsg::RegisterAgent(reg) => self.register_agent(&me, st, reg).await,
             MasterMsg::Subscribe {
@@ -240,7 +246,9 @@ impl Actor for Master {
                 }
             }
             MasterMsg::State(reply) => {
-                if reply.send(st.core.state()).is_err() {
+                let mut state = st.core.state();
+                state.inbox = InboxStats::of(&st.inbox);
+                if reply.send(state).is_err() {
                     debug!("state asker left before its answer");
                 }
             }

@@ -26,12 +26,19 @@ pub struct MasterConfig {
     /// Most offers one framework gets per allocation cycle (0: no limit); see
     /// [`crate::allocator::Allocator::set_offer_limit`].
     pub offer_limit: u32,
+    /// Most messages from peers queued for the master; past it they are shed and
+    /// counted (`plexus_master_inbox_shed_total`).
+    pub inbox_limit_msgs: usize,
     /// Makes the master actor panic on its next message once tripped (for tests of its
     /// supervision; nothing on the wire can trip it).
     pub fault: FaultSwitch,
     /// Makes a framework session panic on its next message once tripped (tests).
     pub session_fault: FaultSwitch,
 }
+
+/// The default bound of the master's inbox: at the master's pace (tens of thousands of
+/// updates a second), a few seconds of work.
+pub const MASTER_INBOX_LIMIT_MSGS: usize = 65_536;
 
 impl Default for MasterConfig {
     fn default() -> Self {
@@ -43,6 +50,7 @@ impl Default for MasterConfig {
             quotas: BTreeMap::new(),
             max_completed_tasks: 10_000,
             offer_limit: 64,
+            inbox_limit_msgs: MASTER_INBOX_LIMIT_MSGS,
             fault: FaultSwitch::default(),
             session_fault: FaultSwitch::default(),
         }

@@ -25,7 +25,7 @@ use super::tasks::{TaskRecord, TaskTable, TransitionError};
 use crate::allocator::{Allocator, AllocatorError};
 use crate::protocol::{
     AgentRegistration, AgentState, AgentStatus, AgentTask, ClusterState, FrameworkCall,
-    FrameworkInfo, FrameworkState, FrameworkStatus, Offer, TaskSpec,
+    FrameworkInfo, FrameworkState, FrameworkStatus, InboxStats, Offer, TaskSpec,
 };
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
@@ -419,6 +419,7 @@ impl MasterCore {
             offers_outstanding: self.offers.len(),
             offers: self.offers.values().cloned().collect(),
             last_allocation_us: self.last_alloc_us,
+            inbox: InboxStats::default(),
         }
     }
 

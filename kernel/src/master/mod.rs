@@ -30,7 +30,7 @@ mod tasks;
 mod tests;
 
 pub use self::actor::{Master, MasterState};
-pub use self::config::MasterConfig;
+pub use self::config::{MasterConfig, MASTER_INBOX_LIMIT_MSGS};
 pub use self::core::{
     AgentLink, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
 };

@@ -13,8 +13,13 @@
 //!   on. Other query parameters are refused.
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status naming the problem.
+//!
+//! The server runs under its own supervisor ([`ApiSupervisor`], see [`server`]) in the
+//! master's process.
 
-use std::net::SocketAddr;
+pub mod server;
+
+pub use server::{ApiMsg, ApiServer, ApiSpec, ApiSupervisor, ApiSupervisorMsg};
 
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use ractor::call_t;
@@ -405,7 +410,13 @@ async fn logs(
 pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
     let mut m = String::new();
     let mut g = |name: &str, help: &str, lines: Vec<(String, f64)>| {
-        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        // Prometheus names counters `..._total`.
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        m.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (labels, v) in lines {
             m.push_str(&format!("{name}{labels} {v}\n"));
         }
@@ -477,6 +488,21 @@ pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
         "Duration of the last allocation cycle.",
         vec![(String::new(), s.last_allocation_us as f64 / 1e6)],
     );
+    g(
+        "plexus_master_inbox_queued_msgs",
+        "Messages from peers queued for the master.",
+        vec![(String::new(), s.inbox.queued_msgs as f64)],
+    );
+    g(
+        "plexus_master_inbox_limit_msgs",
+        "Most messages from peers queued for the master before they are shed.",
+        vec![(String::new(), s.inbox.limit_msgs as f64)],
+    );
+    g(
+        "plexus_master_inbox_shed_total",
+        "Messages from peers the master shed because its inbox was full.",
+        vec![(String::new(), s.inbox.shed_total as f64)],
+    );
     m
 }
 
@@ -487,8 +513,11 @@ async fn metrics(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
         .body(metrics_text(&s, ctx.jobs.pending_count())))
 }
 
-/// Starts the API on `addr`; the returned server runs until stopped.
-pub fn serve(addr: SocketAddr, ctx: ApiContext) -> std::io::Result<actix_web::dev::Server> {
+/// Serves the API on `listener` (already bound); the returned server runs until stopped.
+pub fn serve(
+    listener: std::net::TcpListener,
+    ctx: ApiContext,
+) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(ctx.clone()))
@@ -522,7 +551,7 @@ pub fn serve(addr: SocketAddr, ctx: ApiContext) -> std::io::Result<actix_web::de
     })
     .workers(1)
     .disable_signals()
-    .bind(addr)?
+    .listen(listener)?
     .run();
     Ok(server)
 }

@@ -1,0 +1,440 @@
+//! `AgentCore`: the agent's decisions, without I/O.
+//!
+//! The core owns what the agent checkpoints: its id, its task records (each task's state
+//! lives only here, and changes only through the task state machine) and the status-update
+//! streams. It takes what happened (a launch asked for, a launch ended, a kill, a process
+//! ended, an acknowledgement, a task actor failed, the master answered or was lost) with
+//! the time, and answers [`Effect`]s for the agent actor to carry out: start a task's actor,
+//! signal it, reap a process nobody watches any more, destroy orphans. Updates are pushed
+//! into the checkpointed streams; the actor writes the checkpoint and only then asks the
+//! core for the updates that are due ([`AgentCore::due_updates`] answers none while a
+//! change is unwritten), so an update is never sent before it is on disk.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::containerizer::{
+    classify, exit_code, ContainerError, ContainerInfo, ExitInfo, LaunchSpec,
+};
+use crate::master::Now;
+use crate::protocol::{AgentRegistration, AgentTask, AgentView, InboxStats, TaskSpec};
+use crate::reason::Reason;
+use crate::resources::RoleResources;
+use crate::status::{Ack, StatusUpdate, StatusUpdateManager};
+use crate::task::{TaskState, TaskStateMachine};
+
+/// What the agent knows about one task (checkpointed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task as launched.
+    pub spec: TaskSpec,
+    /// Its framework.
+    pub framework_id: String,
+    /// What it holds, per role.
+    pub resources: RoleResources,
+    /// Its state (changed only through the task state machine).
+    pub state: TaskState,
+    /// Its process, once launched.
+    pub container: Option<ContainerInfo>,
+    /// A kill was asked for.
+    pub killing: bool,
+}
+
+/// Everything the agent checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The agent's id.
+    pub agent_id: String,
+    /// The last status-update uuid used.
+    pub next_uuid: u64,
+    /// Tasks not yet ended, or ended with updates not yet acknowledged.
+    pub tasks: BTreeMap<String, TaskRecord>,
+    /// The status-update streams.
+    pub updates: StatusUpdateManager,
+}
+
+/// What the agent actor must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Start the task's actor, which launches `spec`.
+    Launch {
+        /// The task.
+        task_id: String,
+        /// What to launch.
+        spec: LaunchSpec,
+    },
+    /// Start the task's actor, which re-adopts its running process.
+    Adopt {
+        /// The task.
+        task_id: String,
+        /// Its process.
+        container: ContainerInfo,
+    },
+    /// Tell the task's actor to kill its process (SIGTERM, then SIGKILL after the grace).
+    Signal {
+        /// The task.
+        task_id: String,
+    },
+    /// Kill, wait for and free a process whose actor is gone.
+    Reap {
+        /// Its process.
+        container: ContainerInfo,
+    },
+    /// Stop every process this agent launched but `keep`.
+    DestroyOrphans {
+        /// The processes of known tasks.
+        keep: Vec<ContainerInfo>,
+    },
+}
+
+/// The agent's state machine.
+#[derive(Debug)]
+pub struct AgentCore {
+    ck: Checkpoint,
+    registered: bool,
+    /// Changes not yet in the checkpoint.
+    unsaved: usize,
+}
+
+impl AgentCore {
+    /// The core of an agent that read `ck` (default: a fresh agent), named `id` when
+    /// configured, else by its checkpoint, else `node_name`. Tasks still running are
+    /// re-adopted, tasks caught mid-launch fail, and other processes are orphans.
+    pub fn recover(
+        ck: Checkpoint,
+        id: Option<&str>,
+        node_name: &str,
+        now: Now,
+    ) -> (AgentCore, Vec<Effect>) {
+        let mut core = AgentCore {
+            ck,
+            registered: false,
+            unsaved: 0,
+        };
+        if let Some(id) = id {
+            core.ck.agent_id = id.to_string();
+        }
+        if core.ck.agent_id.is_empty() {
+            core.ck.agent_id = node_name.to_string();
+        }
+        let mut out = Vec::new();
+        let live: Vec<(String, Option<ContainerInfo>)> = core
+            .ck
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.state.is_terminal())
+            .map(|(id, t)| (id.clone(), t.container.clone()))
+            .collect();
+        for (task_id, container) in live {
+            match container {
+                Some(container) => out.push(Effect::Adopt { task_id, container }),
+                None => core.update(
+                    &task_id,
+                    TaskState::Failed,
+                    Some(Reason::ContainerLaunchFailed),
+                    "the agent restarted while launching the task".into(),
+                    None,
+                    now,
+                ),
+            }
+        }
+        let keep = core
+            .ck
+            .tasks
+            .values()
+            .filter_map(|t| t.container.clone())
+            .collect();
+        out.push(Effect::DestroyOrphans { keep });
+        (core, out)
+    }
+
+    /// The agent's id.
+    pub fn agent_id(&self) -> &str {
+        &self.ck.agent_id
+    }
+
+    /// What to write to the checkpoint.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.ck
+    }
+
+    /// Changes not yet written to the checkpoint.
+    pub fn unsaved(&self) -> usize {
+        self.unsaved
+    }
+
+    /// The checkpoint as it is now was written.
+    pub fn saved(&mut self) {
+        self.unsaved = 0;
+    }
+
+    /// Registered with a master.
+    pub fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Something is left for a periodic tick: registering, or resending updates.
+    pub fn needs_tick(&self) -> bool {
+        !self.registered || self.ck.updates.pending_count() > 0
+    }
+
+    /// The registration to send to a master.
+    pub fn registration(
+        &self,
+        hostname: &str,
+        resources: &RoleResources,
+        isolation: &str,
+    ) -> AgentRegistration {
+        AgentRegistration {
+            agent_id: self.ck.agent_id.clone(),
+            hostname: hostname.to_string(),
+            resources: resources.clone(),
+            tasks: self
+                .ck
+                .tasks
+                .values()
+                .map(|t| AgentTask {
+                    spec: t.spec.clone(),
+                    framework_id: t.framework_id.clone(),
+                    resources: t.resources.clone(),
+                    state: t.state,
+                })
+                .collect(),
+            isolation: isolation.to_string(),
+        }
+    }
+
+    /// The master answered the registration: every unacknowledged update is due again.
+    pub fn on_registered(&mut self) {
+        self.registered = true;
+        self.ck.updates.resend_all();
+    }
+
+    /// The master was lost: register again.
+    pub fn on_master_lost(&mut self) {
+        self.registered = false;
+    }
+
+    /// The updates due now, once every change is written and a master listens.
+    pub fn due_updates(&mut self, now: Now) -> Vec<StatusUpdate> {
+        if self.unsaved > 0 || !self.registered {
+            return Vec::new();
+        }
+        self.ck.updates.due(now.elapsed)
+    }
+
+    /// A framework asked to launch `spec`; a task already known is not launched again.
+    pub fn run(
+        &mut self,
+        framework_id: String,
+        spec: TaskSpec,
+        resources: RoleResources,
+    ) -> Vec<Effect> {
+        if self.ck.tasks.contains_key(&spec.task_id) {
+            return Vec::new();
+        }
+        let task_id = spec.task_id.clone();
+        let launch = LaunchSpec {
+            task_id: task_id.clone(),
+            argv: spec.argv.clone(),
+            resources: spec.resources.clone(),
+        };
+        self.ck.tasks.insert(
+            task_id.clone(),
+            TaskRecord {
+                spec,
+                framework_id,
+                resources,
+                state: TaskState::Staging,
+                container: None,
+                killing: false,
+            },
+        );
+        self.unsaved += 1;
+        vec![Effect::Launch {
+            task_id,
+            spec: launch,
+        }]
+    }
+
+    /// A launch ended: the task runs, or failed to start. A task killed meanwhile stays
+    /// as it is (its actor stops what did start).
+    pub fn launched(
+        &mut self,
+        task_id: &str,
+        result: Result<ContainerInfo, ContainerError>,
+        now: Now,
+    ) {
+        let Some(t) = self.ck.tasks.get_mut(task_id) else {
+            return;
+        };
+        match result {
+            Ok(info) if t.state.is_terminal() => {
+                debug!(task = task_id, "launched after its kill: {}", info.shim_pid);
+            }
+            Ok(info) => {
+                t.container = Some(info);
+                self.update(
+                    task_id,
+                    TaskState::Running,
+                    None,
+                    "running".into(),
+                    None,
+                    now,
+                );
+            }
+            Err(e) if t.state.is_terminal() => {
+                debug!(task = task_id, "launch of a killed task failed: {e}");
+            }
+            Err(e) => self.update(
+                task_id,
+                TaskState::Failed,
+                Some(Reason::ContainerLaunchFailed),
+                e.to_string(),
+                Some(e.exit_code()),
+                now,
+            ),
+        }
+    }
+
+    /// A framework asked to kill a task: a launched one is signalled and is `KILLING`
+    /// until its process ends; one not yet launched is `KILLED` at once.
+    pub fn kill(&mut self, task_id: &str, now: Now) -> Vec<Effect> {
+        let Some(t) = self.ck.tasks.get_mut(task_id) else {
+            return Vec::new();
+        };
+        if t.state.is_terminal() || t.killing {
+            return Vec::new();
+        }
+        t.killing = true;
+        if t.container.is_some() {
+            self.update(
+                task_id,
+                TaskState::Killing,
+                None,
+                "killing".into(),
+                None,
+                now,
+            );
+        } else {
+            let msg = "killed before it started".into();
+            self.update(task_id, TaskState::Killed, None, msg, None, now);
+        }
+        vec![Effect::Signal {
+            task_id: task_id.to_string(),
+        }]
+    }
+
+    /// A task's process ended (its actor freed it).
+    pub fn exited(&mut self, task_id: &str, exit: &ExitInfo, now: Now) {
+        let Some(t) = self.ck.tasks.get(task_id) else {
+            return;
+        };
+        if t.state.is_terminal() {
+            return;
+        }
+        let (state, reason, message) = classify(exit, t.killing);
+        self.update(task_id, state, reason, message, exit_code(exit), now);
+    }
+
+    /// A task's actor failed (it is never restarted): its process is reaped and the task
+    /// fails.
+    pub fn task_actor_failed(&mut self, task_id: &str, why: &str, now: Now) -> Vec<Effect> {
+        let Some(t) = self.ck.tasks.get(task_id) else {
+            return Vec::new();
+        };
+        warn!(task = task_id, "task actor failed: {why}");
+        let reap = t
+            .container
+            .clone()
+            .map(|container| Effect::Reap { container });
+        if !t.state.is_terminal() {
+            self.update(
+                task_id,
+                TaskState::Failed,
+                Some(Reason::ExecutorTerminated),
+                format!("the actor running the task failed: {why}"),
+                None,
+                now,
+            );
+        }
+        reap.into_iter().collect()
+    }
+
+    /// The framework acknowledged an update; an ended task whose updates are all
+    /// acknowledged is forgotten.
+    pub fn ack(&mut self, task_id: &str, uuid: u64) {
+        if self.ck.updates.ack(task_id, uuid) == Ack::Ignored {
+            debug!(task = task_id, uuid, "acknowledgement of no pending update");
+            return;
+        }
+        let done = self
+            .ck
+            .tasks
+            .get(task_id)
+            .is_some_and(|t| t.state.is_terminal())
+            && self.ck.updates.pending(task_id).is_empty();
+        if done {
+            self.ck.tasks.remove(task_id);
+        }
+        self.unsaved += 1;
+    }
+
+    /// The agent's own view of its work.
+    pub fn view(&self) -> AgentView {
+        AgentView {
+            agent_id: self.ck.agent_id.clone(),
+            tasks: self
+                .ck
+                .tasks
+                .iter()
+                .map(|(id, t)| (id.clone(), t.state))
+                .collect(),
+            pending_updates: self
+                .ck
+                .tasks
+                .keys()
+                .flat_map(|id| self.ck.updates.pending(id))
+                .collect(),
+            registered: self.registered,
+            inbox: InboxStats::default(),
+        }
+    }
+
+    /// Moves a task to `state` through the task state machine and queues its update.
+    fn update(
+        &mut self,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: String,
+        exit_code: Option<i32>,
+        now: Now,
+    ) {
+        let Some(t) = self.ck.tasks.get_mut(task_id) else {
+            return;
+        };
+        // An ended task never changes again; a refused change is a bug in the caller.
+        if let Err(e) = TaskStateMachine::at(t.state).transition(state) {
+            debug_assert!(false, "task {task_id}: {e}");
+            warn!(task = task_id, "not sending an update: {e}");
+            return;
+        }
+        t.state = state;
+        self.ck.next_uuid += 1;
+        self.ck.updates.push(StatusUpdate {
+            uuid: self.ck.next_uuid,
+            task_id: task_id.to_string(),
+            framework_id: t.framework_id.clone(),
+            agent_id: self.ck.agent_id.clone(),
+            state,
+            reason,
+            message,
+            exit_code,
+            unix_ms: now.unix_ms,
+        });
+        self.unsaved += 1;
+    }
+}

@@ -1,0 +1,292 @@
+//! The agent's rules, one test each, against [`AgentCore`] alone: no runtime, no
+//! processes, no disk, time given by hand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::core::*;
+use crate::containerizer::shim::ExitRecord;
+use crate::containerizer::{ContainerError, ContainerInfo, ExitInfo};
+use crate::master::Now;
+use crate::protocol::TaskSpec;
+use crate::reason::Reason;
+use crate::resources::{Resources, RoleResources};
+use crate::status::StatusUpdate;
+use crate::task::TaskState;
+
+fn at(secs: u64) -> Now {
+    Now {
+        elapsed: Duration::from_secs(secs),
+        unix_ms: 1_700_000_000_000 + secs * 1000,
+    }
+}
+
+fn spec(id: &str) -> TaskSpec {
+    TaskSpec {
+        task_id: id.into(),
+        name: id.into(),
+        argv: vec!["sleep".into(), "9".into()],
+        resources: Resources::new(1.0, 64),
+    }
+}
+
+fn container(id: &str) -> ContainerInfo {
+    ContainerInfo {
+        task_id: id.into(),
+        sandbox: PathBuf::from(format!("/sandboxes/{id}")),
+        shim_pid: 4242,
+        cgroups: Vec::new(),
+        cgroup_v2: false,
+    }
+}
+
+fn exit(record: ExitRecord) -> ExitInfo {
+    ExitInfo {
+        record: Some(record),
+        oom_killed: false,
+    }
+}
+
+/// A fresh agent, registered, its checkpoint written.
+fn agent() -> AgentCore {
+    let (mut core, effects) = AgentCore::recover(Checkpoint::default(), None, "node-a", at(0));
+    assert_eq!(effects, vec![Effect::DestroyOrphans { keep: vec![] }]);
+    core.on_registered();
+    core
+}
+
+/// Writes the checkpoint and takes the updates due.
+fn sent(core: &mut AgentCore, now: Now) -> Vec<StatusUpdate> {
+    core.saved();
+    core.due_updates(now)
+}
+
+fn states(updates: &[StatusUpdate]) -> Vec<TaskState> {
+    updates.iter().map(|u| u.state).collect()
+}
+
+/// A task launched and running, its update acknowledged.
+fn running(core: &mut AgentCore, id: &str) {
+    core.run("fw-1".into(), spec(id), RoleResources::default());
+    core.launched(id, Ok(container(id)), at(1));
+    for u in sent(core, at(1)) {
+        core.ack(id, u.uuid);
+    }
+}
+
+#[test]
+fn a_task_is_launched_once_and_reported_running() {
+    let mut core = agent();
+    let e = core.run("fw-1".into(), spec("t1"), RoleResources::default());
+    assert!(
+        matches!(&e[..], [Effect::Launch { task_id, spec }] if task_id == "t1" && spec.argv[0] == "sleep")
+    );
+    // The same launch again (a resent message) launches nothing.
+    assert!(core
+        .run("fw-1".into(), spec("t1"), RoleResources::default())
+        .is_empty());
+    core.launched("t1", Ok(container("t1")), at(1));
+    let u = sent(&mut core, at(1));
+    assert_eq!(states(&u), vec![TaskState::Running]);
+    assert_eq!(
+        (u[0].framework_id.as_str(), u[0].agent_id.as_str()),
+        ("fw-1", "node-a")
+    );
+    assert_eq!(u[0].unix_ms, at(1).unix_ms, "stamped with the time given");
+}
+
+#[test]
+fn no_update_goes_out_before_it_is_written_or_while_unregistered() {
+    let mut core = agent();
+    core.run("fw-1".into(), spec("t1"), RoleResources::default());
+    core.launched("t1", Ok(container("t1")), at(1));
+    assert!(core.unsaved() > 0);
+    assert!(core.due_updates(at(1)).is_empty(), "not written yet");
+    core.on_master_lost();
+    core.saved();
+    assert!(core.due_updates(at(1)).is_empty(), "no master");
+    assert!(core.needs_tick());
+    core.on_registered();
+    assert_eq!(states(&core.due_updates(at(1))), vec![TaskState::Running]);
+}
+
+#[test]
+fn a_launch_that_fails_fails_the_task_with_the_shells_exit_code() {
+    let mut core = agent();
+    core.run("fw-1".into(), spec("t1"), RoleResources::default());
+    let err = ContainerError::NotFound {
+        task: "t1".into(),
+        command: "nope".into(),
+        why: "not found in PATH".into(),
+    };
+    core.launched("t1", Err(err), at(1));
+    let u = sent(&mut core, at(1));
+    assert_eq!(states(&u), vec![TaskState::Failed]);
+    assert_eq!(u[0].reason, Some(Reason::ContainerLaunchFailed));
+    assert_eq!(u[0].exit_code, Some(127));
+}
+
+#[test]
+fn a_kill_before_the_launch_ends_kills_at_once_and_the_launch_changes_nothing() {
+    let mut core = agent();
+    core.run("fw-1".into(), spec("t1"), RoleResources::default());
+    let e = core.kill("t1", at(1));
+    assert_eq!(
+        e,
+        vec![Effect::Signal {
+            task_id: "t1".into()
+        }]
+    );
+    core.launched("t1", Ok(container("t1")), at(2));
+    assert_eq!(states(&sent(&mut core, at(2))), vec![TaskState::Killed]);
+    // A second kill does nothing.
+    assert!(core.kill("t1", at(3)).is_empty());
+}
+
+#[test]
+fn a_kill_of_a_running_task_is_killing_until_its_process_ends() {
+    let mut core = agent();
+    running(&mut core, "t1");
+    let e = core.kill("t1", at(2));
+    assert_eq!(
+        e,
+        vec![Effect::Signal {
+            task_id: "t1".into()
+        }]
+    );
+    assert!(core.kill("t1", at(2)).is_empty(), "one signal per kill");
+    core.exited("t1", &exit(ExitRecord::Signaled(15)), at(3));
+    let u = sent(&mut core, at(3));
+    assert_eq!(states(&u), vec![TaskState::Killing]);
+    // The stream is in order: KILLED follows once KILLING is acknowledged.
+    core.ack("t1", u[0].uuid);
+    let u = sent(&mut core, at(3));
+    assert_eq!(states(&u), vec![TaskState::Killed]);
+    assert_eq!(u[0].exit_code, Some(143));
+}
+
+#[test]
+fn exits_are_classified_and_an_ended_task_never_changes() {
+    let mut core = agent();
+    for (id, record, want) in [
+        ("ok", ExitRecord::Exited(0), TaskState::Finished),
+        ("bad", ExitRecord::Exited(3), TaskState::Failed),
+    ] {
+        running(&mut core, id);
+        core.exited(id, &exit(record), at(2));
+        let u = sent(&mut core, at(2));
+        assert_eq!(states(&u), vec![want]);
+        core.exited(id, &exit(ExitRecord::Exited(0)), at(3));
+        assert!(core.kill(id, at(3)).is_empty());
+        core.launched(id, Ok(container(id)), at(3));
+        let view = core.view();
+        assert_eq!(
+            view.tasks,
+            vec![(id.to_string(), want)],
+            "{id} changed after it ended"
+        );
+        assert_eq!(view.pending_updates, u, "no update after the end");
+        core.ack(id, u[0].uuid);
+    }
+    running(&mut core, "oom");
+    let oom = ExitInfo {
+        record: Some(ExitRecord::Signaled(9)),
+        oom_killed: true,
+    };
+    core.exited("oom", &oom, at(4));
+    let u = sent(&mut core, at(4));
+    assert_eq!(u[0].reason, Some(Reason::ContainerLimitationMemory));
+}
+
+#[test]
+fn an_ended_task_is_forgotten_once_its_updates_are_acknowledged() {
+    let mut core = agent();
+    running(&mut core, "t1");
+    core.exited("t1", &exit(ExitRecord::Exited(0)), at(2));
+    let u = sent(&mut core, at(2));
+    assert_eq!(core.view().tasks.len(), 1);
+    // A stale acknowledgement changes nothing.
+    core.ack("t1", u[0].uuid + 100);
+    assert_eq!(core.unsaved(), 0);
+    core.ack("t1", u[0].uuid);
+    assert!(core.view().tasks.is_empty());
+    assert!(core.unsaved() > 0, "forgetting it is written down");
+    assert!(!core.needs_tick());
+}
+
+#[test]
+fn unacknowledged_updates_are_resent_with_backoff_and_at_once_after_registering() {
+    let mut core = agent();
+    core.run("fw-1".into(), spec("t1"), RoleResources::default());
+    core.launched("t1", Ok(container("t1")), at(1));
+    assert_eq!(sent(&mut core, at(1)).len(), 1);
+    assert!(core.due_updates(at(1)).is_empty(), "not again at once");
+    assert_eq!(core.due_updates(at(3)).len(), 1, "again after the backoff");
+    core.on_registered();
+    assert_eq!(core.due_updates(at(3)).len(), 1, "again to a new master");
+}
+
+#[test]
+fn a_failed_task_actor_fails_its_task_and_reaps_its_process() {
+    let mut core = agent();
+    running(&mut core, "t1");
+    let e = core.task_actor_failed("t1", "boom", at(2));
+    assert_eq!(
+        e,
+        vec![Effect::Reap {
+            container: container("t1")
+        }]
+    );
+    let u = sent(&mut core, at(2));
+    assert_eq!(states(&u), vec![TaskState::Failed]);
+    assert_eq!(u[0].reason, Some(Reason::ExecutorTerminated));
+    assert!(u[0].message.contains("boom"));
+    // Its (late) exit changes nothing.
+    core.exited("t1", &exit(ExitRecord::Exited(0)), at(3));
+    assert_eq!(core.view().pending_updates, u);
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_tasks_fails_half_launched_ones_and_keeps_its_updates() {
+    let mut core = agent();
+    running(&mut core, "live");
+    core.run("fw-1".into(), spec("half"), RoleResources::default());
+    running(&mut core, "done");
+    core.exited("done", &exit(ExitRecord::Exited(0)), at(2));
+    let ck = core.checkpoint().clone();
+    let (mut again, effects) = AgentCore::recover(ck, None, "other-name", at(0));
+    assert_eq!(
+        again.agent_id(),
+        "node-a",
+        "the checkpointed id wins over the node name"
+    );
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Adopt {
+                task_id: "live".into(),
+                container: container("live")
+            },
+            Effect::DestroyOrphans {
+                keep: vec![container("done"), container("live")]
+            },
+        ]
+    );
+    again.on_registered();
+    let u = sent(&mut again, at(1));
+    let mut got: Vec<(String, TaskState)> =
+        u.iter().map(|u| (u.task_id.clone(), u.state)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("done".into(), TaskState::Finished),
+            ("half".into(), TaskState::Failed)
+        ]
+    );
+    let reg = again.registration("host", &RoleResources::default(), "none");
+    assert_eq!(reg.tasks.len(), 3);
+    // A configured id wins over the checkpoint's.
+    let (named, _) = AgentCore::recover(Checkpoint::default(), Some("a-7"), "n", at(0));
+    assert_eq!(named.agent_id(), "a-7");
+}
