@@ -19,7 +19,7 @@ use anyhow::Context;
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr};
 use plexus_kernel::jobs::JobRequest;
-use plexus_kernel::protocol::{AgentStatus, MasterMsg};
+use plexus_kernel::protocol::{AgentStatus, MasterMsg, TaskId};
 use plexus_kernel::resources::Resources;
 use plexus_kernel::task::TaskState;
 use ractor::{call_t, ActorRef};
@@ -71,7 +71,7 @@ fn true_job() -> JobRequest {
 
 /// Waits for `state` of `id` on the event stream; returns when it was seen.
 async fn wait_for(
-    events: &mut UnboundedReceiver<(String, TaskState)>,
+    events: &mut UnboundedReceiver<(TaskId, TaskState)>,
     id: &str,
     state: TaskState,
 ) -> anyhow::Result<Instant> {
@@ -171,7 +171,7 @@ pub async fn run(o: LaunchOpts) -> anyhow::Result<()> {
 
     // A burst: everything at once.
     let t0 = Instant::now();
-    let mut submitted: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut submitted: BTreeMap<TaskId, Instant> = BTreeMap::new();
     for _ in 0..o.tasks {
         let id = jobs
             .submit(true_job())

@@ -15,7 +15,9 @@ use plexus::client::Client;
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr};
 use plexus_kernel::api::{SubmitJob, TaskView};
-use plexus_kernel::protocol::{ClusterState, FrameworkInfo, Offer, TaskSpec};
+use plexus_kernel::protocol::{
+    AgentId, ClusterState, FrameworkInfo, Offer, OfferId, TaskId, TaskSpec,
+};
 use plexus_kernel::reason::Reason;
 use plexus_kernel::resources::Resources;
 use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
@@ -371,7 +373,7 @@ fn kill_9_of_an_agent_makes_its_tasks_unreachable_and_a_restart_readopts_them() 
         })
     });
     // The agent with the most tasks (at least 3 of 9) is the victim.
-    let mut per_agent: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut per_agent: std::collections::BTreeMap<AgentId, Vec<TaskId>> = Default::default();
     for t in &tasks {
         per_agent
             .entry(t.agent_id.clone().unwrap())
@@ -482,7 +484,7 @@ impl Scheduler for Manual {
     }
     fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
         let mut seen = self.seen.lock().unwrap();
-        let mut ids: Vec<String> = offers.into_iter().map(|o| o.id).collect();
+        let mut ids: Vec<OfferId> = offers.into_iter().map(|o| o.id).collect();
         if !seen.launched && !ids.is_empty() {
             seen.launched = true;
             let first = ids.remove(0);

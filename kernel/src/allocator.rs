@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::ids::{AgentId, FrameworkId};
 use crate::resources::{Resources, RoleResources, ANY_ROLE};
 
 type Ix = u32;
@@ -30,9 +31,9 @@ fn offerable(r: &Resources) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     /// The framework.
-    pub framework: String,
+    pub framework: FrameworkId,
     /// The agent.
-    pub agent: String,
+    pub agent: AgentId,
     /// What is offered, per role.
     pub resources: RoleResources,
 }
@@ -42,41 +43,41 @@ pub struct Allocation {
 pub enum AllocatorError {
     /// No such agent.
     #[error("unknown agent {0:?}")]
-    UnknownAgent(String),
+    UnknownAgent(AgentId),
     /// No such framework.
     #[error("unknown framework {0:?}")]
-    UnknownFramework(String),
+    UnknownFramework(FrameworkId),
     /// A framework of that id is already registered.
     #[error("framework {0:?} is already added")]
-    DuplicateFramework(String),
+    DuplicateFramework(FrameworkId),
     /// Recovered resources were not allocated to that framework on that agent.
     #[error("framework {framework:?} holds no such resources on agent {agent:?}")]
     NotAllocated {
         /// The framework.
-        framework: String,
+        framework: FrameworkId,
         /// The agent.
-        agent: String,
+        agent: AgentId,
     },
 }
 
 impl AllocatorError {
     fn not_allocated(framework: &str, agent: &str) -> Self {
         AllocatorError::NotAllocated {
-            framework: framework.to_string(),
-            agent: agent.to_string(),
+            framework: framework.into(),
+            agent: agent.into(),
         }
     }
 }
 
 struct Agent {
-    name: String,
+    name: AgentId,
     total: RoleResources,
     available: RoleResources,
     alive: bool,
 }
 
 struct Framework {
-    name: String,
+    name: FrameworkId,
     role: Ix,
     allocated: Resources,
     suppressed: bool,
@@ -98,9 +99,9 @@ struct Role {
 #[derive(Default)]
 pub struct Allocator {
     agents: Vec<Agent>,
-    agent_ix: BTreeMap<String, Ix>,
+    agent_ix: BTreeMap<AgentId, Ix>,
     frameworks: Vec<Framework>,
-    framework_ix: BTreeMap<String, Ix>,
+    framework_ix: BTreeMap<FrameworkId, Ix>,
     roles: Vec<Role>,
     role_ix: BTreeMap<String, Ix>,
     /// Roles having active frameworks, by (weighted share key, index).
@@ -116,7 +117,7 @@ pub struct Allocator {
     /// (framework, agent): after a master restart, agents re-register before their
     /// frameworks re-subscribe. They are not offered; they are charged to the framework
     /// when it registers, and freed when the task ends or the agent goes.
-    absent: BTreeMap<(String, Ix), RoleResources>,
+    absent: BTreeMap<(FrameworkId, Ix), RoleResources>,
     /// Slots of forgotten agents and removed frameworks, reused before the tables grow.
     free_agents: Vec<Ix>,
     free_frameworks: Vec<Ix>,
@@ -169,14 +170,14 @@ impl Allocator {
         self.agent_ix
             .get(name)
             .copied()
-            .ok_or_else(|| AllocatorError::UnknownAgent(name.to_string()))
+            .ok_or_else(|| AllocatorError::UnknownAgent(name.into()))
     }
 
     fn framework(&self, name: &str) -> Result<Ix, AllocatorError> {
         self.framework_ix
             .get(name)
             .copied()
-            .ok_or_else(|| AllocatorError::UnknownFramework(name.to_string()))
+            .ok_or_else(|| AllocatorError::UnknownFramework(name.into()))
     }
 
     /// Adds (or re-adds) an agent with `total` resources, of which `used` are already
@@ -185,7 +186,7 @@ impl Allocator {
         &mut self,
         name: &str,
         total: RoleResources,
-        used: &[(String, RoleResources)],
+        used: &[(FrameworkId, RoleResources)],
     ) {
         if let Some(&i) = self.agent_ix.get(name) {
             if self.agents[i as usize].alive {
@@ -196,7 +197,7 @@ impl Allocator {
             Some(&i) => i,
             None => {
                 let slot = Agent {
-                    name: name.to_string(),
+                    name: name.into(),
                     total: RoleResources::default(),
                     available: RoleResources::default(),
                     alive: false,
@@ -211,7 +212,7 @@ impl Allocator {
                         (self.agents.len() - 1) as Ix
                     }
                 };
-                self.agent_ix.insert(name.to_string(), i);
+                self.agent_ix.insert(name.into(), i);
                 i
             }
         };
@@ -264,7 +265,7 @@ impl Allocator {
         self.remove_agent(name);
         if let Some(i) = self.agent_ix.remove(name) {
             debug_assert!(!self.agents[i as usize].alive);
-            self.agents[i as usize].name.clear();
+            self.agents[i as usize].name = AgentId::default();
             self.free_agents.push(i);
         }
     }
@@ -284,7 +285,7 @@ impl Allocator {
     pub fn add_framework(&mut self, name: &str, role: &str) -> Result<(), AllocatorError> {
         if let Some(&f) = self.framework_ix.get(name) {
             if self.frameworks[f as usize].alive {
-                return Err(AllocatorError::DuplicateFramework(name.to_string()));
+                return Err(AllocatorError::DuplicateFramework(name.into()));
             }
         }
         let r = self.role(role);
@@ -292,7 +293,7 @@ impl Allocator {
             Some(&f) => f,
             None => {
                 let slot = Framework {
-                    name: name.to_string(),
+                    name: name.into(),
                     role: r,
                     allocated: Resources::default(),
                     suppressed: false,
@@ -309,7 +310,7 @@ impl Allocator {
                         (self.frameworks.len() - 1) as Ix
                     }
                 };
-                self.framework_ix.insert(name.to_string(), f);
+                self.framework_ix.insert(name.into(), f);
                 f
             }
         };
@@ -323,11 +324,11 @@ impl Allocator {
         // what those agents offer).
         let held: Vec<(Ix, RoleResources)> = self
             .absent
-            .range((name.to_string(), 0)..=(name.to_string(), Ix::MAX))
+            .range((FrameworkId::from(name), 0)..=(FrameworkId::from(name), Ix::MAX))
             .map(|((_, a), r)| (*a, r.clone()))
             .collect();
         for (a, r) in held {
-            self.absent.remove(&(name.to_string(), a));
+            self.absent.remove(&(FrameworkId::from(name), a));
             self.charge(f, a, &r);
         }
         Ok(())
@@ -342,7 +343,7 @@ impl Allocator {
         resources: &RoleResources,
     ) -> Result<(), AllocatorError> {
         let a = self.agent(agent)?;
-        let key = (framework.to_string(), a);
+        let key = (FrameworkId::from(framework), a);
         let not_held = || AllocatorError::not_allocated(framework, agent);
         let held = self.absent.get_mut(&key).ok_or_else(not_held)?;
         if !held.sub_assign_checked(resources) {
@@ -376,7 +377,7 @@ impl Allocator {
             .ok_or_else(not_free)?;
         self.agents[a as usize].available = rest;
         self.absent
-            .entry((framework.to_string(), a))
+            .entry((framework.into(), a))
             .or_default()
             .add(resources);
         Ok(())
@@ -410,7 +411,7 @@ impl Allocator {
         self.clear_filters(f);
         // Framework ids are not reused, so its slot is free for the next one.
         self.framework_ix.remove(name);
-        self.frameworks[f as usize].name.clear();
+        self.frameworks[f as usize].name = FrameworkId::default();
         self.free_frameworks.push(f);
     }
 
@@ -480,8 +481,8 @@ impl Allocator {
             .is_some_and(|held| held.contains(resources))
         {
             return Err(AllocatorError::NotAllocated {
-                framework: framework.to_string(),
-                agent: agent.to_string(),
+                framework: framework.into(),
+                agent: agent.into(),
             });
         }
         self.uncharge(f, a, resources);
@@ -718,7 +719,7 @@ impl Allocator {
     }
 
     /// Each framework's dominant share of the cluster, by framework name.
-    pub fn shares(&self) -> BTreeMap<String, f64> {
+    pub fn shares(&self) -> BTreeMap<FrameworkId, f64> {
         self.frameworks
             .iter()
             .filter(|f| f.alive)
@@ -801,7 +802,7 @@ mod tests {
 
     /// Frameworks that keep every offer (a saturated cluster), tasks of `task`
     /// size finishing in rounds.
-    fn run_saturated(weights: &[(&str, &str, f64)], rounds: usize) -> BTreeMap<String, f64> {
+    fn run_saturated(weights: &[(&str, &str, f64)], rounds: usize) -> BTreeMap<FrameworkId, f64> {
         let mut al = Allocator::new();
         for i in 0..60 {
             al.add_agent(&format!("a{i}"), agent(4.0, 8192), &[]);
@@ -968,7 +969,7 @@ mod tests {
         al.remove_agent("a1");
         assert_eq!(al.shares()["f1"], 0.0);
         assert!(al.allocate(Duration::ZERO).is_empty());
-        let used = vec![("f1".to_string(), agent(1.0, 1024))];
+        let used = vec![(FrameworkId::from("f1"), agent(1.0, 1024))];
         al.add_agent("a1", agent(4.0, 4096), &used);
         let again = al.allocate(Duration::ZERO);
         assert_eq!(again[0].resources.total(), Resources::new(3.0, 3072));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::ids::{AgentId, TaskId};
 use crate::protocol::{Offer, TaskSpec};
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources, ANY_ROLE};
@@ -44,12 +45,12 @@ pub const MAX_JOB_HISTORY_EVENTS: usize = 32;
 pub enum KillError {
     /// No job has this task id.
     #[error("no job {0:?}")]
-    NoSuchJob(String),
+    NoSuchJob(TaskId),
     /// It has already ended.
     #[error("task {task_id} has already ended ({})", state.mesos_name())]
     Ended {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// How it ended.
         state: TaskState,
     },
@@ -78,7 +79,7 @@ pub struct JobEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {
     /// Its task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Name.
     pub name: String,
     /// Command.
@@ -92,7 +93,7 @@ pub struct JobStatus {
     /// Why it is not placed yet.
     pub why_not_placed: Option<String>,
     /// Where it runs.
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     /// State changes, oldest first.
     pub history: Vec<JobEvent>,
 }
@@ -100,7 +101,7 @@ pub struct JobStatus {
 /// The jobs of one role, placed by that role's framework.
 #[derive(Default)]
 struct RoleQueue {
-    pending: VecDeque<String>,
+    pending: VecDeque<TaskId>,
     handle: Option<DriverHandle>,
     suppressed: bool,
 }
@@ -109,11 +110,11 @@ struct RoleQueue {
 struct Inner {
     next: u64,
     queues: BTreeMap<String, RoleQueue>,
-    jobs: BTreeMap<String, JobStatus>,
+    jobs: BTreeMap<TaskId, JobStatus>,
     /// Ended jobs, oldest first (at most `MAX_ENDED_JOBS`).
-    ended: VecDeque<String>,
+    ended: VecDeque<TaskId>,
     offers_seen: u64,
-    subscribers: Vec<mpsc::UnboundedSender<(String, TaskState)>>,
+    subscribers: Vec<mpsc::UnboundedSender<(TaskId, TaskState)>>,
 }
 
 /// The jobs framework's shared state: submit, list and kill jobs from anywhere.
@@ -148,7 +149,7 @@ impl JobStatus {
 impl Inner {
     /// A job ended: it is kept among the latest `MAX_ENDED_JOBS` ended ones.
     fn ended(&mut self, id: &str) {
-        self.ended.push_back(id.to_string());
+        self.ended.push_back(id.into());
         while self.ended.len() > MAX_ENDED_JOBS {
             let Some(old) = self.ended.pop_front() else {
                 break;
@@ -190,7 +191,7 @@ impl Jobs {
     }
 
     /// Queues a job; returns its task id, or why it is refused.
-    pub fn submit(&self, req: JobRequest) -> Result<String, String> {
+    pub fn submit(&self, req: JobRequest) -> Result<TaskId, String> {
         if req.argv.first().is_none_or(|a| a.trim().is_empty()) {
             return Err("empty command".into());
         }
@@ -208,7 +209,7 @@ impl Jobs {
             ));
         }
         g.next += 1;
-        let id = format!("job-{}-{}", unix_ms(), g.next);
+        let id = TaskId::new(format!("job-{}-{}", unix_ms(), g.next));
         let name = req.name.clone().unwrap_or_else(|| req.argv.join(" "));
         g.jobs.insert(
             id.clone(),
@@ -259,7 +260,7 @@ impl Jobs {
     pub fn kill(&self, task_id: &str) -> Result<(), KillError> {
         let mut g = self.lock();
         let Some(j) = g.jobs.get_mut(task_id) else {
-            return Err(KillError::NoSuchJob(task_id.to_string()));
+            return Err(KillError::NoSuchJob(task_id.into()));
         };
         let role = j.role.clone();
         match j.state {
@@ -280,7 +281,7 @@ impl Jobs {
             }
             Some(state) if state.is_terminal() => {
                 return Err(KillError::Ended {
-                    task_id: task_id.to_string(),
+                    task_id: task_id.into(),
                     state,
                 })
             }
@@ -296,7 +297,7 @@ impl Jobs {
 
     /// Every state change of every job from now on, as `(task_id, state)`, in the order
     /// the framework saw them.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<(String, TaskState)> {
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<(TaskId, TaskState)> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().subscribers.push(tx);
         rx
@@ -517,14 +518,14 @@ mod tests {
     #[test]
     fn the_oldest_ended_jobs_are_forgotten_beyond_the_limit() {
         let jobs = Jobs::default();
-        let ids: Vec<String> = (0..=MAX_ENDED_JOBS)
+        let ids: Vec<TaskId> = (0..=MAX_ENDED_JOBS)
             .map(|i| jobs.submit(job(i)).unwrap())
             .collect();
         let live = jobs.submit(job(usize::MAX)).unwrap();
         for id in &ids {
             jobs.kill(id).unwrap();
         }
-        let listed: std::collections::BTreeSet<String> =
+        let listed: std::collections::BTreeSet<TaskId> =
             jobs.list().into_iter().map(|j| j.task_id).collect();
         assert_eq!(
             listed.len(),

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod allocator;
 pub mod api;
 pub mod containerizer;
+pub mod ids;
 pub mod jobs;
 pub mod master;
 pub mod protocol;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use plexus_actors::RemoteMessage;
 
+pub use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
 use crate::status::StatusUpdate;
@@ -22,7 +23,7 @@ pub fn agent_name(agent_id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// Unique id (chosen by the framework).
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Human-readable name.
     pub name: String,
     /// Command and arguments.
@@ -35,7 +36,7 @@ pub struct TaskSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkInfo {
     /// Set when re-subscribing after a failover.
-    pub id: Option<String>,
+    pub id: Option<FrameworkId>,
     /// Name.
     pub name: String,
     /// Who runs it.
@@ -50,11 +51,11 @@ pub struct FrameworkInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     /// Offer id.
-    pub id: String,
+    pub id: OfferId,
     /// The framework it is for.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The agent.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The agent's node name.
     pub hostname: String,
     /// What is offered, per role.
@@ -65,13 +66,13 @@ pub struct Offer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskInfo {
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Name.
     pub name: String,
     /// Its framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// Its agent.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Current state.
     pub state: TaskState,
     /// Reason of the last update.
@@ -90,7 +91,7 @@ pub struct AgentTask {
     /// The task.
     pub spec: TaskSpec,
     /// Its framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// Resources it holds, per role.
     pub resources: RoleResources,
     /// Its state on the agent.
@@ -101,7 +102,7 @@ pub struct AgentTask {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRegistration {
     /// Stable agent id (kept across agent restarts).
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Node name (for people and logs).
     pub hostname: String,
     /// Its total resources, per role.
@@ -118,7 +119,7 @@ pub enum FrameworkCall {
     /// Accept offers, launching tasks on them; leftovers are declined with `refuse_secs`.
     Accept {
         /// Offers used (all of one agent).
-        offer_ids: Vec<String>,
+        offer_ids: Vec<OfferId>,
         /// Tasks to launch.
         tasks: Vec<TaskSpec>,
         /// Decline filter for what is left.
@@ -127,26 +128,26 @@ pub enum FrameworkCall {
     /// Decline offers.
     Decline {
         /// Offers declined.
-        offer_ids: Vec<String>,
+        offer_ids: Vec<OfferId>,
         /// Do not offer these agents again to this framework for this long.
         refuse_secs: f64,
     },
     /// Kill a task.
     Kill {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
     },
     /// Acknowledge a status update.
     Acknowledge {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// The update's uuid.
         uuid: u64,
     },
     /// Ask for the state of tasks (empty: all of the framework's: implicit reconciliation).
     Reconcile {
         /// Tasks to reconcile.
-        task_ids: Vec<String>,
+        task_ids: Vec<TaskId>,
     },
     /// Stop offers to the framework.
     Suppress,
@@ -170,12 +171,12 @@ pub enum MasterMsg {
         /// Cluster-wide name of its driver actor.
         scheduler: String,
         /// Answers the framework id, or why it is refused.
-        reply: RpcReplyPort<Result<String, String>>,
+        reply: RpcReplyPort<Result<FrameworkId, String>>,
     },
     /// A framework's request.
     Framework {
         /// The framework.
-        framework_id: String,
+        framework_id: FrameworkId,
         /// What it asks.
         call: FrameworkCall,
     },
@@ -191,13 +192,13 @@ pub enum MasterMsg {
 #[derive(Debug, RemoteMessage)]
 pub enum SchedulerMsg {
     /// The master accepted the subscription (sent before any offer).
-    Subscribed(String),
+    Subscribed(FrameworkId),
     /// Try to subscribe again after losing the master (internal).
     Resubscribe,
     /// New offers.
     Offers(Vec<Offer>),
     /// An offer is no longer valid.
-    Rescind(String),
+    Rescind(OfferId),
     /// A task's status changed.
     Update(StatusUpdate),
     /// The master refused something.
@@ -215,7 +216,7 @@ pub enum AgentMsg {
     /// Launch a task.
     Run {
         /// Its framework.
-        framework_id: String,
+        framework_id: FrameworkId,
         /// The task.
         spec: TaskSpec,
         /// Resources it holds, per role.
@@ -224,19 +225,19 @@ pub enum AgentMsg {
     /// Kill a task.
     Kill {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
     },
     /// The framework acknowledged an update.
     Ack {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// The update's uuid.
         uuid: u64,
     },
     /// Read a task's sandbox file from `offset`.
     ReadFile {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// `stdout` or `stderr`.
         file: String,
         /// Byte offset.
@@ -259,14 +260,14 @@ pub enum AgentMsg {
     /// A launch finished (internal).
     Launched {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// Its container, or why it could not start.
         result: Result<crate::containerizer::ContainerInfo, crate::containerizer::ContainerError>,
     },
     /// A task's process ended (internal).
     Exited {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// How its process ended (classified by the agent, which knows whether it was
         /// killing the task).
         exit: crate::containerizer::ExitInfo,
@@ -277,9 +278,9 @@ pub enum AgentMsg {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
     /// The agent.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// Its tasks and their states, by task id.
-    pub tasks: Vec<(String, TaskState)>,
+    pub tasks: Vec<(TaskId, TaskState)>,
     /// Status updates not yet acknowledged, oldest first per task.
     pub pending_updates: Vec<crate::status::StatusUpdate>,
     /// Registered with a master.
@@ -338,7 +339,7 @@ impl InboxStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentState {
     /// Id.
-    pub id: String,
+    pub id: AgentId,
     /// Node name.
     pub hostname: String,
     /// Connected or not.
@@ -407,7 +408,7 @@ impl std::fmt::Display for FrameworkStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkState {
     /// Id.
-    pub id: String,
+    pub id: FrameworkId,
     /// Name.
     pub name: String,
     /// Role.

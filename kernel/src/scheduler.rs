@@ -36,7 +36,7 @@ pub trait Scheduler: Send + 'static {
 #[derive(Clone)]
 pub struct DriverHandle {
     master: ActorRef<MasterMsg>,
-    framework_id: String,
+    framework_id: FrameworkId,
 }
 
 impl DriverHandle {
@@ -58,7 +58,7 @@ impl DriverHandle {
     }
 
     /// Launches `tasks` on the offers (of one agent); the rest is declined for `refuse`.
-    pub fn launch(&self, offer_ids: Vec<String>, tasks: Vec<TaskSpec>, refuse: Duration) {
+    pub fn launch(&self, offer_ids: Vec<OfferId>, tasks: Vec<TaskSpec>, refuse: Duration) {
         self.call(FrameworkCall::Accept {
             offer_ids,
             tasks,
@@ -67,7 +67,7 @@ impl DriverHandle {
     }
 
     /// Declines offers; their agents are not offered again for `refuse`.
-    pub fn decline(&self, offer_ids: Vec<String>, refuse: Duration) {
+    pub fn decline(&self, offer_ids: Vec<OfferId>, refuse: Duration) {
         self.call(FrameworkCall::Decline {
             offer_ids,
             refuse_secs: refuse.as_secs_f64(),
@@ -77,7 +77,7 @@ impl DriverHandle {
     /// Kills a task.
     pub fn kill(&self, task_id: &str) {
         self.call(FrameworkCall::Kill {
-            task_id: task_id.to_string(),
+            task_id: task_id.into(),
         });
     }
 
@@ -90,7 +90,7 @@ impl DriverHandle {
     }
 
     /// Asks for the state of `task_ids` (empty: every task of the framework).
-    pub fn reconcile(&self, task_ids: Vec<String>) {
+    pub fn reconcile(&self, task_ids: Vec<TaskId>) {
         self.call(FrameworkCall::Reconcile { task_ids });
     }
 
@@ -138,7 +138,7 @@ pub struct DriverState {
     awaiting: Vec<RpcReplyPort<()>>,
 }
 
-async fn subscribe(node: &Node, info: &FrameworkInfo, name: &str) -> Result<String, String> {
+async fn subscribe(node: &Node, info: &FrameworkInfo, name: &str) -> Result<FrameworkId, String> {
     let master = node
         .whereis::<MasterMsg>(MASTER_NAME)
         .await
@@ -164,7 +164,7 @@ impl SchedulerDriver {
         info: FrameworkInfo,
         scheduler: Box<dyn Scheduler>,
         timeout: Duration,
-    ) -> Result<(ActorRef<SchedulerMsg>, String), String> {
+    ) -> Result<(ActorRef<SchedulerMsg>, FrameworkId), String> {
         Self::start_with(node, info, scheduler, true, timeout).await
     }
 
@@ -176,7 +176,7 @@ impl SchedulerDriver {
         scheduler: Box<dyn Scheduler>,
         implicit_acks: bool,
         timeout: Duration,
-    ) -> Result<(ActorRef<SchedulerMsg>, String), String> {
+    ) -> Result<(ActorRef<SchedulerMsg>, FrameworkId), String> {
         let name = format!(
             "plexus.scheduler:{}:{}:{}",
             node.name(),

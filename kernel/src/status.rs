@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::reason::Reason;
 use crate::task::TaskState;
 
@@ -25,11 +26,11 @@ pub struct StatusUpdate {
     /// Unique id; the acknowledgement names it.
     pub uuid: u64,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The task's framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The agent the task runs on.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The new state.
     pub state: TaskState,
     /// Why (Mesos-like reason, e.g. `REASON_CONTAINER_LIMITATION_MEMORY`).
@@ -66,7 +67,7 @@ pub enum Ack {
 /// All status-update streams of an agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusUpdateManager {
-    streams: BTreeMap<String, Stream>,
+    streams: BTreeMap<TaskId, Stream>,
 }
 
 impl StatusUpdateManager {

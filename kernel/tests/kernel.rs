@@ -225,7 +225,7 @@ async fn wait_jobs(jobs: &Jobs, f: impl Fn(&[plexus_kernel::jobs::JobStatus]) ->
 async fn jobs_run_to_completion_across_agents_and_resources_return() {
     let c = Cluster::start(3).await;
     let jobs = start_jobs(&c).await;
-    let ids: Vec<String> = (0..60)
+    let ids: Vec<TaskId> = (0..60)
         .map(|i| {
             jobs.submit(JobRequest {
                 name: None,
@@ -269,7 +269,7 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
 }
 
 /// Submits a job of half a cpu and waits until it runs; returns its task id.
-async fn submit_running(jobs: &Jobs, argv: &[&str]) -> String {
+async fn submit_running(jobs: &Jobs, argv: &[&str]) -> TaskId {
     let task = jobs
         .submit(JobRequest {
             name: None,
@@ -303,7 +303,7 @@ impl Scheduler for Scripted {
             let tasks = std::mem::take(&mut self.launches);
             driver.launch(vec![o.id], tasks, Duration::from_secs(1));
         }
-        let rest: Vec<String> = offers.map(|o| o.id).collect();
+        let rest: Vec<OfferId> = offers.map(|o| o.id).collect();
         if !rest.is_empty() {
             driver.decline(rest, Duration::from_secs(1));
         }
@@ -547,7 +547,7 @@ impl Scheduler for OneAtATime {
             driver.launch(
                 vec![o.id],
                 vec![TaskSpec {
-                    task_id: id.clone(),
+                    task_id: id.clone().into(),
                     name: id,
                     argv,
                     resources: Resources::new(1.0, 512),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plexus_kernel::protocol::{Offer, TaskSpec};
+use plexus_kernel::protocol::{FrameworkId, Offer, OfferId, TaskId, TaskSpec};
 use plexus_kernel::resources::Resources;
 use plexus_kernel::scheduler::{DriverHandle, Scheduler};
 use plexus_kernel::status::StatusUpdate;
@@ -19,15 +19,15 @@ use crate::trace::Recorder;
 #[derive(Default)]
 pub struct FrameworkLog {
     /// Its framework id, once subscribed.
-    pub framework_id: Option<String>,
+    pub framework_id: Option<FrameworkId>,
     /// Every task it launched, with the simulated time (ms) of the launch.
-    pub launched: BTreeMap<String, u64>,
+    pub launched: BTreeMap<TaskId, u64>,
     /// The last state it heard of each task.
-    pub last: BTreeMap<String, TaskState>,
+    pub last: BTreeMap<TaskId, TaskState>,
     /// Highest agent update uuid seen per task, and whether that update was terminal.
-    seen: BTreeMap<String, (u64, bool)>,
+    seen: BTreeMap<TaskId, (u64, bool)>,
     /// Tasks not known to be terminal.
-    pub live: BTreeSet<String>,
+    pub live: BTreeSet<TaskId>,
     /// Simulated time (ms) of the last offer received.
     pub last_offer_ms: Option<u64>,
     /// The driver, once subscribed.
@@ -69,11 +69,11 @@ impl SimScheduler {
 impl Scheduler for SimScheduler {
     fn registered(&mut self, driver: &DriverHandle, framework_id: &str) {
         let mut g = self.log.lock().expect("log lock");
-        g.framework_id = Some(framework_id.to_string());
+        g.framework_id = Some(framework_id.into());
         g.handle = Some(driver.clone());
         g.suppressed = false;
         // After a (re-)subscription, learn the state of everything not known to be over.
-        let live: Vec<String> = g.live.iter().cloned().collect();
+        let live: Vec<TaskId> = g.live.iter().cloned().collect();
         if !live.is_empty() {
             driver.reconcile(live);
         }
@@ -83,7 +83,7 @@ impl Scheduler for SimScheduler {
         let mut g = self.log.lock().expect("log lock");
         g.last_offer_ms = Some(self.rec.now_ms());
         if g.frozen {
-            let ids: Vec<String> = offers.into_iter().map(|o| o.id).collect();
+            let ids: Vec<OfferId> = offers.into_iter().map(|o| o.id).collect();
             driver.decline(ids, Duration::from_secs(1));
             return;
         }
@@ -100,10 +100,10 @@ impl Scheduler for SimScheduler {
                 };
                 left = rest;
                 self.next += 1;
-                let id = format!("{}-t{}", self.name, self.next);
+                let name = format!("{}-t{}", self.name, self.next);
                 tasks.push(TaskSpec {
-                    task_id: id.clone(),
-                    name: id,
+                    task_id: TaskId::from(&name),
+                    name,
                     argv: vec!["simulated".into()],
                     resources: want,
                 });

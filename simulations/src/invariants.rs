@@ -124,7 +124,7 @@ pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
             let m = tasks.get(task.as_str()).copied();
             let on_agent = m.and_then(|m| {
                 views
-                    .get(&m.agent_id)
+                    .get(m.agent_id.as_str())
                     .and_then(|v| v.tasks.iter().find(|(id, _)| id == task).map(|x| x.1))
             });
             let procs = w.machines.running(task);

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::containerizer::{
     classify, exit_code, ContainerError, ContainerInfo, ExitInfo, LaunchSpec,
 };
+use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::master::Now;
 use crate::protocol::{AgentRegistration, AgentTask, AgentView, InboxStats, TaskSpec};
 use crate::reason::Reason;
@@ -31,7 +32,7 @@ pub struct TaskRecord {
     /// The task as launched.
     pub spec: TaskSpec,
     /// Its framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// What it holds, per role.
     pub resources: RoleResources,
     /// Its state (changed only through the task state machine).
@@ -46,11 +47,11 @@ pub struct TaskRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The agent's id.
-    pub agent_id: String,
+    pub agent_id: AgentId,
     /// The last status-update uuid used.
     pub next_uuid: u64,
     /// Tasks not yet ended, or ended with updates not yet acknowledged.
-    pub tasks: BTreeMap<String, TaskRecord>,
+    pub tasks: BTreeMap<TaskId, TaskRecord>,
     /// The status-update streams.
     pub updates: StatusUpdateManager,
 }
@@ -61,21 +62,21 @@ pub enum Effect {
     /// Start the task's actor, which launches `spec`.
     Launch {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// What to launch.
         spec: LaunchSpec,
     },
     /// Start the task's actor, which re-adopts its running process.
     Adopt {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// Its process.
         container: ContainerInfo,
     },
     /// Tell the task's actor to kill its process (SIGTERM, then SIGKILL after the grace).
     Signal {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
     },
     /// Kill, wait for and free a process whose actor is gone.
     Reap {
@@ -114,13 +115,13 @@ impl AgentCore {
             unsaved: 0,
         };
         if let Some(id) = id {
-            core.ck.agent_id = id.to_string();
+            core.ck.agent_id = id.into();
         }
         if core.ck.agent_id.is_empty() {
-            core.ck.agent_id = node_name.to_string();
+            core.ck.agent_id = node_name.into();
         }
         let mut out = Vec::new();
-        let live: Vec<(String, Option<ContainerInfo>)> = core
+        let live: Vec<(TaskId, Option<ContainerInfo>)> = core
             .ck
             .tasks
             .iter()
@@ -228,7 +229,7 @@ impl AgentCore {
     /// A framework asked to launch `spec`; a task already known is not launched again.
     pub fn run(
         &mut self,
-        framework_id: String,
+        framework_id: FrameworkId,
         spec: TaskSpec,
         resources: RoleResources,
     ) -> Vec<Effect> {
@@ -237,7 +238,7 @@ impl AgentCore {
         }
         let task_id = spec.task_id.clone();
         let launch = LaunchSpec {
-            task_id: task_id.clone(),
+            task_id: task_id.to_string(),
             argv: spec.argv.clone(),
             resources: spec.resources.clone(),
         };
@@ -323,7 +324,7 @@ impl AgentCore {
             self.update(task_id, TaskState::Killed, None, msg, None, now);
         }
         vec![Effect::Signal {
-            task_id: task_id.to_string(),
+            task_id: task_id.into(),
         }]
     }
 
@@ -426,7 +427,7 @@ impl AgentCore {
         self.ck.next_uuid += 1;
         self.ck.updates.push(StatusUpdate {
             uuid: self.ck.next_uuid,
-            task_id: task_id.to_string(),
+            task_id: task_id.into(),
             framework_id: t.framework_id.clone(),
             agent_id: self.ck.agent_id.clone(),
             state,

@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 use plexus_actors::{InboxGauge, Node};
 
 use crate::containerizer::{ContainerInfo, Containerizer, LaunchSpec};
+use crate::ids::TaskId;
 use crate::master::Now;
 use crate::protocol::*;
 use crate::resources::{PortSet, Resources, RoleResources};
@@ -190,9 +191,9 @@ pub struct AgentState {
     /// Checkpoint writes that failed in a row.
     write_failures: u32,
     /// The actor of each task whose process it launches or watches.
-    task_actors: BTreeMap<String, ActorRef<TaskMsg>>,
+    task_actors: BTreeMap<TaskId, ActorRef<TaskMsg>>,
     /// The task of each task actor.
-    task_of: BTreeMap<ActorId, String>,
+    task_of: BTreeMap<ActorId, TaskId>,
     /// The agent's bounded inbox.
     inbox: InboxGauge,
 }
@@ -381,7 +382,7 @@ impl Agent {
             None,
             TaskActor::new(self.containerizer.clone(), self.cfg.fault.clone()),
             TaskArgs {
-                task_id: task_id.to_string(),
+                task_id: task_id.into(),
                 launch,
                 container,
                 agent: me.clone(),
@@ -389,8 +390,8 @@ impl Agent {
             me.get_cell(),
         )
         .await?;
-        st.task_of.insert(actor.get_id(), task_id.to_string());
-        st.task_actors.insert(task_id.to_string(), actor);
+        st.task_of.insert(actor.get_id(), task_id.into());
+        st.task_actors.insert(task_id.into(), actor);
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::containerizer::{ContainerInfo, Containerizer, ExitInfo, LaunchSpec};
+use crate::ids::TaskId;
 use crate::protocol::AgentMsg;
 use crate::supervision::FaultSwitch;
 
@@ -38,7 +39,7 @@ impl ractor::Message for TaskMsg {}
 /// What a task actor starts from.
 pub struct TaskArgs {
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Launch this; `None` to re-adopt `container`.
     pub launch: Option<LaunchSpec>,
     /// The task's container, when re-adopting.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::core::*;
 use crate::containerizer::shim::ExitRecord;
 use crate::containerizer::{ContainerError, ContainerInfo, ExitInfo};
+use crate::ids::TaskId;
 use crate::master::Now;
 use crate::protocol::TaskSpec;
 use crate::reason::Reason;
@@ -182,7 +183,7 @@ fn exits_are_classified_and_an_ended_task_never_changes() {
         let view = core.view();
         assert_eq!(
             view.tasks,
-            vec![(id.to_string(), want)],
+            vec![(TaskId::from(id), want)],
             "{id} changed after it ended"
         );
         assert_eq!(view.pending_updates, u, "no update after the end");
@@ -274,7 +275,7 @@ fn a_restarted_agent_adopts_running_tasks_fails_half_launched_ones_and_keeps_its
     );
     again.on_registered();
     let u = sent(&mut again, at(1));
-    let mut got: Vec<(String, TaskState)> =
+    let mut got: Vec<(TaskId, TaskState)> =
         u.iter().map(|u| (u.task_id.clone(), u.state)).collect();
     got.sort();
     assert_eq!(

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use plexus_actors::Node;
 
+use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::jobs::{JobEvent, JobRequest, Jobs, KillError};
 use crate::protocol::{agent_name, AgentMsg, AgentStatus, ClusterState, MasterMsg, MASTER_NAME};
 use crate::reason::Reason;
@@ -46,13 +47,13 @@ pub struct ApiContext {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Name.
     pub name: String,
     /// State (`TASK_RUNNING`, …), or `PENDING` while not placed.
     pub state: String,
     /// Its agent.
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     /// Reason of the last update.
     pub reason: Option<Reason>,
     /// Message of the last update.
@@ -60,7 +61,7 @@ pub struct TaskView {
     /// Why it is not placed yet.
     pub why_not_placed: Option<String>,
     /// Its framework.
-    pub framework_id: Option<String>,
+    pub framework_id: Option<FrameworkId>,
     /// Command.
     pub argv: Vec<String>,
     /// What it asked for.
@@ -244,7 +245,7 @@ async fn state(ctx: &ApiContext) -> Result<ClusterState, ApiError> {
 
 /// Tasks known to the master and pending jobs, merged, by task id.
 pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
-    let mut out: std::collections::BTreeMap<String, TaskView> = s
+    let mut out: std::collections::BTreeMap<TaskId, TaskView> = s
         .tasks
         .iter()
         .map(|t| {
@@ -391,7 +392,7 @@ async fn logs(
     let bytes = call_t!(
         a,
         |reply| AgentMsg::ReadFile {
-            task_id: id.to_string(),
+            task_id: id.into_inner().into(),
             file,
             offset,
             reply

@@ -51,19 +51,19 @@ impl Master {
 }
 
 enum Watched {
-    Agent(String),
-    Framework(String),
+    Agent(AgentId),
+    Framework(FrameworkId),
 }
 
 /// The master actor's state: the core, and the actors its ids stand for.
 pub struct MasterState {
     core: MasterCore,
     start: Instant,
-    agents: BTreeMap<String, ActorRef<AgentMsg>>,
+    agents: BTreeMap<AgentId, ActorRef<AgentMsg>>,
     /// Each connected framework's session.
-    sessions: BTreeMap<String, ActorRef<SessionMsg>>,
+    sessions: BTreeMap<FrameworkId, ActorRef<SessionMsg>>,
     /// Each connected framework's scheduler (told directly when its session fails).
-    schedulers: BTreeMap<String, ActorRef<SchedulerMsg>>,
+    schedulers: BTreeMap<FrameworkId, ActorRef<SchedulerMsg>>,
     watched: BTreeMap<ActorId, Watched>,
     /// The master's bounded inbox.
     inbox: InboxGauge,
@@ -170,7 +170,7 @@ impl Master {
         st: &mut MasterState,
         info: FrameworkInfo,
         scheduler: String,
-    ) -> Result<String, String> {
+    ) -> Result<FrameworkId, String> {
         let sched = match self.node.whereis::<SchedulerMsg>(&scheduler).await {
             Ok(Some(s)) => s,
             other => return Err(format!("cannot reach scheduler {scheduler:?}: {other:?}")),

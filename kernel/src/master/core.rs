@@ -23,6 +23,7 @@ use super::config::MasterConfig;
 use super::offers::OfferBook;
 use super::tasks::{TaskRecord, TaskTable, TransitionError};
 use crate::allocator::{Allocator, AllocatorError};
+use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::protocol::{
     AgentRegistration, AgentState, AgentStatus, AgentTask, ClusterState, FrameworkCall,
     FrameworkInfo, FrameworkState, FrameworkStatus, InboxStats, Offer, TaskSpec,
@@ -58,19 +59,19 @@ pub enum Event {
     /// The current connection to an agent was lost.
     AgentLost {
         /// The agent.
-        agent_id: String,
+        agent_id: AgentId,
     },
     /// A status update from an agent.
     Update(StatusUpdate),
     /// The current connection to a framework's scheduler was lost.
     FrameworkDisconnected {
         /// The framework.
-        framework_id: String,
+        framework_id: FrameworkId,
     },
     /// A framework's request.
     Framework {
         /// The framework.
-        framework_id: String,
+        framework_id: FrameworkId,
         /// What it asks.
         call: FrameworkCall,
     },
@@ -84,11 +85,11 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToScheduler {
     /// Subscribed under this id.
-    Subscribed(String),
+    Subscribed(FrameworkId),
     /// New offers.
     Offers(Vec<Offer>),
     /// An offer is withdrawn.
-    Rescind(String),
+    Rescind(OfferId),
     /// A task's status changed.
     Update(StatusUpdate),
     /// A request was refused.
@@ -103,7 +104,7 @@ pub enum ToAgent {
     /// Launch a task.
     Run {
         /// The task's framework.
-        framework_id: String,
+        framework_id: FrameworkId,
         /// The task.
         spec: TaskSpec,
         /// What it was given.
@@ -112,12 +113,12 @@ pub enum ToAgent {
     /// Kill a task.
     Kill {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
     },
     /// A status update was acknowledged.
     Ack {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// The update.
         uuid: u64,
     },
@@ -129,14 +130,14 @@ pub enum Effect {
     /// Send to a connected framework's scheduler.
     Scheduler {
         /// The framework.
-        framework_id: String,
+        framework_id: FrameworkId,
         /// The message.
         msg: ToScheduler,
     },
     /// Send to an active agent.
     Agent {
         /// The agent.
-        agent_id: String,
+        agent_id: AgentId,
         /// The message.
         msg: ToAgent,
     },
@@ -155,7 +156,7 @@ pub enum SubscribeError {
     NoRole,
     /// It re-subscribes with an id this master does not know.
     #[error("unknown framework id {0:?} (its failover timeout may have passed)")]
-    UnknownFramework(String),
+    UnknownFramework(FrameworkId),
     /// The allocator refused it.
     #[error(transparent)]
     Allocator(#[from] AllocatorError),
@@ -189,8 +190,8 @@ struct FrameworkEntry {
 /// The master's state and rules; see the [module docs](self).
 pub struct MasterCore {
     cfg: MasterConfig,
-    agents: BTreeMap<String, AgentEntry>,
-    frameworks: BTreeMap<String, FrameworkEntry>,
+    agents: BTreeMap<AgentId, AgentEntry>,
+    frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
     offers: OfferBook,
     tasks: TaskTable,
     allocator: Allocator,
@@ -202,8 +203,8 @@ pub struct MasterCore {
     last_alloc_us: u64,
     out: VecDeque<Effect>,
     /// Frameworks removed (torn down, or past their failover timeout), oldest first.
-    removed: VecDeque<String>,
-    removed_set: std::collections::BTreeSet<String>,
+    removed: VecDeque<FrameworkId>,
+    removed_set: std::collections::BTreeSet<FrameworkId>,
 }
 
 impl MasterCore {
@@ -313,7 +314,7 @@ impl MasterCore {
     }
 
     /// A framework subscribes (or re-subscribes with its id); returns its id.
-    pub fn subscribe(&mut self, info: FrameworkInfo) -> Result<String, SubscribeError> {
+    pub fn subscribe(&mut self, info: FrameworkInfo) -> Result<FrameworkId, SubscribeError> {
         if info.name.trim().is_empty() {
             return Err(SubscribeError::NoName);
         }
@@ -347,7 +348,7 @@ impl MasterCore {
                 id.clone()
             }
             None => {
-                let id = self.mint("fw");
+                let id = FrameworkId::new(self.mint("fw"));
                 self.allocator.add_framework(&id, &info.role)?;
                 info!(framework = %id, name = %info.name, role = %info.role, "framework subscribed");
                 self.frameworks.insert(
@@ -446,7 +447,7 @@ impl MasterCore {
     fn tell_scheduler(&mut self, framework_id: &str, msg: ToScheduler) {
         if self.framework_connected(framework_id) == Some(true) {
             self.out.push_back(Effect::Scheduler {
-                framework_id: framework_id.to_string(),
+                framework_id: framework_id.into(),
                 msg,
             });
         }
@@ -455,7 +456,7 @@ impl MasterCore {
     fn tell_agent(&mut self, agent_id: &str, msg: ToAgent) {
         if self.agent_status(agent_id) == Some(AgentLink::Active) {
             self.out.push_back(Effect::Agent {
-                agent_id: agent_id.to_string(),
+                agent_id: agent_id.into(),
                 msg,
             });
         }
@@ -532,7 +533,7 @@ impl MasterCore {
         let t = self.tasks.get(task_id).expect("just moved");
         let u = StatusUpdate {
             uuid: 0,
-            task_id: task_id.to_string(),
+            task_id: task_id.into(),
             framework_id: t.framework_id.clone(),
             agent_id: t.agent_id.clone(),
             state,
@@ -558,8 +559,8 @@ impl MasterCore {
         let u = StatusUpdate {
             uuid: 0,
             task_id: spec.task_id.clone(),
-            framework_id: fw.to_string(),
-            agent_id: agent.to_string(),
+            framework_id: fw.into(),
+            agent_id: agent.into(),
             state: TaskState::Error,
             reason,
             message,
@@ -600,7 +601,7 @@ impl MasterCore {
             // void (the allocator starts its books afresh below).
             self.rescind_agent_offers(now, &agent_id);
         }
-        let reported: BTreeMap<String, AgentTask> = tasks
+        let reported: BTreeMap<TaskId, AgentTask> = tasks
             .into_iter()
             .map(|t| (t.spec.task_id.clone(), t))
             .collect();
@@ -632,7 +633,7 @@ impl MasterCore {
         &mut self,
         now: Now,
         agent_id: &str,
-        reported: &BTreeMap<String, AgentTask>,
+        reported: &BTreeMap<TaskId, AgentTask>,
     ) {
         for id in self.tasks.live_of_agent(agent_id) {
             match reported.get(&id) {
@@ -665,8 +666,8 @@ impl MasterCore {
     fn adopt_reported(
         &mut self,
         agent_id: &str,
-        reported: BTreeMap<String, AgentTask>,
-    ) -> (Vec<(String, RoleResources)>, Vec<String>) {
+        reported: BTreeMap<TaskId, AgentTask>,
+    ) -> (Vec<(FrameworkId, RoleResources)>, Vec<TaskId>) {
         let mut used = Vec::new();
         let mut stale = Vec::new();
         for (id, t) in reported {
@@ -790,8 +791,8 @@ impl MasterCore {
 
     /// Checks which of the named offers a framework may use together: all must be its
     /// own and of one agent. Returns that agent, and the first problem found.
-    fn check_offers(&self, fw: &str, offer_ids: &[String]) -> (Option<String>, Option<String>) {
-        let mut agent: Option<String> = None;
+    fn check_offers(&self, fw: &str, offer_ids: &[OfferId]) -> (Option<AgentId>, Option<String>) {
+        let mut agent: Option<AgentId> = None;
         let mut bad = None;
         for id in offer_ids {
             match self.offers.get(id) {
@@ -835,7 +836,7 @@ impl MasterCore {
         &mut self,
         now: Now,
         fw: &str,
-        offer_ids: &[String],
+        offer_ids: &[OfferId],
         tasks: Vec<TaskSpec>,
         refuse_secs: f64,
     ) {
@@ -883,7 +884,7 @@ impl MasterCore {
             self.tell_agent(
                 &agent_id,
                 ToAgent::Run {
-                    framework_id: fw.to_string(),
+                    framework_id: fw.into(),
                     spec,
                     resources: take,
                 },
@@ -896,7 +897,7 @@ impl MasterCore {
         self.schedule_allocation();
     }
 
-    fn decline(&mut self, now: Now, fw: &str, offer_ids: &[String], refuse_secs: f64) {
+    fn decline(&mut self, now: Now, fw: &str, offer_ids: &[OfferId], refuse_secs: f64) {
         let refuse = Duration::from_secs_f64(refuse_secs.clamp(0.0, MAX_REFUSE_SECS));
         for id in offer_ids {
             if self.offers.get(id).is_some_and(|o| o.framework_id == fw) {
@@ -907,7 +908,7 @@ impl MasterCore {
         self.schedule_allocation();
     }
 
-    fn kill(&mut self, fw: &str, task_id: String) {
+    fn kill(&mut self, fw: &str, task_id: TaskId) {
         match self.tasks.get(&task_id) {
             Some(t) if t.framework_id == fw && !t.is_terminal() => {
                 let agent = t.agent_id.clone();
@@ -918,7 +919,7 @@ impl MasterCore {
         }
     }
 
-    fn acknowledge(&mut self, fw: &str, task_id: String, uuid: u64) {
+    fn acknowledge(&mut self, fw: &str, task_id: TaskId, uuid: u64) {
         if uuid == 0 {
             return;
         }
@@ -928,8 +929,8 @@ impl MasterCore {
         }
     }
 
-    fn reconcile(&mut self, now: Now, fw: &str, task_ids: Vec<String>) {
-        let ids: Vec<String> = if task_ids.is_empty() {
+    fn reconcile(&mut self, now: Now, fw: &str, task_ids: Vec<TaskId>) {
+        let ids: Vec<TaskId> = if task_ids.is_empty() {
             self.tasks
                 .values()
                 .filter(|t| t.framework_id == fw)
@@ -942,8 +943,8 @@ impl MasterCore {
             let u = match self.tasks.get(&id).filter(|t| t.framework_id == fw) {
                 Some(t) => StatusUpdate {
                     uuid: 0,
-                    task_id: id.clone(),
-                    framework_id: fw.to_string(),
+                    task_id: id,
+                    framework_id: fw.into(),
                     agent_id: t.agent_id.clone(),
                     state: t.state(),
                     reason: Some(Reason::Reconciliation),
@@ -953,9 +954,9 @@ impl MasterCore {
                 },
                 None => StatusUpdate {
                     uuid: 0,
-                    task_id: id.clone(),
-                    framework_id: fw.to_string(),
-                    agent_id: String::new(),
+                    task_id: id,
+                    framework_id: fw.into(),
+                    agent_id: Default::default(),
                     state: TaskState::Unknown,
                     reason: Some(Reason::Reconciliation),
                     message: "the master does not know this task".into(),
@@ -971,7 +972,7 @@ impl MasterCore {
         if !self.frameworks.contains_key(fw) {
             return;
         }
-        let live: Vec<(String, String, RoleResources)> = self
+        let live: Vec<(TaskId, AgentId, RoleResources)> = self
             .tasks
             .values()
             .filter(|t| t.framework_id == fw && !t.is_terminal())
@@ -992,8 +993,8 @@ impl MasterCore {
             self.tell_agent(&agent, ToAgent::Kill { task_id });
         }
         self.frameworks.remove(fw);
-        self.removed.push_back(fw.to_string());
-        self.removed_set.insert(fw.to_string());
+        self.removed.push_back(fw.into());
+        self.removed_set.insert(fw.into());
         while self.removed.len() > MAX_REMOVED_FRAMEWORKS {
             if let Some(old) = self.removed.pop_front() {
                 self.removed_set.remove(&old);
@@ -1005,7 +1006,7 @@ impl MasterCore {
     fn allocate(&mut self, now: Now) {
         self.alloc_pending = false;
         let allocations = self.allocator.allocate(now.elapsed);
-        let mut by_fw: BTreeMap<String, Vec<Offer>> = BTreeMap::new();
+        let mut by_fw: BTreeMap<FrameworkId, Vec<Offer>> = BTreeMap::new();
         for a in allocations {
             let id = self.mint("offer");
             let hostname = self
@@ -1014,7 +1015,7 @@ impl MasterCore {
                 .map(|x| x.hostname.clone())
                 .unwrap_or_default();
             let o = Offer {
-                id,
+                id: id.into(),
                 framework_id: a.framework.clone(),
                 agent_id: a.agent,
                 hostname,
@@ -1031,7 +1032,7 @@ impl MasterCore {
     fn tick(&mut self, now: Now) {
         self.tasks.evict_completed(self.cfg.max_completed_tasks);
         let timeout = self.cfg.agent_removal_timeout;
-        let gone: Vec<String> = self
+        let gone: Vec<AgentId> = self
             .agents
             .iter()
             .filter(|(_, a)| {
@@ -1053,7 +1054,7 @@ impl MasterCore {
             self.agents.remove(&id);
             self.allocator.forget_agent(&id);
         }
-        let expired: Vec<String> = self
+        let expired: Vec<FrameworkId> = self
             .frameworks
             .iter()
             .filter(|(_, f)| {

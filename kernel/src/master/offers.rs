@@ -2,15 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::ids::{AgentId, FrameworkId, OfferId};
 use crate::protocol::Offer;
 
 /// Outstanding offers by id, indexed by agent and by framework, so that rescinding the
 /// offers of one agent or framework touches only theirs.
 #[derive(Default)]
 pub(crate) struct OfferBook {
-    by_id: BTreeMap<String, Offer>,
-    by_agent: BTreeMap<String, BTreeSet<String>>,
-    by_framework: BTreeMap<String, BTreeSet<String>>,
+    by_id: BTreeMap<OfferId, Offer>,
+    by_agent: BTreeMap<AgentId, BTreeSet<OfferId>>,
+    by_framework: BTreeMap<FrameworkId, BTreeSet<OfferId>>,
 }
 
 impl OfferBook {
@@ -29,17 +30,8 @@ impl OfferBook {
     }
 
     pub(crate) fn unlink(&mut self, o: &Offer) {
-        for (index, key) in [
-            (&mut self.by_agent, &o.agent_id),
-            (&mut self.by_framework, &o.framework_id),
-        ] {
-            if let Some(ids) = index.get_mut(key) {
-                ids.remove(&o.id);
-                if ids.is_empty() {
-                    index.remove(key);
-                }
-            }
-        }
+        unlink_from(&mut self.by_agent, &o.agent_id, &o.id);
+        unlink_from(&mut self.by_framework, &o.framework_id, &o.id);
     }
 
     pub(crate) fn remove(&mut self, id: &str) -> Option<Offer> {
@@ -61,7 +53,7 @@ impl OfferBook {
     }
 
     /// Ids of the offers of `agent`, in id order.
-    pub(crate) fn of_agent(&self, agent: &str) -> Vec<String> {
+    pub(crate) fn of_agent(&self, agent: &str) -> Vec<OfferId> {
         self.by_agent
             .get(agent)
             .map(|s| s.iter().cloned().collect())
@@ -69,11 +61,21 @@ impl OfferBook {
     }
 
     /// Ids of the offers made to `framework`, in id order.
-    pub(crate) fn of_framework(&self, framework: &str) -> Vec<String> {
+    pub(crate) fn of_framework(&self, framework: &str) -> Vec<OfferId> {
         self.by_framework
             .get(framework)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Removes `offer` from `key`'s set in `index`, and the set once it is empty.
+fn unlink_from<K: Ord>(index: &mut BTreeMap<K, BTreeSet<OfferId>>, key: &K, offer: &OfferId) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(offer);
+        if ids.is_empty() {
+            index.remove(key);
+        }
     }
 }
 
@@ -85,9 +87,9 @@ mod tests {
 
     fn offer(id: usize, agent: usize, fw: usize) -> Offer {
         Offer {
-            id: format!("o{id}"),
-            framework_id: format!("f{fw}"),
-            agent_id: format!("a{agent}"),
+            id: format!("o{id}").into(),
+            framework_id: format!("f{fw}").into(),
+            agent_id: format!("a{agent}").into(),
             hostname: String::new(),
             resources: RoleResources::default(),
         }
@@ -108,19 +110,19 @@ mod tests {
                 }
                 for a in 0..5 {
                     let a = format!("a{a}");
-                    let scan: Vec<String> =
+                    let scan: Vec<OfferId> =
                         book.values().filter(|o| o.agent_id == a).map(|o| o.id.clone()).collect();
                     prop_assert_eq!(book.of_agent(&a), scan);
                 }
                 for f in 0..4 {
                     let f = format!("f{f}");
-                    let scan: Vec<String> =
+                    let scan: Vec<OfferId> =
                         book.values().filter(|o| o.framework_id == f).map(|o| o.id.clone()).collect();
                     prop_assert_eq!(book.of_framework(&f), scan);
                 }
             }
             // Nothing is left behind once every offer is gone.
-            let ids: Vec<String> = book.values().map(|o| o.id.clone()).collect();
+            let ids: Vec<OfferId> = book.values().map(|o| o.id.clone()).collect();
             for id in ids {
                 book.remove(&id);
             }

@@ -14,6 +14,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{debug, info};
 
+use crate::ids::FrameworkId;
 use crate::protocol::SchedulerMsg;
 use crate::supervision::FaultSwitch;
 
@@ -29,7 +30,7 @@ impl ractor::Message for SessionMsg {}
 /// What a session starts from.
 pub struct SessionArgs {
     /// The framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// Its scheduler's actor.
     pub scheduler: ActorRef<SchedulerMsg>,
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::protocol::{TaskInfo, TaskSpec};
 use crate::reason::Reason;
 use crate::resources::RoleResources;
@@ -15,10 +16,10 @@ use crate::task::{IllegalTransition, TaskState, TaskStateMachine};
 /// One task as the master knows it.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskRecord {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub name: String,
-    pub framework_id: String,
-    pub agent_id: String,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
     pub resources: RoleResources,
     pub argv: Vec<String>,
     sm: TaskStateMachine,
@@ -38,8 +39,8 @@ impl TaskRecord {
         TaskRecord {
             task_id: spec.task_id.clone(),
             name: spec.name.clone(),
-            framework_id: framework_id.to_string(),
-            agent_id: agent_id.to_string(),
+            framework_id: framework_id.into(),
+            agent_id: agent_id.into(),
             resources,
             argv: spec.argv.clone(),
             sm: TaskStateMachine::at(state),
@@ -88,11 +89,11 @@ impl TaskRecord {
 /// Every task the master knows, by id and by agent, and the ended ones oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct TaskTable {
-    tasks: BTreeMap<String, TaskRecord>,
+    tasks: BTreeMap<TaskId, TaskRecord>,
     /// The ids of each agent's tasks (so agent events need no table scan).
-    by_agent: BTreeMap<String, BTreeSet<String>>,
+    by_agent: BTreeMap<AgentId, BTreeSet<TaskId>>,
     /// Ended tasks, oldest first.
-    completed: VecDeque<String>,
+    completed: VecDeque<TaskId>,
 }
 
 impl TaskTable {
@@ -139,7 +140,7 @@ impl TaskTable {
         t.transition(to, reason, message)
             .map_err(TransitionError::Illegal)?;
         if to.is_terminal() {
-            self.completed.push_back(id.to_string());
+            self.completed.push_back(id.into());
         }
         Ok(())
     }
@@ -156,7 +157,7 @@ impl TaskTable {
     }
 
     /// Ids of the agent's tasks that have not ended, in id order.
-    pub fn live_of_agent(&self, agent: &str) -> Vec<String> {
+    pub fn live_of_agent(&self, agent: &str) -> Vec<TaskId> {
         self.by_agent
             .get(agent)
             .into_iter()

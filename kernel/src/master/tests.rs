@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::core::*;
 use super::MasterConfig;
+use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::protocol::{
     AgentRegistration, AgentTask, FrameworkCall, FrameworkInfo, Offer, TaskSpec,
 };
@@ -121,7 +122,7 @@ fn agent_update(fw: &str, agent: &str, task: &str, state: TaskState, uuid: u64) 
 }
 
 /// `fw` uses `offer_ids` to launch `tasks`, refusing nothing it leaves.
-fn accept(fw: &str, offer_ids: Vec<String>, tasks: Vec<TaskSpec>) -> Event {
+fn accept(fw: &str, offer_ids: Vec<OfferId>, tasks: Vec<TaskSpec>) -> Event {
     Event::Framework {
         framework_id: fw.into(),
         call: FrameworkCall::Accept {
@@ -133,7 +134,7 @@ fn accept(fw: &str, offer_ids: Vec<String>, tasks: Vec<TaskSpec>) -> Event {
 }
 
 /// One agent `a1` (4 cpus) and one framework in role `*`, with the offer it got.
-fn cluster(failover_secs: f64) -> (MasterCore, String, Offer) {
+fn cluster(failover_secs: f64) -> (MasterCore, FrameworkId, Offer) {
     let mut c = MasterCore::new(MasterConfig::default());
     c.handle(
         at(0),
@@ -148,7 +149,7 @@ fn cluster(failover_secs: f64) -> (MasterCore, String, Offer) {
 }
 
 /// `cluster` with task `t1` running on `a1`.
-fn running(failover_secs: f64) -> (MasterCore, String) {
+fn running(failover_secs: f64) -> (MasterCore, FrameworkId) {
     let (mut c, fw, o) = cluster(failover_secs);
     c.handle(at(0), accept(&fw, vec![o.id], vec![spec("t1", 1.0, 128)]));
     c.handle(at(0), agent_update(&fw, "a1", "t1", TaskState::Running, 7));
@@ -413,7 +414,7 @@ fn kills_reach_the_agent_only_for_the_frameworks_own_live_tasks() {
     c.handle(
         at(1),
         Event::Framework {
-            framework_id: fw,
+            framework_id: fw.clone(),
             call: FrameworkCall::Kill {
                 task_id: "t1".into(),
             },
@@ -559,7 +560,7 @@ fn the_same_events_make_the_same_decisions() {
         c.handle(
             at(5),
             Event::Framework {
-                framework_id: fw,
+                framework_id: fw.clone(),
                 call: FrameworkCall::Reconcile { task_ids: vec![] },
             },
         );
@@ -611,7 +612,7 @@ proptest! {
         let mut t = 0u64;
         let mut next_task = 0u32;
         let mut open: Vec<Offer> = Vec::new();
-        let mut launched: Vec<(String, String)> = Vec::new();
+        let mut launched: Vec<(TaskId, AgentId)> = Vec::new();
         for s in steps {
             t += 1;
             match s {
@@ -620,7 +621,7 @@ proptest! {
                     let mine: Vec<AgentTask> = Vec::new();
                     c.handle(at(t), Event::AgentRegistered(registration(&agent, 2.0, mine)));
                 }
-                Step::Lose(a) => c.handle(at(t), Event::AgentLost { agent_id: format!("a{a}") }),
+                Step::Lose(a) => c.handle(at(t), Event::AgentLost { agent_id: format!("a{a}").into() }),
                 Step::Allocate => c.handle(at(t), Event::Allocate),
                 Step::AcceptFirst { tasks, cpus_tenths } => {
                     if let Some(o) = open.first().cloned() {
@@ -666,7 +667,7 @@ proptest! {
                     open.extend(o);
                 }
             }
-            let live: Vec<String> = c.state().offers.iter().map(|o| o.id.clone()).collect();
+            let live: Vec<OfferId> = c.state().offers.iter().map(|o| o.id.clone()).collect();
             open.retain(|o| live.contains(&o.id));
             prop_assert_eq!(c.check_books(), Ok(()));
         }
