@@ -146,6 +146,13 @@ impl StatusUpdateManager {
             .unwrap_or_default()
     }
 
+    /// The newest unacknowledged update of each task that has one, by task.
+    pub fn newest_pending(&self) -> impl Iterator<Item = (&TaskId, &StatusUpdate)> {
+        self.streams
+            .iter()
+            .filter_map(|(id, s)| s.pending.back().map(|u| (id, u)))
+    }
+
     /// Number of unacknowledged updates.
     pub fn pending_count(&self) -> usize {
         self.streams.values().map(|s| s.pending.len()).sum()

@@ -2,7 +2,11 @@
 //!
 //! - `no-task-twice` (in the containerizer, at every launch);
 //! - `updates-in-order` (in every framework, at every update);
-//! - `resources` (every 15 simulated seconds and at the end);
+//! - `resources` (from outside, every 15 simulated seconds and at the end; inside the
+//!   master, its books and agents' holdings at every event in debug builds);
+//! - the agent's own invariants (`AgentCore::check`: updates match task states, nothing
+//!   ended is forgotten before its updates are acknowledged), at every event in debug
+//!   builds;
 //! - `no-task-lost`, `updates-acknowledged`, `liveness` (at the end, after faults heal);
 //! - workload checks of user actors (e.g. `supervision`).
 

@@ -404,6 +404,48 @@ impl AgentCore {
         }
     }
 
+    /// Checks what must hold between events (the agent actor calls it after each one in
+    /// debug builds, so in every simulation): each task's newest unacknowledged update
+    /// is of its current state, no update waits for a task the agent forgot, an ended
+    /// task keeps its record until its updates are acknowledged, a task being killed is
+    /// `KILLING` or ended, and a task runs only with a process.
+    pub fn check(&self) -> Result<(), String> {
+        for (id, u) in self.ck.updates.newest_pending() {
+            let t = self
+                .ck
+                .tasks
+                .get(id)
+                .ok_or_else(|| format!("updates wait for task {id}, which the agent forgot"))?;
+            if u.state != t.state {
+                return Err(format!(
+                    "task {id} is {} but its newest update says {}",
+                    t.state, u.state
+                ));
+            }
+            if u.uuid > self.ck.next_uuid {
+                return Err(format!(
+                    "update {} of task {id} is beyond the last uuid {}",
+                    u.uuid, self.ck.next_uuid
+                ));
+            }
+        }
+        for (id, t) in &self.ck.tasks {
+            if t.state.is_terminal() && self.ck.updates.pending(id).is_empty() {
+                return Err(format!(
+                    "task {id} ended ({}) with no update left to deliver",
+                    t.state
+                ));
+            }
+            if t.killing && !(t.state == TaskState::Killing || t.state.is_terminal()) {
+                return Err(format!("task {id} is being killed but is {}", t.state));
+            }
+            if matches!(t.state, TaskState::Running | TaskState::Killing) && t.container.is_none() {
+                return Err(format!("task {id} is {} without a process", t.state));
+            }
+        }
+        Ok(())
+    }
+
     /// Moves a task to `state` through the task state machine and queues its update.
     fn update(
         &mut self,

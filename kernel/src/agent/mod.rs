@@ -486,7 +486,13 @@ impl Actor for Agent {
     ) -> Result<(), ActorProcessingErr> {
         self.cfg.agent_fault.check("the agent");
         st.inbox.handled();
+        #[cfg(debug_assertions)]
+        let seen = format!("{msg:?}");
         let r = self.handle_msg(me, msg, st).await;
+        #[cfg(debug_assertions)]
+        if let Err(e) = st.core.check() {
+            panic!("agent invariant broken by {seen}: {e}");
+        }
         self.arm_tick(st);
         r
     }
@@ -505,6 +511,12 @@ impl Actor for Agent {
                     let now = st.now();
                     let effects = st.core.task_actor_failed(&task_id, &e.to_string(), now);
                     self.carry_out(&me, st, effects).await?;
+                }
+                #[cfg(debug_assertions)]
+                if let Err(e) = st.core.check() {
+                    panic!(
+                        "agent invariant broken by the failure of the actor of task {task_id}: {e}"
+                    );
                 }
                 self.arm_tick(st);
                 return Ok(());

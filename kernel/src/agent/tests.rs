@@ -291,3 +291,83 @@ fn a_restarted_agent_adopts_running_tasks_fails_half_launched_ones_and_keeps_its
     let (named, _) = AgentCore::recover(Checkpoint::default(), Some("a-7"), "n", at(0));
     assert_eq!(named.agent_id(), "a-7");
 }
+
+/// What a test knows of a task's actor, to feed the core only what a real one would.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    New,
+    Launching,
+    Running,
+    Gone,
+}
+
+proptest::proptest! {
+    /// After any sequence of what the agent can be told (launches, their ends, kills,
+    /// exits, acknowledgements, failed task actors, checkpoint writes, restarts from the
+    /// last written checkpoint, the master lost and found), the core's invariants hold.
+    #[test]
+    fn the_agents_invariants_hold_after_any_events(
+        ops in proptest::collection::vec((0u8..10, 0usize..3, 0i32..3), 1..80),
+    ) {
+        let ids = ["t0", "t1", "t2"];
+        let mut core = agent();
+        let mut written = core.checkpoint().clone();
+        let mut phase = [Phase::New; 3];
+        for (step, (op, i, code)) in ops.into_iter().enumerate() {
+            let now = at(step as u64);
+            let id = ids[i];
+            match op {
+                0 if phase[i] == Phase::New => {
+                    core.run("fw-1".into(), spec(id), RoleResources::default());
+                    phase[i] = Phase::Launching;
+                }
+                1 if phase[i] == Phase::Launching => {
+                    core.launched(id, Ok(container(id)), now);
+                    phase[i] = Phase::Running;
+                }
+                2 if phase[i] == Phase::Launching => {
+                    let err = ContainerError::Launch { task: id.into(), reason: "no".into() };
+                    core.launched(id, Err(err), now);
+                    phase[i] = Phase::Gone;
+                }
+                3 => {
+                    core.kill(id, now);
+                }
+                4 if phase[i] == Phase::Running => {
+                    core.exited(id, &exit(ExitRecord::Exited(code)), now);
+                    phase[i] = Phase::Gone;
+                }
+                5 => {
+                    let head = core.view().pending_updates.into_iter().find(|u| u.task_id == id);
+                    if let Some(u) = head {
+                        core.ack(id, u.uuid);
+                    }
+                }
+                6 if matches!(phase[i], Phase::Launching | Phase::Running) => {
+                    core.task_actor_failed(id, "boom", now);
+                    phase[i] = Phase::Gone;
+                }
+                7 => {
+                    core.saved();
+                    written = core.checkpoint().clone();
+                    core.due_updates(now);
+                }
+                8 => {
+                    let (again, _) = AgentCore::recover(written.clone(), None, "node-a", now);
+                    core = again;
+                    for (k, p) in phase.iter_mut().enumerate() {
+                        *p = match core.checkpoint().tasks.get(ids[k]) {
+                            None => Phase::New,
+                            Some(t) if !t.state.is_terminal() && t.container.is_some() => Phase::Running,
+                            Some(_) => Phase::Gone,
+                        };
+                    }
+                }
+                9 if core.registered() => core.on_master_lost(),
+                9 => core.on_registered(),
+                _ => continue,
+            }
+            proptest::prop_assert_eq!(core.check(), Ok(()), "after step {} (op {})", step, op);
+        }
+    }
+}
