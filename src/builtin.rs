@@ -61,10 +61,10 @@ impl Actor for Echo {
         match msg {
             EchoMsg::Ping(k) => *n += k,
             EchoMsg::Echo(s, r) => {
-                let _ = r.send(format!("echo:{s}"));
+                reply_or_log(r.send(format!("echo:{s}")));
             }
             EchoMsg::Count(r) => {
-                let _ = r.send(*n);
+                reply_or_log(r.send(*n));
             }
             EchoMsg::Panic(text) => panic!("{text}"),
             EchoMsg::Quit => me.stop(Some("asked to quit".into())),
@@ -161,7 +161,7 @@ impl Actor for Probe {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ProbeMsg::Check(target, reply) => {
-                let _ = reply.send(check(&self.node, &target).await);
+                reply_or_log(reply.send(check(&self.node, &target).await));
             }
         }
         Ok(())
@@ -298,7 +298,7 @@ impl Actor for Keeper {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             KeeperMsg::Status(r) => {
-                let _ = r.send(st.status.clone());
+                reply_or_log(r.send(st.status.clone()));
             }
             KeeperMsg::Retry => {
                 if st.child.is_none() {
@@ -312,7 +312,7 @@ impl Actor for Keeper {
                     }
                     None => Err("no child".into()),
                 };
-                let _ = r.send(res);
+                reply_or_log(r.send(res));
             }
         }
         Ok(())
@@ -373,4 +373,11 @@ pub async fn install(node: &Node) -> Result<ActorRef<EchoMsg>, plexus_actors::Ac
         .map_err(|e| plexus_actors::ActorsError::Actor(e.to_string()))?;
     node.register(&echo_name(node.name()), &echo)?;
     Ok(echo)
+}
+
+/// A reply whose caller may have given up: nothing to do but say so.
+fn reply_or_log<T>(sent: Result<(), ractor::MessagingErr<T>>) {
+    if let Err(e) = sent {
+        tracing::debug!("a caller left before its answer: {e}");
+    }
 }

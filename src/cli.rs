@@ -568,7 +568,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hand_over_to_sim_program()?;
             if !plexus::simcli::main(a)? {
                 use std::io::Write;
-                let _ = std::io::stdout().flush();
+                if let Err(e) = std::io::stdout().flush() {
+                    eprintln!("plexus: writing the results: {e}");
+                }
                 std::process::exit(1);
             }
         }

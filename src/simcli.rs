@@ -445,7 +445,9 @@ fn sweep(a: &SimArgs, range: &str) -> anyhow::Result<bool> {
                 failed,
                 t.elapsed().as_secs_f64()
             );
-            let _ = std::io::stderr().flush();
+            if let Err(e) = std::io::stderr().flush() {
+                tracing::debug!("progress not shown: {e}");
+            }
         } else if done.len() % 100 == 0 || done.len() == total {
             // Not a terminal (a log, CI): a line now and then instead of a bar.
             eprintln!(

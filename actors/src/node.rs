@@ -239,9 +239,12 @@ impl Node {
         let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
             .await
             .map_err(actor_err)?;
-        let _ = inner.watcher.set(w);
+        assert!(inner.watcher.set(w).is_ok(), "a node's watcher is set once");
         let (h, _) = Actor::spawn(None, ProxyHost, ()).await.map_err(actor_err)?;
-        let _ = inner.proxy_host.set(h.get_cell());
+        assert!(
+            inner.proxy_host.set(h.get_cell()).is_ok(),
+            "a node's proxy host is set once"
+        );
 
         let n = inner.clone();
         tokio::spawn(async move {
@@ -470,7 +473,9 @@ impl Node {
             msg_type: entry.msg_type,
         });
         if let Some(w) = self.inner.watcher.get() {
-            let _ = w.cast(WatcherMsg::Registered { pid: entry.pid });
+            if let Err(e) = w.cast(WatcherMsg::Registered { pid: entry.pid }) {
+                debug!("node stopping, watcher gone: {e}");
+            }
         }
         self.inner.bump();
         Ok(())
@@ -607,7 +612,7 @@ impl Node {
         }
         let sessions: Vec<_> = lock(&n.sessions).values().cloned().collect();
         for s in sessions {
-            let _ = s.send(&Wire::Leave {
+            s.send_or_drop(&Wire::Leave {
                 reason: "node leaving".into(),
             });
             n.session_down(&s, "this node is leaving");
@@ -650,7 +655,7 @@ async fn heartbeats(node: std::sync::Weak<NodeInner>) {
                     // Like Erlang's ticks: only an idle link needs a heartbeat; any frame
                     // tells the peer this node is alive.
                     if !s.sent_since_last_check() {
-                        let _ = s.send(&Wire::Heartbeat);
+                        s.send_or_drop(&Wire::Heartbeat);
                         s.sent_since_last_check();
                     }
                 }
@@ -740,7 +745,7 @@ impl NodeInner {
 
     fn broadcast(&self, w: &Wire) {
         for s in lock(&self.sessions).values() {
-            let _ = s.send(w);
+            s.send_or_drop(w);
         }
     }
 
@@ -883,14 +888,14 @@ impl NodeInner {
                 peers: vec![(peer.name.clone(), peer.addr)],
             };
             for other in sessions.values().filter(|x| x.peer.name != peer.name) {
-                let _ = other.send(&newcomer);
+                other.send_or_drop(&newcomer);
             }
         }
         drop(sessions);
         lock(&self.known).insert(peer.name.clone(), peer.addr);
         info!(node = %self.ident.name, peer = %peer.name, incarnation = peer.incarnation, "peer up");
         if mesh {
-            let _ = s.send(&Wire::Peers { peers });
+            s.send_or_drop(&Wire::Peers { peers });
         }
         self.announce_names(&s);
         tokio::spawn(reader(self.clone(), s, link_id, rx));
@@ -900,7 +905,7 @@ impl NodeInner {
     /// Sends this node's registered names to the peer of `s`.
     fn announce_names(&self, s: &Session) {
         for (name, e) in lock(&self.names).held_by(&self.ident.name) {
-            let _ = s.send(&Wire::Register {
+            s.send_or_drop(&Wire::Register {
                 name,
                 pid: e.pid,
                 msg_type: e.msg_type,
@@ -980,7 +985,7 @@ impl NodeInner {
             Wire::Cast { to, .. } if !self.admit(s, to) => {}
             Wire::Call { to, id, .. } if !self.admit(s, to) => {
                 let limit = self.inbox_limit(to);
-                let _ = s.send(&Wire::Reply {
+                s.send_or_drop(&Wire::Reply {
                     id,
                     body: Err(format!(
                         "actor {to} on node {} is overloaded ({limit} messages queued): the call was shed",
@@ -990,10 +995,12 @@ impl NodeInner {
             }
             Wire::Cast { to, body } => match ractor::registry::where_is_pid(ActorId::Local(to)) {
                 Some(c) => {
-                    let _ = c.send_serialized(crate::private::cast(body));
+                    if let Err(e) = c.send_serialized(crate::private::cast(body)) {
+                        debug!(actor = to, "a cast came as the actor stopped: {e}");
+                    }
                 }
                 None => {
-                    let _ = s.send(&Wire::Down {
+                    s.send_or_drop(&Wire::Down {
                         pid: to,
                         reason: DownReason::NoProc,
                     });
@@ -1001,7 +1008,7 @@ impl NodeInner {
             },
             Wire::Call { to, id, body } => {
                 let Some(c) = ractor::registry::where_is_pid(ActorId::Local(to)) else {
-                    let _ = s.send(&Wire::Reply {
+                    s.send_or_drop(&Wire::Reply {
                         id,
                         body: Err(format!("no actor {to} on node {}", self.ident.name)),
                     });
@@ -1015,7 +1022,7 @@ impl NodeInner {
                     metadata: None,
                 };
                 if c.send_serialized(m).is_err() {
-                    let _ = s.send(&Wire::Reply {
+                    s.send_or_drop(&Wire::Reply {
                         id,
                         body: Err("actor stopped".into()),
                     });
@@ -1027,7 +1034,7 @@ impl NodeInner {
                         .await
                         .map(serde_bytes::ByteBuf::from)
                         .map_err(|_| "the actor dropped the call".to_string());
-                    let _ = s.send(&Wire::Reply { id, body });
+                    s.send_or_drop(&Wire::Reply { id, body });
                 });
             }
             Wire::Reply { id, body } => s.reply(id, body.map(|b| b.into_vec())),
@@ -1049,7 +1056,7 @@ impl NodeInner {
                 let Some(p) = lock(&s.spawns).remove(&id) else {
                     // Its requester gave up waiting: do not leave an orphan behind.
                     if let Ok(pid) = result {
-                        let _ = s.send(&Wire::Stop {
+                        s.send_or_drop(&Wire::Stop {
                             pid,
                             reason: Some("spawn request timed out".into()),
                         });
@@ -1060,15 +1067,20 @@ impl NodeInner {
                     Ok(pid) => s.proxy(pid, p.supervisor, false).await,
                     Err(e) => Err(e),
                 };
-                let _ = p.done.send(r);
+                if p.done.send(r).is_err() {
+                    debug!("the spawner stopped waiting");
+                }
             }
             Wire::Watch { pid } => {
                 if let Some(w) = self.watcher.get() {
-                    let _ = w.cast(WatcherMsg::Watch {
+                    let watch = WatcherMsg::Watch {
                         pid,
                         session: s.clone(),
                         monitored: false,
-                    });
+                    };
+                    if let Err(e) = w.cast(watch) {
+                        debug!("node stopping, watcher gone: {e}");
+                    }
                 }
             }
             Wire::Down { pid, reason } => s.remote_down(pid, reason),
@@ -1154,20 +1166,23 @@ impl NodeInner {
                 if let Some(w) = watcher {
                     w.get_cell().monitor(cell.clone());
                 }
-                let _ = s.send(&Wire::Spawned {
+                s.send_or_drop(&Wire::Spawned {
                     id,
                     result: Ok(pid),
                 });
                 if let Some(w) = watcher {
-                    let _ = w.cast(WatcherMsg::Watch {
+                    let watch = WatcherMsg::Watch {
                         pid,
                         session: s.clone(),
                         monitored: true,
-                    });
+                    };
+                    if let Err(e) = w.cast(watch) {
+                        debug!("node stopping, watcher gone: {e}");
+                    }
                 }
             }
             Err(e) => {
-                let _ = s.send(&Wire::Spawned { id, result: Err(e) });
+                s.send_or_drop(&Wire::Spawned { id, result: Err(e) });
             }
         }
     }

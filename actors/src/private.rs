@@ -61,7 +61,9 @@ pub fn call<T: DeserializeOwned + Send + 'static>(
         if let Ok(bytes) = rx.await {
             match codec::decode::<T>(&bytes) {
                 Ok(v) => {
-                    let _ = reply.send(v);
+                    if reply.send(v).is_err() {
+                        tracing::debug!("a reply came after its caller gave up");
+                    }
                 }
                 Err(e) => tracing::warn!("dropping a reply that does not decode: {e}"),
             }
@@ -98,7 +100,9 @@ pub fn typed_reply<T: Serialize + Send + 'static>(
         if let Ok(v) = rx.await {
             match codec::encode(&v) {
                 Ok(b) => {
-                    let _ = reply.send(b);
+                    if reply.send(b).is_err() {
+                        tracing::debug!("a reply came after its caller gave up");
+                    }
                 }
                 Err(e) => tracing::warn!("dropping a reply that does not encode: {e}"),
             }

@@ -54,7 +54,7 @@ impl Actor for RemoteProxy {
         st.session.forget_proxy(st.pid, &st.gone);
         if !st.gone.swap(true, Ordering::SeqCst) {
             // Stopped here (by its user or its supervisor): stop the remote actor too.
-            let _ = st.session.send(&Wire::Stop {
+            st.session.send_or_drop(&Wire::Stop {
                 pid: st.pid,
                 reason: None,
             });
@@ -74,7 +74,7 @@ impl Actor for RemoteProxy {
                     return Err(From::from(String::from_utf8_lossy(&args).into_owned()));
                 }
                 st.session.ready().await;
-                let _ = st.session.send(&Wire::Cast {
+                st.session.send_or_drop(&Wire::Cast {
                     to: st.pid,
                     body: args,
                 });

@@ -143,6 +143,15 @@ impl Session {
         self.link.read().expect("link lock").tx.send(w)
     }
 
+    /// Sends `w` when losing it is harmless: the link is closing, and its end is dealt
+    /// with where the session ends (callers are told, watchers get `Down`). A failure is
+    /// logged, not returned.
+    pub fn send_or_drop(&self, w: &Wire) {
+        if let Err(e) = self.send(w) {
+            tracing::debug!(peer = %self.peer.name, "not sent, the link is closing: {e}");
+        }
+    }
+
     /// Whether anything was sent since the last call (which clears it).
     pub fn sent_since_last_check(&self) -> bool {
         self.sent.swap(false, Ordering::Relaxed)
@@ -254,7 +263,7 @@ impl Session {
                 linked,
             });
         if watch {
-            let _ = self.send(&Wire::Watch { pid });
+            self.send_or_drop(&Wire::Watch { pid });
         }
         Ok(cell)
     }
@@ -278,13 +287,17 @@ impl Session {
             e.gone.store(true, Ordering::SeqCst);
             match &reason {
                 DownReason::Failed(text) => {
-                    let _ = e
-                        .cell
-                        .send_serialized(ractor::message::SerializedMessage::Cast {
-                            variant: FAIL_VARIANT.to_string(),
-                            args: text.clone().into_bytes(),
-                            metadata: None,
-                        });
+                    let fail = ractor::message::SerializedMessage::Cast {
+                        variant: FAIL_VARIANT.to_string(),
+                        args: text.clone().into_bytes(),
+                        metadata: None,
+                    };
+                    if let Err(err) = e.cell.send_serialized(fail) {
+                        tracing::debug!(
+                            pid,
+                            "a proxy stopped before its actor's failure reached it: {err}"
+                        );
+                    }
                 }
                 DownReason::Terminated(r) => e.cell.stop(r.clone()),
                 DownReason::NoProc => e.cell.stop(Some("noproc".into())),
@@ -297,7 +310,9 @@ impl Session {
     pub fn fail_all(&self, proxy_reason: &str, child_reason: &str) {
         lock(&self.calls).clear();
         for (_, p) in std::mem::take(&mut *lock(&self.spawns)) {
-            let _ = p.done.send(Err(proxy_reason.to_string()));
+            if p.done.send(Err(proxy_reason.to_string())).is_err() {
+                tracing::debug!("the spawner stopped waiting");
+            }
         }
         let all = std::mem::take(&mut *lock(&self.proxies));
         for e in all.into_values().flatten() {

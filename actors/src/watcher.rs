@@ -55,7 +55,7 @@ impl WatcherState {
         }
         for s in self.watchers.remove(&pid).unwrap_or_default() {
             if s.is_alive() {
-                let _ = s.send(&Wire::Down {
+                s.send_or_drop(&Wire::Down {
                     pid,
                     reason: reason.clone(),
                 });
@@ -104,7 +104,7 @@ impl Actor for Watcher {
         let cell = ractor::registry::where_is_pid(ActorId::Local(pid));
         let Some(cell) = cell.filter(|_| early.is_none()) else {
             if let WatcherMsg::Watch { session, .. } = msg {
-                let _ = session.send(&Wire::Down {
+                session.send_or_drop(&Wire::Down {
                     pid,
                     reason: early.unwrap_or(DownReason::NoProc),
                 });

@@ -269,7 +269,9 @@ impl Actor for SchedulerDriver {
                 st.scheduler.registered(&h, &id);
                 st.handle = Some(h);
                 for w in st.awaiting.drain(..) {
-                    let _ = w.send(());
+                    if w.send(()).is_err() {
+                        debug!("a waiter for the subscription left");
+                    }
                 }
                 info!(framework = %id, "subscribed");
             }
@@ -301,7 +303,9 @@ impl Actor for SchedulerDriver {
             }
             SchedulerMsg::AwaitRegistered(reply) => {
                 if st.handle.is_some() {
-                    let _ = reply.send(());
+                    if reply.send(()).is_err() {
+                        debug!("a waiter for the subscription left");
+                    }
                 } else {
                     st.awaiting.push(reply);
                 }

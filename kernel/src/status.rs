@@ -209,7 +209,7 @@ mod tests {
         let mut m = StatusUpdateManager::default();
         m.push(u("a", 1, TaskState::Running));
         m.push(u("b", 2, TaskState::Failed));
-        let _ = m.due(Duration::ZERO);
+        assert_eq!(m.due(Duration::ZERO).len(), 2);
         let bytes = plexus_net::codec::encode(&m).unwrap();
         let back: StatusUpdateManager = plexus_net::codec::decode(&bytes).unwrap();
         assert_eq!(back, m);

@@ -108,7 +108,9 @@ async fn accept_loop(
             match accept_one(incoming, &ident, max_frame).await {
                 Ok(link) => {
                     info!(peer = %link.peer.name, %remote, incarnation = link.peer.incarnation, "peer connected");
-                    let _ = out.send(link).await;
+                    if out.send(link).await.is_err() {
+                        debug!(%remote, "transport closed; dropping a new link");
+                    }
                 }
                 Err(e) => warn!(%remote, "refused peer connection: {e}"),
             }
@@ -181,7 +183,10 @@ async fn writer(queue: SendQueue, mut send: SendStream, conn: Connection) {
             Err(reason) => {
                 // Let the peer read what was queued before the close, then give the reason.
                 if send.finish().is_ok() {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    let read = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    if read.is_err() {
+                        debug!("the peer did not read to the close within 2 s");
+                    }
                 }
                 conn.close(close_code(reason.kind), reason.text.as_bytes());
                 return;

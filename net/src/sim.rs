@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::transport::{
     handshake, send_queue, BoxFuture, ChunkSource, CloseKind, CloseReason, DialTag, FrameReceiver,
@@ -337,7 +337,10 @@ impl SimNetwork {
                     .await;
                     match res {
                         Ok(peer) => {
-                            let _ = links_tx.send(Link::new(&me, peer, None, raw.tx, raw.rx));
+                            let link = Link::new(&me, peer, None, raw.tx, raw.rx);
+                            if links_tx.send(link).is_err() {
+                                debug!(node = %me.name, "transport closed; dropping a new link");
+                            }
                         }
                         Err(e) => warn!(node = %me.name, "refused peer connection: {e}"),
                     }

@@ -287,7 +287,14 @@ impl Workload for SupervisedService {
                 books: me.books.clone(),
                 rec: ctx.rec.clone(),
             };
-            let _ = Actor::spawn(None, sup, (ctx.agents.clone(), me.replicas, me.seed)).await;
+            if let Err(e) =
+                Actor::spawn(None, sup, (ctx.agents.clone(), me.replicas, me.seed)).await
+            {
+                ctx.rec.violation(
+                    "supervision",
+                    format!("the service's supervisor did not start: {e}"),
+                );
+            }
         })
     }
 

@@ -63,7 +63,10 @@ impl CgroupMode {
             let enable =
                 |dir: &Path| std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory");
             let r = usable_dir(&base).and_then(|_| {
-                let _ = enable(root);
+                if let Err(e) = enable(root) {
+                    // Often already enabled, or not ours to change: the next two say.
+                    tracing::debug!("enabling controllers at {}: {e}", root.display());
+                }
                 enable(&root.join("plexus")).map_err(|e| format!("enabling controllers: {e}"))?;
                 enable(&base).map_err(|e| format!("enabling controllers: {e}"))
             });
@@ -97,12 +100,10 @@ impl CgroupMode {
     /// Removes this agent's (empty) base directories.
     pub fn remove_base(&self) {
         match self {
-            CgroupMode::V2 { base } => {
-                let _ = std::fs::remove_dir(base);
-            }
+            CgroupMode::V2 { base } => remove_empty(base),
             CgroupMode::V1 { memory, cpu } => {
-                let _ = std::fs::remove_dir(memory);
-                let _ = std::fs::remove_dir(cpu);
+                remove_empty(memory);
+                remove_empty(cpu);
             }
             CgroupMode::Unavailable { .. } => {}
         }
@@ -127,7 +128,10 @@ impl CgroupMode {
                 let dir = base.join(&name);
                 std::fs::create_dir_all(&dir)?;
                 std::fs::write(dir.join("memory.max"), &mem_bytes)?;
-                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                if let Err(e) = std::fs::write(dir.join("memory.swap.max"), "0") {
+                    // Without swap accounting there is no swap to cap.
+                    tracing::debug!("{}: no swap limit: {e}", dir.display());
+                }
                 std::fs::write(dir.join("cpu.max"), format!("{quota} 100000"))?;
                 Ok(TaskCgroup {
                     v2: true,
@@ -143,7 +147,9 @@ impl CgroupMode {
                 // No swap: memory+swap capped at the memory limit where the kernel
                 // accounts swap, else swapping discouraged.
                 if std::fs::write(m.join("memory.memsw.limit_in_bytes"), &mem_bytes).is_err() {
-                    let _ = std::fs::write(m.join("memory.swappiness"), "0");
+                    if let Err(e) = std::fs::write(m.join("memory.swappiness"), "0") {
+                        tracing::debug!("{}: swappiness left as it is: {e}", m.display());
+                    }
                 }
                 // A new cgroup's period is the kernel's default, 100 ms.
                 std::fs::write(c.join("cpu.cfs_quota_us"), &quota)?;
@@ -234,7 +240,17 @@ impl TaskCgroup {
             }
         }
         for d in &self.dirs {
-            let _ = std::fs::remove_dir(d);
+            remove_empty(d);
         }
+    }
+}
+
+/// Removes the cgroup directory `dir` (a cgroup is removed with `rmdir` once it has no
+/// processes); one already gone is fine, any other failure is logged.
+fn remove_empty(dir: &Path) {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove cgroup {}: {e}", dir.display()),
     }
 }

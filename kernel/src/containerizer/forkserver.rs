@@ -159,8 +159,12 @@ impl Launcher {
 impl Drop for Launcher {
     fn drop(&mut self) {
         // Closing our end makes the launcher exit; then reap it.
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        let _ = self.child.wait();
+        if let Err(e) = self.sock.shutdown(std::net::Shutdown::Both) {
+            tracing::debug!("closing the launcher's socket: {e}");
+        }
+        if let Err(e) = self.child.wait() {
+            tracing::warn!("reaping the launcher: {e}");
+        }
     }
 }
 

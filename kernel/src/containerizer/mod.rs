@@ -196,9 +196,7 @@ pub trait Containerizer: Send + Sync + 'static {
     /// Stops and frees, in the background, whatever this agent launched (it has their
     /// sandboxes) for tasks other than `known`: tasks launched just before a crash but
     /// never checkpointed. Called once when the agent starts.
-    fn destroy_orphans(&self, known: Vec<ContainerInfo>) {
-        let _ = known;
-    }
+    fn destroy_orphans(&self, _known: Vec<ContainerInfo>) {}
 }
 
 /// Launches in flight at once (each holds a blocking thread while the shim starts).
@@ -538,7 +536,9 @@ impl Containerizer for ProcessContainerizer {
                     )
                 };
                 if let Ok(afd) = afd {
-                    let _ = afd.readable().await;
+                    if let Err(e) = afd.readable().await {
+                        warn!("waiting on a task's pidfd: {e}");
+                    }
                     // Reap it if it is our child (a re-adopted shim is not: ECHILD).
                     // SAFETY: waitid on a pidfd we own, into a zeroed siginfo.
                     unsafe {

@@ -142,7 +142,10 @@ pub fn run(args: &ShimArgs) -> i32 {
         return 125;
     }
     let record = launch_and_wait(args, &meta);
-    let _ = write_record(&meta.join(EXIT_FILE), &record.to_line());
+    if let Err(e) = write_record(&meta.join(EXIT_FILE), &record.to_line()) {
+        // The agent then sees the shim end without a record, and says so.
+        eprintln!("plexus shim: cannot record the command's end: {e}");
+    }
     match record {
         ExitRecord::Exited(c) => c,
         ExitRecord::Signaled(s) => 128 + s,
@@ -188,7 +191,10 @@ fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
         Ok(pid) => pid,
         Err(e) => return ExitRecord::LaunchFailed(format!("{:?}: {e}", args.argv[0])),
     };
-    let _ = write_record(&meta.join(PID_FILE), &pid.to_string());
+    if let Err(e) = write_record(&meta.join(PID_FILE), &pid.to_string()) {
+        // A kill then waits for the record in vain and falls back to the shim.
+        eprintln!("plexus shim: cannot record the command's pid: {e}");
+    }
     let mut status = 0;
     // SAFETY: waitpid on the child just started, into a local.
     let r = loop {
