@@ -14,7 +14,7 @@ use plexus_kernel::agent::{
 use plexus_kernel::api::{ApiContext, ApiSpec, ApiSupervisor, ApiSupervisorMsg};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::ProcessContainerizer;
-use plexus_kernel::jobs::{Jobs, MAX_JOB_ROLES};
+use plexus_kernel::jobs::{Jobs, JobsStore, MAX_JOB_ROLES};
 use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
 use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
@@ -69,10 +69,15 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     .await
     .context("starting the master")?;
     let roles = job_roles(s)?;
-    let jobs = Jobs::new(&roles);
+    let dir = s.state_dir.join("master");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the master's state directory {}", dir.display()))?;
+    let store = JobsStore::open(&dir.join("jobs.redb"))?;
+    let (jobs, framework_ids) = Jobs::open(&roles, store)?;
     for role in &roles {
         let info = FrameworkInfo {
-            id: None,
+            // The id it had before a restart: its tasks are still its own.
+            id: framework_ids.get(role).cloned(),
             name: if role == ANY_ROLE {
                 "jobs".into()
             } else {
@@ -207,6 +212,7 @@ pub async fn start_agent(
         kill_grace: s.agent.kill_grace,
         tick: Duration::from_millis(250),
         drop_acknowledgements: false,
+        forget_completed_tasks: false,
         fault: plexus_kernel::supervision::FaultSwitch::default(),
         agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
         disk: Arc::new(plexus_kernel::agent::RealDisk),

@@ -89,7 +89,8 @@ pub struct SimArgs {
     /// a swarm draws its own).
     #[arg(long, default_value_t = 64)]
     pub offer_limit: u32,
-    /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`.
+    /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`,
+    /// `forget-completed`, `forget-kills`.
     #[arg(long)]
     pub defect: Option<String>,
     /// Trace lines printed before a violation.
@@ -171,8 +172,13 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
     }
     let defect = match a.defect.as_deref() {
         None => None,
-        Some("drop-acks") => Some(Defect::DropAcks),
-        Some(d) => bail!("unknown --defect {d:?} (known: drop-acks)"),
+        Some(d) => match Defect::ALL.iter().find(|(name, _)| *name == d) {
+            Some((_, defect)) => Some(*defect),
+            None => {
+                let known: Vec<&str> = Defect::ALL.iter().map(|(n, _)| *n).collect();
+                bail!("unknown --defect {d:?} (known: {})", known.join(", "))
+            }
+        },
     };
     let mut workloads: Vec<std::sync::Arc<dyn plexus_sim::Workload>> = Vec::new();
     if a.workers > 0 {

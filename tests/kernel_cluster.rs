@@ -62,6 +62,16 @@ impl Proc {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let st = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal} {pid}");
+    }
+
     fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
@@ -95,6 +105,11 @@ impl KCluster {
     /// Starts the master on 127.0.0.1 and agents `{tag}-a1`.. on 127.0.0.2.., each with
     /// 4 cpus and 4096 MB, and waits until all are registered.
     fn start(tag: &str, agents: usize) -> KCluster {
+        Self::start_with(tag, agents, "60s")
+    }
+
+    /// As [`KCluster::start`], with the master's `agent_removal_timeout`.
+    fn start_with(tag: &str, agents: usize, removal_timeout: &str) -> KCluster {
         let dir = tempfile::tempdir().unwrap();
         tls::init_ca(dir.path(), "plexus").unwrap();
         let master_addr: SocketAddr = format!("127.0.0.1:{}", free_udp("127.0.0.1"))
@@ -103,7 +118,7 @@ impl KCluster {
         let api_addr = format!("127.0.0.1:{}", free_tcp("127.0.0.1"));
         let cfg = format!(
             "{}[master]\napi_listen = \"{api_addr}\"\nallocation_interval = \"200ms\"\n\
-             agent_removal_timeout = \"60s\"\n",
+             agent_removal_timeout = \"{removal_timeout}\"\n",
             node_toml(dir.path(), MASTER, master_addr)
         );
         let cfg_path = dir.path().join("master.toml");
@@ -726,4 +741,153 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
         metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1"),
         "{metrics}"
     );
+}
+
+/// The task of `id` in `ts`, if listed.
+fn find<'a>(ts: &'a [TaskView], id: &str) -> Option<&'a TaskView> {
+    ts.iter().find(|t| t.task_id == id)
+}
+
+#[test]
+fn kill_9_of_the_master_loses_no_task_and_every_job_stays_killable() {
+    let mut c = KCluster::start("mrestart", 3);
+    let api = c.client();
+    let long: Vec<(String, Vec<String>)> = (0..6)
+        .map(|i| {
+            let argv = sleeper(i);
+            (api.submit(&job(argv.clone(), 0.1, 16)).unwrap(), argv)
+        })
+        .collect();
+    let short: Vec<String> = (0..6)
+        .map(|_| api.submit(&job(vec!["true".into()], 0.1, 16)).unwrap())
+        .collect();
+    let is =
+        |ts: &[TaskView], id: &str, state: &str| find(ts, id).is_some_and(|t| t.state == state);
+    c.wait_tasks(
+        "long ones running, short ones finished",
+        Duration::from_secs(60),
+        |ts| {
+            long.iter().all(|(id, _)| is(ts, id, "TASK_RUNNING"))
+                && short.iter().all(|id| is(ts, id, "TASK_FINISHED"))
+        },
+    );
+    let framework = api.state().unwrap().frameworks[0].id.clone();
+
+    c.master.kill9();
+    // One task ends while there is no master.
+    let (gone, gone_argv) = long[0].clone();
+    let st = Command::new("pkill")
+        .args([
+            "-9",
+            "-f",
+            &format!("^{}$", gone_argv.join(" ").replace('.', "\\.")),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    c.master.spawn();
+
+    let ts = c.wait_tasks("every task known again", Duration::from_secs(60), |ts| {
+        long[1..].iter().all(|(id, _)| is(ts, id, "TASK_RUNNING"))
+            && is(ts, &gone, "TASK_FAILED")
+            && short.iter().all(|id| is(ts, id, "TASK_FINISHED"))
+    });
+    assert_eq!(
+        ts.len(),
+        long.len() + short.len(),
+        "nothing lost, nothing added: {ts:#?}"
+    );
+    // The jobs keep their history from before the restart.
+    for id in &short {
+        let t = find(&ts, id).unwrap();
+        assert!(
+            t.history.iter().any(|e| e.state == TaskState::Running),
+            "{t:#?}"
+        );
+    }
+    // The jobs framework is back under its id, which no other framework got.
+    let s = api.state().unwrap();
+    assert_eq!(s.frameworks.len(), 1, "{:#?}", s.frameworks);
+    assert_eq!(s.frameworks[0].id, framework);
+    // A task re-reported by its agent is still its job's to kill.
+    let (victim, victim_argv) = long[1].clone();
+    api.kill(&victim).unwrap();
+    c.wait_tasks(
+        "the re-reported task killed",
+        Duration::from_secs(30),
+        |ts| is(ts, &victim, "TASK_KILLED"),
+    );
+    assert_eq!(running(&victim_argv), 0);
+    for (id, argv) in &long[2..] {
+        assert_eq!(running(argv), 1, "{id} runs exactly once");
+    }
+    // Every update was acknowledged: no agent keeps resending one the master cannot place.
+    let log = std::fs::read_to_string(&c.master.log).unwrap();
+    let unknown = log.matches("update for an unknown task").count();
+    assert!(
+        unknown <= 3,
+        "{unknown} updates for unknown tasks:\n{}",
+        c.logs()
+    );
+}
+
+/// Waits until no process runs `argv`.
+fn wait_stopped(c: &KCluster, argv: &[String]) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while running(argv) > 0 {
+        assert!(Instant::now() < end, "{argv:?} still runs\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_kill_sent_while_the_agent_is_paused_is_carried_out_whatever_the_pause() {
+    // Node-down after 1 s, agent removal 3 s after that.
+    let mut c = KCluster::start_with("pause", 1, "3s");
+    let api = c.client();
+    let agent = c.agents[0].name.clone();
+    // Shorter than the node-down timeout; longer; longer than the removal timeout.
+    for (i, pause_ms) in [(0, 300), (1, 2_500), (2, 6_000)] {
+        let argv = sleeper(20 + i);
+        let id = api.submit(&job(argv.clone(), 0.1, 16)).unwrap();
+        c.wait_tasks("the task running", Duration::from_secs(60), |ts| {
+            find(ts, &id).is_some_and(|t| t.state == "TASK_RUNNING")
+        });
+        c.agent(&agent).signal("STOP");
+        api.kill(&id).unwrap();
+        // The pause is the fault under test, not a wait for something to happen.
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        c.agent(&agent).signal("CONT");
+        let ts = c.wait_tasks("the task ended", Duration::from_secs(60), |ts| {
+            find(ts, &id).is_some_and(|t| t.state == "TASK_KILLED" || t.state == "TASK_GONE")
+        });
+        eprintln!("pause {pause_ms} ms: {}", find(&ts, &id).unwrap().state);
+        wait_stopped(&c, &argv);
+        c.wait_state("the agent back", Duration::from_secs(60), |s| {
+            s.agents
+                .iter()
+                .all(|a| a.status == plexus_kernel::protocol::AgentStatus::Active)
+        });
+    }
+}
+
+#[test]
+fn a_kill_survives_a_master_restart_while_the_agent_is_paused() {
+    let mut c = KCluster::start("pausemaster", 1);
+    let api = c.client();
+    let agent = c.agents[0].name.clone();
+    let argv = sleeper(30);
+    let id = api.submit(&job(argv.clone(), 0.1, 16)).unwrap();
+    c.wait_tasks("the task running", Duration::from_secs(60), |ts| {
+        find(ts, &id).is_some_and(|t| t.state == "TASK_RUNNING")
+    });
+    c.agent(&agent).signal("STOP");
+    api.kill(&id).unwrap();
+    c.master.kill9();
+    c.master.spawn();
+    c.agent(&agent).signal("CONT");
+    c.wait_tasks("the task killed", Duration::from_secs(60), |ts| {
+        find(ts, &id).is_some_and(|t| t.state == "TASK_KILLED")
+    });
+    wait_stopped(&c, &argv);
 }

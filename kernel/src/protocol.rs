@@ -107,10 +107,32 @@ pub struct AgentRegistration {
     pub hostname: String,
     /// Its total resources, per role.
     pub resources: RoleResources,
-    /// Tasks it runs now.
+    /// Tasks it runs now, and ended ones whose updates are not yet acknowledged.
     pub tasks: Vec<AgentTask>,
     /// How it isolates tasks.
     pub isolation: String,
+    /// Its most recently completed tasks (ended, updates acknowledged), oldest first: a
+    /// restarted master learns their history from them.
+    pub completed: Vec<CompletedTask>,
+}
+
+/// A task an agent ran to its end and whose updates were all acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedTask {
+    /// The task.
+    pub spec: TaskSpec,
+    /// Its framework.
+    pub framework_id: FrameworkId,
+    /// What it held, per role.
+    pub resources: RoleResources,
+    /// How it ended (a terminal state).
+    pub state: TaskState,
+    /// Why.
+    pub reason: Option<Reason>,
+    /// The last update's message.
+    pub message: String,
+    /// How the command's process ended, shell-style (see [`StatusUpdate`]).
+    pub exit_code: Option<i32>,
 }
 
 /// What a framework asks of the master (see [`MasterMsg::Framework`]).

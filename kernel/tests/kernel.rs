@@ -74,6 +74,7 @@ async fn start_agent(
         kill_grace: Duration::from_secs(2),
         tick: Duration::from_millis(100),
         drop_acknowledgements: false,
+        forget_completed_tasks: false,
         fault: fault.clone(),
         agent_fault: agent_fault.clone(),
         disk: Arc::new(plexus_kernel::agent::RealDisk),

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use plexus_kernel::statefile::Disk;
 
@@ -49,12 +49,13 @@ impl std::fmt::Display for DiskFault {
     }
 }
 
+/// Files share their bytes between the two views: a synced file is one allocation.
 #[derive(Debug, Default)]
 struct Files {
     /// What reads see.
-    cached: BTreeMap<PathBuf, Vec<u8>>,
+    cached: BTreeMap<PathBuf, Arc<[u8]>>,
     /// What survives a power loss.
-    durable: BTreeMap<PathBuf, Vec<u8>>,
+    durable: BTreeMap<PathBuf, Arc<[u8]>>,
     fault: Option<DiskFault>,
 }
 
@@ -101,7 +102,7 @@ impl SimDisk {
 
 impl Disk for SimDisk {
     fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-        Ok(self.files().cached.get(path).cloned())
+        Ok(self.files().cached.get(path).map(|b| b.to_vec()))
     }
 
     fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -109,8 +110,9 @@ impl Disk for SimDisk {
         let path = path.to_path_buf();
         match f.fault {
             None => {
-                f.cached.insert(path.clone(), bytes.to_vec());
-                f.durable.insert(path, bytes.to_vec());
+                let bytes: Arc<[u8]> = Arc::from(bytes);
+                f.cached.insert(path.clone(), bytes.clone());
+                f.durable.insert(path, bytes);
                 Ok(())
             }
             Some(DiskFault::Full) => Err(io_error(
@@ -118,13 +120,13 @@ impl Disk for SimDisk {
                 "no space left on device",
             )),
             Some(DiskFault::Torn) => {
-                let part = bytes[..torn_len(bytes)].to_vec();
+                let part: Arc<[u8]> = Arc::from(&bytes[..torn_len(bytes)]);
                 f.cached.insert(path.clone(), part.clone());
                 f.durable.insert(path, part);
                 Err(io_error(std::io::ErrorKind::Other, "input/output error"))
             }
             Some(DiskFault::LostSync) => {
-                f.cached.insert(path, bytes.to_vec());
+                f.cached.insert(path, Arc::from(bytes));
                 Err(io_error(
                     std::io::ErrorKind::Other,
                     "input/output error on sync",
@@ -138,7 +140,6 @@ impl Disk for SimDisk {
 mod tests {
     use super::*;
     use plexus_kernel::statefile::StateFile;
-    use std::sync::Arc;
 
     #[test]
     fn a_simulated_disk_keeps_the_disk_contract_and_fills_up() {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plexus_kernel::protocol::{FrameworkId, Offer, OfferId, TaskId, TaskSpec};
+use plexus_kernel::protocol::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec};
 use plexus_kernel::resources::Resources;
 use plexus_kernel::scheduler::{DriverHandle, Scheduler};
 use plexus_kernel::status::StatusUpdate;
@@ -28,6 +28,8 @@ pub struct FrameworkLog {
     seen: BTreeMap<TaskId, (u64, bool)>,
     /// Tasks not known to be terminal.
     pub live: BTreeSet<TaskId>,
+    /// Tasks whose agent reported their end (not the master), and that agent.
+    pub ended_on: BTreeMap<TaskId, AgentId>,
     /// Simulated time (ms) of the last offer received.
     pub last_offer_ms: Option<u64>,
     /// The driver, once subscribed.
@@ -36,7 +38,14 @@ pub struct FrameworkLog {
     pub suppressed: bool,
     /// Launches nothing more (the run is being checked).
     pub frozen: bool,
+    /// Tasks it asked to kill.
+    pub kill_requested: BTreeSet<TaskId>,
 }
+
+/// Chance that a framework kills a task when it hears it is running.
+const KILL_CHANCE: f64 = 0.05;
+/// Chance that a framework kills a task when it hears its agent is away.
+const KILL_AWAY_CHANCE: f64 = 0.3;
 
 /// Shared handle on a framework's log.
 pub type SharedLog = Arc<Mutex<FrameworkLog>>;
@@ -72,6 +81,10 @@ impl Scheduler for SimScheduler {
         g.framework_id = Some(framework_id.into());
         g.handle = Some(driver.clone());
         g.suppressed = false;
+        // A master that restarted forgot the kills asked of it: ask again.
+        for t in g.kill_requested.intersection(&g.live) {
+            driver.kill(t);
+        }
         // After a (re-)subscription, learn the state of everything not known to be over.
         let live: Vec<TaskId> = g.live.iter().cloned().collect();
         if !live.is_empty() {
@@ -158,10 +171,34 @@ impl Scheduler for SimScheduler {
             }
         }
         g.last.insert(u.task_id.clone(), u.state);
+        if u.uuid != 0 && u.state.is_terminal() {
+            g.ended_on.insert(u.task_id.clone(), u.agent_id.clone());
+        }
         if u.state.is_terminal() || u.state == TaskState::Unknown {
             g.live.remove(&u.task_id);
         } else {
             g.live.insert(u.task_id.clone());
+        }
+        // Kills now and then: of running tasks, and of tasks whose agent is away (the
+        // kill must still reach the task when the agent is back).
+        let chance = match u.state {
+            TaskState::Running if u.uuid != 0 => KILL_CHANCE,
+            TaskState::Unreachable => KILL_AWAY_CHANCE,
+            _ => 0.0,
+        };
+        // A master that restarted learnt of the task from its agent: it knows nothing of
+        // the kill asked of the one before.
+        let reconciled = u.reason == Some(plexus_kernel::reason::Reason::Reconciliation);
+        let runs = matches!(
+            u.state,
+            TaskState::Staging | TaskState::Starting | TaskState::Running
+        );
+        if reconciled && runs && !g.frozen && g.kill_requested.contains(&u.task_id) {
+            driver.kill(&u.task_id);
+        }
+        if chance > 0.0 && !g.frozen && self.rng.random_bool(chance) {
+            g.kill_requested.insert(u.task_id.clone());
+            driver.kill(&u.task_id);
         }
         if g.suppressed && g.live.len() < self.target {
             g.suppressed = false;

@@ -7,7 +7,8 @@
 //! - the agent's own invariants (`AgentCore::check`: updates match task states, nothing
 //!   ended is forgotten before its updates are acknowledged), at every event in debug
 //!   builds;
-//! - `no-task-lost`, `updates-acknowledged`, `liveness` (at the end, after faults heal);
+//! - `no-task-lost`, `updates-acknowledged`, `history`, `kills-honoured`, `liveness`
+//!   (at the end, after faults heal);
 //! - workload checks of user actors (e.g. `supervision`).
 
 use std::collections::BTreeMap;
@@ -58,6 +59,38 @@ pub fn resources(rec: &Recorder, s: &ClusterState) {
                         "agent {} holds {h} in tasks and offers but has only {}",
                         a.id, a.total
                     ),
+                );
+            }
+        }
+    }
+}
+
+/// history: every task whose agent reported its end is still known to the master, even
+/// after master restarts (agents report their completed tasks when they register), unless
+/// its agent since lost its state or completed more tasks than it remembers.
+fn history(w: &World, s: &ClusterState) {
+    let known: std::collections::BTreeSet<&str> =
+        s.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    let lost_state = w.agents_that_lost_state();
+    let mut ended_per_agent: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, log, _) in &w.frameworks {
+        for agent in log.lock().expect("log lock").ended_on.values() {
+            *ended_per_agent.entry(agent.to_string()).or_default() += 1;
+        }
+    }
+    let forgetful = |agent: &str| {
+        lost_state.contains(agent)
+            || ended_per_agent.get(agent).copied().unwrap_or(0)
+                > plexus_kernel::agent::AGENT_COMPLETED_TASKS_LIMIT
+    };
+    for (name, log, _) in &w.frameworks {
+        let g = log.lock().expect("log lock");
+        for (task, agent) in &g.ended_on {
+            if !known.contains(task.as_str()) && !forgetful(agent) {
+                let last = g.last.get(task).map(|s| s.mesos_name()).unwrap_or("?");
+                w.rec.violation(
+                    "history",
+                    format!("{name}: task {task} ended ({last}) on {agent}, but the master no longer knows it"),
                 );
             }
         }
@@ -146,6 +179,26 @@ pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
                         m.map(|m| m.state.mesos_name()).unwrap_or("nothing"),
                         on_agent.map(|s| s.mesos_name()).unwrap_or("nothing"),
                         procs.len()
+                    ),
+                );
+            }
+        }
+    }
+    history(w, &s);
+    // kills-honoured: every task its framework asked to kill has ended for it, and no
+    // process runs it.
+    for (name, log, _) in &w.frameworks {
+        let g = log.lock().expect("log lock");
+        for task in &g.kill_requested {
+            let last = g.last.get(task).copied().unwrap_or(TaskState::Staging);
+            let procs = w.machines.running(task).len();
+            // (TASK_UNKNOWN: no master or agent has it; no process may run it either.)
+            if procs > 0 || !(last.is_terminal() || last == TaskState::Unknown) {
+                rec.violation(
+                    "kills-honoured",
+                    format!(
+                        "{name}: task {task} was to be killed but is {} ({procs} processes)",
+                        last.mesos_name()
                     ),
                 );
             }

@@ -32,6 +32,19 @@ use crate::workload::{SimContext, Workload};
 pub enum Defect {
     /// Agents ignore status-update acknowledgements.
     DropAcks,
+    /// Agents do not report their completed tasks when they register.
+    ForgetCompleted,
+    /// The master does not keep kills for agents that are away.
+    ForgetKills,
+}
+
+impl Defect {
+    /// Every defect, by its name on the command line.
+    pub const ALL: [(&'static str, Defect); 3] = [
+        ("drop-acks", Defect::DropAcks),
+        ("forget-completed", Defect::ForgetCompleted),
+        ("forget-kills", Defect::ForgetKills),
+    ];
 }
 
 /// What to simulate.
@@ -133,6 +146,8 @@ struct Machine {
     disk: Arc<SimDisk>,
     /// Crashed and not yet restarted.
     down: bool,
+    /// It came back without its state directory at least once.
+    lost_state: bool,
 }
 
 /// The running datacenter.
@@ -213,6 +228,7 @@ impl World {
             agent_removal_timeout: Duration::from_secs(600),
             allocation_interval: Duration::from_secs(1),
             offer_limit: cfg.offer_limit,
+            forget_kills: cfg.defect == Some(Defect::ForgetKills),
             ..MasterConfig::default()
         };
         let master_fault = mcfg.fault.clone();
@@ -235,6 +251,7 @@ impl World {
                 state_dir: dir.path().join(format!("agent-{i:05}")),
                 disk: Arc::new(SimDisk::default()),
                 down: true,
+                lost_state: false,
             })
             .collect();
         let mut frameworks = Vec::new();
@@ -302,6 +319,15 @@ impl World {
         self.hosts().iter().map(|m| m.name.clone()).collect()
     }
 
+    /// Names of the agents that came back without their state at least once.
+    pub(crate) fn agents_that_lost_state(&self) -> std::collections::BTreeSet<String> {
+        self.hosts()
+            .iter()
+            .filter(|m| m.lost_state)
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     async fn start_agent(&self, i: usize) {
         let (name, addr, state_dir, disk) = {
             let h = self.hosts();
@@ -330,6 +356,7 @@ impl World {
             kill_grace: Duration::from_secs(5),
             tick: Duration::from_secs(2),
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
+            forget_completed_tasks: self.cfg.defect == Some(Defect::ForgetCompleted),
             fault: plexus_kernel::supervision::FaultSwitch::default(),
             agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
             disk,
@@ -353,6 +380,7 @@ impl World {
                 return;
             }
             m.down = true;
+            m.lost_state |= lose_state;
             (
                 m.name.clone(),
                 m.node.take(),

@@ -10,7 +10,7 @@
 //! core for the updates that are due ([`AgentCore::due_updates`] answers none while a
 //! change is unwritten), so an update is never sent before it is on disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
@@ -20,7 +20,9 @@ use crate::containerizer::{
 };
 use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::master::Now;
-use crate::protocol::{AgentRegistration, AgentTask, AgentView, InboxStats, TaskSpec};
+use crate::protocol::{
+    AgentRegistration, AgentTask, AgentView, CompletedTask, InboxStats, TaskSpec,
+};
 use crate::reason::Reason;
 use crate::resources::RoleResources;
 use crate::status::{Ack, StatusUpdate, StatusUpdateManager};
@@ -41,7 +43,24 @@ pub struct TaskRecord {
     pub container: Option<ContainerInfo>,
     /// A kill was asked for.
     pub killing: bool,
+    /// How it ended, once it did.
+    pub end: Option<TaskEnd>,
 }
+
+/// How a task ended, as its terminal update said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEnd {
+    /// Why.
+    pub reason: Option<Reason>,
+    /// The message.
+    pub message: String,
+    /// The command's exit code, shell-style.
+    pub exit_code: Option<i32>,
+}
+
+/// Completed tasks an agent remembers (and reports to a master it registers with), the
+/// oldest forgotten first.
+pub const AGENT_COMPLETED_TASKS_LIMIT: usize = 1_000;
 
 /// Everything the agent checkpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -54,6 +73,64 @@ pub struct Checkpoint {
     pub tasks: BTreeMap<TaskId, TaskRecord>,
     /// The status-update streams.
     pub updates: StatusUpdateManager,
+    /// Tasks ended and acknowledged, oldest first (at most
+    /// [`AGENT_COMPLETED_TASKS_LIMIT`]).
+    pub completed: VecDeque<CompletedTask>,
+}
+
+/// The checkpoint as agents before completed-task history wrote it.
+#[derive(Deserialize)]
+struct CheckpointV0 {
+    agent_id: AgentId,
+    next_uuid: u64,
+    tasks: BTreeMap<TaskId, TaskRecordV0>,
+    updates: StatusUpdateManager,
+}
+
+#[derive(Deserialize)]
+struct TaskRecordV0 {
+    spec: TaskSpec,
+    framework_id: FrameworkId,
+    resources: RoleResources,
+    state: TaskState,
+    container: Option<ContainerInfo>,
+    killing: bool,
+}
+
+impl Checkpoint {
+    /// Reads a checkpoint this agent or an earlier version of it wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, plexus_net::codec::CodecError> {
+        let err = match plexus_net::codec::decode::<Checkpoint>(bytes) {
+            Ok(ck) => return Ok(ck),
+            Err(e) => e,
+        };
+        let Ok(v0) = plexus_net::codec::decode::<CheckpointV0>(bytes) else {
+            return Err(err);
+        };
+        let tasks = v0
+            .tasks
+            .into_iter()
+            .map(|(id, t)| {
+                let rec = TaskRecord {
+                    spec: t.spec,
+                    framework_id: t.framework_id,
+                    resources: t.resources,
+                    state: t.state,
+                    container: t.container,
+                    killing: t.killing,
+                    end: None,
+                };
+                (id, rec)
+            })
+            .collect();
+        Ok(Checkpoint {
+            agent_id: v0.agent_id,
+            next_uuid: v0.next_uuid,
+            tasks,
+            updates: v0.updates,
+            completed: VecDeque::new(),
+        })
+    }
 }
 
 /// What the agent actor must do.
@@ -204,6 +281,7 @@ impl AgentCore {
                 })
                 .collect(),
             isolation: isolation.to_string(),
+            completed: self.ck.completed.iter().cloned().collect(),
         }
     }
 
@@ -251,6 +329,7 @@ impl AgentCore {
                 state: TaskState::Staging,
                 container: None,
                 killing: false,
+                end: None,
             },
         );
         self.unsaved += 1;
@@ -378,7 +457,9 @@ impl AgentCore {
             .is_some_and(|t| t.state.is_terminal())
             && self.ck.updates.pending(task_id).is_empty();
         if done {
-            self.ck.tasks.remove(task_id);
+            if let Some(t) = self.ck.tasks.remove(task_id) {
+                self.remember_completed(t);
+            }
         }
         self.unsaved += 1;
     }
@@ -429,7 +510,19 @@ impl AgentCore {
                 ));
             }
         }
+        if self.ck.completed.len() > AGENT_COMPLETED_TASKS_LIMIT {
+            return Err(format!(
+                "{} completed tasks remembered",
+                self.ck.completed.len()
+            ));
+        }
         for (id, t) in &self.ck.tasks {
+            if t.state.is_terminal() != t.end.is_some() {
+                return Err(format!(
+                    "task {id} is {} but its end is {:?}",
+                    t.state, t.end
+                ));
+            }
             if t.state.is_terminal() && self.ck.updates.pending(id).is_empty() {
                 return Err(format!(
                     "task {id} ended ({}) with no update left to deliver",
@@ -444,6 +537,27 @@ impl AgentCore {
             }
         }
         Ok(())
+    }
+
+    /// Keeps an ended, acknowledged task among the latest completed ones.
+    fn remember_completed(&mut self, t: TaskRecord) {
+        let end = t.end.unwrap_or(TaskEnd {
+            reason: None,
+            message: String::new(),
+            exit_code: None,
+        });
+        self.ck.completed.push_back(CompletedTask {
+            spec: t.spec,
+            framework_id: t.framework_id,
+            resources: t.resources,
+            state: t.state,
+            reason: end.reason,
+            message: end.message,
+            exit_code: end.exit_code,
+        });
+        while self.ck.completed.len() > AGENT_COMPLETED_TASKS_LIMIT {
+            self.ck.completed.pop_front();
+        }
     }
 
     /// Moves a task to `state` through the task state machine and queues its update.
@@ -466,6 +580,13 @@ impl AgentCore {
             return;
         }
         t.state = state;
+        if state.is_terminal() {
+            t.end = Some(TaskEnd {
+                reason,
+                message: message.clone(),
+                exit_code,
+            });
+        }
         self.ck.next_uuid += 1;
         self.ck.updates.push(StatusUpdate {
             uuid: self.ck.next_uuid,

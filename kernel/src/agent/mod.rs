@@ -9,7 +9,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-pub use core::{AgentCore, Checkpoint, Effect, TaskRecord};
+pub use core::{AgentCore, Checkpoint, Effect, TaskEnd, TaskRecord, AGENT_COMPLETED_TASKS_LIMIT};
 
 pub use task::{TaskActor, TaskArgs, TaskMsg};
 
@@ -50,6 +50,9 @@ pub struct AgentConfig {
     /// A deliberate defect, for proving that the simulation's invariants catch real bugs:
     /// acknowledgements are ignored. Never set outside such checks.
     pub drop_acknowledgements: bool,
+    /// A deliberate defect, for the same checks: the agent does not report its completed
+    /// tasks when it registers. Never set outside such checks.
+    pub forget_completed_tasks: bool,
     /// Makes the next message of a task actor panic once tripped (for tests of the
     /// agent's supervision of its task actors; nothing on the wire can trip it).
     pub fault: FaultSwitch,
@@ -411,11 +414,14 @@ impl Agent {
                 _ => return,
             }
         }
-        let reg = st.core.registration(
+        let mut reg = st.core.registration(
             self.node.name(),
             &self.cfg.resources,
             &self.containerizer.isolation(),
         );
+        if self.cfg.forget_completed_tasks {
+            reg.completed.clear();
+        }
         if let Some(m) = &st.master {
             if let Err(e) = m.cast(MasterMsg::RegisterAgent(reg)) {
                 debug!("master gone; registering again at the next tick: {e}");
@@ -442,7 +448,7 @@ impl Actor for Agent {
             None => std::fs::read(self.checkpoint_path()).ok(),
         };
         let ck: Checkpoint = match saved {
-            Some(b) => plexus_net::codec::decode(&b).map_err(|e| {
+            Some(b) => Checkpoint::decode(&b).map_err(|e| {
                 format!("agent checkpoint {}: {e}", self.checkpoint_path().display())
             })?,
             None => Checkpoint::default(),

@@ -371,3 +371,90 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn an_acknowledged_ended_task_is_remembered_as_completed_and_reported() {
+    let mut core = agent();
+    running(&mut core, "t1");
+    core.exited("t1", &exit(ExitRecord::Exited(3)), at(2));
+    let u = sent(&mut core, at(2));
+    core.ack("t1", u[0].uuid);
+    let reg = core.registration("host", &RoleResources::default(), "none");
+    assert!(reg.tasks.is_empty());
+    assert_eq!(reg.completed.len(), 1);
+    let c = &reg.completed[0];
+    assert_eq!(
+        (c.spec.task_id.as_str(), c.state, c.exit_code),
+        ("t1", TaskState::Failed, Some(3))
+    );
+    assert_eq!(c.message, u[0].message);
+    // It survives a restart, and the history is bounded.
+    let (mut again, _) = AgentCore::recover(core.checkpoint().clone(), None, "n", at(0));
+    assert_eq!(
+        again
+            .registration("h", &RoleResources::default(), "none")
+            .completed
+            .len(),
+        1
+    );
+    again.on_registered();
+    for i in 0..AGENT_COMPLETED_TASKS_LIMIT + 5 {
+        let id = format!("x{i}");
+        running(&mut again, &id);
+        again.exited(&id, &exit(ExitRecord::Exited(0)), at(3));
+        for u in sent(&mut again, at(3)) {
+            again.ack(&id, u.uuid);
+        }
+    }
+    let reg = again.registration("h", &RoleResources::default(), "none");
+    assert_eq!(reg.completed.len(), AGENT_COMPLETED_TASKS_LIMIT);
+    assert_eq!(
+        reg.completed.last().unwrap().spec.task_id,
+        format!("x{}", AGENT_COMPLETED_TASKS_LIMIT + 4)
+    );
+    assert_eq!(again.check(), Ok(()));
+}
+
+#[test]
+fn a_checkpoint_of_the_earlier_layout_is_read() {
+    #[derive(serde::Serialize)]
+    struct OldRecord {
+        spec: TaskSpec,
+        framework_id: String,
+        resources: RoleResources,
+        state: TaskState,
+        container: Option<ContainerInfo>,
+        killing: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct Old {
+        agent_id: String,
+        next_uuid: u64,
+        tasks: std::collections::BTreeMap<String, OldRecord>,
+        updates: crate::status::StatusUpdateManager,
+    }
+    let mut tasks = std::collections::BTreeMap::new();
+    tasks.insert(
+        "t1".to_string(),
+        OldRecord {
+            spec: spec("t1"),
+            framework_id: "fw-1".into(),
+            resources: RoleResources::default(),
+            state: TaskState::Running,
+            container: Some(container("t1")),
+            killing: false,
+        },
+    );
+    let old = Old {
+        agent_id: "a-1".into(),
+        next_uuid: 4,
+        tasks,
+        updates: Default::default(),
+    };
+    let bytes = plexus_net::codec::encode(&old).unwrap();
+    let ck = Checkpoint::decode(&bytes).unwrap();
+    assert_eq!((ck.agent_id.as_str(), ck.next_uuid), ("a-1", 4));
+    assert_eq!(ck.tasks["t1"].container, Some(container("t1")));
+    assert!(ck.completed.is_empty());
+    assert!(Checkpoint::decode(b"garbage").is_err());
+}

@@ -343,15 +343,33 @@ async fn submit(
             role: b.role,
         })
         .map_err(ApiError::bad)?;
+    durable(&ctx).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "task_id": id })))
+}
+
+/// Most time a request waits for the jobs framework's store to hold its change.
+const DURABLE_WAIT_MS: u64 = 10_000;
+
+/// Waits until the jobs framework's changes so far are in its store; a store that
+/// cannot be written (a full disk) answers 503 instead of a change that might be lost.
+async fn durable(ctx: &ApiContext) -> Result<(), ApiError> {
+    let wait = std::time::Duration::from_millis(DURABLE_WAIT_MS);
+    tokio::time::timeout(wait, ctx.jobs.durable())
+        .await
+        .map_err(|_| {
+            ApiError::unavailable(format!(
+                "the jobs store could not be written within {DURABLE_WAIT_MS} ms (see the master's log); \
+                 the request is kept and is written once the store can be"
+            ))
+        })
 }
 
 async fn kill(ctx: web::Data<ApiContext>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     ctx.jobs.kill(&id).map_err(|e| match e {
         KillError::NoSuchJob(_) => ApiError::not_found(e.to_string()),
         KillError::Ended { .. } => ApiError::conflict(e.to_string()),
-        KillError::NotConnected => ApiError::unavailable(e.to_string()),
     })?;
+    durable(&ctx).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "killing": id.as_str() })))
 }
 

@@ -29,6 +29,9 @@ pub struct MasterConfig {
     /// Most messages from peers queued for the master; past it they are shed and
     /// counted (`plexus_master_inbox_shed_total`).
     pub inbox_limit_msgs: usize,
+    /// A deliberate defect, for proving that the simulation's invariants catch real bugs:
+    /// kills are not kept for agents that are away. Never set outside such checks.
+    pub forget_kills: bool,
     /// Makes the master actor panic on its next message once tripped (for tests of its
     /// supervision; nothing on the wire can trip it).
     pub fault: FaultSwitch,
@@ -51,6 +54,7 @@ impl Default for MasterConfig {
             max_completed_tasks: 10_000,
             offer_limit: 64,
             inbox_limit_msgs: MASTER_INBOX_LIMIT_MSGS,
+            forget_kills: false,
             fault: FaultSwitch::default(),
             session_fault: FaultSwitch::default(),
         }

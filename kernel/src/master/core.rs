@@ -25,8 +25,8 @@ use super::tasks::{TaskRecord, TaskTable, TransitionError};
 use crate::allocator::{Allocator, AllocatorError};
 use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::protocol::{
-    AgentRegistration, AgentState, AgentStatus, AgentTask, ClusterState, FrameworkCall,
-    FrameworkInfo, FrameworkState, FrameworkStatus, InboxStats, Offer, TaskSpec,
+    AgentRegistration, AgentState, AgentStatus, AgentTask, ClusterState, CompletedTask,
+    FrameworkCall, FrameworkInfo, FrameworkState, FrameworkStatus, InboxStats, Offer, TaskSpec,
 };
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
@@ -594,6 +594,7 @@ impl MasterCore {
             resources,
             tasks,
             isolation,
+            completed,
         } = reg;
         let reregister = self.agents.contains_key(&agent_id);
         if self.agent_status(&agent_id) == Some(AgentLink::Active) {
@@ -605,8 +606,13 @@ impl MasterCore {
             .into_iter()
             .map(|t| (t.spec.task_id.clone(), t))
             .collect();
-        self.reconcile_known(now, &agent_id, &reported);
-        let (used, stale) = self.adopt_reported(&agent_id, reported);
+        let completed: BTreeMap<TaskId, CompletedTask> = completed
+            .into_iter()
+            .map(|t| (t.spec.task_id.clone(), t))
+            .collect();
+        self.reconcile_known(now, &agent_id, &reported, &completed);
+        self.adopt_completed(&agent_id, completed);
+        let (used, stale) = self.adopt_reported(now, &agent_id, reported);
         self.allocator
             .add_agent(&agent_id, resources.clone(), &used);
         info!(agent = %agent_id, %hostname, reregister, resources = %resources.total(), "agent registered");
@@ -624,16 +630,23 @@ impl MasterCore {
             warn!(task = %task_id, "killing a task the cluster already gave up on");
             self.tell_agent(&agent_id, ToAgent::Kill { task_id });
         }
+        for task_id in self.tasks.live_of_agent(&agent_id) {
+            if self.tasks.get(&task_id).is_some_and(|t| t.kill_requested) {
+                info!(task = %task_id, "sending a kill again to its re-registered agent");
+                self.tell_agent(&agent_id, ToAgent::Kill { task_id });
+            }
+        }
         self.schedule_allocation();
     }
 
     /// Tasks the master knew on a re-registering agent: those it reports come back,
-    /// those it no longer has are gone.
+    /// those it completed meanwhile end as they did, and those it no longer has are gone.
     fn reconcile_known(
         &mut self,
         now: Now,
         agent_id: &str,
         reported: &BTreeMap<TaskId, AgentTask>,
+        completed: &BTreeMap<TaskId, CompletedTask>,
     ) {
         for id in self.tasks.live_of_agent(agent_id) {
             match reported.get(&id) {
@@ -650,6 +663,11 @@ impl MasterCore {
                 }
                 // Ended while the agent was away: its own terminal update follows.
                 Some(_) => {}
+                None if completed.contains_key(&id) => {
+                    let c = &completed[&id];
+                    let reason = c.reason.unwrap_or(Reason::AgentReregistered);
+                    self.master_update(now, &id, c.state, reason, c.message.clone());
+                }
                 None => self.master_update(
                     now,
                     &id,
@@ -661,10 +679,43 @@ impl MasterCore {
         }
     }
 
+    /// Tells a connected framework of its task this master just learnt of from an agent
+    /// (after a restart), as reconciliation would, so it can act on it: a kill it still
+    /// wants is sent again.
+    fn tell_recovered(&mut self, now: Now, rec: &TaskRecord) {
+        let u = StatusUpdate {
+            uuid: 0,
+            task_id: rec.task_id.clone(),
+            framework_id: rec.framework_id.clone(),
+            agent_id: rec.agent_id.clone(),
+            state: rec.state(),
+            reason: Some(Reason::Reconciliation),
+            message: rec.message.clone(),
+            exit_code: None,
+            unix_ms: now.unix_ms,
+        };
+        self.tell_scheduler(&rec.framework_id, ToScheduler::Update(u));
+    }
+
+    /// Takes in the completed tasks an agent reports that this master does not know (it
+    /// restarted since, or forgot them): they are shown with their ends.
+    fn adopt_completed(&mut self, agent_id: &str, completed: BTreeMap<TaskId, CompletedTask>) {
+        for (id, c) in completed {
+            if self.tasks.contains(&id) {
+                continue;
+            }
+            let mut rec = TaskRecord::new(&c.framework_id, agent_id, &c.spec, c.resources, c.state);
+            rec.reason = c.reason;
+            rec.message = c.message;
+            self.tasks.insert(rec);
+        }
+    }
+
     /// Takes in the tasks an agent reports; returns the resources they hold (by
     /// framework) and the tasks to kill because the cluster already gave up on them.
     fn adopt_reported(
         &mut self,
+        now: Now,
         agent_id: &str,
         reported: BTreeMap<TaskId, AgentTask>,
     ) -> (Vec<(FrameworkId, RoleResources)>, Vec<TaskId>) {
@@ -678,6 +729,10 @@ impl MasterCore {
                 if known_terminal == Some(false) {
                     used.push((t.framework_id.clone(), t.resources.clone()));
                 }
+                if known_terminal.is_none() {
+                    // Unknown to this master (it restarted): known from now on, ended.
+                    self.recover_task(now, agent_id, &t, "ended while the master was away");
+                }
                 continue;
             }
             if known_terminal == Some(true) {
@@ -688,18 +743,24 @@ impl MasterCore {
             }
             used.push((t.framework_id.clone(), t.resources.clone()));
             if known_terminal.is_none() {
-                let mut rec = TaskRecord::new(
-                    &t.framework_id,
-                    agent_id,
-                    &t.spec,
-                    t.resources.clone(),
-                    t.state,
-                );
-                rec.message = "recovered from agent".into();
-                self.tasks.insert(rec);
+                self.recover_task(now, agent_id, &t, "recovered from agent");
             }
         }
         (used, stale)
+    }
+
+    /// Records a task this master learnt of from its agent, and tells its framework.
+    fn recover_task(&mut self, now: Now, agent_id: &str, t: &AgentTask, message: &str) {
+        let mut rec = TaskRecord::new(
+            &t.framework_id,
+            agent_id,
+            &t.spec,
+            t.resources.clone(),
+            t.state,
+        );
+        rec.message = message.into();
+        self.tell_recovered(now, &rec);
+        self.tasks.insert(rec);
     }
 
     fn agent_lost(&mut self, now: Now, agent_id: &str) {
@@ -739,6 +800,7 @@ impl MasterCore {
             return;
         };
         let was_terminal = t.is_terminal();
+        let before = t.state();
         let (fw, agent, res) = (
             t.framework_id.clone(),
             t.agent_id.clone(),
@@ -749,6 +811,10 @@ impl MasterCore {
             .transition(&u.task_id, u.state, u.reason, u.message.clone())
         {
             Ok(()) => {}
+            // The end the master already knows, now with its own words.
+            Err(TransitionError::Illegal(_)) if before == u.state => {
+                self.tasks.note(&u.task_id, u.reason, u.message.clone());
+            }
             // A resent or late update: the framework still hears it (and acknowledges it).
             Err(TransitionError::Illegal(e)) => {
                 debug!(task = %u.task_id, "update not applied: {e}")
@@ -761,9 +827,11 @@ impl MasterCore {
         }
         if self.frameworks.contains_key(&fw) {
             self.tell_scheduler(&fw, ToScheduler::Update(u));
-        } else if u.uuid != 0 {
+        } else if u.uuid != 0 && self.removed_set.contains(&fw) {
             // Nobody is left to acknowledge it: the master does, so the agent's stream
-            // moves on (and reaches the task's terminal update).
+            // moves on (and reaches the task's terminal update). A framework this master
+            // does not know yet (it restarted) is not answered for: the agent sends the
+            // update again, and the framework hears it once it is back.
             self.tell_agent(
                 &agent,
                 ToAgent::Ack {
@@ -912,6 +980,10 @@ impl MasterCore {
         match self.tasks.get(&task_id) {
             Some(t) if t.framework_id == fw && !t.is_terminal() => {
                 let agent = t.agent_id.clone();
+                // Kept until the task ends: an agent away now is told when it is back.
+                if !self.cfg.forget_kills {
+                    self.tasks.request_kill(&task_id);
+                }
                 self.tell_agent(&agent, ToAgent::Kill { task_id });
             }
             Some(t) if t.framework_id == fw => {}

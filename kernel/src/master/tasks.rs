@@ -25,6 +25,9 @@ pub(crate) struct TaskRecord {
     sm: TaskStateMachine,
     pub reason: Option<Reason>,
     pub message: String,
+    /// Its framework asked to kill it: the kill is sent again whenever its agent
+    /// re-registers reporting it still running, until it ends.
+    pub kill_requested: bool,
 }
 
 impl TaskRecord {
@@ -46,6 +49,7 @@ impl TaskRecord {
             sm: TaskStateMachine::at(state),
             reason: None,
             message: String::new(),
+            kill_requested: false,
         }
     }
 
@@ -99,6 +103,21 @@ pub(crate) struct TaskTable {
 impl TaskTable {
     pub fn get(&self, id: &str) -> Option<&TaskRecord> {
         self.tasks.get(id)
+    }
+
+    /// Replaces why the task is in its state (its own update says it better).
+    pub fn note(&mut self, id: &str, reason: Option<Reason>, message: String) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.reason = reason;
+            t.message = message;
+        }
+    }
+
+    /// Notes that the task's framework asked to kill it.
+    pub fn request_kill(&mut self, id: &str) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.kill_requested = true;
+        }
     }
 
     pub fn contains(&self, id: &str) -> bool {

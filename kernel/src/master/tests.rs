@@ -9,7 +9,7 @@ use super::core::*;
 use super::MasterConfig;
 use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::protocol::{
-    AgentRegistration, AgentTask, FrameworkCall, FrameworkInfo, Offer, TaskSpec,
+    AgentRegistration, AgentTask, CompletedTask, FrameworkCall, FrameworkInfo, Offer, TaskSpec,
 };
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
@@ -38,6 +38,7 @@ fn registration(agent: &str, cpus: f64, tasks: Vec<AgentTask>) -> AgentRegistrat
         resources: RoleResources::unreserved(res(cpus, 4096)),
         tasks,
         isolation: "none".into(),
+        completed: vec![],
     }
 }
 
@@ -740,4 +741,118 @@ fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
         offers(&drain(&mut c), &next)[0].resources.total().cpus(),
         4.0
     );
+}
+
+#[test]
+fn a_kill_is_sent_again_when_the_agent_comes_back_until_the_task_ends() {
+    let (mut c, fw) = running(60.0);
+    let kill = || Event::Framework {
+        framework_id: FrameworkId::from("fw-00000000-1"),
+        call: FrameworkCall::Kill {
+            task_id: "t1".into(),
+        },
+    };
+    assert_eq!(fw, "fw-00000000-1");
+    c.handle(
+        at(1),
+        Event::AgentLost {
+            agent_id: "a1".into(),
+        },
+    );
+    drain(&mut c);
+    // Asked while the agent is away: nothing can be sent now...
+    c.handle(at(2), kill());
+    assert!(agent_msgs(&drain(&mut c), "a1").is_empty());
+    // ...and it is sent once the agent is back, still running the task.
+    let back =
+        || Event::AgentRegistered(registration("a1", 4.0, vec![reported("t1", &fw, 1.0, 128)]));
+    c.handle(at(3), back());
+    let msgs = agent_msgs(&drain(&mut c), "a1");
+    assert!(
+        msgs.contains(&ToAgent::Kill {
+            task_id: "t1".into()
+        }),
+        "{msgs:?}"
+    );
+    // Lost again on the way (the agent re-registers without having killed it): again.
+    c.handle(at(4), back());
+    let msgs = agent_msgs(&drain(&mut c), "a1");
+    assert!(
+        msgs.contains(&ToAgent::Kill {
+            task_id: "t1".into()
+        }),
+        "{msgs:?}"
+    );
+    // Once the task ended, never again.
+    c.handle(at(5), agent_update(&fw, "a1", "t1", TaskState::Killed, 9));
+    drain(&mut c);
+    c.handle(
+        at(6),
+        Event::AgentRegistered(registration("a1", 4.0, vec![])),
+    );
+    let msgs = agent_msgs(&drain(&mut c), "a1");
+    assert!(
+        !msgs.iter().any(|m| matches!(m, ToAgent::Kill { .. })),
+        "{msgs:?}"
+    );
+}
+
+fn completed(id: &str, fw: &str, state: TaskState) -> CompletedTask {
+    CompletedTask {
+        spec: spec(id, 1.0, 128),
+        framework_id: fw.into(),
+        resources: RoleResources::unreserved(res(1.0, 128)),
+        state,
+        reason: None,
+        message: format!("{id} ended"),
+        exit_code: Some(0),
+    }
+}
+
+#[test]
+fn a_restarted_master_learns_completed_tasks_from_the_agents() {
+    let mut c = MasterCore::with_epoch(MasterConfig::default(), 7);
+    let mut reg = registration("a1", 4.0, vec![reported("live", "fw-old", 1.0, 128)]);
+    reg.completed = vec![
+        completed("done", "fw-old", TaskState::Finished),
+        completed("failed", "fw-old", TaskState::Failed),
+    ];
+    c.handle(at(0), Event::AgentRegistered(reg));
+    drain(&mut c);
+    assert_eq!(task_state(&c, "live"), Some(TaskState::Running));
+    assert_eq!(task_state(&c, "done"), Some(TaskState::Finished));
+    assert_eq!(task_state(&c, "failed"), Some(TaskState::Failed));
+    let s = c.state();
+    let done = s.tasks.iter().find(|t| t.task_id == "done").unwrap();
+    assert_eq!(
+        (done.message.as_str(), done.agent_id.as_str()),
+        ("done ended", "a1")
+    );
+    // What completed tasks held is free: only the live task's cpu is used.
+    assert_eq!(s.used.cpus(), 1.0, "{s:?}");
+    assert_eq!(c.check_books(), Ok(()));
+}
+
+#[test]
+fn a_task_that_completed_while_its_agent_was_away_ends_as_it_did_not_gone() {
+    let (mut c, fw) = running(60.0);
+    c.handle(
+        at(1),
+        Event::AgentLost {
+            agent_id: "a1".into(),
+        },
+    );
+    drain(&mut c);
+    let mut reg = registration("a1", 4.0, vec![]);
+    reg.completed = vec![completed("t1", &fw, TaskState::Finished)];
+    c.handle(at(2), Event::AgentRegistered(reg));
+    let ups = updates(&drain(&mut c));
+    assert_eq!(task_state(&c, "t1"), Some(TaskState::Finished));
+    assert!(
+        ups.iter()
+            .any(|u| u.task_id == "t1" && u.state == TaskState::Finished),
+        "{ups:?}"
+    );
+    assert_eq!(c.state().used.cpus(), 0.0);
+    assert_eq!(c.check_books(), Ok(()));
 }

@@ -4,15 +4,26 @@
 //! placed records why (which resource no offer had enough of, how much the largest offer
 //! had, or that no offer arrived at all), so `plexus ps` and the API can say it. When the
 //! queue is empty the framework suppresses its offers; a new job revives them.
+//!
+//! With a store ([`Jobs::open`]) the framework keeps what it accepted across restarts of
+//! the master process: every job and its history, the job numbering, and the framework
+//! id of each role, which it re-subscribes under. A submission is answered once it is
+//! durable ([`Jobs::durable`]). A kill is remembered as the job's desired state and sent
+//! again whenever the job is heard of still running, so neither a lost message nor a
+//! master restart undoes it.
 
-use std::collections::{BTreeMap, VecDeque};
+pub mod store;
+
+pub use store::{JobsStore, StoreError};
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::ids::{AgentId, TaskId};
+use crate::ids::{AgentId, FrameworkId, TaskId};
 use crate::protocol::{Offer, TaskSpec};
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources, ANY_ROLE};
@@ -54,9 +65,6 @@ pub enum KillError {
         /// How it ended.
         state: TaskState,
     },
-    /// The framework is not registered with a master right now.
-    #[error("the jobs framework is not connected to the master")]
-    NotConnected,
 }
 
 /// One state change of a job.
@@ -96,6 +104,9 @@ pub struct JobStatus {
     pub agent_id: Option<AgentId>,
     /// State changes, oldest first.
     pub history: Vec<JobEvent>,
+    /// A kill was asked for: it is sent again until the job has ended.
+    #[serde(default)]
+    pub kill_requested: bool,
 }
 
 /// The jobs of one role, placed by that role's framework.
@@ -111,10 +122,25 @@ struct Inner {
     next: u64,
     queues: BTreeMap<String, RoleQueue>,
     jobs: BTreeMap<TaskId, JobStatus>,
+    /// Each job's submission number.
+    seq_of: BTreeMap<TaskId, u64>,
     /// Ended jobs, oldest first (at most `MAX_ENDED_JOBS`).
     ended: VecDeque<TaskId>,
     offers_seen: u64,
     subscribers: Vec<mpsc::UnboundedSender<(TaskId, TaskState)>>,
+    /// What changed since the store was last written (only with a store).
+    unsaved: Option<Unsaved>,
+}
+
+/// Changes not yet in the store, and how many changes there were in all.
+#[derive(Default)]
+struct Unsaved {
+    jobs: BTreeSet<TaskId>,
+    deleted: BTreeSet<TaskId>,
+    framework_ids: BTreeMap<String, FrameworkId>,
+    next: bool,
+    /// Changes made so far (the store has them once `durable` reaches this).
+    generation: u64,
 }
 
 /// The jobs framework's shared state: submit, list and kill jobs from anywhere.
@@ -122,6 +148,8 @@ struct Inner {
 pub struct Jobs {
     inner: Arc<Mutex<Inner>>,
     changes: watch::Sender<u64>,
+    /// The generation of changes the store holds.
+    durable: watch::Sender<u64>,
 }
 
 impl Default for Jobs {
@@ -155,6 +183,53 @@ impl Inner {
                 break;
             };
             self.jobs.remove(&old);
+            self.seq_of.remove(&old);
+            if let Some(u) = &mut self.unsaved {
+                u.jobs.remove(&old);
+                u.deleted.insert(old);
+                u.generation += 1;
+            }
+        }
+    }
+
+    /// Notes that job `id` changed (to be written to the store, if there is one).
+    fn touch(&mut self, id: &str) {
+        if let Some(u) = &mut self.unsaved {
+            u.jobs.insert(id.into());
+            u.generation += 1;
+        }
+    }
+
+    /// Takes what is to be written, and the generation it brings the store to.
+    fn take_batch(&mut self) -> Option<(store::Batch, u64)> {
+        let u = self.unsaved.as_mut()?;
+        let mut batch = store::Batch {
+            next: u.next.then_some(self.next),
+            put: Vec::with_capacity(u.jobs.len()),
+            delete: std::mem::take(&mut u.deleted).into_iter().collect(),
+            framework_ids: std::mem::take(&mut u.framework_ids).into_iter().collect(),
+        };
+        u.next = false;
+        for id in std::mem::take(&mut u.jobs) {
+            if let (Some(j), Some(seq)) = (self.jobs.get(&id), self.seq_of.get(&id)) {
+                batch.put.push((*seq, j.clone()));
+            }
+        }
+        Some((batch, u.generation))
+    }
+
+    /// Puts back a batch that could not be written.
+    fn restore_batch(&mut self, batch: store::Batch) {
+        let Some(u) = &mut self.unsaved else { return };
+        u.next |= batch.next.is_some();
+        for (_, j) in batch.put {
+            if !u.deleted.contains(&j.task_id) {
+                u.jobs.insert(j.task_id);
+            }
+        }
+        u.deleted.extend(batch.delete);
+        for (role, id) in batch.framework_ids {
+            u.framework_ids.entry(role).or_insert(id);
         }
     }
 }
@@ -174,6 +249,57 @@ impl Jobs {
         Jobs {
             inner: Arc::new(Mutex::new(inner)),
             changes: watch::channel(0).0,
+            durable: watch::channel(0).0,
+        }
+    }
+
+    /// A jobs framework serving `roles` that keeps its jobs in `store`: what the store
+    /// holds is taken back (pending jobs queue again in their order, running ones wait
+    /// for their updates), and from now on every change is written to it in the
+    /// background, in batches. Returns the framework id each role had, to re-subscribe
+    /// under. Needs a tokio runtime.
+    pub fn open(
+        roles: &[String],
+        store: JobsStore,
+    ) -> Result<(Jobs, BTreeMap<String, FrameworkId>), StoreError> {
+        let saved = store.load()?;
+        let jobs = Jobs::new(roles);
+        {
+            let mut g = jobs.lock();
+            g.next = saved.next;
+            for (seq, j) in saved.jobs {
+                let id = j.task_id.clone();
+                match j.state {
+                    None => match g.queues.get_mut(&j.role) {
+                        Some(q) => q.pending.push_back(id.clone()),
+                        // A role no longer served: it waits, saying so.
+                        None => {
+                            tracing::warn!(job = %id, role = %j.role, "a pending job of a role no longer served")
+                        }
+                    },
+                    Some(s) if s.is_terminal() => g.ended.push_back(id.clone()),
+                    Some(_) => {}
+                }
+                g.seq_of.insert(id.clone(), seq);
+                g.jobs.insert(id, j);
+            }
+            g.unsaved = Some(Unsaved::default());
+        }
+        let store = Arc::new(store);
+        tokio::spawn(write_behind(jobs.clone(), store));
+        Ok((jobs, saved.framework_ids))
+    }
+
+    /// Waits until every change made before the call is in the store (at once without
+    /// one). While the store cannot be written this waits; callers bound it.
+    pub async fn durable(&self) {
+        let want = match &self.lock().unsaved {
+            Some(u) => u.generation,
+            None => return,
+        };
+        let mut durable = self.durable.subscribe();
+        if durable.wait_for(|d| *d >= want).await.is_err() {
+            tracing::debug!("jobs framework gone before its changes were written");
         }
     }
 
@@ -209,7 +335,12 @@ impl Jobs {
             ));
         }
         g.next += 1;
-        let id = TaskId::new(format!("job-{}-{}", unix_ms(), g.next));
+        let seq = g.next;
+        let id = TaskId::new(format!("job-{}-{}", unix_ms(), seq));
+        g.seq_of.insert(id.clone(), seq);
+        if let Some(u) = &mut g.unsaved {
+            u.next = true;
+        }
         let name = req.name.clone().unwrap_or_else(|| req.argv.join(" "));
         g.jobs.insert(
             id.clone(),
@@ -223,8 +354,10 @@ impl Jobs {
                 why_not_placed: Some("waiting for offers".into()),
                 agent_id: None,
                 history: Vec::new(),
+                kill_requested: false,
             },
         );
+        g.touch(&id);
         let q = g.queues.get_mut(&role).expect("role checked above");
         let was_idle = q.pending.is_empty();
         q.pending.push_back(id.clone());
@@ -256,7 +389,9 @@ impl Jobs {
         self.lock().queues.values().map(|q| q.pending.len()).sum()
     }
 
-    /// Kills a job (or drops it from the queue).
+    /// Kills a job (or drops it from the queue). The kill is the job's desired state
+    /// from now on: sent now if the framework is connected, and again whenever the job
+    /// is heard of still running.
     pub fn kill(&self, task_id: &str) -> Result<(), KillError> {
         let mut g = self.lock();
         let Some(j) = g.jobs.get_mut(task_id) else {
@@ -277,6 +412,7 @@ impl Jobs {
                 if let Some(q) = g.queues.get_mut(&role) {
                     q.pending.retain(|p| p != task_id);
                 }
+                g.touch(task_id);
                 g.ended(task_id);
             }
             Some(state) if state.is_terminal() => {
@@ -285,10 +421,17 @@ impl Jobs {
                     state,
                 })
             }
-            Some(_) => match g.queues.get(&role).and_then(|q| q.handle.as_ref()) {
-                Some(h) => h.kill(task_id),
-                None => return Err(KillError::NotConnected),
-            },
+            Some(_) => {
+                j.kill_requested = true;
+                g.touch(task_id);
+                match g.queues.get(&role).and_then(|q| q.handle.as_ref()) {
+                    Some(h) => h.kill(task_id),
+                    None => tracing::info!(
+                        task = task_id,
+                        "kill kept until the jobs framework is connected"
+                    ),
+                }
+            }
         }
         drop(g);
         self.changed();
@@ -359,14 +502,30 @@ fn short_of(want: &Resources, have: &Resources) -> Option<String> {
 }
 
 impl Scheduler for JobsScheduler {
-    fn registered(&mut self, driver: &DriverHandle, _framework_id: &str) {
+    fn registered(&mut self, driver: &DriverHandle, framework_id: &str) {
         let mut g = self.jobs.lock();
+        if let Some(u) = &mut g.unsaved {
+            u.framework_ids
+                .insert(self.role.clone(), framework_id.into());
+            u.generation += 1;
+        }
         let q = g.queues.get_mut(&self.role).expect("served role");
         q.handle = Some(driver.clone());
         if q.suppressed || !q.pending.is_empty() {
             q.suppressed = false;
             driver.revive();
         }
+        // Kills asked for while disconnected go out now; what the master knows of the
+        // rest comes back through reconciliation.
+        for j in g.jobs.values() {
+            let live = j.state.is_some_and(|s| !s.is_terminal());
+            if j.role == self.role && live && j.kill_requested {
+                driver.kill(&j.task_id);
+            }
+        }
+        driver.reconcile(Vec::new());
+        drop(g);
+        self.jobs.changed();
     }
 
     fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
@@ -440,6 +599,7 @@ impl Scheduler for JobsScheduler {
                     j.why_not_placed = None;
                     j.agent_id = Some(slot.offer.agent_id.clone());
                 }
+                g.touch(&t.task_id);
             }
             if slot.launch.is_empty() {
                 driver.decline(vec![slot.offer.id], Duration::from_secs(1));
@@ -465,7 +625,7 @@ impl Scheduler for JobsScheduler {
         self.jobs.changed();
     }
 
-    fn update(&mut self, _driver: &DriverHandle, u: &StatusUpdate) {
+    fn update(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
         let mut g = self.jobs.lock();
         if let Some(j) = g.jobs.get_mut(&u.task_id) {
             let was = j.state;
@@ -482,6 +642,15 @@ impl Scheduler for JobsScheduler {
             if !u.agent_id.is_empty() {
                 j.agent_id = Some(u.agent_id.clone());
             }
+            let runs = matches!(
+                u.state,
+                TaskState::Staging | TaskState::Starting | TaskState::Running
+            );
+            if j.kill_requested && runs {
+                // Still running although a kill was asked for (it was lost, or the
+                // master restarted since): ask again.
+                driver.kill(&u.task_id);
+            }
             if !dup {
                 j.record(JobEvent {
                     state: u.state,
@@ -493,6 +662,7 @@ impl Scheduler for JobsScheduler {
                 g.subscribers
                     .retain(|s| s.send((u.task_id.clone(), u.state)).is_ok());
             }
+            g.touch(&u.task_id);
             if u.state.is_terminal() && !was.is_some_and(TaskState::is_terminal) {
                 g.ended(&u.task_id);
             }
@@ -501,6 +671,64 @@ impl Scheduler for JobsScheduler {
         self.jobs.changed();
     }
 }
+
+/// Writes the jobs' changes to `store` in batches, as they come, until the framework is
+/// gone. A batch that cannot be written (a full disk) is kept and tried again with
+/// backoff, said at error level; meanwhile submissions wait for it.
+async fn write_behind(jobs: Jobs, store: Arc<JobsStore>) {
+    let mut changes = jobs.changes();
+    let mut failures: u32 = 0;
+    loop {
+        let Some((batch, generation)) = jobs.lock().take_batch() else {
+            return;
+        };
+        if batch.is_empty() {
+            jobs.durable.send_replace(generation);
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let s = store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let r = s.write(&batch);
+            (batch, r)
+        })
+        .await;
+        match written {
+            Ok((_, Ok(()))) => {
+                if failures > 0 {
+                    tracing::info!(failed = failures, "jobs store written again");
+                    failures = 0;
+                }
+                jobs.durable.send_replace(generation);
+            }
+            Ok((batch, Err(e))) => {
+                jobs.lock().restore_batch(batch);
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::error!(
+                        failed = failures,
+                        "{e}; submissions wait until it can be written"
+                    );
+                }
+                let wait = WRITE_RETRY_MIN_MS
+                    .saturating_mul(1 << failures.min(6))
+                    .min(WRITE_RETRY_MAX_MS);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            Err(e) => {
+                tracing::error!("the jobs store writer failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// First wait before writing the jobs store again after a write failed.
+const WRITE_RETRY_MIN_MS: u64 = 100;
+/// Longest wait between attempts to write the jobs store.
+const WRITE_RETRY_MAX_MS: u64 = 5_000;
 
 #[cfg(test)]
 mod tests {

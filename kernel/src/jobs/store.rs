@@ -1,0 +1,222 @@
+//! Where the jobs framework keeps what it accepted: an embedded database (redb) in the
+//! master's state directory, so a master process that restarts still has every job,
+//! pending, running or ended, and re-subscribes under the framework ids it had.
+//!
+//! What is kept: each job (its status and history) under its task id, with the order it
+//! was submitted in; the next job number; the framework id of each role. Changes are
+//! written in batches ([`JobsStore::write`]), one transaction each, synced before it
+//! returns; the jobs framework answers a submission only once its batch is written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::JobStatus;
+use crate::ids::{FrameworkId, TaskId};
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const NEXT_KEY: &str = "next";
+const FRAMEWORK_PREFIX: &str = "framework:";
+
+/// Errors of the jobs store, naming its file.
+#[derive(Debug, thiserror::Error)]
+#[error("jobs store {path}: {what}")]
+pub struct StoreError {
+    /// The database file.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub what: String,
+}
+
+/// What a store holds.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Saved {
+    /// The next job number.
+    pub next: u64,
+    /// Every job with its submission number, in submission order.
+    pub jobs: Vec<(u64, JobStatus)>,
+    /// The framework id of each role.
+    pub framework_ids: BTreeMap<String, FrameworkId>,
+}
+
+/// Changes to write together.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Batch {
+    /// The next job number, if it changed.
+    pub next: Option<u64>,
+    /// Jobs to write (new or changed), with their submission numbers.
+    pub put: Vec<(u64, JobStatus)>,
+    /// Jobs to forget.
+    pub delete: Vec<TaskId>,
+    /// Framework ids to remember, by role.
+    pub framework_ids: Vec<(String, FrameworkId)>,
+}
+
+impl Batch {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.next.is_none()
+            && self.put.is_empty()
+            && self.delete.is_empty()
+            && self.framework_ids.is_empty()
+    }
+}
+
+/// The jobs framework's database.
+pub struct JobsStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for JobsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobsStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl JobsStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<JobsStore, StoreError> {
+        let err = |what: String| StoreError {
+            path: path.to_path_buf(),
+            what,
+        };
+        let db = Database::create(path).map_err(|e| err(e.to_string()))?;
+        let store = JobsStore {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Both tables exist from the start, so reads never meet a missing one.
+        store.write(&Batch::default())?;
+        Ok(store)
+    }
+
+    fn err(&self, what: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    fn enc<T: serde::Serialize>(&self, v: &T) -> Result<Vec<u8>, StoreError> {
+        plexus_net::codec::encode(v).map_err(|e| self.err(e))
+    }
+
+    /// Everything the store holds.
+    pub fn load(&self) -> Result<Saved, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut saved = Saved::default();
+        let meta = r.open_table(META).map_err(|e| self.err(e))?;
+        for entry in meta.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (key, value) = (k.value(), v.value());
+            if key == NEXT_KEY {
+                saved.next = plexus_net::codec::decode(value)
+                    .map_err(|e| self.err(format!("{NEXT_KEY}: {e}")))?;
+            } else if let Some(role) = key.strip_prefix(FRAMEWORK_PREFIX) {
+                let id: FrameworkId = plexus_net::codec::decode(value)
+                    .map_err(|e| self.err(format!("{key}: {e}")))?;
+                saved.framework_ids.insert(role.to_string(), id);
+            }
+        }
+        let jobs = r.open_table(JOBS).map_err(|e| self.err(e))?;
+        for entry in jobs.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let job: (u64, JobStatus) = plexus_net::codec::decode(v.value())
+                .map_err(|e| self.err(format!("job {}: {e}", k.value())))?;
+            saved.jobs.push(job);
+        }
+        saved.jobs.sort_by_key(|(seq, _)| *seq);
+        Ok(saved)
+    }
+
+    /// Writes `batch` in one transaction; returns once it is durable.
+    pub fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut jobs = txn.open_table(JOBS).map_err(|e| self.err(e))?;
+            if let Some(next) = batch.next {
+                meta.insert(NEXT_KEY, self.enc(&next)?.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            for (role, id) in &batch.framework_ids {
+                let key = format!("{FRAMEWORK_PREFIX}{role}");
+                meta.insert(key.as_str(), self.enc(id)?.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            for (seq, job) in &batch.put {
+                jobs.insert(job.task_id.as_str(), self.enc(&(seq, job))?.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            for id in &batch.delete {
+                jobs.remove(id.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Resources;
+
+    fn job(id: &str) -> JobStatus {
+        JobStatus {
+            task_id: id.into(),
+            name: id.into(),
+            argv: vec!["true".into()],
+            resources: Resources::new(0.1, 32),
+            role: "*".into(),
+            state: None,
+            why_not_placed: None,
+            agent_id: None,
+            history: Vec::new(),
+            kill_requested: false,
+        }
+    }
+
+    #[test]
+    fn what_is_written_is_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        let s = JobsStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap(), Saved::default());
+        s.write(&Batch {
+            next: Some(3),
+            put: vec![(2, job("b")), (1, job("a")), (3, job("c"))],
+            delete: vec![],
+            framework_ids: vec![("*".into(), "fw-1".into())],
+        })
+        .unwrap();
+        s.write(&Batch {
+            delete: vec!["b".into()],
+            ..Batch::default()
+        })
+        .unwrap();
+        drop(s);
+        let back = JobsStore::open(&path).unwrap().load().unwrap();
+        assert_eq!(back.next, 3);
+        let ids: Vec<&str> = back.jobs.iter().map(|(_, j)| j.task_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["a", "c"],
+            "in submission order, without the deleted one"
+        );
+        assert_eq!(back.framework_ids["*"], "fw-1");
+    }
+
+    #[test]
+    fn a_store_that_is_not_a_database_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        std::fs::write(&path, b"not a database at all").unwrap();
+        let e = JobsStore::open(&path).unwrap_err();
+        assert!(e.to_string().contains("jobs.redb"), "{e}");
+    }
+}
