@@ -165,17 +165,28 @@ impl ChildSpec for AgentSpec {
 /// Most changes written in one checkpoint during a burst.
 const PERSIST_BATCH: usize = 32;
 
-/// After a checkpoint write, the next one waits at least this many times as long as the
-/// write took (group commit): under a burst of changes, writing takes at most a fifth of
-/// the agent's time and each write carries many changes, while an agent with little to
-/// write writes at once.
+/// After a checkpoint write that carried more than [`PERSIST_IDLE_CHANGES`] changes (a
+/// burst), the next one waits at least this many times as long as the write took (group
+/// commit): under a burst, writing takes at most a fifth of the agent's time and each
+/// write carries many changes. An agent with little to write writes at once, so a lone
+/// launch waits for no timer.
 const PERSIST_SPACING: u32 = 4;
+
+/// Most changes a write may carry and still count as idle (no spacing after it).
+const PERSIST_IDLE_CHANGES: usize = 2;
 
 /// First wait before writing the checkpoint again after a write failed (a full disk);
 /// it doubles with each failure, up to `PERSIST_RETRY_MAX`. Meanwhile no update is sent.
 const PERSIST_RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between attempts to write a checkpoint that could not be written.
 const PERSIST_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// When the last checkpoint write ended, how long it took and how many changes it carried.
+struct LastSave {
+    at: Instant,
+    took: Duration,
+    changes: usize,
+}
 
 /// The agent's state.
 pub struct AgentState {
@@ -189,8 +200,8 @@ pub struct AgentState {
     persist_queued: bool,
     /// A `Tick` is on its way.
     tick_armed: bool,
-    /// When the last checkpoint write ended and how long it took.
-    last_save: Option<(Instant, Duration)>,
+    /// The last checkpoint write.
+    last_save: Option<LastSave>,
     /// Checkpoint writes that failed in a row.
     write_failures: u32,
     /// The actor of each task whose process it launches or watches.
@@ -218,11 +229,16 @@ impl Agent {
     /// Writes the checkpoint; false if it could not be written.
     fn save(&self, st: &mut AgentState) -> bool {
         let t0 = Instant::now();
+        let changes = st.core.unsaved();
         let r = plexus_net::codec::encode(st.core.checkpoint())
             .map_err(|e| e.to_string())
             .and_then(|b| st.state_file.write(&b).map_err(|e| e.to_string()));
         let end = Instant::now();
-        st.last_save = Some((end, end - t0));
+        st.last_save = Some(LastSave {
+            at: end,
+            took: end - t0,
+            changes,
+        });
         let agent = st.core.agent_id().to_string();
         match r {
             Ok(()) => {
@@ -254,8 +270,11 @@ impl Agent {
 
     /// How long the next checkpoint write must still wait ([`PERSIST_SPACING`]).
     fn spacing_left(st: &AgentState) -> Option<Duration> {
-        let (at, took) = st.last_save?;
-        (at + took * PERSIST_SPACING)
+        let last = st.last_save.as_ref()?;
+        if last.changes <= PERSIST_IDLE_CHANGES {
+            return None;
+        }
+        (last.at + last.took * PERSIST_SPACING)
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
     }
