@@ -447,6 +447,9 @@ pub fn agents(c: &Client, json: bool) -> anyhow::Result<()> {
             short(&x.free),
             x.isolation
         );
+        if let Some(p) = &x.problem {
+            println!("    takes no tasks: {p}");
+        }
     }
     Ok(())
 }

@@ -213,6 +213,7 @@ pub async fn start_agent(
         tick: Duration::from_millis(250),
         drop_acknowledgements: false,
         forget_completed_tasks: false,
+        send_unwritten_updates: false,
         fault: plexus_kernel::supervision::FaultSwitch::default(),
         agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
         disk: Arc::new(plexus_kernel::agent::RealDisk),

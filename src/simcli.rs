@@ -90,7 +90,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 64)]
     pub offer_limit: u32,
     /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`,
-    /// `forget-completed`, `forget-kills`.
+    /// `forget-completed`, `forget-kills`, `send-unwritten`.
     #[arg(long)]
     pub defect: Option<String>,
     /// Trace lines printed before a violation.

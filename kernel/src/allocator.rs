@@ -71,6 +71,8 @@ impl AllocatorError {
 
 struct Agent {
     name: AgentId,
+    /// Not offered (it cannot take tasks now); its books are kept.
+    paused: bool,
     total: RoleResources,
     available: RoleResources,
     alive: bool,
@@ -198,6 +200,7 @@ impl Allocator {
             None => {
                 let slot = Agent {
                     name: name.into(),
+                    paused: false,
                     total: RoleResources::default(),
                     available: RoleResources::default(),
                     alive: false,
@@ -221,6 +224,7 @@ impl Allocator {
         a.total = total.clone();
         a.available = total;
         a.alive = true;
+        a.paused = false;
         for (fw, r) in used {
             let Some(rest) = self.agents[i as usize].available.checked_sub(r) else {
                 tracing::warn!(agent = name, framework = %fw, "tasks hold more than the agent has: {}", r.total());
@@ -258,6 +262,14 @@ impl Allocator {
         self.total = self.total.checked_sub(&t).unwrap_or_default();
         self.filters.retain(|(_, ag), _| *ag != i);
         self.keys_stale = true;
+    }
+
+    /// Stops (`true`) or resumes offering an agent's resources; what its tasks hold is
+    /// kept either way. (Re-adding an agent resumes it.)
+    pub fn pause_agent(&mut self, name: &str, paused: bool) {
+        if let Ok(i) = self.agent(name) {
+            self.agents[i as usize].paused = paused;
+        }
     }
 
     /// Forgets an agent for good (removed from the cluster): its slot is reused.
@@ -671,7 +683,7 @@ impl Allocator {
                 break;
             }
             let agent = &self.agents[a as usize];
-            if !agent.alive || !agent.available.0.values().any(offerable) {
+            if !agent.alive || agent.paused || !agent.available.0.values().any(offerable) {
                 continue;
             }
             let mut pick: Option<(Ix, Ix)> = None;

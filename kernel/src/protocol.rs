@@ -114,6 +114,8 @@ pub struct AgentRegistration {
     /// Its most recently completed tasks (ended, updates acknowledged), oldest first: a
     /// restarted master learns their history from them.
     pub completed: Vec<CompletedTask>,
+    /// Why it cannot take tasks now (e.g. its checkpoint cannot be written), if so.
+    pub problem: Option<String>,
 }
 
 /// A task an agent ran to its end and whose updates were all acknowledged.
@@ -186,6 +188,13 @@ pub enum MasterMsg {
     RegisterAgent(AgentRegistration),
     /// A status update from an agent.
     Update(StatusUpdate),
+    /// An agent can no longer take tasks (`problem`), or can again (`None`).
+    AgentHealth {
+        /// The agent.
+        agent_id: AgentId,
+        /// What is wrong.
+        problem: Option<String>,
+    },
     /// A scheduler subscribes (or re-subscribes); it registered `scheduler` first.
     Subscribe {
         /// The framework.
@@ -372,6 +381,8 @@ pub struct AgentState {
     pub free: Resources,
     /// Isolation in use.
     pub isolation: String,
+    /// Why it takes no tasks now, if so (it is not offered meanwhile).
+    pub problem: Option<String>,
 }
 
 /// Whether an agent is connected to the master (`active` / `unreachable` in JSON).

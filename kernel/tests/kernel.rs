@@ -22,7 +22,7 @@ use plexus_kernel::task::TaskState;
 use ractor::{call_t, Actor, ActorRef};
 
 struct Cluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     master_node: Node,
     sup: ActorRef<MasterSupervisorMsg>,
     _agents: Vec<Node>,
@@ -55,6 +55,7 @@ async fn start_agent(
     mem: u64,
     fault: &FaultSwitch,
     agent_fault: &FaultSwitch,
+    disk: Arc<dyn plexus_kernel::statefile::Disk>,
 ) -> Node {
     let node = Node::start(&settings(dir, name, vec![master.peer_addr()]))
         .await
@@ -75,9 +76,10 @@ async fn start_agent(
         tick: Duration::from_millis(100),
         drop_acknowledgements: false,
         forget_completed_tasks: false,
+        send_unwritten_updates: false,
         fault: fault.clone(),
         agent_fault: agent_fault.clone(),
-        disk: Arc::new(plexus_kernel::agent::RealDisk),
+        disk,
         inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
     };
     Actor::spawn(
@@ -138,12 +140,13 @@ impl Cluster {
                     mem,
                     task_fault,
                     agent_fault,
+                    Arc::new(plexus_kernel::agent::RealDisk),
                 )
                 .await,
             );
         }
         let c = Cluster {
-            _dir: dir,
+            dir,
             master_node,
             sup,
             _agents: nodes,
@@ -412,7 +415,7 @@ async fn failover_within_the_timeout_keeps_tasks_and_after_it_kills_them() {
     let dir = tempfile::tempdir().unwrap();
     // The framework's node uses the cluster's CA.
     for f in ["ca.pem", "ca.key"] {
-        std::fs::copy(c._dir.path().join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(c.dir.path().join(f), dir.path().join(f)).unwrap();
     }
     let fw_settings = settings(dir.path(), "fw", vec![c.master_node.peer_addr()]);
     let info = FrameworkInfo {
@@ -705,7 +708,7 @@ async fn a_task_actor_that_panics_ends_its_task_failed_and_its_process_is_killed
     let c = Cluster::start_full(1, MasterConfig::default(), 4.0, 4096, &fault, &none).await;
     let jobs = start_jobs(&c).await;
     // The task tells its pid through a FIFO.
-    let fifo = common::fifo(c._dir.path(), "pid");
+    let fifo = common::fifo(c.dir.path(), "pid");
     let script = format!("echo $$ > {} && exec sleep 300", fifo.display());
     let task = submit_running(&jobs, &["/bin/sh", "-c", &script]).await;
     let pid: i32 = common::read_line(&fifo).await.parse().expect("a pid");
@@ -861,4 +864,84 @@ async fn an_api_that_panics_is_restarted_on_the_same_socket_and_serves_the_same_
     let (code, body) = http_get(addr, &format!("/api/v1/tasks/{task}")).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("TASK_RUNNING"), "{body}");
+}
+
+/// The machine's disk, except that every write fails while `full` is set.
+#[derive(Debug, Default)]
+struct FillableDisk {
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl plexus_kernel::statefile::Disk for FillableDisk {
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+        plexus_kernel::agent::RealDisk.read(path)
+    }
+
+    fn write(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device (test)",
+            ));
+        }
+        plexus_kernel::agent::RealDisk.write(path, bytes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_write_its_checkpoint_takes_no_tasks_and_says_why_until_it_can() {
+    let c = Cluster::start(0).await;
+    let disk = Arc::new(FillableDisk::default());
+    let none = FaultSwitch::default();
+    let _agent = start_agent(
+        c.dir.path(),
+        "agentx",
+        &c.master_node,
+        4.0,
+        4096,
+        &none,
+        &none,
+        disk.clone(),
+    )
+    .await;
+    c.wait(|s| s.agents.len() == 1 && s.agents[0].status == AgentStatus::Active)
+        .await;
+    let jobs = start_jobs(&c).await;
+    disk.full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = jobs
+        .submit(JobRequest {
+            name: None,
+            argv: vec!["sleep".into(), "300".into()],
+            resources: Resources::new(1.0, 64),
+            role: None,
+        })
+        .unwrap();
+    // The launch cannot be recorded: the agent says so, is offered no more, and starts
+    // nothing it could not account for after a restart.
+    let s = c
+        .wait(|s| {
+            s.agents[0]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("checkpoint"))
+        })
+        .await;
+    assert!(
+        s.offers.iter().all(|o| o.agent_id != s.agents[0].id),
+        "{:?}",
+        s.offers
+    );
+    let t = s.tasks.iter().find(|t| t.task_id == first).unwrap();
+    assert_eq!(t.state, TaskState::Staging, "{t:?}");
+    // Space again: it records the task, starts it, and takes tasks again.
+    disk.full.store(false, std::sync::atomic::Ordering::SeqCst);
+    c.wait(|s| {
+        s.agents[0].problem.is_none()
+            && s.tasks
+                .iter()
+                .any(|t| t.task_id == first && t.state == TaskState::Running)
+    })
+    .await;
+    let second = submit_running(&jobs, &["sleep", "300"]).await;
+    assert_ne!(second, first);
 }

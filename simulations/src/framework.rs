@@ -24,8 +24,9 @@ pub struct FrameworkLog {
     pub launched: BTreeMap<TaskId, u64>,
     /// The last state it heard of each task.
     pub last: BTreeMap<TaskId, TaskState>,
-    /// Highest agent update uuid seen per task, and whether that update was terminal.
-    seen: BTreeMap<TaskId, (u64, bool)>,
+    /// Highest agent update uuid seen per task, whether that update was terminal, and
+    /// the state it reported.
+    seen: BTreeMap<TaskId, (u64, bool, TaskState)>,
     /// Tasks not known to be terminal.
     pub live: BTreeSet<TaskId>,
     /// Tasks whose agent reported their end (not the master), and that agent.
@@ -147,7 +148,20 @@ impl Scheduler for SimScheduler {
             return;
         }
         if u.uuid != 0 {
-            let (max, ended) = g.seen.get(&u.task_id).copied().unwrap_or((0, false));
+            let (max, ended, max_state) = g
+                .seen
+                .get(&u.task_id)
+                .copied()
+                .unwrap_or((0, false, u.state));
+            if u.uuid == max && u.state != max_state {
+                self.rec.violation(
+                    "updates-durable",
+                    format!(
+                        "{}: update {} of task {} said {:?}, and now {:?}: its agent sent an update it then forgot",
+                        self.name, u.uuid, u.task_id, max_state, u.state
+                    ),
+                );
+            }
             if u.uuid < max {
                 self.rec.violation(
                     "updates-in-order",
@@ -166,8 +180,8 @@ impl Scheduler for SimScheduler {
                 );
             }
             if u.uuid >= max {
-                g.seen
-                    .insert(u.task_id.clone(), (u.uuid, ended || u.state.is_terminal()));
+                let ended = ended || u.state.is_terminal();
+                g.seen.insert(u.task_id.clone(), (u.uuid, ended, u.state));
             }
         }
         g.last.insert(u.task_id.clone(), u.state);

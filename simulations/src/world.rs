@@ -36,14 +36,17 @@ pub enum Defect {
     ForgetCompleted,
     /// The master does not keep kills for agents that are away.
     ForgetKills,
+    /// Agents send updates before their checkpoint holds them.
+    SendUnwritten,
 }
 
 impl Defect {
     /// Every defect, by its name on the command line.
-    pub const ALL: [(&'static str, Defect); 3] = [
+    pub const ALL: [(&'static str, Defect); 4] = [
         ("drop-acks", Defect::DropAcks),
         ("forget-completed", Defect::ForgetCompleted),
         ("forget-kills", Defect::ForgetKills),
+        ("send-unwritten", Defect::SendUnwritten),
     ];
 }
 
@@ -357,6 +360,7 @@ impl World {
             tick: Duration::from_secs(2),
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
             forget_completed_tasks: self.cfg.defect == Some(Defect::ForgetCompleted),
+            send_unwritten_updates: self.cfg.defect == Some(Defect::SendUnwritten),
             fault: plexus_kernel::supervision::FaultSwitch::default(),
             agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
             disk,

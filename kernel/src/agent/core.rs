@@ -174,6 +174,10 @@ pub struct AgentCore {
     registered: bool,
     /// Changes not yet in the checkpoint.
     unsaved: usize,
+    /// Tasks to launch once the checkpoint holding them is written.
+    awaiting_write: Vec<TaskId>,
+    /// A deliberate defect (simulations only): updates go out before they are written.
+    send_unwritten: bool,
 }
 
 impl AgentCore {
@@ -190,6 +194,8 @@ impl AgentCore {
             ck,
             registered: false,
             unsaved: 0,
+            awaiting_write: Vec::new(),
+            send_unwritten: false,
         };
         if let Some(id) = id {
             core.ck.agent_id = id.into();
@@ -228,6 +234,12 @@ impl AgentCore {
         (core, out)
     }
 
+    /// Switches on a deliberate defect, for proving that the simulation's invariants
+    /// catch it: updates are sent before the checkpoint holding them is written.
+    pub fn send_unwritten_updates(&mut self) {
+        self.send_unwritten = true;
+    }
+
     /// The agent's id.
     pub fn agent_id(&self) -> &str {
         &self.ck.agent_id
@@ -243,9 +255,26 @@ impl AgentCore {
         self.unsaved
     }
 
-    /// The checkpoint as it is now was written.
-    pub fn saved(&mut self) {
+    /// The checkpoint as it is now was written: the tasks it records are launched now
+    /// (a task is launched only once the agent would know of it after a restart).
+    pub fn saved(&mut self) -> Vec<Effect> {
         self.unsaved = 0;
+        let mut out = Vec::new();
+        for task_id in std::mem::take(&mut self.awaiting_write) {
+            let Some(t) = self.ck.tasks.get(&task_id) else {
+                continue;
+            };
+            if t.state != TaskState::Staging || t.killing || t.container.is_some() {
+                continue;
+            }
+            let spec = LaunchSpec {
+                task_id: task_id.to_string(),
+                argv: t.spec.argv.clone(),
+                resources: t.spec.resources.clone(),
+            };
+            out.push(Effect::Launch { task_id, spec });
+        }
+        out
     }
 
     /// Registered with a master.
@@ -282,6 +311,7 @@ impl AgentCore {
                 .collect(),
             isolation: isolation.to_string(),
             completed: self.ck.completed.iter().cloned().collect(),
+            problem: None,
         }
     }
 
@@ -298,13 +328,14 @@ impl AgentCore {
 
     /// The updates due now, once every change is written and a master listens.
     pub fn due_updates(&mut self, now: Now) -> Vec<StatusUpdate> {
-        if self.unsaved > 0 || !self.registered {
+        if (self.unsaved > 0 && !self.send_unwritten) || !self.registered {
             return Vec::new();
         }
         self.ck.updates.due(now.elapsed)
     }
 
-    /// A framework asked to launch `spec`; a task already known is not launched again.
+    /// A framework asked to launch `spec`: it is recorded, and launched once the record
+    /// is written ([`AgentCore::saved`]); a task already known is not launched again.
     pub fn run(
         &mut self,
         framework_id: FrameworkId,
@@ -315,11 +346,6 @@ impl AgentCore {
             return Vec::new();
         }
         let task_id = spec.task_id.clone();
-        let launch = LaunchSpec {
-            task_id: task_id.to_string(),
-            argv: spec.argv.clone(),
-            resources: spec.resources.clone(),
-        };
         self.ck.tasks.insert(
             task_id.clone(),
             TaskRecord {
@@ -332,11 +358,9 @@ impl AgentCore {
                 end: None,
             },
         );
+        self.awaiting_write.push(task_id);
         self.unsaved += 1;
-        vec![Effect::Launch {
-            task_id,
-            spec: launch,
-        }]
+        Vec::new()
     }
 
     /// A launch ended: the task runs, or failed to start. A task killed meanwhile stays

@@ -53,6 +53,9 @@ pub struct AgentConfig {
     /// A deliberate defect, for the same checks: the agent does not report its completed
     /// tasks when it registers. Never set outside such checks.
     pub forget_completed_tasks: bool,
+    /// A deliberate defect, for the same checks: updates are sent before the checkpoint
+    /// holding them is written. Never set outside such checks.
+    pub send_unwritten_updates: bool,
     /// Makes the next message of a task actor panic once tripped (for tests of the
     /// agent's supervision of its task actors; nothing on the wire can trip it).
     pub fault: FaultSwitch,
@@ -204,6 +207,8 @@ pub struct AgentState {
     last_save: Option<LastSave>,
     /// Checkpoint writes that failed in a row.
     write_failures: u32,
+    /// Why the agent takes no tasks now (its checkpoint cannot be written), if so.
+    problem: Option<String>,
     /// The actor of each task whose process it launches or watches.
     task_actors: BTreeMap<TaskId, ActorRef<TaskMsg>>,
     /// The task of each task actor.
@@ -226,8 +231,9 @@ impl Agent {
         self.cfg.state_dir.join("agent.checkpoint")
     }
 
-    /// Writes the checkpoint; false if it could not be written.
-    fn save(&self, st: &mut AgentState) -> bool {
+    /// Writes the checkpoint; the launches it allows, or `None` if it could not be
+    /// written.
+    fn save(&self, st: &mut AgentState) -> Option<Vec<Effect>> {
         let t0 = Instant::now();
         let changes = st.core.unsaved();
         let r = plexus_net::codec::encode(st.core.checkpoint())
@@ -242,21 +248,38 @@ impl Agent {
         let agent = st.core.agent_id().to_string();
         match r {
             Ok(()) => {
-                st.core.saved();
+                let launches = st.core.saved();
                 if st.write_failures > 0 {
-                    info!(%agent, failed = st.write_failures, "checkpoint written again; sending the updates it held");
+                    info!(%agent, failed = st.write_failures, "checkpoint written again; sending the updates it held and taking tasks again");
                     st.write_failures = 0;
+                    self.report_health(st, None);
                 }
-                true
+                Some(launches)
             }
             Err(e) => {
                 st.write_failures += 1;
                 // Said at once, then at every doubling of the count.
                 if st.write_failures.is_power_of_two() {
-                    error!(%agent, failed = st.write_failures, "cannot write the agent checkpoint: {e}; status updates wait until it is written");
+                    error!(%agent, failed = st.write_failures, "cannot write the agent checkpoint: {e}; status updates and launches wait until it is written");
                 }
-                false
+                if st.write_failures == 1 {
+                    self.report_health(st, Some(format!("cannot write its checkpoint: {e}")));
+                }
+                None
             }
+        }
+    }
+
+    /// Tells the master whether this agent can take tasks (`problem`: why not).
+    fn report_health(&self, st: &mut AgentState, problem: Option<String>) {
+        st.problem = problem.clone();
+        let Some(m) = &st.master else { return };
+        let msg = MasterMsg::AgentHealth {
+            agent_id: st.core.agent_id().into(),
+            problem,
+        };
+        if let Err(e) = m.cast(msg) {
+            debug!("master gone; the problem is told at the next registration: {e}");
         }
     }
 
@@ -290,7 +313,18 @@ impl Agent {
         for e in effects {
             self.effect(me, st, e).await?;
         }
-        self.mark_dirty(st);
+        self.changed(me, st).await
+    }
+
+    /// After a change: queues writing it, and launches what an immediate write allowed.
+    async fn changed(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        for e in self.mark_dirty(st) {
+            self.effect(me, st, e).await?;
+        }
         Ok(())
     }
 
@@ -337,16 +371,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Queues writing the checkpoint if anything changed.
-    fn mark_dirty(&self, st: &mut AgentState) {
+    /// Queues writing the checkpoint if anything changed (or, in a long burst, writes
+    /// it now and returns the launches that allowed).
+    fn mark_dirty(&self, st: &mut AgentState) -> Vec<Effect> {
         let unsaved = st.core.unsaved();
         if unsaved == 0 {
-            return;
+            return Vec::new();
         }
         if unsaved >= PERSIST_BATCH && Self::spacing_left(st).is_none() && st.write_failures == 0 {
             // A long burst: do not hold its updates back until it ends.
-            self.persist(st);
-            return;
+            return self.persist(st);
         }
         if !st.persist_queued {
             st.persist_queued = true;
@@ -354,19 +388,28 @@ impl Agent {
                 debug!("agent stopping: {e}");
             }
         }
+        Vec::new()
     }
 
-    /// Writes the checkpoint if anything changed, then sends the updates that are due.
-    fn persist(&self, st: &mut AgentState) {
-        if st.core.unsaved() > 0 && !self.save(st) {
-            // Nothing unwritten goes out; try again later.
-            if !st.persist_queued {
-                st.persist_queued = true;
-                st.me.send_after(Self::retry_wait(st), || AgentMsg::Persist);
+    /// Writes the checkpoint if anything changed, then sends the updates that are due;
+    /// returns the launches the write allowed.
+    fn persist(&self, st: &mut AgentState) -> Vec<Effect> {
+        let mut launches = Vec::new();
+        if st.core.unsaved() > 0 {
+            match self.save(st) {
+                Some(l) => launches = l,
+                None => {
+                    // Nothing unwritten goes out, nothing unwritten starts; try again later.
+                    if !st.persist_queued {
+                        st.persist_queued = true;
+                        st.me.send_after(Self::retry_wait(st), || AgentMsg::Persist);
+                    }
+                    return launches;
+                }
             }
-            return;
         }
         self.flush(st);
+        launches
     }
 
     /// Sends the updates that are due (the core holds them while a change is unwritten).
@@ -441,6 +484,7 @@ impl Agent {
         if self.cfg.forget_completed_tasks {
             reg.completed.clear();
         }
+        reg.problem = st.problem.clone();
         if let Some(m) = &st.master {
             if let Err(e) = m.cast(MasterMsg::RegisterAgent(reg)) {
                 debug!("master gone; registering again at the next tick: {e}");
@@ -477,8 +521,11 @@ impl Actor for Agent {
             elapsed: Duration::ZERO,
             unix_ms: plexus_net::clock::unix_ms(),
         };
-        let (core, effects) =
+        let (mut core, effects) =
             AgentCore::recover(ck, self.cfg.agent_id.as_deref(), self.node.name(), now);
+        if self.cfg.send_unwritten_updates {
+            core.send_unwritten_updates();
+        }
         self.node.register(&agent_name(core.agent_id()), &me)?;
         let mut st = AgentState {
             core,
@@ -490,6 +537,7 @@ impl Actor for Agent {
             tick_armed: false,
             last_save: None,
             write_failures: 0,
+            problem: None,
             task_actors: BTreeMap::new(),
             task_of: BTreeMap::new(),
             inbox: self
@@ -580,7 +628,10 @@ impl Agent {
                         st.persist_queued = true;
                         me.send_after(wait, || AgentMsg::Persist);
                     }
-                    _ => self.persist(st),
+                    _ => {
+                        let launches = self.persist(st);
+                        self.carry_out(&me, st, launches).await?;
+                    }
                 }
             }
             AgentMsg::Tick => {
@@ -607,7 +658,7 @@ impl Agent {
             }
             AgentMsg::Launched { task_id, result } => {
                 st.core.launched(&task_id, result, now);
-                self.mark_dirty(st);
+                self.changed(&me, st).await?;
             }
             AgentMsg::Kill { task_id } => {
                 let effects = st.core.kill(&task_id, now);
@@ -615,12 +666,12 @@ impl Agent {
             }
             AgentMsg::Exited { task_id, exit } => {
                 st.core.exited(&task_id, &exit, now);
-                self.mark_dirty(st);
+                self.changed(&me, st).await?;
             }
             AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
             AgentMsg::Ack { task_id, uuid } => {
                 st.core.ack(&task_id, uuid);
-                self.mark_dirty(st);
+                self.changed(&me, st).await?;
             }
             AgentMsg::ReadFile {
                 task_id,

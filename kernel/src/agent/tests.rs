@@ -76,16 +76,22 @@ fn running(core: &mut AgentCore, id: &str) {
 }
 
 #[test]
-fn a_task_is_launched_once_and_reported_running() {
+fn a_task_is_launched_once_it_is_recorded_and_reported_running() {
     let mut core = agent();
     let e = core.run("fw-1".into(), spec("t1"), RoleResources::default());
     assert!(
-        matches!(&e[..], [Effect::Launch { task_id, spec }] if task_id == "t1" && spec.argv[0] == "sleep")
+        e.is_empty(),
+        "nothing starts before the checkpoint records it"
     );
-    // The same launch again (a resent message) launches nothing.
+    // The same launch again (a resent message) records nothing more.
     assert!(core
         .run("fw-1".into(), spec("t1"), RoleResources::default())
         .is_empty());
+    let e = core.saved();
+    assert!(
+        matches!(&e[..], [Effect::Launch { task_id, spec }] if task_id == "t1" && spec.argv[0] == "sleep")
+    );
+    assert!(core.saved().is_empty(), "launched once");
     core.launched("t1", Ok(container("t1")), at(1));
     let u = sent(&mut core, at(1));
     assert_eq!(states(&u), vec![TaskState::Running]);
@@ -94,6 +100,15 @@ fn a_task_is_launched_once_and_reported_running() {
         ("fw-1", "node-a")
     );
     assert_eq!(u[0].unix_ms, at(1).unix_ms, "stamped with the time given");
+}
+
+#[test]
+fn a_task_killed_before_its_record_is_written_is_never_launched() {
+    let mut core = agent();
+    core.run("fw-1".into(), spec("t1"), RoleResources::default());
+    core.kill("t1", at(1));
+    assert!(core.saved().is_empty());
+    assert_eq!(states(&core.due_updates(at(1))), vec![TaskState::Killed]);
 }
 
 #[test]

@@ -259,6 +259,9 @@ impl Actor for Master {
                     .set_last_allocation_us(t.elapsed().as_micros() as u64);
             }
             MasterMsg::Update(u) => st.handle(&me, Event::Update(u)),
+            MasterMsg::AgentHealth { agent_id, problem } => {
+                st.handle(&me, Event::AgentHealth { agent_id, problem })
+            }
             MasterMsg::Framework { framework_id, call } => {
                 st.handle(&me, Event::Framework { framework_id, call })
             }

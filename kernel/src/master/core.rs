@@ -63,6 +63,13 @@ pub enum Event {
     },
     /// A status update from an agent.
     Update(StatusUpdate),
+    /// An agent can no longer take tasks (`problem`), or can again.
+    AgentHealth {
+        /// The agent.
+        agent_id: AgentId,
+        /// What is wrong.
+        problem: Option<String>,
+    },
     /// The current connection to a framework's scheduler was lost.
     FrameworkDisconnected {
         /// The framework.
@@ -179,6 +186,8 @@ struct AgentEntry {
     total: RoleResources,
     status: AgentLink,
     isolation: String,
+    /// Why it takes no tasks now (it is not offered meanwhile).
+    problem: Option<String>,
 }
 
 struct FrameworkEntry {
@@ -271,6 +280,7 @@ impl MasterCore {
             Event::AgentRegistered(reg) => self.register_agent(now, reg),
             Event::AgentLost { agent_id } => self.agent_lost(now, &agent_id),
             Event::Update(u) => self.update(now, u),
+            Event::AgentHealth { agent_id, problem } => self.agent_health(now, &agent_id, problem),
             Event::FrameworkDisconnected { framework_id } => {
                 self.framework_disconnected(now, &framework_id)
             }
@@ -397,6 +407,7 @@ impl MasterCore {
                         .map(|r| r.total())
                         .unwrap_or_default(),
                     isolation: a.isolation.clone(),
+                    problem: a.problem.clone(),
                 })
                 .collect(),
             frameworks: self
@@ -595,6 +606,7 @@ impl MasterCore {
             tasks,
             isolation,
             completed,
+            problem,
         } = reg;
         let reregister = self.agents.contains_key(&agent_id);
         if self.agent_status(&agent_id) == Some(AgentLink::Active) {
@@ -623,8 +635,12 @@ impl MasterCore {
                 total: resources,
                 status: AgentLink::Active,
                 isolation,
+                problem: None,
             },
         );
+        if problem.is_some() {
+            self.agent_health(now, &agent_id, problem);
+        }
         self.tell_agent(&agent_id, ToAgent::Registered);
         for task_id in stale {
             warn!(task = %task_id, "killing a task the cluster already gave up on");
@@ -761,6 +777,29 @@ impl MasterCore {
         rec.message = message.into();
         self.tell_recovered(now, &rec);
         self.tasks.insert(rec);
+    }
+
+    /// An agent's health changed: one that cannot take tasks is not offered (its offers
+    /// are withdrawn) until it says it can again.
+    fn agent_health(&mut self, now: Now, agent_id: &str, problem: Option<String>) {
+        let Some(a) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if a.problem == problem {
+            return;
+        }
+        match &problem {
+            Some(p) => warn!(agent = agent_id, "agent takes no tasks: {p}"),
+            None => info!(agent = agent_id, "agent takes tasks again"),
+        }
+        a.problem = problem;
+        let paused = a.problem.is_some();
+        self.allocator.pause_agent(agent_id, paused);
+        if paused {
+            self.rescind_agent_offers(now, agent_id);
+        } else {
+            self.schedule_allocation();
+        }
     }
 
     fn agent_lost(&mut self, now: Now, agent_id: &str) {
@@ -1187,6 +1226,16 @@ impl MasterCore {
             if self.agent_status(&o.agent_id) != Some(AgentLink::Active) {
                 return Err(format!(
                     "offer {} is of agent {}, which is not active",
+                    o.id, o.agent_id
+                ));
+            }
+            if let Some(p) = self
+                .agents
+                .get(&o.agent_id)
+                .and_then(|a| a.problem.as_ref())
+            {
+                return Err(format!(
+                    "offer {} is of agent {}, which takes no tasks: {p}",
                     o.id, o.agent_id
                 ));
             }

@@ -39,6 +39,7 @@ fn registration(agent: &str, cpus: f64, tasks: Vec<AgentTask>) -> AgentRegistrat
         tasks,
         isolation: "none".into(),
         completed: vec![],
+        problem: None,
     }
 }
 
@@ -855,4 +856,47 @@ fn a_task_that_completed_while_its_agent_was_away_ends_as_it_did_not_gone() {
     );
     assert_eq!(c.state().used.cpus(), 0.0);
     assert_eq!(c.check_books(), Ok(()));
+}
+
+#[test]
+fn an_agent_that_takes_no_tasks_is_not_offered_until_it_can_again() {
+    let (mut c, fw, o) = cluster(60.0);
+    c.handle(
+        at(1),
+        Event::AgentHealth {
+            agent_id: "a1".into(),
+            problem: Some("cannot write its checkpoint: disk full".into()),
+        },
+    );
+    let fx = drain(&mut c);
+    assert!(
+        fx.iter().any(
+            |e| matches!(e, Effect::Scheduler { msg: ToScheduler::Rescind(id), .. } if *id == o.id)
+        ),
+        "its offer is withdrawn: {fx:?}"
+    );
+    c.handle(at(2), Event::Allocate);
+    assert!(offers(&drain(&mut c), &fw).is_empty());
+    let s = c.state();
+    assert_eq!(
+        s.agents[0].problem.as_deref(),
+        Some("cannot write its checkpoint: disk full")
+    );
+    assert_eq!(c.check_books(), Ok(()));
+    // A restarted master hears it at registration.
+    let mut again = MasterCore::with_epoch(MasterConfig::default(), 9);
+    let mut reg = registration("a1", 4.0, vec![]);
+    reg.problem = Some("full".into());
+    again.handle(at(0), Event::AgentRegistered(reg));
+    assert_eq!(again.state().agents[0].problem.as_deref(), Some("full"));
+    // Healthy again: offered again.
+    c.handle(
+        at(3),
+        Event::AgentHealth {
+            agent_id: "a1".into(),
+            problem: None,
+        },
+    );
+    c.handle(at(3), Event::Allocate);
+    assert_eq!(offers(&drain(&mut c), &fw).len(), 1);
 }
