@@ -47,14 +47,14 @@ fn settings(dir: &std::path::Path, name: &str, peers: Vec<PeerAddr>) -> NodeSett
     }
 }
 
+/// Starts agent `name` with `cpus` and `mem` MB (`size`), panicking once a switch of
+/// `faults` (task actors, the agent) is tripped, its checkpoint on `disk`.
 async fn start_agent(
     dir: &std::path::Path,
     name: &str,
     master: &Node,
-    cpus: f64,
-    mem: u64,
-    fault: &FaultSwitch,
-    agent_fault: &FaultSwitch,
+    (cpus, mem): (f64, u64),
+    (fault, agent_fault): (&FaultSwitch, &FaultSwitch),
     disk: Arc<dyn plexus_kernel::statefile::Disk>,
 ) -> Node {
     let node = Node::start(&settings(dir, name, vec![master.peer_addr()]))
@@ -136,10 +136,8 @@ impl Cluster {
                     dir.path(),
                     &format!("agent{i}"),
                     &master_node,
-                    cpus,
-                    mem,
-                    task_fault,
-                    agent_fault,
+                    (cpus, mem),
+                    (task_fault, agent_fault),
                     Arc::new(plexus_kernel::agent::RealDisk),
                 )
                 .await,
@@ -897,10 +895,8 @@ async fn an_agent_that_cannot_write_its_checkpoint_takes_no_tasks_and_says_why_u
         c.dir.path(),
         "agentx",
         &c.master_node,
-        4.0,
-        4096,
-        &none,
-        &none,
+        (4.0, 4096),
+        (&none, &none),
         disk.clone(),
     )
     .await;
