@@ -941,3 +941,45 @@ async fn an_agent_that_cannot_write_its_checkpoint_takes_no_tasks_and_says_why_u
     let second = submit_running(&jobs, &["sleep", "300"]).await;
     assert_ne!(second, first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_unhealthy_once_no_master_runs() {
+    use plexus_kernel::api::{ApiContext, ApiSpec, ApiSupervisor};
+    let dir = tempfile::tempdir().unwrap();
+    plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
+    let node = Node::start(&settings(dir.path(), "master", vec![]))
+        .await
+        .unwrap();
+    let fault = FaultSwitch::default();
+    let cfg = MasterConfig {
+        fault: fault.clone(),
+        ..MasterConfig::default()
+    };
+    let policy = RestartPolicy {
+        max_restarts: 0,
+        ..RestartPolicy::default()
+    };
+    let (_sup, ended) = Actor::spawn(
+        None,
+        MasterSupervisor::new(MasterSpec::new(node.clone(), cfg), policy),
+        (),
+    )
+    .await
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ctx = ApiContext {
+        jobs: Jobs::default(),
+        node: node.clone(),
+    };
+    let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
+    let (_api, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())
+        .await
+        .unwrap();
+    assert_eq!(http_get(addr, "/health").await, (200, "ok\n".to_string()));
+    fault.trip();
+    ended.await.unwrap();
+    let (code, body) = http_get(addr, "/health").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("master: not running"), "{body}");
+}

@@ -1,6 +1,6 @@
 //! The operator HTTP API (actix-web), served by the master's process.
 //!
-//! - `GET /health`, `GET /metrics` (Prometheus text)
+//! - `GET /health` (`ok`, or 503 while no master actor runs), `GET /metrics` (Prometheus text)
 //! - `GET /api/v1/state`, `GET /api/v1/agents`, `GET /api/v1/tasks`, `GET /api/v1/tasks/{id}`
 //! - `POST /api/v1/jobs`: a [`SubmitJob`] body, `{"argv": ["sh", "-c", "echo hi"],
 //!   "cpus": 0.5, "mem": 64, "disk": 0, "name": "hello", "role": "prod"}`; only `argv` is
@@ -241,6 +241,24 @@ async fn state(ctx: &ApiContext) -> Result<ClusterState, ApiError> {
         .ok_or_else(|| ApiError::unavailable("master: restarting"))?;
     call_t!(master, MasterMsg::State, 5000)
         .map_err(|e| ApiError::unavailable(format!("master: {e}")))
+}
+
+/// `ok` while a master actor runs on this node; 503 naming the problem while there is
+/// none (restarting, or stopped for good): a process that answers is not enough.
+async fn health(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+    let master = ctx
+        .node
+        .whereis::<MasterMsg>(MASTER_NAME)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("master: {e}")))?;
+    match master {
+        Some(m) if m.get_status() == ractor::ActorStatus::Running => {
+            Ok(HttpResponse::Ok().body("ok\n"))
+        }
+        _ => Err(ApiError::unavailable(
+            "master: not running (restarting, or its supervisor gave up)",
+        )),
+    }
 }
 
 /// Tasks known to the master and pending jobs, merged, by task id.
@@ -552,10 +570,7 @@ pub fn serve(
                 web::QueryConfig::default()
                     .error_handler(|e, _| ApiError::bad(format!("bad query: {e}")).into()),
             )
-            .route(
-                "/health",
-                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
-            )
+            .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
             .route("/api/v1/state", web::get().to(get_state))
             .route("/api/v1/agents", web::get().to(get_agents))
