@@ -666,13 +666,18 @@ async fn a_master_that_panics_is_restarted_and_rebuilt_from_its_agents() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
-    let dir = tempfile::tempdir().unwrap();
-    plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
-    let node = Node::start(&settings(dir.path(), "master", vec![]))
-        .await
-        .unwrap();
+/// A master node whose supervisor gives up at the master's first failure, with the
+/// switch that makes it fail.
+async fn master_without_restarts(
+    dir: &std::path::Path,
+) -> (
+    Node,
+    FaultSwitch,
+    ActorRef<MasterSupervisorMsg>,
+    tokio::task::JoinHandle<()>,
+) {
+    plexus_net::tls::init_ca(dir, "plexus").unwrap();
+    let node = Node::start(&settings(dir, "master", vec![])).await.unwrap();
     let fault = FaultSwitch::default();
     let cfg = MasterConfig {
         fault: fault.clone(),
@@ -689,6 +694,13 @@ async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
     )
     .await
     .unwrap();
+    (node, fault, sup, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_keeps_failing_makes_its_supervisor_give_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, fault, sup, ended) = master_without_restarts(dir.path()).await;
     fault.trip();
     ended.await.unwrap();
     assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
@@ -946,26 +958,7 @@ async fn an_agent_that_cannot_write_its_checkpoint_takes_no_tasks_and_says_why_u
 async fn health_is_unhealthy_once_no_master_runs() {
     use plexus_kernel::api::{ApiContext, ApiSpec, ApiSupervisor};
     let dir = tempfile::tempdir().unwrap();
-    plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
-    let node = Node::start(&settings(dir.path(), "master", vec![]))
-        .await
-        .unwrap();
-    let fault = FaultSwitch::default();
-    let cfg = MasterConfig {
-        fault: fault.clone(),
-        ..MasterConfig::default()
-    };
-    let policy = RestartPolicy {
-        max_restarts: 0,
-        ..RestartPolicy::default()
-    };
-    let (_sup, ended) = Actor::spawn(
-        None,
-        MasterSupervisor::new(MasterSpec::new(node.clone(), cfg), policy),
-        (),
-    )
-    .await
-    .unwrap();
+    let (node, fault, _sup, ended) = master_without_restarts(dir.path()).await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let ctx = ApiContext {
