@@ -138,9 +138,19 @@ impl Session {
         self.link.read().expect("link lock").tx.close(reason);
     }
 
+    /// Queues `w` on the link. Only what was queued counts as traffic: a message that
+    /// could not be (over the frame limit) does not stand in for a heartbeat, and is
+    /// said at error level, naming its size and the limit.
     pub fn send(&self, w: &Wire) -> Result<(), NetError> {
-        self.sent.store(true, Ordering::Relaxed);
-        self.link.read().expect("link lock").tx.send(w)
+        let r = self.link.read().expect("link lock").tx.send(w);
+        match &r {
+            Ok(()) => self.sent.store(true, Ordering::Relaxed),
+            Err(NetError::Codec(e)) => {
+                tracing::error!(peer = %self.peer.name, "a message to the peer was not sent: {e}");
+            }
+            Err(_) => {}
+        }
+        r
     }
 
     /// Sends `w` when losing it is harmless: the link is closing, and its end is dealt

@@ -358,6 +358,30 @@ async fn a_full_inbox_sheds_what_peers_send(c: &dyn Cluster) {
     assert_eq!(n, 5);
 }
 
+async fn an_oversized_message_is_refused_and_the_link_stays_up(c: &dyn Cluster) {
+    let (a, _b) = pair(c).await;
+    let e: ActorRef<EchoMsg> = a.spawn_remote("b", "echo", &0u64).await.unwrap();
+    // Over the 16 MiB frame limit, again and again for three node-down timeouts: each is
+    // refused, and none counts as traffic that would stand in for a heartbeat.
+    let huge = "x".repeat(17 << 20);
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    let until = tokio::time::Instant::now() + opts().node_down_timeout * 3;
+    while tokio::time::Instant::now() < until {
+        every.tick().await;
+        e.cast(EchoMsg::Echo(
+            huge.clone(),
+            ractor::concurrency::oneshot().0.into(),
+        ))
+        .unwrap();
+    }
+    let peers: Vec<String> = a.peers().into_iter().map(|p| p.name).collect();
+    assert_eq!(peers, vec!["b".to_string()], "the link stayed up");
+    assert_eq!(
+        call_t!(e, EchoMsg::Echo, 5000, "still there".to_string()).unwrap(),
+        "echo:still there"
+    );
+}
+
 async fn wait_whereis(n: &Node, name: &str) -> ActorRef<EchoMsg> {
     for _ in 0..400 {
         if let Some(r) = n.whereis::<EchoMsg>(name).await.unwrap() {
@@ -493,6 +517,7 @@ macro_rules! both {
 
 both!(
     remote_cast_call_and_spawn,
+    an_oversized_message_is_refused_and_the_link_stays_up,
     a_full_inbox_sheds_what_peers_send,
     registry_across_nodes,
     linked_child_failure_and_exit,

@@ -645,7 +645,12 @@ async fn a_master_that_panics_is_restarted_and_rebuilt_from_its_agents() {
         .await;
     assert_ne!(c.master().await.unwrap().get_id(), first, "{s:#?}");
     let t = s.tasks.iter().find(|t| t.task_id == task).unwrap();
-    assert_eq!(t.message, "recovered from agent");
+    // Learnt from the agent's registration, or from its running update sent again (not
+    // yet acknowledged when the master failed).
+    assert!(
+        ["recovered from agent", "running"].contains(&t.message.as_str()),
+        "{t:?}"
+    );
     // The new master hears the task's end.
     let agent = c
         .master_node
