@@ -62,6 +62,28 @@ pub struct TaskEnd {
 /// oldest forgotten first.
 pub const AGENT_COMPLETED_TASKS_LIMIT: usize = 1_000;
 
+/// Most bytes of a completed task's command an agent keeps (for people): a registration
+/// carries 1,000 of them.
+pub const COMPLETED_ARGV_BYTES: usize = 1_024;
+
+/// `argv` cut to about `max_bytes`: the arguments that fit, then `…` if any were left out.
+fn shortened(argv: Vec<String>, max_bytes: usize) -> Vec<String> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    let total = argv.len();
+    for a in argv {
+        if used + a.len() > max_bytes {
+            break;
+        }
+        used += a.len();
+        out.push(a);
+    }
+    if out.len() < total {
+        out.push("…".into());
+    }
+    out
+}
+
 /// Everything the agent checkpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -570,8 +592,10 @@ impl AgentCore {
             message: String::new(),
             exit_code: None,
         });
+        let mut spec = t.spec;
+        spec.argv = shortened(spec.argv, COMPLETED_ARGV_BYTES);
         self.ck.completed.push_back(CompletedTask {
-            spec: t.spec,
+            spec,
             framework_id: t.framework_id,
             resources: t.resources,
             state: t.state,

@@ -473,3 +473,24 @@ fn a_checkpoint_of_the_earlier_layout_is_read() {
     assert!(ck.completed.is_empty());
     assert!(Checkpoint::decode(b"garbage").is_err());
 }
+
+#[test]
+fn a_completed_tasks_command_is_kept_short() {
+    let mut core = agent();
+    let mut long = spec("t1");
+    long.argv = vec!["echo".into(), "a".repeat(600), "b".repeat(600), "c".into()];
+    core.run("fw-1".into(), long, RoleResources::default());
+    core.saved();
+    core.launched("t1", Ok(container("t1")), at(1));
+    for u in sent(&mut core, at(1)) {
+        core.ack("t1", u.uuid);
+    }
+    core.exited("t1", &exit(ExitRecord::Exited(0)), at(2));
+    for u in sent(&mut core, at(2)) {
+        core.ack("t1", u.uuid);
+    }
+    let reg = core.registration("h", &RoleResources::default(), "none");
+    let argv = &reg.completed[0].spec.argv;
+    assert_eq!(argv.len(), 3, "{argv:?}");
+    assert_eq!((argv[0].as_str(), argv[2].as_str()), ("echo", "…"));
+}

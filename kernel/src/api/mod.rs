@@ -105,6 +105,13 @@ pub const MIN_JOB_MEM_MB: u64 = 4;
 pub const MAX_JOB_CPUS: f64 = 65_536.0;
 /// Most memory or disk any job may ask for, MB (64 TiB).
 pub const MAX_JOB_MB: u64 = 64 << 20;
+/// Most bytes a job's command and arguments may take together: what an agent re-registers
+/// for every task it runs must stay far below a message's size limit.
+pub const MAX_JOB_ARGV_BYTES: usize = 64 << 10;
+/// Most arguments a job's command may have.
+pub const MAX_JOB_ARGS: usize = 4_096;
+/// Most bytes a job's name may take.
+pub const MAX_JOB_NAME_BYTES: usize = 1_024;
 
 impl SubmitJob {
     /// Checks what no agent could ever run: the error names the field, the value and the
@@ -120,6 +127,28 @@ impl SubmitJob {
         }
         if self.name.as_deref().is_some_and(|n| n.contains('\0')) {
             return Err("name contains a NUL byte".into());
+        }
+        if self.argv.len() > MAX_JOB_ARGS {
+            return Err(format!(
+                "argv has {} arguments; at most {MAX_JOB_ARGS}",
+                self.argv.len()
+            ));
+        }
+        let argv_bytes: usize = self.argv.iter().map(String::len).sum();
+        if argv_bytes > MAX_JOB_ARGV_BYTES {
+            return Err(format!(
+                "argv takes {argv_bytes} bytes; at most {MAX_JOB_ARGV_BYTES} (pass large data in a file)"
+            ));
+        }
+        if let Some(n) = self
+            .name
+            .as_deref()
+            .filter(|n| n.len() > MAX_JOB_NAME_BYTES)
+        {
+            return Err(format!(
+                "name takes {} bytes; at most {MAX_JOB_NAME_BYTES}",
+                n.len()
+            ));
         }
         if !self.cpus.is_finite() || !(MIN_JOB_CPUS..=MAX_JOB_CPUS).contains(&self.cpus) {
             return Err(format!(
@@ -588,4 +617,27 @@ pub fn serve(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(argv: Vec<String>) -> SubmitJob {
+        serde_json::from_value(serde_json::json!({ "argv": argv })).unwrap()
+    }
+
+    #[test]
+    fn a_command_too_large_to_re_register_is_refused_naming_the_field_and_the_limit() {
+        assert!(job(vec!["true".into()]).validate(&[]).is_ok());
+        let big = job(vec!["echo".into(), "x".repeat(MAX_JOB_ARGV_BYTES)]);
+        let e = big.validate(&[]).unwrap_err();
+        assert!(e.starts_with("argv takes") && e.contains("65536"), "{e}");
+        let many = job(vec!["x".to_string(); MAX_JOB_ARGS + 1]);
+        let e = many.validate(&[]).unwrap_err();
+        assert!(e.contains("4097 arguments") && e.contains("4096"), "{e}");
+        let mut named = job(vec!["true".into()]);
+        named.name = Some("n".repeat(MAX_JOB_NAME_BYTES + 1));
+        assert!(named.validate(&[]).unwrap_err().starts_with("name takes"));
+    }
 }
