@@ -64,7 +64,7 @@ macro_rules! id_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -173,6 +173,11 @@ mod tests {
         assert_eq!(m.get("a"), Some(&1));
         assert_eq!(AgentId::from("a").len(), 1);
         assert_eq!(format!("{}", FrameworkId::new("fw-1")), "fw-1");
+        assert_eq!(
+            format!("[{:<6}]", TaskId::new("t-1")),
+            "[t-1   ]",
+            "tables line up"
+        );
         assert_eq!(format!("{:?}", OfferId::new("o-1")), "\"o-1\"");
     }
 }

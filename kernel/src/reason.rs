@@ -58,7 +58,7 @@ reasons! {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.mesos_name())
+        f.pad(self.mesos_name())
     }
 }
 

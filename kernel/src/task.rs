@@ -107,7 +107,7 @@ impl TaskState {
 
 impl fmt::Display for TaskState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.mesos_name())
+        f.pad(self.mesos_name())
     }
 }
 
