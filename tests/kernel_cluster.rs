@@ -268,18 +268,24 @@ fn sleeper(i: usize) -> Vec<String> {
 
 /// How many processes run exactly `argv`.
 fn running(argv: &[String]) -> usize {
+    pids_of(argv).len()
+}
+
+/// A `pgrep -f` / `pkill -f` pattern matching exactly the command line `argv`.
+fn exactly(argv: &[String]) -> String {
+    format!("^{}$", argv.join(" ").replace('.', "\\."))
+}
+
+/// The processes running exactly `argv`.
+fn pids_of(argv: &[String]) -> Vec<i32> {
     let out = Command::new("pgrep")
-        .args([
-            "-c",
-            "-f",
-            &format!("^{}$", argv.join(" ").replace('.', "\\.")),
-        ])
+        .args(["-f", &exactly(argv)])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 fn job(argv: Vec<String>, cpus: f64, mem: u64) -> SubmitJob {
@@ -431,11 +437,7 @@ fn kill_9_of_an_agent_makes_its_tasks_unreachable_and_a_restart_readopts_them() 
     // One task dies while its agent is away: the restarted agent must report it.
     let dead = victim_tasks[0].clone();
     let st = Command::new("pkill")
-        .args([
-            "-9",
-            "-f",
-            &format!("^{}$", argv_of(&dead).join(" ").replace('.', "\\.")),
-        ])
+        .args(["-9", "-f", &exactly(&argv_of(&dead))])
         .status()
         .unwrap();
     assert!(st.success());
@@ -777,11 +779,7 @@ fn kill_9_of_the_master_loses_no_task_and_every_job_stays_killable() {
     // One task ends while there is no master.
     let (gone, gone_argv) = long[0].clone();
     let st = Command::new("pkill")
-        .args([
-            "-9",
-            "-f",
-            &format!("^{}$", gone_argv.join(" ").replace('.', "\\.")),
-        ])
+        .args(["-9", "-f", &exactly(&gone_argv)])
         .status()
         .unwrap();
     assert!(st.success());
@@ -831,13 +829,29 @@ fn kill_9_of_the_master_loses_no_task_and_every_job_stays_killable() {
     );
 }
 
-/// Waits until no process runs `argv`.
+/// Waits (at most 30 s) until no process runs `argv`: on each one's end, through a
+/// pidfd, which becomes readable when the process exits.
 fn wait_stopped(c: &KCluster, argv: &[String]) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while running(argv) > 0 {
-        assert!(Instant::now() < end, "{argv:?} still runs\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(50));
+    for pid in pids_of(argv) {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            continue; // already gone
+        }
+        let mut p = libc::pollfd {
+            fd: fd as i32,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, then the fd this function opened is closed.
+        let ready = unsafe {
+            let n = libc::poll(&mut p, 1, 30_000);
+            libc::close(fd as i32);
+            n
+        };
+        assert_eq!(ready, 1, "{argv:?} (pid {pid}) still runs\n{}", c.logs());
     }
+    assert_eq!(running(argv), 0, "{argv:?} started again\n{}", c.logs());
 }
 
 #[test]

@@ -357,15 +357,16 @@ impl AgentCore {
     }
 
     /// A framework asked to launch `spec`: it is recorded, and launched once the record
-    /// is written ([`AgentCore::saved`]); a task already known is not launched again.
+    /// is written ([`AgentCore::saved`]). False for a task already known (a resent
+    /// request), which is not recorded or launched again.
     pub fn run(
         &mut self,
         framework_id: FrameworkId,
         spec: TaskSpec,
         resources: RoleResources,
-    ) -> Vec<Effect> {
+    ) -> bool {
         if self.ck.tasks.contains_key(&spec.task_id) {
-            return Vec::new();
+            return false;
         }
         let task_id = spec.task_id.clone();
         self.ck.tasks.insert(
@@ -382,7 +383,7 @@ impl AgentCore {
         );
         self.awaiting_write.push(task_id);
         self.unsaved += 1;
-        Vec::new()
+        true
     }
 
     /// A launch ended: the task runs, or failed to start. A task killed meanwhile stays

@@ -653,8 +653,9 @@ impl Agent {
                 spec,
                 resources,
             } => {
-                let effects = st.core.run(framework_id, spec, resources);
-                self.carry_out(&me, st, effects).await?;
+                if st.core.run(framework_id, spec, resources) {
+                    self.changed(&me, st).await?;
+                }
             }
             AgentMsg::Launched { task_id, result } => {
                 st.core.launched(&task_id, result, now);

@@ -78,15 +78,15 @@ fn running(core: &mut AgentCore, id: &str) {
 #[test]
 fn a_task_is_launched_once_it_is_recorded_and_reported_running() {
     let mut core = agent();
-    let e = core.run("fw-1".into(), spec("t1"), RoleResources::default());
-    assert!(
-        e.is_empty(),
-        "nothing starts before the checkpoint records it"
+    assert!(core.run("fw-1".into(), spec("t1"), RoleResources::default()));
+    // Nothing starts before the checkpoint records it: the task waits, unwritten.
+    assert!(core.unsaved() > 0);
+    assert_eq!(
+        core.view().tasks,
+        vec![(TaskId::from("t1"), TaskState::Staging)]
     );
     // The same launch again (a resent message) records nothing more.
-    assert!(core
-        .run("fw-1".into(), spec("t1"), RoleResources::default())
-        .is_empty());
+    assert!(!core.run("fw-1".into(), spec("t1"), RoleResources::default()));
     let e = core.saved();
     assert!(
         matches!(&e[..], [Effect::Launch { task_id, spec }] if task_id == "t1" && spec.argv[0] == "sleep")
