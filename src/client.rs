@@ -4,8 +4,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use plexus_kernel::api::{SubmitJob, TaskView};
-use plexus_kernel::protocol::{AgentState, ClusterState};
+use plexus_kernel::api::{ClusterSummary, Page, SubmitJob, TaskView, MAX_PAGE_ITEMS};
+use plexus_kernel::protocol::AgentState;
 use serde::de::DeserializeOwned;
 
 /// An API client.
@@ -28,6 +28,18 @@ fn error_text(r: &mut ureq::http::Response<ureq::Body>) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or(body)
+}
+
+/// `s` with what a URL query value may not hold percent-escaped.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// What the master said to a kill.
@@ -104,17 +116,43 @@ impl Client {
 
     /// All tasks.
     pub fn tasks(&self) -> anyhow::Result<Vec<TaskView>> {
-        self.get("/api/v1/tasks")
+        self.tasks_where("")
     }
 
-    /// The whole cluster state (`GET /api/v1/state`).
-    pub fn state(&self) -> anyhow::Result<ClusterState> {
+    /// The tasks a query (`state=TASK_RUNNING&agent_id=a1`, …) selects, page by page.
+    pub fn tasks_where(&self, query: &str) -> anyhow::Result<Vec<TaskView>> {
+        self.all_pages("/api/v1/tasks", query)
+    }
+
+    /// The cluster in brief (`GET /api/v1/state`).
+    pub fn state(&self) -> anyhow::Result<ClusterSummary> {
         self.get("/api/v1/state")
     }
 
     /// All agents.
     pub fn agents(&self) -> anyhow::Result<Vec<AgentState>> {
-        self.get("/api/v1/agents")
+        self.all_pages("/api/v1/agents", "")
+    }
+
+    /// Every item of a paged list, following each page's `next`.
+    fn all_pages<T: DeserializeOwned>(&self, path: &str, query: &str) -> anyhow::Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = format!("limit={MAX_PAGE_ITEMS}");
+            if !query.is_empty() {
+                q = format!("{q}&{query}");
+            }
+            if let Some(a) = &after {
+                q = format!("{q}&after={}", url_escape(a));
+            }
+            let page: Page<T> = self.get(&format!("{path}?{q}"))?;
+            out.extend(page.items);
+            match page.next {
+                Some(n) if after.as_ref() != Some(&n) => after = Some(n),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Kills a task; says so when it had already ended.
@@ -396,11 +434,7 @@ fn detail(t: &TaskView) -> String {
 
 /// `plexus ps`.
 pub fn ps(c: &Client, all: bool, json: bool) -> anyhow::Result<()> {
-    let tasks: Vec<TaskView> = c
-        .tasks()?
-        .into_iter()
-        .filter(|t| all || !terminal(&t.state))
-        .collect();
+    let tasks = c.tasks_where(if all { "" } else { "active=true" })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
         return Ok(());

@@ -61,6 +61,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         offer_limit: s.master.offer_limit,
         ..MasterConfig::default()
     };
+    let reads = cfg.reads.clone();
     let (supervisor, ended) = Actor::spawn(
         None,
         MasterSupervisor::new(MasterSpec::new(node.clone(), cfg), RestartPolicy::default()),
@@ -106,6 +107,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     let ctx = ApiContext {
         jobs: jobs.clone(),
         node: node.clone(),
+        reads,
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (api, api_ended) =

@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 use plexus::client::Client;
 use plexus_actors::Node;
 use plexus_config::{NodeSettings, PeerAddr};
-use plexus_kernel::api::{SubmitJob, TaskView};
-use plexus_kernel::protocol::{
-    AgentId, ClusterState, FrameworkInfo, Offer, OfferId, TaskId, TaskSpec,
-};
+use plexus_kernel::api::{ClusterSummary, SubmitJob, TaskView};
+use plexus_kernel::protocol::{AgentId, FrameworkInfo, Offer, OfferId, TaskId, TaskSpec};
 use plexus_kernel::reason::Reason;
 use plexus_kernel::resources::Resources;
 use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
@@ -194,8 +192,8 @@ impl KCluster {
         &self,
         what: &str,
         timeout: Duration,
-        f: impl Fn(&ClusterState) -> bool,
-    ) -> ClusterState {
+        f: impl Fn(&ClusterSummary) -> bool,
+    ) -> ClusterSummary {
         let c = self.client();
         let end = Instant::now() + timeout;
         let mut last = None;
@@ -737,12 +735,35 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
                 .any(|t| t.task_id == ok && t.state == "TASK_FINISHED")
         },
     );
-    let mut m = http.get(&format!("{}/metrics", c.api)).call().unwrap();
-    let metrics = m.body_mut().read_to_string().unwrap();
-    assert!(
-        metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1"),
-        "{metrics}"
-    );
+    // The metrics come from the master's published view, which follows within 100 ms.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut m = http.get(&format!("{}/metrics", c.api)).call().unwrap();
+        let metrics = m.body_mut().read_to_string().unwrap();
+        if metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < end, "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Lists take only what they know, and name what they do not.
+    for (query, want) in [
+        ("state=RUNNING", "state \"RUNNING\" is not a task state"),
+        ("limit=0", "limit must be from 1 to 1000, not 0"),
+        ("limit=5000", "limit must be from 1 to 1000, not 5000"),
+        ("colour=red", "unknown field `colour`"),
+        ("active=maybe", "bad query"),
+    ] {
+        let mut r = http
+            .get(&format!("{}/api/v1/tasks?{query}", c.api))
+            .call()
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{query} -> {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let err = v["error"].as_str().unwrap();
+        assert!(err.contains(want), "{query} -> {err:?}, wanted {want:?}");
+    }
 }
 
 /// The task of `id` in `ts`, if listed.
@@ -904,4 +925,124 @@ fn a_kill_survives_a_master_restart_while_the_agent_is_paused() {
         find(ts, &id).is_some_and(|t| t.state == "TASK_KILLED")
     });
     wait_stopped(&c, &argv);
+}
+
+/// The resident memory of process `pid`, in MB.
+fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// Reads every page of `path` once; returns the pages read. Only `next` is parsed: the
+/// rest of a page is skipped, so that the readers' own work stays small beside the
+/// master's.
+fn read_all_pages(api: &str, path: &str) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Next {
+        next: Option<String>,
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let url = format!("{api}{path}?limit=1000{after}");
+        let mut r = agent
+            .get(&url)
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap();
+        pages += 1;
+        match serde_json::from_slice::<Next>(&body).unwrap().next {
+            Some(n) => after = format!("&after={n}"),
+            None => return pages,
+        }
+    }
+}
+
+#[test]
+fn readers_cannot_starve_the_master_agents_stay_reachable_and_memory_stays_bounded() {
+    let c = KCluster::start("readers", 3);
+    let api = c.client();
+    // 150 tasks carrying 60 KiB of command each: 9 MB of task data, which every full
+    // read of the task list copied on the master's loop before reads were published.
+    let pad = "x".repeat(60_000);
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        let argv = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("exec sleep 300.{}{i:03}", std::process::id()),
+            pad.clone(),
+        ];
+        ids.push(api.submit(&job(argv, 0.05, 8)).unwrap());
+    }
+    c.wait_tasks("150 tasks running", Duration::from_secs(120), |ts| {
+        ts.iter().filter(|t| t.state == "TASK_RUNNING").count() == 150
+    });
+    // A traversal page by page lists every task once.
+    let listed = api.tasks().unwrap();
+    let unique: std::collections::BTreeSet<&str> =
+        listed.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!((listed.len(), unique.len()), (150, 150));
+    let master_pid = c.master.child.as_ref().unwrap().id();
+    let rss_before = rss_mb(master_pid);
+    // 32 readers at once, each reading the whole task list three times and the agents,
+    // the summary and the metrics as often.
+    let pages: usize = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..32)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut pages = 0;
+                    for _ in 0..3 {
+                        pages += read_all_pages(&c.api, "/api/v1/tasks");
+                        pages += read_all_pages(&c.api, "/api/v1/agents");
+                        let client = c.client();
+                        client.state().unwrap();
+                    }
+                    pages
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).sum()
+    });
+    let rss_after = rss_mb(master_pid);
+    eprintln!("{pages} pages read; master RSS {rss_before} MB before, {rss_after} MB after");
+    // Every page stayed within its budget: the task list took several.
+    assert!(pages >= 32 * 3 * 9, "{pages} pages");
+    // No agent was ever declared unreachable: the master's failure detection kept pace.
+    let log = std::fs::read_to_string(&c.master.log).unwrap();
+    assert_eq!(log.matches("agent unreachable").count(), 0, "{}", c.logs());
+    let ts = api.tasks().unwrap();
+    for id in &ids {
+        let t = find(&ts, id).unwrap();
+        assert_eq!(t.state, "TASK_RUNNING", "{t:#?}");
+        assert!(
+            t.history.iter().all(|e| e.state != TaskState::Unreachable),
+            "{id} was unreachable: {:?}",
+            t.history
+        );
+    }
+    let s = api.state().unwrap();
+    assert!(s
+        .agents
+        .iter()
+        .all(|a| a.status == plexus_kernel::protocol::AgentStatus::Active));
+    // What readers ask for is bounded by their pages, not by the cluster's size.
+    assert!(
+        rss_after < rss_before + 512,
+        "the master grew from {rss_before} MB to {rss_after} MB"
+    );
 }

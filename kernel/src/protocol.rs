@@ -211,12 +211,15 @@ pub enum MasterMsg {
         /// What it asks.
         call: FrameworkCall,
     },
-    /// The cluster's state (for the API).
+    /// The cluster's whole state, copied by the master (for tests and tools; the API
+    /// reads the master's published [`crate::master::ReadModel`] instead).
     State(RpcReplyPort<ClusterState>),
     /// Periodic and on-demand allocation (internal).
     Allocate,
     /// Timer checks: agent removal, framework failover (internal).
     Tick,
+    /// Publish the read model (internal; at most one per publish interval).
+    Publish,
 }
 
 /// Messages to a scheduler driver.

@@ -25,6 +25,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     master_node: Node,
     sup: ActorRef<MasterSupervisorMsg>,
+    /// What the master publishes for the API.
+    reads: plexus_kernel::master::ReadModel,
     _agents: Vec<Node>,
 }
 
@@ -119,6 +121,7 @@ impl Cluster {
         let master_node = Node::start(&settings(dir.path(), "master", vec![]))
             .await
             .unwrap();
+        let reads = cfg.reads.clone();
         let (sup, _) = Actor::spawn(
             None,
             MasterSupervisor::new(
@@ -147,6 +150,7 @@ impl Cluster {
             dir,
             master_node,
             sup,
+            reads,
             _agents: nodes,
         };
         c.wait(|s| {
@@ -852,6 +856,7 @@ async fn an_api_that_panics_is_restarted_on_the_same_socket_and_serves_the_same_
     let ctx = ApiContext {
         jobs: jobs.clone(),
         node: c.master_node.clone(),
+        reads: c.reads.clone(),
     };
     let spec = ApiSpec::new(c.master_node.clone(), listener, ctx, fault.clone());
     let (sup, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())
@@ -969,6 +974,7 @@ async fn health_is_unhealthy_once_no_master_runs() {
     let ctx = ApiContext {
         jobs: Jobs::default(),
         node: node.clone(),
+        reads: plexus_kernel::master::ReadModel::default(),
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (_api, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())

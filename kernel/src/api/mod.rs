@@ -1,7 +1,14 @@
 //! The operator HTTP API (actix-web), served by the master's process.
 //!
 //! - `GET /health` (`ok`, or 503 while no master actor runs), `GET /metrics` (Prometheus text)
-//! - `GET /api/v1/state`, `GET /api/v1/agents`, `GET /api/v1/tasks`, `GET /api/v1/tasks/{id}`
+//! - `GET /api/v1/state`: the cluster in brief ([`ClusterSummary`]: agents, frameworks,
+//!   resources, tasks counted by state).
+//! - `GET /api/v1/tasks` and `GET /api/v1/agents`: lists, one [`Page`] at a time,
+//!   `{"items": [...], "next": "id"}`; pass `next` as `after` for the following page
+//!   (`null`: none). `limit` is 1 to 1,000 (default 100) and a page stops at about
+//!   1 MiB. Tasks can be filtered by `state` (`TASK_RUNNING`, …, `PENDING`), `active`
+//!   (`true`: not ended), `agent_id`, `framework_id` and `role`.
+//! - `GET /api/v1/tasks/{id}`: one task.
 //! - `POST /api/v1/jobs`: a [`SubmitJob`] body, `{"argv": ["sh", "-c", "echo hi"],
 //!   "cpus": 0.5, "mem": 64, "disk": 0, "name": "hello", "role": "prod"}`; only `argv` is
 //!   required. Answers `201 {"task_id": "..."}`, or `400` naming the bad field and its
@@ -15,7 +22,11 @@
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status naming the problem.
 //!
 //! The server runs under its own supervisor ([`ApiSupervisor`], see [`server`]) in the
-//! master's process.
+//! master's process, on its own thread. Every read is served from what the master last
+//! published ([`ReadModel`], at most `publish_interval` old) and the jobs framework's
+//! snapshot, never by asking the master actor: however many readers there are, and
+//! however large the answers, the master's loop — failure detection, allocation —
+//! does not wait for them, and each answer is bounded by its page.
 
 pub mod server;
 
@@ -28,8 +39,15 @@ use serde::{Deserialize, Serialize};
 use plexus_actors::Node;
 
 use crate::ids::{AgentId, FrameworkId, TaskId};
-use crate::jobs::{JobEvent, JobRequest, Jobs, KillError};
-use crate::protocol::{agent_name, AgentMsg, AgentStatus, ClusterState, MasterMsg, MASTER_NAME};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::jobs::{JobEvent, JobMap, JobRequest, JobStatus, Jobs, KillError};
+use crate::master::{ClusterView, ReadModel};
+use crate::protocol::{
+    agent_name, AgentMsg, AgentState, AgentStatus, FrameworkState, InboxStats, MasterMsg, TaskInfo,
+    MASTER_NAME,
+};
 use crate::reason::Reason;
 use crate::resources::Resources;
 use crate::task::TaskState;
@@ -41,6 +59,8 @@ pub struct ApiContext {
     pub jobs: Jobs,
     /// The master's node (to reach agents for logs).
     pub node: Node,
+    /// What the master publishes: every read is served from it, off the master's loop.
+    pub reads: ReadModel,
 }
 
 /// A task as listed by the API and `plexus ps`.
@@ -260,67 +280,63 @@ impl ResponseError for ApiError {
     }
 }
 
-async fn state(ctx: &ApiContext) -> Result<ClusterState, ApiError> {
-    // Looked up each time: a master restarted by its supervisor is another actor.
-    let master = ctx
-        .node
-        .whereis::<MasterMsg>(MASTER_NAME)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("master: {e}")))?
-        .ok_or_else(|| ApiError::unavailable("master: restarting"))?;
-    call_t!(master, MasterMsg::State, 5000)
-        .map_err(|e| ApiError::unavailable(format!("master: {e}")))
+/// The master's latest published view; 503 while no master runs here (restarting, or
+/// its supervisor gave up) or none has published yet: a view nobody keeps up to date is
+/// not served.
+async fn view(ctx: &ApiContext) -> Result<Arc<ClusterView>, ApiError> {
+    master_running(ctx).await?;
+    let v = ctx.reads.current();
+    if v.generation == 0 {
+        return Err(ApiError::unavailable("master: starting"));
+    }
+    Ok(v)
 }
 
-/// `ok` while a master actor runs on this node; 503 naming the problem while there is
-/// none (restarting, or stopped for good): a process that answers is not enough.
-async fn health(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+/// Whether a master actor runs on this node, as a 503 naming the problem when not.
+async fn master_running(ctx: &ApiContext) -> Result<(), ApiError> {
     let master = ctx
         .node
         .whereis::<MasterMsg>(MASTER_NAME)
         .await
         .map_err(|e| ApiError::unavailable(format!("master: {e}")))?;
     match master {
-        Some(m) if m.get_status() == ractor::ActorStatus::Running => {
-            Ok(HttpResponse::Ok().body("ok\n"))
-        }
+        Some(m) if m.get_status() == ractor::ActorStatus::Running => Ok(()),
         _ => Err(ApiError::unavailable(
             "master: not running (restarting, or its supervisor gave up)",
         )),
     }
 }
 
-/// Tasks known to the master and pending jobs, merged, by task id.
-pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
-    let mut out: std::collections::BTreeMap<TaskId, TaskView> = s
-        .tasks
-        .iter()
-        .map(|t| {
-            (
-                t.task_id.clone(),
-                TaskView {
-                    task_id: t.task_id.clone(),
-                    name: t.name.clone(),
-                    state: t.state.mesos_name().into(),
-                    agent_id: (!t.agent_id.is_empty()).then(|| t.agent_id.clone()),
-                    reason: t.reason,
-                    message: t.message.clone(),
-                    why_not_placed: None,
-                    framework_id: Some(t.framework_id.clone()),
-                    argv: t.argv.clone(),
-                    resources: t.resources.total(),
-                    role: None,
-                    exit_code: None,
-                    history: Vec::new(),
-                },
-            )
-        })
-        .collect();
-    for j in jobs.list() {
-        let v = out.entry(j.task_id.clone()).or_insert_with(|| TaskView {
+/// `ok` while a master actor runs on this node; 503 naming the problem while there is
+/// none (restarting, or stopped for good): a process that answers is not enough.
+async fn health(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
+    master_running(&ctx).await?;
+    Ok(HttpResponse::Ok().body("ok\n"))
+}
+
+/// A task as the API shows it, from what the master knows of it (`t`) and what the
+/// jobs framework knows (`j`); at least one of them is there.
+fn task_view(t: Option<&TaskInfo>, j: Option<&JobStatus>) -> Option<TaskView> {
+    let mut v = match (t, j) {
+        (Some(t), _) => TaskView {
+            task_id: t.task_id.clone(),
+            name: t.name.clone(),
+            state: t.state.mesos_name().into(),
+            agent_id: (!t.agent_id.is_empty()).then(|| t.agent_id.clone()),
+            reason: t.reason,
+            message: t.message.clone(),
+            why_not_placed: None,
+            framework_id: Some(t.framework_id.clone()),
+            argv: t.argv.clone(),
+            resources: t.resources.total(),
+            role: None,
+            exit_code: None,
+            history: Vec::new(),
+        },
+        (None, Some(j)) => TaskView {
             task_id: j.task_id.clone(),
             name: j.name.clone(),
-            state: j.state.map(|s| s.mesos_name()).unwrap_or("PENDING").into(),
+            state: job_state(j).into(),
             agent_id: j.agent_id.clone(),
             reason: None,
             message: String::new(),
@@ -331,9 +347,13 @@ pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
             role: None,
             exit_code: None,
             history: Vec::new(),
-        });
-        if j.state.is_none() || j.state == Some(TaskState::Killed) && v.framework_id.is_none() {
-            v.state = j.state.map(|s| s.mesos_name()).unwrap_or("PENDING").into();
+        },
+        (None, None) => return None,
+    };
+    if let Some(j) = j {
+        // Pending, or killed before the master heard of it: the job says it best.
+        if j.state.is_none() || j.state == Some(TaskState::Killed) && t.is_none() {
+            v.state = job_state(j).into();
         }
         v.why_not_placed = j.why_not_placed.clone();
         v.role = Some(j.role.clone());
@@ -341,30 +361,287 @@ pub fn task_views(s: &ClusterState, jobs: &Jobs) -> Vec<TaskView> {
         v.exit_code = j.history.iter().rev().find_map(|e| e.exit_code);
         v.history = j.history.clone();
     }
-    out.into_values().collect()
+    Some(v)
+}
+
+fn job_state(j: &JobStatus) -> &'static str {
+    j.state.map(|s| s.mesos_name()).unwrap_or(PENDING)
+}
+
+/// The state the API shows for a job not yet placed.
+pub const PENDING: &str = "PENDING";
+
+/// One task by id, from a view and the jobs.
+fn find_task(v: &ClusterView, jobs: &JobMap, id: &str) -> Option<TaskView> {
+    task_view(v.tasks.get(id).map(|t| &**t), jobs.get(id).map(|j| &**j))
+}
+
+/// Tasks known to the master and jobs, merged, in task id order, from after `after`.
+fn tasks_from<'a>(
+    v: &'a ClusterView,
+    jobs: &'a JobMap,
+    after: Option<&'a str>,
+) -> impl Iterator<Item = TaskView> + 'a {
+    use std::ops::Bound;
+    let from = || match after {
+        Some(a) => Bound::Excluded(TaskId::from(a)),
+        None => Bound::Unbounded,
+    };
+    let mut ts = v.tasks.range((from(), Bound::Unbounded)).peekable();
+    let mut js = jobs.range((from(), Bound::Unbounded)).peekable();
+    std::iter::from_fn(move || {
+        use std::cmp::Ordering::*;
+        let order = match (ts.peek(), js.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        let (t, j) = match order {
+            Less => (ts.next().map(|(_, t)| t), None),
+            Greater => (None, js.next().map(|(_, j)| j)),
+            Equal => (ts.next().map(|(_, t)| t), js.next().map(|(_, j)| j)),
+        };
+        task_view(t.map(|t| &**t), j.map(|j| &**j))
+    })
+}
+
+/// Most items in one page of a list.
+pub const MAX_PAGE_ITEMS: usize = 1_000;
+/// Items in a page when the request does not say.
+pub const DEFAULT_PAGE_ITEMS: usize = 100;
+/// A page ends once its items take about this many bytes (it holds at least one item),
+/// so that what a reader asks for stays small whatever the tasks carry.
+pub const PAGE_BUDGET_BYTES: usize = 1 << 20;
+
+/// Query of `GET /api/v1/tasks`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    /// Most tasks in the page (default 100, at most 1,000).
+    pub limit: Option<usize>,
+    /// Start after this task id (the previous page's `next`).
+    pub after: Option<String>,
+    /// Only tasks in this state (`TASK_RUNNING`, …, or `PENDING`).
+    pub state: Option<String>,
+    /// Only tasks that have not ended (`true`) or only ended ones (`false`).
+    pub active: Option<bool>,
+    /// Only tasks on this agent.
+    pub agent_id: Option<String>,
+    /// Only tasks of this framework.
+    pub framework_id: Option<String>,
+    /// Only jobs of this role.
+    pub role: Option<String>,
+}
+
+/// One page of a list: its items, and where the next page starts (`None`: this was
+/// the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, by id.
+    pub items: Vec<T>,
+    /// Pass as `after` for the next page.
+    pub next: Option<String>,
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE_ITEMS),
+        Some(n) if (1..=MAX_PAGE_ITEMS).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad(format!(
+            "limit must be from 1 to {MAX_PAGE_ITEMS}, not {n}"
+        ))),
+    }
+}
+
+/// Whether `state` names a task state the API shows.
+fn known_state(state: &str) -> bool {
+    state == PENDING || TaskState::ALL.iter().any(|s| s.mesos_name() == state)
+}
+
+fn is_terminal_name(state: &str) -> bool {
+    TaskState::ALL
+        .iter()
+        .any(|s| s.mesos_name() == state && s.is_terminal())
+}
+
+impl TaskQuery {
+    fn check(&self) -> Result<usize, ApiError> {
+        if let Some(s) = self.state.as_deref().filter(|s| !known_state(s)) {
+            return Err(ApiError::bad(format!(
+                "state {s:?} is not a task state (TASK_RUNNING, TASK_FINISHED, …, or PENDING)"
+            )));
+        }
+        page_limit(self.limit)
+    }
+
+    fn matches(&self, t: &TaskView) -> bool {
+        self.state.as_deref().is_none_or(|s| t.state == s)
+            && self.active.is_none_or(|a| a != is_terminal_name(&t.state))
+            && self
+                .agent_id
+                .as_deref()
+                .is_none_or(|a| t.agent_id.as_deref() == Some(a))
+            && self
+                .framework_id
+                .as_deref()
+                .is_none_or(|f| t.framework_id.as_deref() == Some(f))
+            && self
+                .role
+                .as_deref()
+                .is_none_or(|r| t.role.as_deref() == Some(r))
+    }
+}
+
+/// About how many bytes a task takes in an answer.
+fn view_bytes(t: &TaskView) -> usize {
+    const FIXED_BYTES: usize = 512;
+    const EVENT_BYTES: usize = 128;
+    FIXED_BYTES
+        + t.name.len()
+        + t.message.len()
+        + t.argv.iter().map(|a| a.len() + 4).sum::<usize>()
+        + t.history
+            .iter()
+            .map(|e| EVENT_BYTES + e.message.len())
+            .sum::<usize>()
+}
+
+/// A page of items from `items` (in id order): at most `limit` of them, taking at most
+/// [`PAGE_BUDGET_BYTES`] unless one alone takes more; with where the next one starts.
+fn page_of<T>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    bytes: impl Fn(&T) -> usize,
+    id: impl Fn(&T) -> String,
+) -> Page<T> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut items = items.peekable();
+    while let Some(t) = items.peek() {
+        let b = bytes(t);
+        if !out.is_empty() && (out.len() >= limit || used + b > PAGE_BUDGET_BYTES) {
+            break;
+        }
+        used += b;
+        out.extend(items.next());
+    }
+    let next = match items.peek() {
+        Some(_) => out.last().map(&id),
+        None => None,
+    };
+    Page { items: out, next }
+}
+
+/// A page of tasks, filtered by `q`.
+pub fn task_page(v: &ClusterView, jobs: &JobMap, q: &TaskQuery) -> Page<TaskView> {
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_PAGE_ITEMS)
+        .clamp(1, MAX_PAGE_ITEMS);
+    let matching = tasks_from(v, jobs, q.after.as_deref()).filter(|t| q.matches(t));
+    page_of(matching, limit, view_bytes, |t| t.task_id.to_string())
+}
+
+/// Query of `GET /api/v1/agents`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentQuery {
+    /// Most agents in the page (default 100, at most 1,000).
+    pub limit: Option<usize>,
+    /// Start after this agent id (the previous page's `next`).
+    pub after: Option<String>,
+}
+
+/// The cluster in brief (`GET /api/v1/state`): everything but the tasks, which are
+/// counted here and listed, page by page, by `GET /api/v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    /// Agents.
+    pub agents: Vec<AgentState>,
+    /// Frameworks.
+    pub frameworks: Vec<FrameworkState>,
+    /// Tasks the master knows, by state.
+    pub tasks_by_state: BTreeMap<String, usize>,
+    /// Jobs waiting for placement.
+    pub pending_jobs: usize,
+    /// Total resources of active agents.
+    pub total: Resources,
+    /// Resources held by tasks and offers.
+    pub used: Resources,
+    /// Outstanding offers.
+    pub offers_outstanding: usize,
+    /// Duration of the last allocation cycle, in microseconds.
+    pub last_allocation_us: u64,
+    /// The master's inbox.
+    pub inbox: InboxStats,
+}
+
+/// Tasks the master knows, by state name (every state, zeros included).
+fn tasks_by_state(v: &ClusterView) -> BTreeMap<String, usize> {
+    let mut by: BTreeMap<String, usize> = TaskState::ALL
+        .iter()
+        .map(|t| (t.mesos_name().to_string(), 0))
+        .collect();
+    for t in v.tasks.values() {
+        *by.entry(t.state.mesos_name().to_string()).or_default() += 1;
+    }
+    by
+}
+
+/// The summary of a view.
+pub fn summary(v: &ClusterView, pending_jobs: usize) -> ClusterSummary {
+    ClusterSummary {
+        agents: v.agents.to_vec(),
+        frameworks: v.frameworks.to_vec(),
+        tasks_by_state: tasks_by_state(v),
+        pending_jobs,
+        total: v.total.clone(),
+        used: v.used.clone(),
+        offers_outstanding: v.offers_outstanding,
+        last_allocation_us: v.last_allocation_us,
+        inbox: v.inbox,
+    }
 }
 
 async fn get_state(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state(&ctx).await?))
+    let v = view(&ctx).await?;
+    Ok(HttpResponse::Ok().json(summary(&v, ctx.jobs.pending_count())))
 }
 
-async fn get_agents(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state(&ctx).await?.agents))
+async fn get_agents(
+    ctx: web::Data<ApiContext>,
+    q: web::Query<AgentQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let v = view(&ctx).await?;
+    let after = q.after.as_deref();
+    let from = v
+        .agents
+        .iter()
+        .filter(|a| after.is_none_or(|x| a.id.as_str() > x))
+        .cloned();
+    let page = page_of(from, limit, |_| 256, |a| a.id.to_string());
+    Ok(HttpResponse::Ok().json(page))
 }
 
-async fn get_tasks(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
-    let s = state(&ctx).await?;
-    Ok(HttpResponse::Ok().json(task_views(&s, &ctx.jobs)))
+async fn get_tasks(
+    ctx: web::Data<ApiContext>,
+    q: web::Query<TaskQuery>,
+) -> Result<HttpResponse, ApiError> {
+    q.check()?;
+    let v = view(&ctx).await?;
+    let jobs = ctx.jobs.snapshot();
+    Ok(HttpResponse::Ok().json(task_page(&v, &jobs, &q)))
 }
 
 async fn get_task(
     ctx: web::Data<ApiContext>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let s = state(&ctx).await?;
-    task_views(&s, &ctx.jobs)
-        .into_iter()
-        .find(|t| t.task_id == *id)
+    let v = view(&ctx).await?;
+    let jobs = ctx.jobs.snapshot();
+    find_task(&v, &jobs, &id)
         .map(|t| HttpResponse::Ok().json(t))
         .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))
 }
@@ -374,11 +651,11 @@ async fn submit(
     body: web::Json<SubmitJob>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let totals: Vec<Resources> = state(&ctx)
+    let totals: Vec<Resources> = view(&ctx)
         .await?
         .agents
-        .into_iter()
-        .map(|a| a.total)
+        .iter()
+        .map(|a| a.total.clone())
         .collect();
     let resources = b.validate(&totals).map_err(ApiError::bad)?;
     let id = ctx
@@ -434,10 +711,8 @@ async fn logs(
     id: web::Path<String>,
     q: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let s = state(&ctx).await?;
-    let agent = task_views(&s, &ctx.jobs)
-        .into_iter()
-        .find(|t| t.task_id == *id)
+    let v = view(&ctx).await?;
+    let agent = find_task(&v, &ctx.jobs.snapshot(), &id)
         .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))?
         .agent_id
         .ok_or_else(|| {
@@ -472,8 +747,8 @@ async fn logs(
         .body(bytes))
 }
 
-/// Prometheus text for a cluster state and the jobs waiting for placement.
-pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
+/// Prometheus text for a view of the cluster and the jobs waiting for placement.
+pub fn metrics_text(s: &ClusterView, pending_jobs: usize) -> String {
     let mut m = String::new();
     let mut g = |name: &str, help: &str, lines: Vec<(String, f64)>| {
         // Prometheus names counters `..._total`.
@@ -510,7 +785,7 @@ pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
     );
     let mut by_state: std::collections::BTreeMap<&str, usize> =
         TaskState::ALL.iter().map(|t| (t.mesos_name(), 0)).collect();
-    for t in &s.tasks {
+    for t in s.tasks.values() {
         *by_state.entry(t.state.mesos_name()).or_default() += 1;
     }
     g(
@@ -573,7 +848,7 @@ pub fn metrics_text(s: &ClusterState, pending_jobs: usize) -> String {
 }
 
 async fn metrics(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
-    let s = state(&ctx).await?;
+    let s = view(&ctx).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(metrics_text(&s, ctx.jobs.pending_count())))
@@ -639,5 +914,145 @@ mod tests {
         let mut named = job(vec!["true".into()]);
         named.name = Some("n".repeat(MAX_JOB_NAME_BYTES + 1));
         assert!(named.validate(&[]).unwrap_err().starts_with("name takes"));
+    }
+
+    fn info(id: &str, state: TaskState, agent: &str, argv_bytes: usize) -> Arc<TaskInfo> {
+        Arc::new(TaskInfo {
+            task_id: id.into(),
+            name: id.into(),
+            framework_id: "fw".into(),
+            agent_id: agent.into(),
+            state,
+            reason: None,
+            message: String::new(),
+            resources: Default::default(),
+            argv: vec!["x".repeat(argv_bytes)],
+        })
+    }
+
+    fn pending(id: &str) -> Arc<JobStatus> {
+        Arc::new(JobStatus {
+            task_id: id.into(),
+            name: id.into(),
+            argv: vec!["true".into()],
+            resources: Resources::new(0.1, 32),
+            role: "*".into(),
+            state: None,
+            why_not_placed: Some("waiting".into()),
+            agent_id: None,
+            history: vec![],
+            kill_requested: false,
+        })
+    }
+
+    fn ids(p: &Page<TaskView>) -> Vec<&str> {
+        p.items.iter().map(|t| t.task_id.as_str()).collect()
+    }
+
+    /// Every page in turn, as a client follows `next`.
+    fn walk(v: &ClusterView, jobs: &JobMap, q: TaskQuery) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut q = q;
+        loop {
+            let p = task_page(v, jobs, &q);
+            pages.push(ids(&p).into_iter().map(String::from).collect());
+            match p.next {
+                Some(n) => q.after = Some(n),
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn tasks_and_jobs_are_listed_merged_in_id_order_page_by_page_and_filtered() {
+        let mut v = ClusterView::default();
+        for (id, state, agent) in [
+            ("t1", TaskState::Running, "a1"),
+            ("t3", TaskState::Finished, "a2"),
+            ("t4", TaskState::Running, "a2"),
+        ] {
+            v.tasks.insert(id.into(), info(id, state, agent, 4));
+        }
+        let mut jobs = JobMap::new();
+        for id in ["t2", "t5"] {
+            jobs.insert(id.into(), pending(id));
+        }
+        let all = walk(
+            &v,
+            &jobs,
+            TaskQuery {
+                limit: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(all, [vec!["t1", "t2"], vec!["t3", "t4"], vec!["t5"]]);
+        let q = |f: fn(&mut TaskQuery)| {
+            let mut q = TaskQuery::default();
+            f(&mut q);
+            walk(&v, &jobs, q).concat()
+        };
+        assert_eq!(q(|q| q.active = Some(true)), ["t1", "t2", "t4", "t5"]);
+        assert_eq!(q(|q| q.active = Some(false)), ["t3"]);
+        assert_eq!(q(|q| q.state = Some("PENDING".into())), ["t2", "t5"]);
+        assert_eq!(q(|q| q.agent_id = Some("a2".into())), ["t3", "t4"]);
+        assert_eq!(q(|q| q.role = Some("*".into())), ["t2", "t5"]);
+        // The last page says so, even when it is full.
+        let p = task_page(
+            &v,
+            &jobs,
+            &TaskQuery {
+                limit: Some(5),
+                ..Default::default()
+            },
+        );
+        assert_eq!((p.items.len(), p.next), (5, None));
+    }
+
+    #[test]
+    fn a_page_stops_at_its_byte_budget_and_always_holds_one_task() {
+        let mut v = ClusterView::default();
+        let big = PAGE_BUDGET_BYTES / 4;
+        for i in 0..7 {
+            let id = format!("t{i}");
+            v.tasks
+                .insert(id.as_str().into(), info(&id, TaskState::Running, "a1", big));
+        }
+        v.tasks.insert(
+            "t9".into(),
+            info("t9", TaskState::Running, "a1", 2 * PAGE_BUDGET_BYTES),
+        );
+        let pages = walk(
+            &v,
+            &JobMap::new(),
+            TaskQuery {
+                limit: Some(1000),
+                ..Default::default()
+            },
+        );
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 3, 1, 1], "{pages:?}");
+    }
+
+    #[test]
+    fn bad_list_queries_name_the_parameter_and_the_value() {
+        let bad_state = TaskQuery {
+            state: Some("RUNNING".into()),
+            ..Default::default()
+        };
+        assert!(bad_state
+            .check()
+            .unwrap_err()
+            .message
+            .contains("state \"RUNNING\""));
+        let bad_limit = TaskQuery {
+            limit: Some(MAX_PAGE_ITEMS + 1),
+            ..Default::default()
+        };
+        assert!(bad_limit
+            .check()
+            .unwrap_err()
+            .message
+            .contains("limit must be from 1 to 1000"));
+        assert_eq!(TaskQuery::default().check().unwrap(), DEFAULT_PAGE_ITEMS);
     }
 }

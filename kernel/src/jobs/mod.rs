@@ -109,6 +109,9 @@ pub struct JobStatus {
     pub kill_requested: bool,
 }
 
+/// Jobs by task id, in a persistent map (see [`Jobs::snapshot`]).
+pub type JobMap = imbl::OrdMap<TaskId, Arc<JobStatus>>;
+
 /// The jobs of one role, placed by that role's framework.
 #[derive(Default)]
 struct RoleQueue {
@@ -121,7 +124,8 @@ struct RoleQueue {
 struct Inner {
     next: u64,
     queues: BTreeMap<String, RoleQueue>,
-    jobs: BTreeMap<TaskId, JobStatus>,
+    /// Shared structure: a reader's [`Jobs::snapshot`] costs nothing to take.
+    jobs: JobMap,
     /// Each job's submission number.
     seq_of: BTreeMap<TaskId, u64>,
     /// Ended jobs, oldest first (at most `MAX_ENDED_JOBS`).
@@ -157,6 +161,24 @@ impl Default for Jobs {
     fn default() -> Self {
         Jobs::new(&[ANY_ROLE.to_string()])
     }
+}
+
+/// Most bytes of a job's command that make its name when it is given none.
+pub const DEFAULT_NAME_BYTES: usize = 64;
+
+/// A job's name when it is given none: its command line, cut to [`DEFAULT_NAME_BYTES`]
+/// (on a character boundary, with `…` where it was cut).
+fn default_name(argv: &[String]) -> String {
+    let mut line = argv.join(" ");
+    if line.len() > DEFAULT_NAME_BYTES {
+        let mut end = DEFAULT_NAME_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
 }
 
 fn unix_ms() -> u64 {
@@ -212,7 +234,7 @@ impl Inner {
         u.next = false;
         for id in std::mem::take(&mut u.jobs) {
             if let (Some(j), Some(seq)) = (self.jobs.get(&id), self.seq_of.get(&id)) {
-                batch.put.push((*seq, j.clone()));
+                batch.put.push((*seq, (**j).clone()));
             }
         }
         Some((batch, u.generation))
@@ -281,7 +303,7 @@ impl Jobs {
                     Some(_) => {}
                 }
                 g.seq_of.insert(id.clone(), seq);
-                g.jobs.insert(id, j);
+                g.jobs.insert(id, Arc::new(j));
             }
             g.unsaved = Some(Unsaved::default());
         }
@@ -341,10 +363,10 @@ impl Jobs {
         if let Some(u) = &mut g.unsaved {
             u.next = true;
         }
-        let name = req.name.clone().unwrap_or_else(|| req.argv.join(" "));
+        let name = req.name.clone().unwrap_or_else(|| default_name(&req.argv));
         g.jobs.insert(
             id.clone(),
-            JobStatus {
+            Arc::new(JobStatus {
                 task_id: id.clone(),
                 name,
                 argv: req.argv,
@@ -355,7 +377,7 @@ impl Jobs {
                 agent_id: None,
                 history: Vec::new(),
                 kill_requested: false,
-            },
+            }),
         );
         g.touch(&id);
         let q = g.queues.get_mut(&role).expect("role checked above");
@@ -376,12 +398,18 @@ impl Jobs {
 
     /// One job.
     pub fn get(&self, task_id: &str) -> Option<JobStatus> {
-        self.lock().jobs.get(task_id).cloned()
+        self.lock().jobs.get(task_id).map(|j| (**j).clone())
     }
 
     /// All jobs, by id.
     pub fn list(&self) -> Vec<JobStatus> {
-        self.lock().jobs.values().cloned().collect()
+        self.lock().jobs.values().map(|j| (**j).clone()).collect()
+    }
+
+    /// Every job as it is now, to read at leisure: the map shares its structure with
+    /// the live one, so taking it copies nothing and holds the lock only for a moment.
+    pub fn snapshot(&self) -> JobMap {
+        self.lock().jobs.clone()
     }
 
     /// Jobs waiting for placement, over all roles.
@@ -394,7 +422,7 @@ impl Jobs {
     /// is heard of still running.
     pub fn kill(&self, task_id: &str) -> Result<(), KillError> {
         let mut g = self.lock();
-        let Some(j) = g.jobs.get_mut(task_id) else {
+        let Some(j) = g.jobs.get_mut(task_id).map(Arc::make_mut) else {
             return Err(KillError::NoSuchJob(task_id.into()));
         };
         let role = j.role.clone();
@@ -594,7 +622,7 @@ impl Scheduler for JobsScheduler {
         }
         for slot in slots {
             for t in &slot.launch {
-                if let Some(j) = g.jobs.get_mut(&t.task_id) {
+                if let Some(j) = g.jobs.get_mut(&t.task_id).map(Arc::make_mut) {
                     j.state = Some(TaskState::Staging);
                     j.why_not_placed = None;
                     j.agent_id = Some(slot.offer.agent_id.clone());
@@ -608,7 +636,7 @@ impl Scheduler for JobsScheduler {
             }
         }
         for id in &still {
-            if let Some(j) = g.jobs.get_mut(id) {
+            if let Some(j) = g.jobs.get_mut(id).map(Arc::make_mut) {
                 j.why_not_placed = Some(match short_of(&j.resources, &largest) {
                     Some(what) => format!("no agent offers enough {what}"),
                     None => "offers were used by earlier jobs; waiting for more".into(),
@@ -627,7 +655,7 @@ impl Scheduler for JobsScheduler {
 
     fn update(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
         let mut g = self.jobs.lock();
-        if let Some(j) = g.jobs.get_mut(&u.task_id) {
+        if let Some(j) = g.jobs.get_mut(&u.task_id).map(Arc::make_mut) {
             let was = j.state;
             if was.is_some_and(|s| s.is_terminal() && s != u.state) {
                 // A late or reconciled update of an ended job does not revive it.
@@ -765,11 +793,19 @@ mod tests {
     }
 
     #[test]
+    fn a_job_without_a_name_is_named_by_the_start_of_its_command() {
+        assert_eq!(default_name(&["echo".into(), "hi".into()]), "echo hi");
+        let long = default_name(&["echo".into(), "é".repeat(100)]);
+        assert!(long.len() <= DEFAULT_NAME_BYTES + '…'.len_utf8(), "{long}");
+        assert!(long.starts_with("echo éé") && long.ends_with('…'), "{long}");
+    }
+
+    #[test]
     fn a_jobs_history_keeps_its_first_and_latest_events() {
         let jobs = Jobs::default();
         let id = jobs.submit(job(0)).unwrap();
         let mut g = jobs.lock();
-        let j = g.jobs.get_mut(&id).unwrap();
+        let j = g.jobs.get_mut(&id).map(Arc::make_mut).unwrap();
         for i in 0..100 {
             j.record(JobEvent {
                 state: TaskState::Running,

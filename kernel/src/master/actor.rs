@@ -15,6 +15,7 @@ use plexus_actors::{InboxGauge, Node};
 use super::config::MasterConfig;
 use super::core::{Effect, Event, MasterCore, Now, ToAgent, ToScheduler};
 use super::session::{FrameworkSession, SessionArgs, SessionMsg};
+use super::view::Publisher;
 use crate::protocol::*;
 
 /// Period of the master's tick (timeouts, table eviction).
@@ -67,6 +68,12 @@ pub struct MasterState {
     watched: BTreeMap<ActorId, Watched>,
     /// The master's bounded inbox.
     inbox: InboxGauge,
+    /// Keeps the read model up to date.
+    publisher: Publisher,
+    /// When the read model was last published.
+    published_at: Instant,
+    /// A publish is due (a `Publish` message is on its way).
+    publish_due: bool,
 }
 
 impl MasterState {
@@ -105,6 +112,31 @@ impl MasterState {
                     me.send_after(delay, || MasterMsg::Allocate);
                 }
             }
+        }
+    }
+
+    /// Publishes the read model now if it was not published within the interval, else
+    /// once the interval is over: readers see a change within it, and a busy master
+    /// publishes at most once per interval whatever its load.
+    fn publish_soon(&mut self, me: &ActorRef<MasterMsg>, interval: std::time::Duration) {
+        let since = self.published_at.elapsed();
+        if since >= interval {
+            self.publish(interval);
+        } else if !self.publish_due {
+            self.publish_due = true;
+            me.send_after(interval - since, || MasterMsg::Publish);
+        }
+    }
+
+    fn publish(&mut self, interval: std::time::Duration) {
+        let t = std::time::Instant::now();
+        let model = self.core.config().reads.clone();
+        self.publisher
+            .publish(&mut self.core, InboxStats::of(&self.inbox), &model);
+        self.published_at = Instant::now();
+        let took = t.elapsed();
+        if took > interval / 4 {
+            warn!("publishing the read model took {took:?}");
         }
     }
 
@@ -222,6 +254,9 @@ impl Actor for Master {
             inbox: self
                 .node
                 .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
+            publisher: Publisher::default(),
+            published_at: Instant::now() - self.cfg.publish_interval,
+            publish_due: false,
         })
     }
 
@@ -266,7 +301,13 @@ impl Actor for Master {
                 st.handle(&me, Event::Framework { framework_id, call })
             }
             MasterMsg::Tick => st.handle(&me, Event::Tick),
+            MasterMsg::Publish => {
+                st.publish_due = false;
+                st.publish(self.cfg.publish_interval);
+                return Ok(());
+            }
         }
+        st.publish_soon(&me, self.cfg.publish_interval);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::view::ReadModel;
 use crate::resources::Resources;
 use crate::supervision::FaultSwitch;
 
@@ -29,6 +30,11 @@ pub struct MasterConfig {
     /// Most messages from peers queued for the master; past it they are shed and
     /// counted (`plexus_master_inbox_shed_total`).
     pub inbox_limit_msgs: usize,
+    /// Where the master publishes what readers see (shared with the API), and the
+    /// longest a change waits to be published while the master is busy.
+    pub reads: ReadModel,
+    /// See [`MasterConfig::reads`].
+    pub publish_interval: Duration,
     /// A deliberate defect, for proving that the simulation's invariants catch real bugs:
     /// kills are not kept for agents that are away. Never set outside such checks.
     pub forget_kills: bool,
@@ -43,6 +49,9 @@ pub struct MasterConfig {
 /// updates a second), a few seconds of work.
 pub const MASTER_INBOX_LIMIT_MSGS: usize = 65_536;
 
+/// The default longest wait of a change before readers see it.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
@@ -54,6 +63,8 @@ impl Default for MasterConfig {
             max_completed_tasks: 10_000,
             offer_limit: 64,
             inbox_limit_msgs: MASTER_INBOX_LIMIT_MSGS,
+            reads: ReadModel::default(),
+            publish_interval: PUBLISH_INTERVAL,
             forget_kills: false,
             fault: FaultSwitch::default(),
             session_fault: FaultSwitch::default(),

@@ -24,6 +24,7 @@ use super::offers::OfferBook;
 use super::tasks::{TaskRecord, TaskTable, TransitionError};
 use crate::allocator::{Allocator, AllocatorError};
 use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
+use crate::protocol::TaskInfo;
 use crate::protocol::{
     AgentRegistration, AgentState, AgentStatus, AgentTask, ClusterState, CompletedTask,
     FrameworkCall, FrameworkInfo, FrameworkState, FrameworkStatus, InboxStats, Offer, TaskSpec,
@@ -381,6 +382,63 @@ impl MasterCore {
 
     /// The cluster as operators see it.
     pub fn state(&self) -> ClusterState {
+        ClusterState {
+            agents: self.agent_states(),
+            frameworks: self.framework_states(),
+            tasks: self.tasks.values().map(TaskRecord::info).collect(),
+            total: self.allocator.total().clone(),
+            used: self.used(),
+            offers_outstanding: self.offers.len(),
+            offers: self.offers.values().cloned().collect(),
+            last_allocation_us: self.last_alloc_us,
+            inbox: InboxStats::default(),
+        }
+    }
+
+    /// Every agent as operators see it, by id.
+    pub fn agent_states(&self) -> Vec<AgentState> {
+        self.agents
+            .iter()
+            .map(|(id, a)| AgentState {
+                id: id.clone(),
+                hostname: a.hostname.clone(),
+                status: match a.status {
+                    AgentLink::Active => AgentStatus::Active,
+                    AgentLink::Unreachable { .. } => AgentStatus::Unreachable,
+                },
+                total: a.total.total(),
+                free: self
+                    .allocator
+                    .available(id)
+                    .map(|r| r.total())
+                    .unwrap_or_default(),
+                isolation: a.isolation.clone(),
+                problem: a.problem.clone(),
+            })
+            .collect()
+    }
+
+    /// Every framework as operators see it, by id.
+    pub fn framework_states(&self) -> Vec<FrameworkState> {
+        let shares = self.allocator.shares();
+        self.frameworks
+            .iter()
+            .map(|(id, f)| FrameworkState {
+                id: id.clone(),
+                name: f.info.name.clone(),
+                role: f.info.role.clone(),
+                status: if f.disconnected_since.is_none() {
+                    FrameworkStatus::Connected
+                } else {
+                    FrameworkStatus::Disconnected
+                },
+                share: shares.get(id).copied().unwrap_or(0.0),
+            })
+            .collect()
+    }
+
+    /// Resources held by live tasks and outstanding offers.
+    pub fn used(&self) -> Resources {
         let mut used = Resources::default();
         for t in self.tasks.values().filter(|t| !t.is_terminal()) {
             used.add(&t.resources.total());
@@ -388,51 +446,40 @@ impl MasterCore {
         for o in self.offers.values() {
             used.add(&o.resources.total());
         }
-        let shares = self.allocator.shares();
-        ClusterState {
-            agents: self
-                .agents
-                .iter()
-                .map(|(id, a)| AgentState {
-                    id: id.clone(),
-                    hostname: a.hostname.clone(),
-                    status: match a.status {
-                        AgentLink::Active => AgentStatus::Active,
-                        AgentLink::Unreachable { .. } => AgentStatus::Unreachable,
-                    },
-                    total: a.total.total(),
-                    free: self
-                        .allocator
-                        .available(id)
-                        .map(|r| r.total())
-                        .unwrap_or_default(),
-                    isolation: a.isolation.clone(),
-                    problem: a.problem.clone(),
-                })
-                .collect(),
-            frameworks: self
-                .frameworks
-                .iter()
-                .map(|(id, f)| FrameworkState {
-                    id: id.clone(),
-                    name: f.info.name.clone(),
-                    role: f.info.role.clone(),
-                    status: if f.disconnected_since.is_none() {
-                        FrameworkStatus::Connected
-                    } else {
-                        FrameworkStatus::Disconnected
-                    },
-                    share: shares.get(id).copied().unwrap_or(0.0),
-                })
-                .collect(),
-            tasks: self.tasks.values().map(TaskRecord::info).collect(),
-            total: self.allocator.total().clone(),
-            used,
-            offers_outstanding: self.offers.len(),
-            offers: self.offers.values().cloned().collect(),
-            last_allocation_us: self.last_alloc_us,
-            inbox: InboxStats::default(),
-        }
+        used
+    }
+
+    /// The master's tunables.
+    pub fn config(&self) -> &MasterConfig {
+        &self.cfg
+    }
+
+    /// Total resources of active agents.
+    pub fn total(&self) -> Resources {
+        self.allocator.total().clone()
+    }
+
+    /// Outstanding offers.
+    pub fn offers_outstanding(&self) -> usize {
+        self.offers.len()
+    }
+
+    /// Duration of the last allocation cycle, in microseconds.
+    pub fn last_allocation_us(&self) -> u64 {
+        self.last_alloc_us
+    }
+
+    /// The tasks added, changed or forgotten (`None`) since the last call, in id order:
+    /// what a read model built from an earlier [`MasterCore::state`] needs to catch up.
+    pub fn take_task_changes(&mut self) -> Vec<(TaskId, Option<TaskInfo>)> {
+        let changed = self.tasks.take_changed();
+        changed
+            .into_iter()
+            .map(|id| {
+                let info = self.tasks.get(&id).map(TaskRecord::info);
+                (id, info)
+            })
+            .collect()
     }
 
     fn mint(&mut self, prefix: &str) -> String {

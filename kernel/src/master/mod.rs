@@ -13,6 +13,8 @@
 //!   carrying the master's messages to its scheduler;
 //! - [`supervisor`]: [`MasterSupervisor`], which restarts the master actor under a
 //!   policy;
+//! - [`view`]: the read model the master publishes for the API ([`ReadModel`]), so
+//!   readers never wait on the master nor it on them;
 //! - [`config`]: the tunables, [`MasterConfig`].
 //!
 //! A lost agent turns its tasks `TASK_UNREACHABLE` (then `TASK_GONE` after
@@ -28,6 +30,7 @@ pub mod supervisor;
 mod tasks;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 pub use self::actor::{Master, MasterState};
 pub use self::config::{MasterConfig, MASTER_INBOX_LIMIT_MSGS};
@@ -35,3 +38,4 @@ pub use self::core::{
     AgentLink, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
 };
 pub use self::supervisor::{MasterSpec, MasterSupervisor, MasterSupervisorMsg};
+pub use self::view::{ClusterView, ReadModel};

@@ -98,6 +98,10 @@ pub(crate) struct TaskTable {
     by_agent: BTreeMap<AgentId, BTreeSet<TaskId>>,
     /// Ended tasks, oldest first.
     completed: VecDeque<TaskId>,
+    /// Tasks added, changed or forgotten since [`TaskTable::take_changed`] was last
+    /// called (at most the table's ids plus those forgotten since: the master takes them
+    /// every time it publishes its read model).
+    changed: BTreeSet<TaskId>,
 }
 
 impl TaskTable {
@@ -110,6 +114,7 @@ impl TaskTable {
         if let Some(t) = self.tasks.get_mut(id) {
             t.reason = reason;
             t.message = message;
+            self.changed.insert(t.task_id.clone());
         }
     }
 
@@ -143,6 +148,7 @@ impl TaskTable {
         if t.is_terminal() {
             self.completed.push_back(id.clone());
         }
+        self.changed.insert(id.clone());
         self.tasks.insert(id, t);
     }
 
@@ -158,6 +164,7 @@ impl TaskTable {
         let t = self.tasks.get_mut(id).ok_or(TransitionError::Unknown)?;
         t.transition(to, reason, message)
             .map_err(TransitionError::Illegal)?;
+        self.changed.insert(t.task_id.clone());
         if to.is_terminal() {
             self.completed.push_back(id.into());
         }
@@ -166,6 +173,7 @@ impl TaskTable {
 
     fn remove(&mut self, id: &str) {
         if let Some(t) = self.tasks.remove(id) {
+            self.changed.insert(t.task_id.clone());
             if let Some(set) = self.by_agent.get_mut(&t.agent_id) {
                 set.remove(id);
                 if set.is_empty() {
@@ -173,6 +181,11 @@ impl TaskTable {
                 }
             }
         }
+    }
+
+    /// The ids of the tasks added, changed or forgotten since the last call, in id order.
+    pub fn take_changed(&mut self) -> BTreeSet<TaskId> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Ids of the agent's tasks that have not ended, in id order.

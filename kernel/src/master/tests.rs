@@ -573,7 +573,8 @@ fn the_same_events_make_the_same_decisions() {
 
 /// Any sequence of framework and agent events keeps the books: each framework's
 /// allocation is its live tasks' resources plus its offers (checked inside `handle`
-/// after every event in debug builds; here once more at the end).
+/// after every event in debug builds; here once more at the end). And the read model,
+/// published now and then from the changes alone, shows exactly the core's tasks.
 #[derive(Debug, Clone)]
 enum Step {
     Register(u8),
@@ -608,8 +609,11 @@ proptest! {
     fn the_books_balance_after_any_events(steps in proptest::collection::vec(step(), 1..80)) {
         let mut c = MasterCore::new(MasterConfig {
             agent_removal_timeout: Duration::from_secs(30),
+            max_completed_tasks: 4,
             ..MasterConfig::default()
         });
+        let reads = super::view::ReadModel::default();
+        let mut publisher = super::view::Publisher::default();
         let mut fw = c.subscribe(framework("p", "*", 20.0)).unwrap();
         let mut t = 0u64;
         let mut next_task = 0u32;
@@ -672,6 +676,13 @@ proptest! {
             let live: Vec<OfferId> = c.state().offers.iter().map(|o| o.id.clone()).collect();
             open.retain(|o| live.contains(&o.id));
             prop_assert_eq!(c.check_books(), Ok(()));
+            if t.is_multiple_of(3) {
+                publisher.publish(&mut c, Default::default(), &reads);
+                let v = reads.current();
+                let shown: Vec<_> = v.tasks.values().map(|t| (**t).clone()).collect();
+                prop_assert_eq!(shown, c.state().tasks);
+                prop_assert_eq!(&*v.agents, &c.state().agents);
+            }
         }
     }
 }
