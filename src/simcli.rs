@@ -89,6 +89,13 @@ pub struct SimArgs {
     /// a swarm draws its own).
     #[arg(long, default_value_t = 64)]
     pub offer_limit: u32,
+    /// Bytes of padding in every task's command (at most 65536): with `--max-frame-bytes`
+    /// small beside them, agents' registrations outgrow a message and go in parts.
+    #[arg(long, default_value_t = 0)]
+    pub argv_bytes: usize,
+    /// The largest frame every simulated link carries.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_frame_bytes: u32,
     /// Switch on a deliberate defect to see the invariants catch it: `drop-acks`,
     /// `forget-completed`, `forget-kills`, `send-unwritten`.
     #[arg(long)]
@@ -199,6 +206,18 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
             a.offer_limit,
         )
     };
+    anyhow::ensure!(
+        a.argv_bytes <= plexus_kernel::protocol::MAX_TASK_ARGV_BYTES - 16,
+        "--argv-bytes {} is more than a task's command may take ({} bytes with its name)",
+        a.argv_bytes,
+        plexus_kernel::protocol::MAX_TASK_ARGV_BYTES
+    );
+    anyhow::ensure!(
+        (64 << 10..=plexus_config::MAX_FRAME_LIMIT).contains(&a.max_frame_bytes),
+        "--max-frame-bytes {} must be from 65536 to {}",
+        a.max_frame_bytes,
+        plexus_config::MAX_FRAME_LIMIT
+    );
     Ok(SimConfig {
         seed,
         agents,
@@ -210,6 +229,8 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
         heartbeat_interval: a.heartbeat,
         node_down_timeout: a.node_down,
         offer_limit,
+        argv_bytes: a.argv_bytes,
+        max_frame_bytes: a.max_frame_bytes,
         keep_trace,
         defect,
         workloads,
@@ -238,6 +259,8 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
         format!("--heartbeat={}", flag_duration(a.heartbeat)),
         format!("--node-down={}", flag_duration(a.node_down)),
         format!("--offer-limit={}", a.offer_limit),
+        format!("--argv-bytes={}", a.argv_bytes),
+        format!("--max-frame-bytes={}", a.max_frame_bytes),
     ];
     if let Some(d) = &a.defect {
         v.push(format!("--defect={d}"));

@@ -86,11 +86,11 @@ struct KCluster {
     agents: Vec<Proc>,
 }
 
-fn node_toml(dir: &Path, name: &str, listen: SocketAddr) -> String {
+fn node_toml(dir: &Path, name: &str, listen: SocketAddr, extra: &str) -> String {
     let t = certs(dir, name);
     format!(
         "name = \"{name}\"\nlisten = \"{listen}\"\nstate_dir = \"{}\"\n\
-         heartbeat_interval = \"{HEARTBEAT_MS}ms\"\nnode_down_timeout = \"{DOWN_MS}ms\"\n\
+         heartbeat_interval = \"{HEARTBEAT_MS}ms\"\nnode_down_timeout = \"{DOWN_MS}ms\"\n{extra}\
          [tls]\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         dir.join(name).display(),
         t.ca_cert.unwrap().display(),
@@ -108,6 +108,19 @@ impl KCluster {
 
     /// As [`KCluster::start`], with the master's `agent_removal_timeout`.
     fn start_with(tag: &str, agents: usize, removal_timeout: &str) -> KCluster {
+        Self::start_full(tag, agents, removal_timeout, "", &|_| {})
+    }
+
+    /// As [`KCluster::start_with`], with `node` (top-level settings lines) in every
+    /// node's configuration, and `prepare` called with each agent's state directory
+    /// before the agent starts.
+    fn start_full(
+        tag: &str,
+        agents: usize,
+        removal_timeout: &str,
+        node: &str,
+        prepare: &dyn Fn(&Path),
+    ) -> KCluster {
         let dir = tempfile::tempdir().unwrap();
         tls::init_ca(dir.path(), "plexus").unwrap();
         let master_addr: SocketAddr = format!("127.0.0.1:{}", free_udp("127.0.0.1"))
@@ -117,7 +130,7 @@ impl KCluster {
         let cfg = format!(
             "{}[master]\napi_listen = \"{api_addr}\"\nallocation_interval = \"200ms\"\n\
              agent_removal_timeout = \"{removal_timeout}\"\n",
-            node_toml(dir.path(), MASTER, master_addr)
+            node_toml(dir.path(), MASTER, master_addr, node)
         );
         let cfg_path = dir.path().join("master.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
@@ -139,10 +152,11 @@ impl KCluster {
             let listen: SocketAddr = format!("{ip}:{}", free_udp(&ip)).parse().unwrap();
             let cfg = format!(
                 "{}[agent]\nresources = \"cpus:4;mem:4096;disk:10000\"\nkill_grace = \"1s\"\n",
-                node_toml(dir.path(), &name, listen)
+                node_toml(dir.path(), &name, listen, node)
             );
             let cfg_path = dir.path().join(format!("{name}.toml"));
             std::fs::write(&cfg_path, cfg).unwrap();
+            prepare(&dir.path().join(&name));
             let mut p = Proc {
                 name: name.clone(),
                 args: vec![
@@ -503,16 +517,18 @@ impl Scheduler for Manual {
         if !seen.launched && !ids.is_empty() {
             seen.launched = true;
             let first = ids.remove(0);
-            driver.launch(
-                vec![first],
-                vec![TaskSpec {
-                    task_id: "acked".into(),
-                    name: "acked".into(),
-                    argv: self.argv.clone(),
-                    resources: Resources::new(0.1, 16),
-                }],
-                Duration::from_secs(3600),
-            );
+            driver
+                .launch(
+                    vec![first],
+                    vec![TaskSpec {
+                        task_id: "acked".into(),
+                        name: "acked".into(),
+                        argv: self.argv.clone(),
+                        resources: Resources::new(0.1, 16),
+                    }],
+                    Duration::from_secs(3600),
+                )
+                .unwrap();
         }
         if !ids.is_empty() {
             driver.decline(ids, Duration::from_secs(3600));
@@ -1045,4 +1061,207 @@ fn readers_cannot_starve_the_master_agents_stay_reachable_and_memory_stays_bound
         rss_after < rss_before + 512,
         "the master grew from {rss_before} MB to {rss_after} MB"
     );
+}
+
+#[test]
+fn an_agent_whose_tasks_outgrow_a_message_re_registers_in_parts_and_keeps_them() {
+    // Frames of 1 MiB, and 40 tasks of 60 KiB of command each on one agent: its
+    // re-registration takes 2.4 MB, more than twice what one message may carry.
+    let mut c = KCluster::start_full("parts", 1, "60s", "max_frame_bytes = 1048576\n", &|_| {});
+    let api = c.client();
+    let pad = "x".repeat(60_000);
+    let argvs: Vec<Vec<String>> = (0..40)
+        .map(|i| {
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!("exec {}", sleeper(i).join(" ")),
+                pad.clone(),
+            ]
+        })
+        .collect();
+    let ids: Vec<String> = argvs
+        .iter()
+        .map(|a| api.submit(&job(a.clone(), 0.05, 8)).unwrap())
+        .collect();
+    c.wait_tasks("40 tasks running", Duration::from_secs(120), |ts| {
+        ts.iter().filter(|t| t.state == "TASK_RUNNING").count() == 40
+    });
+    let agent = c.agents[0].name.clone();
+    c.agent(&agent).kill9();
+    c.wait_tasks("the tasks unreachable", Duration::from_secs(30), |ts| {
+        ts.iter().filter(|t| t.state == "TASK_UNREACHABLE").count() == 40
+    });
+    c.agent(&agent).spawn();
+    let ts = c.wait_tasks("the tasks back", Duration::from_secs(60), |ts| {
+        ids.iter().all(|id| {
+            find(ts, id).is_some_and(|t| {
+                t.state == "TASK_RUNNING"
+                    && t.history.iter().any(|e| e.state == TaskState::Unreachable)
+            })
+        })
+    });
+    assert_eq!(ts.len(), 40, "no task was launched again");
+    // The shell execs the sleep: that is the process to find.
+    let process = |i: usize| sleeper(i);
+    for i in 0..40 {
+        assert_eq!(
+            running(&process(i)),
+            1,
+            "{:?} runs exactly once",
+            process(i)
+        );
+    }
+    // Nothing was refused for its size on the way.
+    let logs = std::fs::read_to_string(&c.master.log).unwrap()
+        + &std::fs::read_to_string(&c.agents[0].log).unwrap();
+    assert!(!logs.contains("at most"), "{}", c.logs());
+    // And its tasks are still its to kill.
+    api.kill(&ids[0]).unwrap();
+    c.wait_tasks("the first task killed", Duration::from_secs(30), |ts| {
+        find(ts, &ids[0]).is_some_and(|t| t.state == "TASK_KILLED")
+    });
+    assert_eq!(running(&process(0)), 0);
+}
+
+/// A tmpfs mounted at a directory until dropped (a small disk to fill).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs at {} (needs root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let st = Command::new("umount").arg("-l").arg(&self.0).status();
+        if !st.is_ok_and(|s| s.success()) {
+            eprintln!("could not unmount {}", self.0.display());
+        }
+    }
+}
+
+/// The largest file under `dir`.
+fn largest_file(dir: &Path) -> Option<(PathBuf, u64)> {
+    let mut best: Option<(PathBuf, u64)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let m = e.metadata().unwrap();
+        let found = if m.is_dir() {
+            largest_file(&e.path())
+        } else {
+            Some((e.path(), m.len()))
+        };
+        if let Some((p, n)) = found {
+            if best.as_ref().is_none_or(|b| n > b.1) {
+                best = Some((p, n));
+            }
+        }
+    }
+    best
+}
+
+#[test]
+fn a_full_state_disk_holds_updates_until_they_are_durable_and_reports_only_what_happened() {
+    // The agent's state directory (checkpoint and sandboxes) is a 2 MiB tmpfs.
+    let mounted = std::cell::RefCell::new(Vec::new());
+    let c = KCluster::start_full("fulldisk", 1, "60s", "", &|dir| {
+        mounted.borrow_mut().push(Tmpfs::mount(dir, "2m"))
+    });
+    let state_dir = mounted.borrow()[0].0.clone();
+    let api = c.client();
+    // A task fills the disk with its output, then exits 0: that is what is reported
+    // (its end is recorded in room taken before it started).
+    let filler = api
+        .submit(&job(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "head -c 8000000 /dev/zero; exit 0".into(),
+            ],
+            0.1,
+            16,
+        ))
+        .unwrap();
+    let ts = c.wait_tasks("the filler ended", Duration::from_secs(60), |ts| {
+        find(ts, &filler).is_some_and(|t| terminal_name(&t.state))
+    });
+    let t = find(&ts, &filler).unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.exit_code),
+        ("TASK_FINISHED", Some(0)),
+        "{t:#?}"
+    );
+    // A task whose record does not fit on the full disk: the agent cannot checkpoint
+    // it, so it starts nothing, says why, and is offered nothing more.
+    let marker = format!("300.{}999", std::process::id());
+    let big = api
+        .submit(&job(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!("exec sleep {marker}"),
+                "x".repeat(60_000),
+            ],
+            0.1,
+            16,
+        ))
+        .unwrap();
+    let s = c.wait_state("the agent's problem", Duration::from_secs(60), |s| {
+        s.agents[0]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("cannot write its checkpoint"))
+    });
+    eprintln!("problem: {:?}", s.agents[0].problem);
+    let waiting = api.submit(&job(vec!["true".into()], 0.1, 16)).unwrap();
+    assert_eq!(api.task(&waiting).unwrap().state, "PENDING");
+    let t = api.task(&big).unwrap();
+    assert_eq!(t.state, "TASK_STAGING", "{t:#?}");
+    let sleeper_argv = vec!["sleep".to_string(), marker];
+    assert_eq!(running(&sleeper_argv), 0, "started before it was recorded");
+    // Space again: the filler's output is cut away. The agent writes its checkpoint,
+    // starts the task, and takes tasks again.
+    let (out, size) = largest_file(&state_dir).unwrap();
+    assert!(size > 1 << 20, "{} is {size} bytes", out.display());
+    std::fs::File::options()
+        .write(true)
+        .open(&out)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let ts = c.wait_tasks("the tasks placed", Duration::from_secs(60), |ts| {
+        find(ts, &big).is_some_and(|t| t.state == "TASK_RUNNING")
+            && find(ts, &waiting).is_some_and(|t| t.state == "TASK_FINISHED")
+    });
+    assert_eq!(running(&sleeper_argv), 1);
+    let t = find(&ts, &filler).unwrap();
+    assert!(
+        t.history.iter().all(|e| e.state != TaskState::Failed),
+        "{t:#?}"
+    );
+    assert_eq!(api.state().unwrap().agents[0].problem, None);
+    api.kill(&big).unwrap();
+    c.wait_tasks("the big task killed", Duration::from_secs(30), |ts| {
+        find(ts, &big).is_some_and(|t| t.state == "TASK_KILLED")
+    });
+    drop(c);
+}
+
+/// Whether an API state name is an ended task's.
+fn terminal_name(state: &str) -> bool {
+    TaskState::ALL
+        .iter()
+        .any(|s| s.is_terminal() && s.mesos_name() == state)
 }

@@ -84,6 +84,31 @@ fn a_sweep_of_200_seeds_with_faults_keeps_every_invariant() {
     );
 }
 
+/// Agents whose tasks outgrow a message (30 KB of command per task, frames of 256 KiB):
+/// their registrations go in parts and frameworks' launches stay within a message,
+/// through crashes, partitions and restarts.
+#[test]
+fn a_sweep_with_agent_state_larger_than_a_message_keeps_every_invariant() {
+    let (ok, out) = plexus(&[
+        "sim",
+        "--seeds",
+        "1..11",
+        "--tasks",
+        "40",
+        "--argv-bytes",
+        "30000",
+        "--max-frame-bytes",
+        "262144",
+        "--jobs",
+        "2",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("plexus sim_sweep seeds=10 passed=10 failed=0"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_broken_build_is_caught_and_the_seed_replays() {
     let (ok, out) = plexus(&[

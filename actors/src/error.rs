@@ -54,3 +54,22 @@ pub enum ActorsError {
     #[error("node is shutting down")]
     Shutdown,
 }
+
+/// Why [`crate::Node::cast_checked`] did not send a message.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Encoded, it would not fit in a frame.
+    #[error("the message takes {bytes} bytes encoded; a message may take at most {limit_bytes}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The most a message may take.
+        limit_bytes: usize,
+    },
+    /// The actor (or its node's link) is gone.
+    #[error("actor {0} is gone: {1}")]
+    Gone(String, String),
+    /// It could not be encoded.
+    #[error("the message cannot be encoded: {0}")]
+    Encode(String),
+}

@@ -100,7 +100,7 @@ mod wire;
 #[doc(hidden)]
 pub use private as __private;
 
-pub use error::ActorsError;
+pub use error::{ActorsError, SendError};
 pub use inbox::InboxGauge;
 pub use node::{is_node_down, Node, NodeOptions, PeerInfo, NODE_DOWN, PARENT_NODE_DOWN};
 pub use plexus_actors_derive::RemoteMessage;

@@ -30,7 +30,7 @@ use plexus_net::{
 };
 
 use crate::detector::{FailureDetector, Verdict};
-use crate::error::ActorsError;
+use crate::error::{ActorsError, SendError};
 use crate::inbox::{Inbox, InboxGauge};
 use crate::names::{Claim, NameEntry, NameTable};
 use crate::session::{PendingSpawn, Session};
@@ -514,6 +514,42 @@ impl Node {
                 name: name.to_string(),
             });
         }
+    }
+
+    /// Sends `msg` to `to` as `cast` does, but says when it cannot go: a message for a
+    /// remote actor is encoded here, so one that would not fit in a frame is refused
+    /// with its size and the limit instead of being dropped on the way. (An actor that
+    /// ends meanwhile is still only heard of through its monitors and supervisor.)
+    pub fn cast_checked<M: Message>(&self, to: &ActorRef<M>, msg: M) -> Result<(), SendError> {
+        if to.get_id().is_local() {
+            return to
+                .cast(msg)
+                .map_err(|e| SendError::Gone(format!("{:?}", to.get_id()), e.to_string()));
+        }
+        let m = msg
+            .serialize()
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        let bytes = match &m {
+            ractor::message::SerializedMessage::Cast { args, .. } => args.len(),
+            ractor::message::SerializedMessage::Call { args, .. } => args.len(),
+            ractor::message::SerializedMessage::CallReply(_, args) => args.len(),
+        };
+        let limit_bytes = self.max_message_bytes();
+        if bytes > limit_bytes {
+            return Err(SendError::TooLarge { bytes, limit_bytes });
+        }
+        to.get_cell()
+            .send_serialized(m)
+            .map_err(|e| SendError::Gone(format!("{:?}", to.get_id()), e.to_string()))
+    }
+
+    /// The most bytes a message to a remote actor may take (what a frame carries beside
+    /// it subtracted).
+    pub fn max_message_bytes(&self) -> usize {
+        self.inner
+            .transport
+            .max_frame_bytes()
+            .saturating_sub(crate::wire::FRAME_OVERHEAD_BYTES)
     }
 
     /// Looks up a cluster-wide name from any node. A remote actor comes back as an

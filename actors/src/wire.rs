@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most bytes a frame takes beside the message it carries: its length prefix and the
+/// [`Wire::Call`] header (variant, actor, call id, body length; varints at their widest).
+pub(crate) const FRAME_OVERHEAD_BYTES: usize = 64;
+
 /// Why a remote actor is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum DownReason {

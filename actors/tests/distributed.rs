@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use plexus_actors::{is_node_down, InboxGauge, Node, NodeOptions, RemoteMessage};
+use plexus_actors::{is_node_down, InboxGauge, Node, NodeOptions, RemoteMessage, SendError};
 use plexus_net::tls::{self, TlsMaterial};
 use plexus_net::{LocalIdentity, QuicTransport, SimFaults, SimNetwork, Transport};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -361,7 +361,7 @@ async fn a_full_inbox_sheds_what_peers_send(c: &dyn Cluster) {
 async fn an_oversized_message_is_refused_and_the_link_stays_up(c: &dyn Cluster) {
     let (a, _b) = pair(c).await;
     let e: ActorRef<EchoMsg> = a.spawn_remote("b", "echo", &0u64).await.unwrap();
-    // Over the 16 MiB frame limit, again and again for three node-down timeouts: each is
+    // Over the frame limit, again and again for three node-down timeouts: each is
     // refused, and none counts as traffic that would stand in for a heartbeat.
     let huge = "x".repeat(17 << 20);
     let mut every = tokio::time::interval(Duration::from_millis(100));
@@ -380,6 +380,30 @@ async fn an_oversized_message_is_refused_and_the_link_stays_up(c: &dyn Cluster) 
         call_t!(e, EchoMsg::Echo, 5000, "still there".to_string()).unwrap(),
         "echo:still there"
     );
+    // A sender that asks is told, with the size and the limit, and the message that
+    // fits still goes.
+    let refused = a
+        .cast_checked(
+            &e,
+            EchoMsg::Echo(huge, ractor::concurrency::oneshot().0.into()),
+        )
+        .unwrap_err();
+    match refused {
+        SendError::TooLarge { bytes, limit_bytes } => {
+            assert!(bytes > 17 << 20, "{bytes}");
+            assert_eq!(limit_bytes, a.max_message_bytes());
+            // These transports take frames of 1 MiB.
+            assert!(
+                limit_bytes < 1 << 20 && limit_bytes > (1 << 20) - 1024,
+                "{limit_bytes}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    let before = call_t!(e, |reply| EchoMsg::Count { reply }, 5000).unwrap();
+    a.cast_checked(&e, EchoMsg::Ping(7)).unwrap();
+    let after = call_t!(e, |reply| EchoMsg::Count { reply }, 5000).unwrap();
+    assert_eq!(after, before + 7);
 }
 
 async fn wait_whereis(n: &Node, name: &str) -> ActorRef<EchoMsg> {

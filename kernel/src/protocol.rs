@@ -32,6 +32,46 @@ pub struct TaskSpec {
     pub resources: Resources,
 }
 
+/// Most bytes a task's command and arguments may take together: what an agent
+/// re-registers for every task it runs must stay far below a message's size limit.
+pub const MAX_TASK_ARGV_BYTES: usize = 64 << 10;
+/// Most arguments a task's command may have.
+pub const MAX_TASK_ARGS: usize = 4_096;
+/// Most bytes a task's name may take.
+pub const MAX_TASK_NAME_BYTES: usize = 1_024;
+/// Most bytes a task id may take.
+pub const MAX_TASK_ID_BYTES: usize = 256;
+
+impl TaskSpec {
+    /// What makes the spec larger than a task may be (every accepted task must fit in
+    /// its agent's re-registration), naming the field, its size and the limit.
+    pub fn size_problem(&self) -> Option<String> {
+        let argv_bytes: usize = self.argv.iter().map(String::len).sum();
+        if self.task_id.len() > MAX_TASK_ID_BYTES {
+            Some(format!(
+                "task id takes {} bytes; at most {MAX_TASK_ID_BYTES}",
+                self.task_id.len()
+            ))
+        } else if self.argv.len() > MAX_TASK_ARGS {
+            Some(format!(
+                "argv has {} arguments; at most {MAX_TASK_ARGS}",
+                self.argv.len()
+            ))
+        } else if argv_bytes > MAX_TASK_ARGV_BYTES {
+            Some(format!(
+                "argv takes {argv_bytes} bytes; at most {MAX_TASK_ARGV_BYTES} (pass large data in a file)"
+            ))
+        } else if self.name.len() > MAX_TASK_NAME_BYTES {
+            Some(format!(
+                "name takes {} bytes; at most {MAX_TASK_NAME_BYTES}",
+                self.name.len()
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// A framework's description.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkInfo {
@@ -116,6 +156,112 @@ pub struct AgentRegistration {
     pub completed: Vec<CompletedTask>,
     /// Why it cannot take tasks now (e.g. its checkpoint cannot be written), if so.
     pub problem: Option<String>,
+    /// Which of the agent's registrations this is: parts of another are not joined to
+    /// it.
+    pub attempt: u64,
+    /// How many [`RegistrationPart`]s carry the rest of its tasks (0: all are here).
+    pub parts: u32,
+}
+
+/// Tasks of a registration too large for one message (see [`AgentRegistration::split`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationPart {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// The registration it belongs to ([`AgentRegistration::attempt`]).
+    pub attempt: u64,
+    /// Its place among the registration's parts, from 0.
+    pub index: u32,
+    /// Tasks.
+    pub tasks: Vec<AgentTask>,
+    /// Completed tasks.
+    pub completed: Vec<CompletedTask>,
+}
+
+impl TaskSpec {
+    /// About how many bytes the spec takes encoded (more, never less).
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED_BYTES: usize = 256;
+        const PER_ARG_BYTES: usize = 10;
+        FIXED_BYTES
+            + self.task_id.len()
+            + self.name.len()
+            + self
+                .argv
+                .iter()
+                .map(|a| a.len() + PER_ARG_BYTES)
+                .sum::<usize>()
+    }
+}
+
+impl AgentRegistration {
+    /// Splits the registration so that each message takes at most about `budget_bytes`:
+    /// the header keeps what fits beside the agent's own fields, and parts carry the
+    /// rest in order. A task larger than the budget alone still goes, alone in a part.
+    pub fn split(mut self, budget_bytes: usize) -> (AgentRegistration, Vec<RegistrationPart>) {
+        let mut chunks: Vec<(Vec<AgentTask>, Vec<CompletedTask>)> = vec![Default::default()];
+        let mut used = 0;
+        let mut room = |bytes: usize, chunks: &mut Vec<(Vec<AgentTask>, Vec<CompletedTask>)>| {
+            let last = chunks.last().expect("one chunk at least");
+            if used + bytes > budget_bytes && !(last.0.is_empty() && last.1.is_empty()) {
+                chunks.push(Default::default());
+                used = 0;
+            }
+            used += bytes;
+        };
+        for t in std::mem::take(&mut self.tasks) {
+            room(t.spec.approx_bytes(), &mut chunks);
+            chunks.last_mut().expect("a chunk").0.push(t);
+        }
+        for t in std::mem::take(&mut self.completed) {
+            room(t.spec.approx_bytes() + t.message.len(), &mut chunks);
+            chunks.last_mut().expect("a chunk").1.push(t);
+        }
+        let mut chunks = chunks.into_iter();
+        let (tasks, completed) = chunks.next().expect("one chunk at least");
+        self.tasks = tasks;
+        self.completed = completed;
+        let parts: Vec<RegistrationPart> = chunks
+            .enumerate()
+            .map(|(i, (tasks, completed))| RegistrationPart {
+                agent_id: self.agent_id.clone(),
+                attempt: self.attempt,
+                index: u32::try_from(i).expect("parts fit in u32"),
+                tasks,
+                completed,
+            })
+            .collect();
+        self.parts = u32::try_from(parts.len()).expect("parts fit in u32");
+        (self, parts)
+    }
+
+    /// Puts the registration back together from its header and all its parts (in any
+    /// order); says what is wrong if they do not make one.
+    pub fn join(mut self, mut parts: Vec<RegistrationPart>) -> Result<AgentRegistration, String> {
+        parts.sort_by_key(|p| p.index);
+        let indices: Vec<u32> = parts.iter().map(|p| p.index).collect();
+        if indices != (0..self.parts).collect::<Vec<u32>>() {
+            return Err(format!(
+                "registration {} of {} has parts {indices:?}; it needs 0..{}",
+                self.attempt, self.agent_id, self.parts
+            ));
+        }
+        if let Some(p) = parts
+            .iter()
+            .find(|p| p.agent_id != self.agent_id || p.attempt != self.attempt)
+        {
+            return Err(format!(
+                "part {} belongs to registration {} of {}, not {} of {}",
+                p.index, p.attempt, p.agent_id, self.attempt, self.agent_id
+            ));
+        }
+        for p in parts {
+            self.tasks.extend(p.tasks);
+            self.completed.extend(p.completed);
+        }
+        self.parts = 0;
+        Ok(self)
+    }
 }
 
 /// A task an agent ran to its end and whose updates were all acknowledged.
@@ -184,8 +330,11 @@ pub enum FrameworkCall {
 /// Messages to the master.
 #[derive(Debug, RemoteMessage)]
 pub enum MasterMsg {
-    /// An agent (re-)registers; it registered `agent_name(agent_id)` first.
+    /// An agent (re-)registers; it registered `agent_name(agent_id)` first. With
+    /// `parts` above 0, the rest of its tasks come in as many `RegisterAgentPart`s.
     RegisterAgent(AgentRegistration),
+    /// Part of a registration too large for one message.
+    RegisterAgentPart(RegistrationPart),
     /// A status update from an agent.
     Update(StatusUpdate),
     /// An agent can no longer take tasks (`problem`), or can again (`None`).

@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use plexus_actors::Node;
+use plexus_actors::{Node, SendError};
 
 use crate::protocol::*;
 use crate::status::StatusUpdate;
@@ -37,6 +37,7 @@ pub trait Scheduler: Send + 'static {
 pub struct DriverHandle {
     master: ActorRef<MasterMsg>,
     framework_id: FrameworkId,
+    node: Node,
 }
 
 impl DriverHandle {
@@ -48,22 +49,44 @@ impl DriverHandle {
     /// Sends a request to the master. A master that cannot be reached loses it; the
     /// driver re-subscribes when the master is back and reconciles.
     fn call(&self, call: FrameworkCall) {
+        if let Err(e) = self.try_call(call) {
+            debug!(framework = %self.framework_id, "not sent: {e}");
+        }
+    }
+
+    fn try_call(&self, call: FrameworkCall) -> Result<(), SendError> {
         let msg = MasterMsg::Framework {
             framework_id: self.framework_id.clone(),
             call,
         };
-        if let Err(e) = self.master.cast(msg) {
-            debug!(framework = %self.framework_id, "master unreachable: {e}");
-        }
+        self.node.cast_checked(&self.master, msg)
     }
 
     /// Launches `tasks` on the offers (of one agent); the rest is declined for `refuse`.
-    pub fn launch(&self, offer_ids: Vec<OfferId>, tasks: Vec<TaskSpec>, refuse: Duration) {
-        self.call(FrameworkCall::Accept {
+    /// A launch that cannot be sent is an error: too large for one message (keep the
+    /// tasks' specs within [`DriverHandle::launch_budget_bytes`]), or no master. Its
+    /// tasks were then not launched, and its offers are rescinded in time.
+    pub fn launch(
+        &self,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskSpec>,
+        refuse: Duration,
+    ) -> Result<(), SendError> {
+        let r = self.try_call(FrameworkCall::Accept {
             offer_ids,
             tasks,
             refuse_secs: refuse.as_secs_f64(),
         });
+        if let Err(e @ SendError::TooLarge { .. }) = &r {
+            error!(framework = %self.framework_id, "a launch was not sent: {e}");
+        }
+        r
+    }
+
+    /// About how many bytes of task specs ([`TaskSpec::approx_bytes`]) one launch may
+    /// carry.
+    pub fn launch_budget_bytes(&self) -> usize {
+        self.node.max_message_bytes() / 2
     }
 
     /// Declines offers; their agents are not offered again for `refuse`.
@@ -265,6 +288,7 @@ impl Actor for SchedulerDriver {
                 let h = DriverHandle {
                     master,
                     framework_id: id.clone(),
+                    node: self.node.clone(),
                 };
                 st.scheduler.registered(&h, &id);
                 st.handle = Some(h);

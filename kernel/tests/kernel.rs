@@ -307,7 +307,9 @@ impl Scheduler for Scripted {
         let mut offers = offers.into_iter();
         if let Some(o) = offers.next() {
             let tasks = std::mem::take(&mut self.launches);
-            driver.launch(vec![o.id], tasks, Duration::from_secs(1));
+            driver
+                .launch(vec![o.id], tasks, Duration::from_secs(1))
+                .unwrap();
         }
         let rest: Vec<OfferId> = offers.map(|o| o.id).collect();
         if !rest.is_empty() {
@@ -550,16 +552,18 @@ impl Scheduler for OneAtATime {
                 format!("300.{}{}", std::process::id(), l.len()),
             ];
             l.push(id.clone());
-            driver.launch(
-                vec![o.id],
-                vec![TaskSpec {
-                    task_id: id.clone().into(),
-                    name: id,
-                    argv,
-                    resources: Resources::new(1.0, 512),
-                }],
-                Duration::ZERO,
-            );
+            driver
+                .launch(
+                    vec![o.id],
+                    vec![TaskSpec {
+                        task_id: id.clone().into(),
+                        name: id,
+                        argv,
+                        resources: Resources::new(1.0, 512),
+                    }],
+                    Duration::ZERO,
+                )
+                .unwrap();
         }
     }
     fn update(&mut self, _: &DriverHandle, _: &StatusUpdate) {}

@@ -305,4 +305,7 @@ impl Transport for QuicTransport {
         self.endpoint
             .close(close_code(CloseKind::Leaving), b"node shutting down");
     }
+    fn max_frame_bytes(&self) -> usize {
+        self.max_frame
+    }
 }

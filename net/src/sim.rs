@@ -537,4 +537,7 @@ impl Transport for SimTransport {
         st.listeners.retain(|_, l| l.name != name);
         st.log(format_args!("shutdown {name}"));
     }
+    fn max_frame_bytes(&self) -> usize {
+        self.max_frame
+    }
 }

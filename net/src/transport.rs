@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::codec::{self, CodecError};
 
 /// Version of the node-to-node protocol; peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// How long a peer may take to send its [`Hello`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -304,6 +304,8 @@ pub trait Transport: Send + Sync + 'static {
     fn accept(&self) -> BoxFuture<'_, Option<Link>>;
     /// Stops accepting and closes every connection.
     fn shutdown(&self);
+    /// The largest frame this transport sends or accepts, in bytes.
+    fn max_frame_bytes(&self) -> usize;
 }
 
 /// Queued bytes above which [`FrameSender::ready`] waits (senders that await it slow

@@ -56,19 +56,28 @@ pub struct SimScheduler {
     name: String,
     rng: ChaCha8Rng,
     target: usize,
+    /// Padding in every task's command.
+    argv_bytes: usize,
     next: u64,
     log: SharedLog,
     rec: Recorder,
 }
 
 impl SimScheduler {
-    /// A scheduler named `name` keeping `target` tasks running, with sizes drawn from
-    /// `seed`.
-    pub fn new(name: &str, seed: u64, target: usize, log: SharedLog, rec: Recorder) -> Self {
+    /// A scheduler named `name` keeping `target` tasks running, each with `argv_bytes`
+    /// of padding in its command, with sizes drawn from `seed`.
+    pub fn new(
+        name: &str,
+        seed: u64,
+        (target, argv_bytes): (usize, usize),
+        log: SharedLog,
+        rec: Recorder,
+    ) -> Self {
         SimScheduler {
             name: name.to_string(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             target,
+            argv_bytes,
             next: 0,
             log,
             rec,
@@ -101,10 +110,13 @@ impl Scheduler for SimScheduler {
             driver.decline(ids, Duration::from_secs(1));
             return;
         }
+        let budget = driver.launch_budget_bytes();
         for offer in offers {
             let mut left = offer.resources.total();
-            let mut tasks = Vec::new();
-            while g.live.len() + tasks.len() < self.target {
+            let mut tasks: Vec<TaskSpec> = Vec::new();
+            let mut bytes = 0;
+            // A launch stays within one message; more tasks go on later offers.
+            while g.live.len() + tasks.len() < self.target && bytes < budget / 2 {
                 let want = Resources::new(
                     (self.rng.random_range(1..=10) as f64) / 10.0,
                     self.rng.random_range(1..=8) * 128,
@@ -118,9 +130,14 @@ impl Scheduler for SimScheduler {
                 tasks.push(TaskSpec {
                     task_id: TaskId::from(&name),
                     name,
-                    argv: vec!["simulated".into()],
+                    argv: if self.argv_bytes == 0 {
+                        vec!["simulated".into()]
+                    } else {
+                        vec!["simulated".into(), "x".repeat(self.argv_bytes)]
+                    },
                     resources: want,
                 });
+                bytes += tasks.last().map_or(0, TaskSpec::approx_bytes);
             }
             let refuse = Duration::from_secs(self.rng.random_range(1..=5));
             if tasks.is_empty() {
@@ -128,12 +145,18 @@ impl Scheduler for SimScheduler {
                 continue;
             }
             let now = self.rec.now_ms();
-            for t in &tasks {
-                g.launched.insert(t.task_id.clone(), now);
-                g.live.insert(t.task_id.clone());
-                g.last.insert(t.task_id.clone(), TaskState::Staging);
+            let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            if let Err(e) = driver.launch(vec![offer.id], tasks, refuse) {
+                // Never launched: nothing to expect of them.
+                self.rec
+                    .note(format_args!("{}: a launch was not sent: {e}", self.name));
+                continue;
             }
-            driver.launch(vec![offer.id], tasks, refuse);
+            for id in ids {
+                g.launched.insert(id.clone(), now);
+                g.live.insert(id.clone());
+                g.last.insert(id, TaskState::Staging);
+            }
         }
         if g.live.len() >= self.target && !g.suppressed {
             // Like a well-behaved Mesos framework: no offers while it wants nothing.

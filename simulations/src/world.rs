@@ -73,6 +73,11 @@ pub struct SimConfig {
     pub node_down_timeout: Duration,
     /// The master's offer limit per framework and cycle (0: none).
     pub offer_limit: u32,
+    /// Bytes of padding in every task's command: with many tasks per agent, an agent's
+    /// state outgrows a message and its registrations go in parts.
+    pub argv_bytes: usize,
+    /// The largest frame every node's links carry.
+    pub max_frame_bytes: u32,
     /// Trace lines kept in memory (the hash covers all of them).
     pub keep_trace: usize,
     /// A deliberate defect, if any.
@@ -107,6 +112,8 @@ impl Default for SimConfig {
             heartbeat_interval: Duration::from_secs(2),
             node_down_timeout: Duration::from_secs(10),
             offer_limit: MasterConfig::default().offer_limit,
+            argv_bytes: 0,
+            max_frame_bytes: 16 << 20,
             keep_trace: 200,
             defect: None,
             workloads: Vec::new(),
@@ -193,7 +200,7 @@ async fn start_node(
         addr,
     };
     let t = net
-        .bind(ident, 16 << 20)
+        .bind(ident, cfg.max_frame_bytes)
         .expect("simulated addresses are unique");
     Node::start_with(t, options(cfg, peers))
         .await
@@ -299,7 +306,7 @@ impl World {
             let sched = SimScheduler::new(
                 name,
                 w.cfg.seed.wrapping_mul(31).wrapping_add(j as u64),
-                w.cfg.tasks_per_framework,
+                (w.cfg.tasks_per_framework, w.cfg.argv_bytes),
                 log.clone(),
                 w.rec.clone(),
             );

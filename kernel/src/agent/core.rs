@@ -334,6 +334,8 @@ impl AgentCore {
             isolation: isolation.to_string(),
             completed: self.ck.completed.iter().cloned().collect(),
             problem: None,
+            attempt: 0,
+            parts: 0,
         }
     }
 

@@ -22,7 +22,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use plexus_actors::{InboxGauge, Node};
+use plexus_actors::{InboxGauge, Node, SendError};
 
 use crate::containerizer::{ContainerInfo, Containerizer, LaunchSpec};
 use crate::ids::TaskId;
@@ -68,6 +68,10 @@ pub struct AgentConfig {
     /// counted (the master resends what matters).
     pub inbox_limit_msgs: usize,
 }
+
+/// Most bytes of tasks in one message of a registration (a registration with more is
+/// sent in parts).
+pub const REGISTRATION_PART_BYTES: usize = 1 << 20;
 
 /// The default bound of an agent's inbox.
 pub const AGENT_INBOX_LIMIT_MSGS: usize = 16_384;
@@ -203,6 +207,9 @@ pub struct AgentState {
     persist_queued: bool,
     /// A `Tick` is on its way.
     tick_armed: bool,
+    /// The last registration sent (numbered from the node's incarnation, so that a
+    /// restarted agent's registrations differ from those before).
+    register_attempt: u64,
     /// The last checkpoint write.
     last_save: Option<LastSave>,
     /// Checkpoint writes that failed in a row.
@@ -485,10 +492,23 @@ impl Agent {
             reg.completed.clear();
         }
         reg.problem = st.problem.clone();
-        if let Some(m) = &st.master {
-            if let Err(e) = m.cast(MasterMsg::RegisterAgent(reg)) {
-                debug!("master gone; registering again at the next tick: {e}");
+        st.register_attempt = st.register_attempt.wrapping_add(1);
+        reg.attempt = st.register_attempt;
+        let Some(m) = &st.master else { return };
+        // What does not fit in one message goes in parts, each well within a frame.
+        let budget = (self.node.max_message_bytes() / 4).min(REGISTRATION_PART_BYTES);
+        let (header, parts) = reg.split(budget);
+        let sent = parts
+            .into_iter()
+            .map(MasterMsg::RegisterAgentPart)
+            .chain([MasterMsg::RegisterAgent(header)])
+            .try_for_each(|msg| self.node.cast_checked(m, msg));
+        match sent {
+            Ok(()) => {}
+            Err(e @ SendError::TooLarge { .. }) => {
+                error!(agent = %st.core.agent_id(), "cannot register: {e}; registering again at the next tick")
             }
+            Err(e) => debug!("master gone; registering again at the next tick: {e}"),
         }
     }
 }
@@ -535,6 +555,7 @@ impl Actor for Agent {
             me: me.clone(),
             persist_queued: false,
             tick_armed: false,
+            register_attempt: self.node.incarnation(),
             last_save: None,
             write_failures: 0,
             problem: None,

@@ -125,13 +125,12 @@ pub const MIN_JOB_MEM_MB: u64 = 4;
 pub const MAX_JOB_CPUS: f64 = 65_536.0;
 /// Most memory or disk any job may ask for, MB (64 TiB).
 pub const MAX_JOB_MB: u64 = 64 << 20;
-/// Most bytes a job's command and arguments may take together: what an agent re-registers
-/// for every task it runs must stay far below a message's size limit.
-pub const MAX_JOB_ARGV_BYTES: usize = 64 << 10;
+/// Most bytes a job's command and arguments may take together (as any task's).
+pub const MAX_JOB_ARGV_BYTES: usize = crate::protocol::MAX_TASK_ARGV_BYTES;
 /// Most arguments a job's command may have.
-pub const MAX_JOB_ARGS: usize = 4_096;
+pub const MAX_JOB_ARGS: usize = crate::protocol::MAX_TASK_ARGS;
 /// Most bytes a job's name may take.
-pub const MAX_JOB_NAME_BYTES: usize = 1_024;
+pub const MAX_JOB_NAME_BYTES: usize = crate::protocol::MAX_TASK_NAME_BYTES;
 
 impl SubmitJob {
     /// Checks what no agent could ever run: the error names the field, the value and the

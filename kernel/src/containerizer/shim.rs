@@ -120,11 +120,44 @@ impl ExitRecord {
     }
 }
 
-/// Writes a one-line record. Readers take a file only once it ends in a newline, so a
-/// record is never read half-written; no temporary file is needed (one small write, no
-/// new inode for a rename).
-fn write_record(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{text}\n"))
+/// Bytes reserved for a record: more than any record the shim writes takes.
+const RECORD_BYTES: i64 = 4096;
+
+/// A record file whose room on disk was taken when it was created: a command that fills
+/// its sandbox's disk cannot keep its end from being recorded.
+struct RecordSlot {
+    file: std::fs::File,
+}
+
+impl RecordSlot {
+    /// Creates the record file and reserves its room (where the file system can; else
+    /// the write later takes its chances).
+    fn reserve(path: &Path) -> std::io::Result<RecordSlot> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(path)?;
+        // SAFETY: fallocate(2) on a file descriptor we own; KEEP_SIZE leaves it empty.
+        let r = unsafe {
+            libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, RECORD_BYTES)
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(e);
+            }
+        }
+        Ok(RecordSlot { file })
+    }
+
+    /// Writes a one-line record into the reserved room. Readers take a file only once it
+    /// ends in a newline, so a record is never read half-written; no temporary file is
+    /// needed (one small write, no new inode for a rename).
+    fn write(&self, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(format!("{text}\n").as_bytes(), 0)
+    }
 }
 
 /// The record in `path` if it is complete: the shim writes each record in one write
@@ -138,11 +171,24 @@ pub fn read_record(path: &Path) -> Option<String> {
 /// Runs the shim; returns its process exit code.
 pub fn run(args: &ShimArgs) -> i32 {
     let meta = args.sandbox.join(META_DIR);
-    if std::fs::create_dir_all(&meta).is_err() {
+    if let Err(e) = std::fs::create_dir_all(&meta) {
+        eprintln!("plexus shim: cannot create {}: {e}", meta.display());
         return 125;
     }
-    let record = launch_and_wait(args, &meta);
-    if let Err(e) = write_record(&meta.join(EXIT_FILE), &record.to_line()) {
+    // Room for both records is taken before the command starts: if the sandbox's disk
+    // is full already, the command does not start; if the command fills it, how it
+    // ended is still recorded.
+    let slots = RecordSlot::reserve(&meta.join(EXIT_FILE))
+        .and_then(|exit| Ok((exit, RecordSlot::reserve(&meta.join(PID_FILE))?)));
+    let (exit_slot, pid_slot) = match slots {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("plexus shim: cannot make room for the task's records: {e}");
+            return 125;
+        }
+    };
+    let record = launch_and_wait(args, &pid_slot);
+    if let Err(e) = exit_slot.write(&record.to_line()) {
         // The agent then sees the shim end without a record, and says so.
         eprintln!("plexus shim: cannot record the command's end: {e}");
     }
@@ -153,7 +199,7 @@ pub fn run(args: &ShimArgs) -> i32 {
     }
 }
 
-fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
+fn launch_and_wait(args: &ShimArgs, pid_slot: &RecordSlot) -> ExitRecord {
     // The command joins the task's cgroups between clone and exec ([`spawn`]), so the
     // task's limits hold from its first instruction while the shim stays outside them:
     // its own work does not eat the task's cpu quota, and an OOM kill never takes the
@@ -191,7 +237,7 @@ fn launch_and_wait(args: &ShimArgs, meta: &Path) -> ExitRecord {
         Ok(pid) => pid,
         Err(e) => return ExitRecord::LaunchFailed(format!("{:?}: {e}", args.argv[0])),
     };
-    if let Err(e) = write_record(&meta.join(PID_FILE), &pid.to_string()) {
+    if let Err(e) = pid_slot.write(&pid.to_string()) {
         // A kill then waits for the record in vain and falls back to the shim.
         eprintln!("plexus shim: cannot record the command's pid: {e}");
     }

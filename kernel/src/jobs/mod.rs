@@ -567,6 +567,8 @@ impl Scheduler for JobsScheduler {
             role: String,
             left: RoleResources,
             launch: Vec<TaskSpec>,
+            /// About how many bytes the launch takes.
+            bytes: usize,
         }
         let mut slots: Vec<Slot> = offers
             .into_iter()
@@ -587,16 +589,27 @@ impl Scheduler for JobsScheduler {
                     offer,
                     role,
                     launch: Vec::new(),
+                    bytes: 0,
                 }
             })
             .collect();
         let mut still = VecDeque::new();
         let mut queue =
             std::mem::take(&mut g.queues.get_mut(&self.role).expect("served role").pending);
+        let budget = driver.launch_budget_bytes();
         while let Some(id) = queue.pop_front() {
             let Some(j) = g.jobs.get(&id) else { continue };
+            let spec = TaskSpec {
+                task_id: id.clone(),
+                name: j.name.clone(),
+                argv: j.argv.clone(),
+                resources: j.resources.clone(),
+            };
+            let bytes = spec.approx_bytes();
             let best = slots
                 .iter_mut()
+                // A launch stays well within one message; the rest waits for more offers.
+                .filter(|s| s.launch.is_empty() || s.bytes + bytes <= budget)
                 .filter_map(|s| {
                     let t = s.left.take(&s.role, &j.resources)?;
                     let free = s.left.total();
@@ -610,12 +623,8 @@ impl Scheduler for JobsScheduler {
             match best {
                 Some((_, slot, taken)) => {
                     slot.left = slot.left.checked_sub(&taken).expect("taken from the offer");
-                    slot.launch.push(TaskSpec {
-                        task_id: id.clone(),
-                        name: j.name.clone(),
-                        argv: j.argv.clone(),
-                        resources: j.resources.clone(),
-                    });
+                    slot.bytes += bytes;
+                    slot.launch.push(spec);
                 }
                 None => still.push_back(id),
             }
@@ -631,8 +640,22 @@ impl Scheduler for JobsScheduler {
             }
             if slot.launch.is_empty() {
                 driver.decline(vec![slot.offer.id], Duration::from_secs(1));
-            } else {
-                driver.launch(vec![slot.offer.id], slot.launch, Duration::from_millis(200));
+                continue;
+            }
+            let ids: Vec<TaskId> = slot.launch.iter().map(|t| t.task_id.clone()).collect();
+            if let Err(e) =
+                driver.launch(vec![slot.offer.id], slot.launch, Duration::from_millis(200))
+            {
+                // Not launched: they wait for the next offers, saying why.
+                for id in ids {
+                    if let Some(j) = g.jobs.get_mut(&id).map(Arc::make_mut) {
+                        j.state = None;
+                        j.agent_id = None;
+                        j.why_not_placed = Some(format!("the launch could not be sent: {e}"));
+                    }
+                    g.touch(&id);
+                    still.push_back(id);
+                }
             }
         }
         for id in &still {

@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use plexus_actors::{InboxGauge, Node};
 
+use super::assembly::Assembler;
 use super::config::MasterConfig;
 use super::core::{Effect, Event, MasterCore, Now, ToAgent, ToScheduler};
 use super::session::{FrameworkSession, SessionArgs, SessionMsg};
@@ -74,6 +75,8 @@ pub struct MasterState {
     published_at: Instant,
     /// A publish is due (a `Publish` message is on its way).
     publish_due: bool,
+    /// Registrations that came in parts, until they are whole.
+    assembler: Assembler,
 }
 
 impl MasterState {
@@ -196,6 +199,21 @@ impl Master {
         st.handle(me, Event::AgentRegistered(reg));
     }
 
+    /// Registers an agent once its registration is whole.
+    async fn registration_in(
+        &self,
+        me: &ActorRef<MasterMsg>,
+        st: &mut MasterState,
+        agent: AgentId,
+        whole: Result<Option<AgentRegistration>, String>,
+    ) {
+        match whole {
+            Ok(Some(reg)) => self.register_agent(me, st, reg).await,
+            Ok(None) => {}
+            Err(e) => warn!(agent = %agent, "a registration was refused: {e}"),
+        }
+    }
+
     async fn subscribe(
         &self,
         me: &ActorRef<MasterMsg>,
@@ -257,6 +275,7 @@ impl Actor for Master {
             publisher: Publisher::default(),
             published_at: Instant::now() - self.cfg.publish_interval,
             publish_due: false,
+            assembler: Assembler::default(),
         })
     }
 
@@ -269,7 +288,16 @@ impl Actor for Master {
         self.cfg.fault.check("the master");
         st.inbox.handled();
         match msg {
-            MasterMsg::RegisterAgent(reg) => self.register_agent(&me, st, reg).await,
+            MasterMsg::RegisterAgent(reg) => {
+                let agent = reg.agent_id.clone();
+                let whole = st.assembler.header(reg, st.start.elapsed());
+                self.registration_in(&me, st, agent, whole).await
+            }
+            MasterMsg::RegisterAgentPart(part) => {
+                let agent = part.agent_id.clone();
+                let whole = st.assembler.part(part, st.start.elapsed());
+                self.registration_in(&me, st, agent, whole).await
+            }
             MasterMsg::Subscribe {
                 info,
                 scheduler,
@@ -300,7 +328,13 @@ impl Actor for Master {
             MasterMsg::Framework { framework_id, call } => {
                 st.handle(&me, Event::Framework { framework_id, call })
             }
-            MasterMsg::Tick => st.handle(&me, Event::Tick),
+            MasterMsg::Tick => {
+                let forgotten = st.assembler.expire(st.start.elapsed());
+                if forgotten > 0 {
+                    warn!("{forgotten} registrations left incomplete were forgotten");
+                }
+                st.handle(&me, Event::Tick)
+            }
             MasterMsg::Publish => {
                 st.publish_due = false;
                 st.publish(self.cfg.publish_interval);

@@ -654,7 +654,10 @@ impl MasterCore {
             isolation,
             completed,
             problem,
+            attempt: _,
+            parts,
         } = reg;
+        debug_assert_eq!(parts, 0, "a registration is joined before the core sees it");
         let reregister = self.agents.contains_key(&agent_id);
         if self.agent_status(&agent_id) == Some(AgentLink::Active) {
             // Back before its old connection was seen to drop: what it was offered is
@@ -977,6 +980,8 @@ impl MasterCore {
             Some(format!("task id {:?} is already used", spec.task_id))
         } else if spec.argv.first().is_none_or(|a| a.trim().is_empty()) {
             Some("empty command".into())
+        } else if let Some(p) = spec.size_problem() {
+            Some(p)
         } else if spec.resources.cpus_milli == 0 && spec.resources.mem_mb == 0 {
             Some("a task needs some cpus or mem".into())
         } else if self.agent_status(agent_id) != Some(AgentLink::Active) {

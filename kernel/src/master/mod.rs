@@ -9,6 +9,7 @@
 //! - [`tasks`] and [`offers`]: the task table and the offer book the core keeps;
 //! - [`actor`]: [`Master`], the actor that resolves and watches agents and schedulers,
 //!   feeds the core and carries out its effects;
+//! - [`assembly`]: registrations too large for one message, put back together;
 //! - [`session`]: [`session::FrameworkSession`], one actor per subscribed framework,
 //!   carrying the master's messages to its scheduler;
 //! - [`supervisor`]: [`MasterSupervisor`], which restarts the master actor under a
@@ -22,6 +23,7 @@
 //! timeout.
 
 pub mod actor;
+pub mod assembly;
 pub mod config;
 pub mod core;
 mod offers;

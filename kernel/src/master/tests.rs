@@ -40,6 +40,8 @@ fn registration(agent: &str, cpus: f64, tasks: Vec<AgentTask>) -> AgentRegistrat
         isolation: "none".into(),
         completed: vec![],
         problem: None,
+        attempt: 0,
+        parts: 0,
     }
 }
 
@@ -194,9 +196,14 @@ fn invalid_launches_end_task_error_with_the_reason() {
     let (mut c, fw, o) = cluster(60.0);
     let mut no_cmd = spec("nocmd", 1.0, 64);
     no_cmd.argv = vec![" ".into()];
+    // A spec too large to be re-registered, whichever framework sends it.
+    let mut long = spec("long", 1.0, 64);
+    long.argv
+        .push("x".repeat(crate::protocol::MAX_TASK_ARGV_BYTES));
     let cases = vec![
         (spec("", 1.0, 64), "empty task id"),
         (no_cmd, "empty command"),
+        (long, "argv takes 65542 bytes; at most 65536"),
         (spec("zero", 0.0, 0), "a task needs some cpus or mem"),
         (spec("huge", 64.0, 64), "resources not in the offer"),
         (spec("ok", 1.0, 64), ""),
