@@ -752,16 +752,15 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
         },
     );
     // The metrics come from the master's published view, which follows within 100 ms.
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut m = http.get(&format!("{}/metrics", c.api)).call().unwrap();
-        let metrics = m.body_mut().read_to_string().unwrap();
-        if metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1") {
-            break;
-        }
-        assert!(Instant::now() < end, "{metrics}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_state("the view counts the task", Duration::from_secs(10), |s| {
+        s.tasks_by_state.get("TASK_FINISHED") == Some(&1)
+    });
+    let mut m = http.get(&format!("{}/metrics", c.api)).call().unwrap();
+    let metrics = m.body_mut().read_to_string().unwrap();
+    assert!(
+        metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1"),
+        "{metrics}"
+    );
     // Lists take only what they know, and name what they do not.
     for (query, want) in [
         ("state=RUNNING", "state \"RUNNING\" is not a task state"),

@@ -46,29 +46,36 @@ impl TaskSpec {
     /// What makes the spec larger than a task may be (every accepted task must fit in
     /// its agent's re-registration), naming the field, its size and the limit.
     pub fn size_problem(&self) -> Option<String> {
-        let argv_bytes: usize = self.argv.iter().map(String::len).sum();
         if self.task_id.len() > MAX_TASK_ID_BYTES {
-            Some(format!(
+            return Some(format!(
                 "task id takes {} bytes; at most {MAX_TASK_ID_BYTES}",
                 self.task_id.len()
-            ))
-        } else if self.argv.len() > MAX_TASK_ARGS {
-            Some(format!(
-                "argv has {} arguments; at most {MAX_TASK_ARGS}",
-                self.argv.len()
-            ))
-        } else if argv_bytes > MAX_TASK_ARGV_BYTES {
-            Some(format!(
-                "argv takes {argv_bytes} bytes; at most {MAX_TASK_ARGV_BYTES} (pass large data in a file)"
-            ))
-        } else if self.name.len() > MAX_TASK_NAME_BYTES {
-            Some(format!(
-                "name takes {} bytes; at most {MAX_TASK_NAME_BYTES}",
-                self.name.len()
-            ))
-        } else {
-            None
+            ));
         }
+        command_size_problem(&self.argv, &self.name)
+    }
+}
+
+/// What makes a command (`argv`) or a name larger than a task's may be, naming the
+/// field, its size and the limit.
+pub fn command_size_problem(argv: &[String], name: &str) -> Option<String> {
+    let argv_bytes: usize = argv.iter().map(String::len).sum();
+    if argv.len() > MAX_TASK_ARGS {
+        Some(format!(
+            "argv has {} arguments; at most {MAX_TASK_ARGS}",
+            argv.len()
+        ))
+    } else if argv_bytes > MAX_TASK_ARGV_BYTES {
+        Some(format!(
+            "argv takes {argv_bytes} bytes; at most {MAX_TASK_ARGV_BYTES} (pass large data in a file)"
+        ))
+    } else if name.len() > MAX_TASK_NAME_BYTES {
+        Some(format!(
+            "name takes {} bytes; at most {MAX_TASK_NAME_BYTES}",
+            name.len()
+        ))
+    } else {
+        None
     }
 }
 

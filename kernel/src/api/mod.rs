@@ -147,27 +147,9 @@ impl SubmitJob {
         if self.name.as_deref().is_some_and(|n| n.contains('\0')) {
             return Err("name contains a NUL byte".into());
         }
-        if self.argv.len() > MAX_JOB_ARGS {
-            return Err(format!(
-                "argv has {} arguments; at most {MAX_JOB_ARGS}",
-                self.argv.len()
-            ));
-        }
-        let argv_bytes: usize = self.argv.iter().map(String::len).sum();
-        if argv_bytes > MAX_JOB_ARGV_BYTES {
-            return Err(format!(
-                "argv takes {argv_bytes} bytes; at most {MAX_JOB_ARGV_BYTES} (pass large data in a file)"
-            ));
-        }
-        if let Some(n) = self
-            .name
-            .as_deref()
-            .filter(|n| n.len() > MAX_JOB_NAME_BYTES)
-        {
-            return Err(format!(
-                "name takes {} bytes; at most {MAX_JOB_NAME_BYTES}",
-                n.len()
-            ));
+        let name = self.name.as_deref().unwrap_or_default();
+        if let Some(p) = crate::protocol::command_size_problem(&self.argv, name) {
+            return Err(p);
         }
         if !self.cpus.is_finite() || !(MIN_JOB_CPUS..=MAX_JOB_CPUS).contains(&self.cpus) {
             return Err(format!(

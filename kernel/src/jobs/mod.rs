@@ -597,6 +597,8 @@ impl Scheduler for JobsScheduler {
         let mut queue =
             std::mem::take(&mut g.queues.get_mut(&self.role).expect("served role").pending);
         let budget = driver.launch_budget_bytes();
+        // Jobs whose launch could not be sent, and why.
+        let mut unsent: BTreeMap<TaskId, String> = BTreeMap::new();
         while let Some(id) = queue.pop_front() {
             let Some(j) = g.jobs.get(&id) else { continue };
             let spec = TaskSpec {
@@ -660,10 +662,13 @@ impl Scheduler for JobsScheduler {
         }
         for id in &still {
             if let Some(j) = g.jobs.get_mut(id).map(Arc::make_mut) {
-                j.why_not_placed = Some(match short_of(&j.resources, &largest) {
-                    Some(what) => format!("no agent offers enough {what}"),
-                    None => "offers were used by earlier jobs; waiting for more".into(),
-                });
+                j.why_not_placed = Some(
+                    match (unsent.remove(id), short_of(&j.resources, &largest)) {
+                        (Some(why), _) => why,
+                        (None, Some(what)) => format!("no agent offers enough {what}"),
+                        (None, None) => "offers were used by earlier jobs; waiting for more".into(),
+                    },
+                );
             }
         }
         let q = g.queues.get_mut(&self.role).expect("served role");
