@@ -413,8 +413,9 @@ async fn quic_cuts_off_a_peer_that_does_not_read_at_the_send_buffer_limit() {
         "{err}"
     );
     assert!(sent * frame.len() >= plexus_net::SEND_BUFFER_LIMIT_BYTES - 2 * frame.len());
-    // The link is closed for good, and the peer's end of it ends too (with the reason,
-    // when the close frame reaches it before the end of the stream).
+    // The link is closed for good, and the peer's end of it ends too: with the reason
+    // when the close frame reaches it before the end of the stream, else as reset (the
+    // stream is reset with the connection, and the two race on a loaded machine).
     assert!(matches!(la.tx.send(&1u8), Err(NetError::Closed(_))));
     let end = loop {
         match lb.rx.next().await {
@@ -424,6 +425,9 @@ async fn quic_cuts_off_a_peer_that_does_not_read_at_the_send_buffer_limit() {
         }
     };
     if let Some(reason) = end {
-        assert!(reason.contains(&limit), "{reason}");
+        assert!(
+            reason.contains(&limit) || reason.contains("reset by peer"),
+            "{reason}"
+        );
     }
 }
