@@ -79,7 +79,7 @@ async fn cast_rate(e: &ActorRef<EchoMsg>, n: u64) -> anyhow::Result<f64> {
 }
 
 pub(crate) fn tls_for(dir: &std::path::Path, name: &str) -> anyhow::Result<TlsSettings> {
-    let (c, k) = plexus_net::tls::issue(dir, dir, name)?;
+    let (c, k) = plexus_net::tls::issue(dir, dir, name, plexus_net::Roles::ALL)?;
     Ok(TlsSettings {
         ca_cert: Some(dir.join("ca.pem")),
         cert: Some(c),

@@ -55,7 +55,7 @@ impl Actor for CounterActor {
 /// Settings of node `name`, with a certificate issued by the CA in `ca_dir`, listening on
 /// a free port of 127.0.0.1, joining `peers`.
 fn settings(ca_dir: &Path, name: &str, peers: &[PeerAddr]) -> anyhow::Result<NodeSettings> {
-    let (cert, key) = plexus::net::tls::issue(ca_dir, ca_dir, name)?;
+    let (cert, key) = plexus::net::tls::issue(ca_dir, ca_dir, name, plexus::net::Role::Client)?;
     Ok(NodeSettings {
         name: name.into(),
         listen: "127.0.0.1:0".parse()?,
@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     let n3 = Node::start(&settings(dir.path(), "n3", &[seed])?).await?;
     // Nodes that may host counters say so; a spawn of an unknown type is refused.
     for n in [&n2, &n3] {
-        n.register_type("counter", || CounterActor);
+        n.register_type("counter", plexus::net::Role::Client, || CounterActor);
     }
     n1.wait_for_peers(&["n2", "n3"], Duration::from_secs(10))
         .await?;

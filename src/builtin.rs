@@ -355,19 +355,23 @@ impl Actor for Keeper {
     }
 }
 
-/// Registers the built-in actor types on `node`.
-pub fn register_all(node: &Node) {
-    node.register_type(ECHO, || Echo);
-    node.register_type(ONESHOT, || Oneshot);
+/// Registers the built-in actor types on `node`, for peers with any of the roles
+/// `exports` to spawn.
+pub fn register_all(node: &Node, exports: plexus_net::Roles) {
+    node.register_type(ECHO, exports, || Echo);
+    node.register_type(ONESHOT, exports, || Oneshot);
     let n = node.clone();
-    node.register_type(PROBE, move || Probe { node: n.clone() });
+    node.register_type(PROBE, exports, move || Probe { node: n.clone() });
     let n = node.clone();
-    node.register_type(KEEPER, move || Keeper { node: n.clone() });
+    node.register_type(KEEPER, exports, move || Keeper { node: n.clone() });
 }
 
 /// Registers the built-in types and starts this node's `echo@NODE`.
+///
+/// On a plain actor node (`plexus node`) every peer may spawn them: that node exists to
+/// host actors.
 pub async fn install(node: &Node) -> Result<ActorRef<EchoMsg>, plexus_actors::ActorsError> {
-    register_all(node);
+    register_all(node, plexus_net::Roles::ALL);
     let (echo, _) = Actor::spawn(None, Echo, 0)
         .await
         .map_err(|e| plexus_actors::ActorsError::Actor(e.to_string()))?;

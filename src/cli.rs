@@ -279,16 +279,25 @@ pub enum CertsCommand {
         #[arg(long, default_value = "plexus")]
         cluster: String,
     },
-    /// Issue a certificate for NODE signed by the CA in DIR (writes NODE.pem, NODE.key).
+    /// Issue a certificate for NODE with its roles, signed by the CA in DIR (writes
+    /// NODE.pem, NODE.key).
     Issue {
         /// Directory holding ca.pem and ca.key.
         dir: PathBuf,
         /// Node name the certificate names (must match the node's `name` setting).
         node: String,
+        /// What the node may be: master, agent, executor or client (several separated by
+        /// commas, e.g. `master,agent` for a node running both).
+        #[arg(long, value_parser = parse_roles)]
+        role: plexus_net::Roles,
         /// Where to write the node's files (default: DIR).
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+fn parse_roles(s: &str) -> Result<plexus_net::Roles, String> {
+    s.parse()
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
@@ -300,7 +309,7 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 }
 
 async fn run_node(settings: plexus_config::NodeSettings) -> anyhow::Result<()> {
-    let node = plexus_actors::Node::start(&settings)
+    let node = plexus_actors::Node::start_as(&settings, plexus_net::Role::Client.into())
         .await
         .context("starting the node")?;
     plexus::builtin::install(&node).await?;
@@ -410,10 +419,22 @@ async fn master_gave_up(m: Option<&mut plexus::roles::MasterHandle>) -> &'static
 }
 
 async fn run_role(s: plexus_config::NodeSettings, master: bool, agent: bool) -> anyhow::Result<()> {
-    let node = plexus_actors::Node::start(&s)
+    let mut dev_roles = Vec::new();
+    if master {
+        dev_roles.push(plexus_net::Role::Master);
+    }
+    if agent {
+        dev_roles.push(plexus_net::Role::Agent);
+    }
+    let node = plexus_actors::Node::start_as(&s, plexus_net::Roles::of(&dev_roles))
         .await
         .context("starting the node")?;
-    plexus::builtin::register_all(&node);
+    // On a master or an agent only kernel nodes may start the built-in actors: a
+    // client's actors run on executors, never inside the kernel's processes.
+    plexus::builtin::register_all(
+        &node,
+        plexus_net::Roles::of(&[plexus_net::Role::Master, plexus_net::Role::Agent]),
+    );
     let mut m = if master {
         Some(plexus::roles::start_master(&node, &s).await?)
     } else {
@@ -587,10 +608,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = plexus_net::tls::init_ca(&dir, &cluster)?;
             println!("created cluster CA {}", p.display());
         }
-        Command::Certs(CertsCommand::Issue { dir, node, out }) => {
+        Command::Certs(CertsCommand::Issue {
+            dir,
+            node,
+            out,
+            role,
+        }) => {
             let out = out.unwrap_or_else(|| dir.clone());
-            let (c, k) = plexus_net::tls::issue(&dir, &out, &node)?;
-            println!("issued {} and {}", c.display(), k.display());
+            let (c, k) = plexus_net::tls::issue(&dir, &out, &node, role)?;
+            println!("issued {} and {} (roles: {role})", c.display(), k.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -286,6 +286,7 @@ fn raw_transport(c: &Cluster, name: &str, tls: &TlsMaterial) -> std::sync::Arc<Q
             name: name.into(),
             incarnation: 1,
             addr: "127.0.0.1:0".parse().unwrap(),
+            roles: plexus_net::Roles::ALL,
         },
         tls,
         1 << 20,
@@ -331,7 +332,7 @@ async fn bad_certificates_are_refused_and_logged() {
     // a certificate from another CA
     let other = tempfile::tempdir().unwrap();
     tls::init_ca(other.path(), "plexus").unwrap();
-    let (oc, ok) = tls::issue(other.path(), other.path(), "x1").unwrap();
+    let (oc, ok) = tls::issue(other.path(), other.path(), "x1", plexus_net::Role::Client).unwrap();
     let m = TlsMaterial::load(&other.path().join("ca.pem"), &oc, &ok).unwrap();
     assert!(raw_transport(&c, "x1", &m)
         .dial(target.clone())
@@ -339,7 +340,7 @@ async fn bad_certificates_are_refused_and_logged() {
         .is_err());
 
     // a valid certificate that names another node
-    let (bc, bk) = tls::issue(c.dir.path(), c.dir.path(), "n9").unwrap();
+    let (bc, bk) = tls::issue(c.dir.path(), c.dir.path(), "n9", plexus_net::Role::Client).unwrap();
     let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &bc, &bk).unwrap();
     let e = raw_transport(&c, "mallory", &m)
         .dial(target.clone())
@@ -408,7 +409,8 @@ async fn garbage_truncated_and_oversized_frames_close_only_that_connection() {
         ("g3", u32::MAX.to_le_bytes().to_vec()),
     ];
     for (name, bytes) in cases {
-        let (gc, gk) = tls::issue(c.dir.path(), c.dir.path(), name).unwrap();
+        let (gc, gk) =
+            tls::issue(c.dir.path(), c.dir.path(), name, plexus_net::Role::Client).unwrap();
         let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &gc, &gk).unwrap();
         let tr = raw_transport(&c, name, &m);
         let mut link = tr.dial(target.clone()).await.unwrap();

@@ -98,8 +98,8 @@ fn the_readme_two_node_recipe_works_with_the_files_it_names() {
     // The recipe's commands, in the README's order, from the checkout's top directory.
     let steps = [
         "plexus certs init certs",
-        "plexus certs issue certs node1",
-        "plexus certs issue certs node2",
+        "plexus certs issue certs node1 --role client",
+        "plexus certs issue certs node2 --role client",
         "plexus node --config examples/node1.toml",
         "plexus node --config examples/node2.toml",
     ];
@@ -139,7 +139,12 @@ fn a_node_that_cannot_join_says_why_and_an_agent_can_give_up() {
     plexus_net::tls::init_ca(&ours, "plexus").unwrap();
     plexus_net::tls::init_ca(&theirs, "plexus").unwrap();
     let node_toml = |ca: &Path, name: &str, ip: &str| {
-        let t = certs(ca, name);
+        let role = if name == "master" {
+            plexus_net::Role::Master
+        } else {
+            plexus_net::Role::Agent
+        };
+        let t = certs_as(ca, name, role);
         let f = dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &f,

@@ -37,6 +37,14 @@ pub enum ActorsError {
         /// The holder's node.
         node: String,
     },
+    /// This node may not hold the name (its roles or node name do not allow it).
+    #[error("this node may not register {name:?}: {reason}")]
+    NameRefused {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A lookup found an actor of another message type.
     #[error("{name:?} handles {actual}, not {expected}")]
     TypeMismatch {

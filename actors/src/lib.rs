@@ -46,7 +46,7 @@
 //!
 //! fn settings(dir: &std::path::Path, name: &str, peers: Vec<PeerAddr>)
 //!     -> Result<NodeSettings, Box<dyn std::error::Error>> {
-//!     let (cert, key) = plexus_net::tls::issue(dir, dir, name)?;
+//!     let (cert, key) = plexus_net::tls::issue(dir, dir, name, plexus_net::Role::Client)?;
 //!     Ok(NodeSettings {
 //!         name: name.into(),
 //!         listen: "127.0.0.1:0".parse()?, // any free port
@@ -64,7 +64,7 @@
 //! let a = Node::start(&settings(dir.path(), "a", vec![])?).await?;
 //! let seed: PeerAddr = format!("a@{}", a.addr()).parse()?;
 //! let b = Node::start(&settings(dir.path(), "b", vec![seed])?).await?;
-//! b.register_type("counter", || CounterActor); // b may host counters
+//! b.register_type("counter", plexus_net::Role::Client, || CounterActor); // clients may spawn counters on b
 //! a.wait_for_peers(&["b"], Duration::from_secs(10)).await?;
 //!
 //! let c: ActorRef<Counter> = a.spawn_remote("b", "counter", &0u64).await?;
@@ -102,6 +102,6 @@ pub use private as __private;
 
 pub use error::{ActorsError, SendError};
 pub use inbox::InboxGauge;
-pub use node::{is_node_down, Node, NodeOptions, PeerInfo, NODE_DOWN, PARENT_NODE_DOWN};
+pub use node::{is_node_down, Node, NodeOptions, PeerInfo, Refused, NODE_DOWN, PARENT_NODE_DOWN};
 pub use plexus_actors_derive::RemoteMessage;
 pub use wire::FrameDescriber;

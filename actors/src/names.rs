@@ -1,10 +1,80 @@
 //! The cluster-wide name table: a plain type replicated on every node.
 //!
-//! Each node announces its own registrations to its peers. When two nodes claim one name
-//! at once, every node keeps the claim of the node whose name sorts first, so all nodes
-//! agree without a coordinator.
+//! Each node announces its own registrations to its peers. When two nodes claim an
+//! ordinary name at once, every node keeps the claim of the node whose name sorts first,
+//! so all nodes agree without a coordinator.
+//!
+//! Names under `plexus.` carry authority: whoever holds `plexus.master` receives every
+//! agent's registration. [`rule`] says who may hold them (by the roles in the claimant's
+//! certificate and by its node name), and such a name, once held, is never taken over by
+//! another node while its holder lives: a claim on it from anyone else is refused, not
+//! ranked.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use plexus_net::{Role, Roles};
+
+/// The name of the master (held only by a master-role node).
+pub const MASTER_NAME: &str = "plexus.master";
+/// Prefix of agents' names: `plexus.agent:NODE`, held only by agent-role node `NODE`.
+pub const AGENT_PREFIX: &str = "plexus.agent:";
+/// Prefix of framework schedulers' names: `plexus.scheduler:NODE:…`, held only by `NODE`.
+pub const SCHEDULER_PREFIX: &str = "plexus.scheduler:";
+/// Prefix of every name that carries authority in the cluster.
+pub const KERNEL_PREFIX: &str = "plexus.";
+
+/// Who may hold a name, and how conflicting claims end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameRule {
+    /// Anyone; of two claims at once the node whose name sorts first wins.
+    Open,
+    /// The claimant may; while it lives, no other node can take the name.
+    Exclusive,
+    /// The claimant may not hold it, for the reason given.
+    Refused(String),
+}
+
+/// The rule for `name` claimed by `node` whose certificate carries `roles`.
+pub fn rule(name: &str, node: &str, roles: Roles) -> NameRule {
+    let need = |role: Role| {
+        if roles.has(role) {
+            NameRule::Exclusive
+        } else {
+            NameRule::Refused(format!(
+                "only a node with the {role} role may hold {name:?} (node {node:?} has: {roles})"
+            ))
+        }
+    };
+    if name == MASTER_NAME || name.starts_with("plexus.master:") {
+        return need(Role::Master);
+    }
+    if let Some(agent) = name.strip_prefix(AGENT_PREFIX) {
+        if agent != node {
+            return NameRule::Refused(format!(
+                "node {node:?} may hold only its own agent name {AGENT_PREFIX}{node}, not {name:?}"
+            ));
+        }
+        return need(Role::Agent);
+    }
+    if let Some(rest) = name.strip_prefix(SCHEDULER_PREFIX) {
+        let owner = rest.split(':').next().unwrap_or_default();
+        if owner != node {
+            return NameRule::Refused(format!(
+                "node {node:?} may hold only scheduler names starting {SCHEDULER_PREFIX}{node}:, not {name:?}"
+            ));
+        }
+        return NameRule::Exclusive;
+    }
+    if name.starts_with(KERNEL_PREFIX) {
+        if roles.any(Roles::of(&[Role::Master, Role::Agent])) {
+            return NameRule::Exclusive;
+        }
+        return NameRule::Refused(format!(
+            "names under {KERNEL_PREFIX:?} belong to masters and agents; node {node:?} has: {roles}"
+        ));
+    }
+    NameRule::Open
+}
 
 /// Where a name points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +108,20 @@ pub struct NameTable {
 }
 
 impl NameTable {
-    /// Applies a claim (local or from a peer).
+    /// Applies a claim (local or from a peer) on an ordinary name.
     pub fn claim(&mut self, name: &str, entry: NameEntry) -> Claim {
+        self.claim_as(name, entry, false)
+    }
+
+    /// Applies a claim; an `exclusive` name is kept by its holder whatever the
+    /// claimant's name (see [`NameRule::Exclusive`]).
+    pub fn claim_as(&mut self, name: &str, entry: NameEntry, exclusive: bool) -> Claim {
         match self.entries.get(name) {
-            Some(cur) if cur.node != entry.node && cur.node < entry.node => Claim::Lost {
-                holder: cur.clone(),
-            },
+            Some(cur) if cur.node != entry.node && (exclusive || cur.node < entry.node) => {
+                Claim::Lost {
+                    holder: cur.clone(),
+                }
+            }
             _ => {
                 self.by_node
                     .entry(entry.node.clone())
@@ -108,6 +186,15 @@ impl NameTable {
         }
     }
 
+    /// True when `node`'s actor `pid` holds a name.
+    pub fn names_pid(&self, node: &str, pid: u64) -> bool {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .any(|n| self.entries.get(n).is_some_and(|e| e.pid == pid))
+    }
+
     /// The names held by `node`, in name order.
     pub fn held_by(&self, node: &str) -> Vec<(String, NameEntry)> {
         self.by_node
@@ -163,6 +250,54 @@ mod tests {
             "a node may re-point its own name"
         );
         assert_eq!(t.held_by("a").len(), 1);
+    }
+
+    #[test]
+    fn a_name_with_authority_is_never_taken_over_by_a_lower_name() {
+        let mut t = NameTable::default();
+        assert_eq!(t.claim_as(MASTER_NAME, e("m1", 1), true), Claim::Accepted);
+        assert!(matches!(
+            t.claim_as(MASTER_NAME, e("aaa", 2), true),
+            Claim::Lost { holder } if holder.node == "m1"
+        ));
+        assert_eq!(
+            t.claim_as(MASTER_NAME, e("m1", 3), true),
+            Claim::Accepted,
+            "its holder may re-point it"
+        );
+    }
+
+    #[test]
+    fn kernel_names_go_by_role_and_ownership() {
+        let master = Roles::from(Role::Master);
+        let agent = Roles::from(Role::Agent);
+        let client = Roles::from(Role::Client);
+        assert_eq!(rule(MASTER_NAME, "m1", master), NameRule::Exclusive);
+        assert!(
+            matches!(rule(MASTER_NAME, "aaa", agent), NameRule::Refused(r) if r.contains("master role"))
+        );
+        assert_eq!(rule("plexus.agent:a1", "a1", agent), NameRule::Exclusive);
+        assert!(matches!(
+            rule("plexus.agent:a2", "a1", agent),
+            NameRule::Refused(_)
+        ));
+        assert!(matches!(
+            rule("plexus.agent:c", "c", client),
+            NameRule::Refused(_)
+        ));
+        assert_eq!(
+            rule("plexus.scheduler:c:1:jobs", "c", client),
+            NameRule::Exclusive
+        );
+        assert!(matches!(
+            rule("plexus.scheduler:m1:1:jobs", "c", client),
+            NameRule::Refused(_)
+        ));
+        assert!(matches!(
+            rule("plexus.anything", "c", client),
+            NameRule::Refused(_)
+        ));
+        assert_eq!(rule("counter.main", "c", client), NameRule::Open);
     }
 
     proptest::proptest! {

@@ -26,13 +26,13 @@ use plexus_net::codec;
 use plexus_net::tls::TlsMaterial;
 use plexus_net::{
     CloseKind, DialTag, FrameReceiver, Link, LinkKey, LocalIdentity, NetError, PeerAddr,
-    QuicTransport, Transport,
+    QuicTransport, Roles, Transport,
 };
 
 use crate::detector::{FailureDetector, Verdict};
 use crate::error::{ActorsError, SendError};
 use crate::inbox::{Inbox, InboxGauge};
-use crate::names::{Claim, NameEntry, NameTable};
+use crate::names::{Claim, NameEntry, NameRule, NameTable};
 use crate::session::{PendingSpawn, Session};
 use crate::watcher::{ProxyHost, Watcher, WatcherMsg};
 use crate::wire::{DownReason, Wire};
@@ -88,6 +88,8 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 trait Factory: Send + Sync {
     fn msg_type(&self) -> &'static str;
+    /// The roles of the peers that may spawn this type here.
+    fn exports(&self) -> Roles;
     fn spawn(
         &self,
         args: &[u8],
@@ -97,6 +99,7 @@ trait Factory: Send + Sync {
 
 struct TypedFactory<A, F> {
     make: F,
+    exports: Roles,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -108,6 +111,10 @@ where
 {
     fn msg_type(&self) -> &'static str {
         std::any::type_name::<A::Msg>()
+    }
+
+    fn exports(&self) -> Roles {
+        self.exports
     }
 
     fn spawn(
@@ -148,6 +155,39 @@ pub(crate) struct NodeInner {
     changes: watch::Sender<u64>,
     /// Bounded inboxes of local actors, by pid.
     inboxes: RwLock<BTreeMap<u64, Arc<Inbox>>>,
+    /// Frames refused from peers, by operation (see [`Node::refusals`]).
+    refusals: Mutex<BTreeMap<Refused, u64>>,
+}
+
+/// An operation a peer asked for and was refused (see [`Node::refusals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refused {
+    /// A message to an actor it cannot reach (not named, not spawned for it).
+    Cast,
+    /// A call to an actor it cannot reach.
+    Call,
+    /// A monitor of an actor it cannot reach.
+    Watch,
+    /// Stopping an actor it does not supervise.
+    Stop,
+    /// A spawn of a type not exported to its roles.
+    Spawn,
+    /// A name its roles or node name do not allow, or one another node holds.
+    Register,
+}
+
+impl Refused {
+    /// The operation's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::Cast => "cast",
+            Refused::Call => "call",
+            Refused::Watch => "watch",
+            Refused::Stop => "stop",
+            Refused::Spawn => "spawn",
+            Refused::Register => "register",
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -188,13 +228,21 @@ fn new_incarnation() -> u64 {
 
 impl Node {
     /// Starts a node on QUIC from settings: loads (or, in dev mode, creates) the TLS
-    /// material, binds the listen address and joins the configured peers.
+    /// material, binds the listen address and joins the configured peers. Its roles are
+    /// those of its certificate; a certificate made in dev mode carries every role (see
+    /// [`Node::start_as`]).
     pub async fn start(settings: &NodeSettings) -> Result<Node, ActorsError> {
+        Node::start_as(settings, Roles::ALL).await
+    }
+
+    /// As [`Node::start`]; a certificate made in dev mode carries `dev_roles`.
+    pub async fn start_as(settings: &NodeSettings, dev_roles: Roles) -> Result<Node, ActorsError> {
         let tls = match (&settings.tls.ca_cert, &settings.tls.cert, &settings.tls.key) {
             (Some(ca), Some(c), Some(k)) => TlsMaterial::load(ca, c, k)?,
             _ => {
                 let dir = settings.state_dir.join("tls");
-                let (m, created) = TlsMaterial::dev(&dir, &settings.cluster, &settings.name)?;
+                let (m, created) =
+                    TlsMaterial::dev(&dir, &settings.cluster, &settings.name, dev_roles)?;
                 if created {
                     info!(dir = %dir.display(), "development mode: created TLS certificates");
                 }
@@ -206,6 +254,7 @@ impl Node {
             name: settings.name.clone(),
             incarnation: new_incarnation(),
             addr: settings.listen,
+            roles: tls.roles()?,
         };
         let t = QuicTransport::bind(ident, &tls, settings.max_frame_bytes)?;
         Node::start_with(t, settings.into()).await
@@ -234,6 +283,7 @@ impl Node {
             leaving: AtomicBool::new(false),
             changes: watch::channel(0).0,
             inboxes: RwLock::new(BTreeMap::new()),
+            refusals: Mutex::new(BTreeMap::new()),
         });
         let actor_err = |e: ractor::SpawnErr| ActorsError::Actor(e.to_string());
         let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
@@ -264,6 +314,16 @@ impl Node {
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.inner.ident.name
+    }
+
+    /// This node's roles (from its certificate).
+    pub fn roles(&self) -> Roles {
+        self.inner.ident.roles
+    }
+
+    /// What peers asked for and were refused so far, by operation.
+    pub fn refusals(&self) -> BTreeMap<Refused, u64> {
+        lock(&self.inner.refusals).clone()
     }
 
     /// This node's incarnation (new at every start).
@@ -341,9 +401,11 @@ impl Node {
         })
     }
 
-    /// Registers an actor type that peers may spawn here by `type_name`. `make` builds
-    /// the actor; the spawn arguments travel encoded.
-    pub fn register_type<A, F>(&self, type_name: &str, make: F)
+    /// Registers an actor type that peers with any of the roles `exports` may spawn here
+    /// by `type_name`. `make` builds the actor; the spawn arguments travel encoded. A
+    /// spawn from a peer without such a role is refused (and counted in
+    /// [`Node::refusals`]).
+    pub fn register_type<A, F>(&self, type_name: &str, exports: impl Into<Roles>, make: F)
     where
         A: Actor,
         A::Arguments: DeserializeOwned,
@@ -353,6 +415,7 @@ impl Node {
             type_name.to_string(),
             Arc::new(TypedFactory {
                 make,
+                exports: exports.into(),
                 _a: PhantomData,
             }),
         );
@@ -450,6 +513,16 @@ impl Node {
             pid: id.pid(),
             msg_type: std::any::type_name::<M>().to_string(),
         };
+        let exclusive = match crate::names::rule(name, self.name(), self.roles()) {
+            NameRule::Open => false,
+            NameRule::Exclusive => true,
+            NameRule::Refused(reason) => {
+                return Err(ActorsError::NameRefused {
+                    name: name.to_string(),
+                    reason,
+                })
+            }
+        };
         {
             let mut names = lock(&self.inner.names);
             if let Some(cur) = names.get(name) {
@@ -460,7 +533,7 @@ impl Node {
                     });
                 }
             }
-            if let Claim::Lost { holder } = names.claim(name, entry.clone()) {
+            if let Claim::Lost { holder } = names.claim_as(name, entry.clone(), exclusive) {
                 return Err(ActorsError::NameTaken {
                     name: name.to_string(),
                     node: holder.node,
@@ -848,6 +921,7 @@ impl NodeInner {
     fn install(self: &Arc<Self>, link: Link) {
         let Link {
             peer,
+            peer_roles,
             outbound,
             tx,
             rx,
@@ -901,6 +975,7 @@ impl NodeInner {
         let host = self.proxy_host.get().expect("proxy host started").clone();
         let s = Arc::new(Session::new(
             peer.clone(),
+            peer_roles,
             link_id,
             key,
             outbound,
@@ -1015,9 +1090,77 @@ impl NodeInner {
         }
     }
 
+    /// Counts and logs a refused operation (the first of each kind from a peer, then at
+    /// every doubling of the count, so that a flood of refused frames does not flood the
+    /// log).
+    fn refuse(&self, s: &Session, op: Refused, what: std::fmt::Arguments<'_>) {
+        let n = {
+            let mut r = lock(&self.refusals);
+            let n = r.entry(op).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if n.is_power_of_two() {
+            warn!(node = %self.ident.name, peer = %s.peer.name, roles = %s.peer_roles, op = op.as_str(), refused_total = n, "refused: {what}");
+        }
+    }
+
+    /// True when the peer of `s` may send to local actor `pid`: the actor holds a name
+    /// (names are public) or was spawned for that peer. An actor id is not a capability:
+    /// one guessed from the counter reaches nothing else.
+    fn reachable(&self, s: &Session, pid: u64) -> bool {
+        s.granted(pid) || lock(&self.names).names_pid(&self.ident.name, pid)
+    }
+
+    /// True when the peer of `s` may stop local actor `pid`: it supervises it, or the
+    /// actor was spawned for it.
+    fn may_stop(&self, s: &Session, pid: u64) -> bool {
+        s.granted(pid) || lock(&s.linked_children).contains(&pid)
+    }
+
     async fn dispatch(self: &Arc<Self>, s: &Arc<Session>, msg: Wire) {
         match msg {
             Wire::Heartbeat => {}
+            Wire::Cast { to, .. } if !self.reachable(s, to) => {
+                self.refuse(
+                    s,
+                    Refused::Cast,
+                    format_args!("a message to actor {to}, which it cannot reach"),
+                );
+                s.send_or_drop(&Wire::Down {
+                    pid: to,
+                    reason: DownReason::NoProc,
+                });
+            }
+            Wire::Call { to, id, .. } if !self.reachable(s, to) => {
+                self.refuse(
+                    s,
+                    Refused::Call,
+                    format_args!("a call to actor {to}, which it cannot reach"),
+                );
+                s.send_or_drop(&Wire::Reply {
+                    id,
+                    body: Err(format!("no actor {to} on node {}", self.ident.name)),
+                });
+            }
+            Wire::Watch { pid } if !self.reachable(s, pid) => {
+                self.refuse(
+                    s,
+                    Refused::Watch,
+                    format_args!("a monitor of actor {pid}, which it cannot reach"),
+                );
+                s.send_or_drop(&Wire::Down {
+                    pid,
+                    reason: DownReason::NoProc,
+                });
+            }
+            Wire::Stop { pid, .. } if !self.may_stop(s, pid) => {
+                self.refuse(
+                    s,
+                    Refused::Stop,
+                    format_args!("stopping actor {pid}, which it does not supervise"),
+                );
+            }
             Wire::Cast { to, .. } if !self.admit(s, to) => {}
             Wire::Call { to, id, .. } if !self.admit(s, to) => {
                 let limit = self.inbox_limit(to);
@@ -1131,13 +1274,29 @@ impl NodeInner {
                 pid,
                 msg_type,
             } => {
+                let exclusive = match crate::names::rule(&name, &s.peer.name, s.peer_roles) {
+                    NameRule::Open => false,
+                    NameRule::Exclusive => true,
+                    NameRule::Refused(reason) => {
+                        self.refuse(s, Refused::Register, format_args!("{reason}"));
+                        return;
+                    }
+                };
                 let e = NameEntry {
                     node: s.peer.name.clone(),
                     pid,
                     msg_type,
                 };
-                if let Claim::Lost { holder } = lock(&self.names).claim(&name, e) {
-                    debug!(%name, holder = %holder.node, peer = %s.peer.name, "name claim lost");
+                if let Claim::Lost { holder } = lock(&self.names).claim_as(&name, e, exclusive) {
+                    if exclusive {
+                        self.refuse(
+                            s,
+                            Refused::Register,
+                            format_args!("claim of {name:?}, held by live node {}", holder.node),
+                        );
+                    } else {
+                        debug!(%name, holder = %holder.node, peer = %s.peer.name, "name claim lost");
+                    }
                 }
                 self.bump();
             }
@@ -1152,7 +1311,14 @@ impl NodeInner {
                     if name == self.ident.name {
                         continue;
                     }
-                    let new = lock(&self.known).insert(name.clone(), addr).is_none();
+                    // Only news: a peer cannot re-point a node this one already knows.
+                    let new = match lock(&self.known).entry(name.clone()) {
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(addr);
+                            true
+                        }
+                        std::collections::btree_map::Entry::Occupied(_) => false,
+                    };
                     if new && !lock(&self.sessions).contains_key(&name) {
                         self.keep_connected(name);
                     }
@@ -1177,12 +1343,21 @@ impl NodeInner {
         linked: bool,
     ) {
         let res = match self.factory(type_name, msg_type) {
+            Ok(f) if !f.exports().any(s.peer_roles) => {
+                let why = format!(
+                    "node {} does not export actor type {type_name:?} to {} (roles: {})",
+                    self.ident.name, s.peer.name, s.peer_roles
+                );
+                self.refuse(s, Refused::Spawn, format_args!("{why}"));
+                Err(why)
+            }
             Ok(f) => f.spawn(args, None).await,
             Err(e) => Err(e),
         };
         match res {
             Ok(cell) => {
                 let pid = cell.get_id().pid();
+                s.grant(pid);
                 if linked {
                     lock(&s.linked_children).insert(pid);
                     if !s.is_alive() {

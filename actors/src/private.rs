@@ -110,3 +110,6 @@ pub fn typed_reply<T: Serialize + Send + 'static>(
     });
     Ok(port(tx, timeout))
 }
+
+/// The node-to-node protocol, for tests that speak it as a hostile peer would.
+pub use crate::wire::{DownReason, Wire};

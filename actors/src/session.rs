@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ractor::concurrency::OneshotSender;
 use ractor::{ActorCell, ActorId, RpcReplyPort};
 
-use plexus_net::{FrameSender, Hello, LinkKey, NetError};
+use plexus_net::{FrameSender, Hello, LinkKey, NetError, Roles};
 
 use crate::proxy::{ProxyArgs, RemoteProxy, FAIL_VARIANT};
 use crate::wire::{DownReason, Wire};
@@ -36,6 +36,11 @@ struct LinkSlot {
 pub(crate) struct Session {
     pub peer: Hello,
     pub peer_id: u64,
+    /// What the peer may do, from its certificate.
+    pub peer_roles: Roles,
+    /// Local actors spawned for the peer: it may reach and stop them (pruned of ended
+    /// ones as it grows).
+    pub granted: Mutex<BTreeSet<u64>>,
     link: RwLock<LinkSlot>,
     alive: AtomicBool,
     /// Microseconds since the node's start when the last frame arrived.
@@ -54,6 +59,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().expect("session lock")
 }
 
+/// Size of a session's granted set from which ended actors are pruned (at each doubling).
+const GRANTED_PRUNE_AT: usize = 1024;
+
 /// Most calls awaiting a reply from one peer; a call past it fails at once.
 pub const MAX_PENDING_CALLS: usize = 65_536;
 /// How long a call made without a timeout waits for its reply before it fails.
@@ -67,8 +75,10 @@ struct PendingCall {
 }
 
 impl Session {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         peer: Hello,
+        peer_roles: Roles,
         link_id: u64,
         key: LinkKey,
         outbound: bool,
@@ -79,6 +89,8 @@ impl Session {
         Session {
             peer_id: plexus_net::node_id(&peer.name),
             peer,
+            peer_roles,
+            granted: Mutex::new(BTreeSet::new()),
             link: RwLock::new(LinkSlot {
                 id: link_id,
                 key,
@@ -95,6 +107,20 @@ impl Session {
             linked_children: Mutex::new(BTreeSet::new()),
             proxy_host,
         }
+    }
+
+    /// Records that local actor `pid` was spawned for the peer.
+    pub fn grant(&self, pid: u64) {
+        let mut g = lock(&self.granted);
+        if g.len() >= GRANTED_PRUNE_AT && g.len().is_power_of_two() {
+            g.retain(|p| ractor::registry::where_is_pid(ActorId::Local(*p)).is_some());
+        }
+        g.insert(pid);
+    }
+
+    /// True when local actor `pid` was spawned for the peer.
+    pub fn granted(&self, pid: u64) -> bool {
+        lock(&self.granted).contains(&pid)
     }
 
     pub fn is_alive(&self) -> bool {

@@ -8,7 +8,8 @@ pub(crate) const FRAME_OVERHEAD_BYTES: usize = 64;
 
 /// Why a remote actor is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum DownReason {
+#[allow(missing_docs)]
+pub enum DownReason {
     /// It stopped, with its exit reason if it gave one.
     Terminated(Option<String>),
     /// It failed (panicked or returned an error), with the error text.
@@ -18,8 +19,9 @@ pub(crate) enum DownReason {
 }
 
 /// One protocol message between two nodes.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Wire {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Wire {
     /// Liveness; every frame counts, this one is sent when nothing else is.
     Heartbeat,
     /// A cast to local actor `to`.

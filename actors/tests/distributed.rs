@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use plexus_actors::{is_node_down, InboxGauge, Node, NodeOptions, RemoteMessage, SendError};
 use plexus_net::tls::{self, TlsMaterial};
-use plexus_net::{LocalIdentity, QuicTransport, SimFaults, SimNetwork, Transport};
+use plexus_net::{LocalIdentity, QuicTransport, Roles, SimFaults, SimNetwork, Transport};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::mpsc;
 
@@ -132,7 +132,7 @@ impl Quic {
 
 impl Cluster for Quic {
     fn transport(&self, name: &str, incarnation: u64) -> Arc<dyn Transport> {
-        let (c, k) = tls::issue(self.dir.path(), self.dir.path(), name).unwrap();
+        let (c, k) = tls::issue(self.dir.path(), self.dir.path(), name, Roles::ALL).unwrap();
         let m = TlsMaterial::load(&self.dir.path().join("ca.pem"), &c, &k).unwrap();
         // A restarted node binds a new port; peers learn it from its hello.
         let addr = "127.0.0.1:0".parse().unwrap();
@@ -142,6 +142,7 @@ impl Cluster for Quic {
                 name: name.into(),
                 incarnation,
                 addr,
+                roles: Roles::ALL,
             },
             &m,
             1 << 20,
@@ -187,6 +188,7 @@ impl Cluster for Sim {
                     name: name.into(),
                     incarnation,
                     addr,
+                    roles: Roles::ALL,
                 },
                 1 << 20,
             )
@@ -203,7 +205,7 @@ async fn pair(c: &dyn Cluster) -> (Node, Node) {
     o.peers = vec![a.peer_addr()];
     let b = Node::start_with(c.transport("b", 1), o).await.unwrap();
     for n in [&a, &b] {
-        n.register_type("echo", || Echo);
+        n.register_type("echo", Roles::ALL, || Echo);
     }
     b.wait_for_peers(&["a"], Duration::from_secs(20))
         .await
@@ -493,7 +495,7 @@ async fn new_incarnation_is_reconnected_and_old_refs_fail(c: &dyn Cluster) {
     let mut o = opts();
     o.peers = vec![a.peer_addr()];
     let b2 = Node::start_with(c.transport("b", 2), o).await.unwrap();
-    b2.register_type("echo", || Echo);
+    b2.register_type("echo", Roles::ALL, || Echo);
     for _ in 0..400 {
         if a.peers()
             .iter()

@@ -30,8 +30,21 @@ struct Cluster {
     _agents: Vec<Node>,
 }
 
+/// The roles a test node gets by its name: `master…` is a master, `agent…` or `a…` an
+/// agent, any other a client.
+fn test_roles(name: &str) -> plexus_net::Roles {
+    use plexus_net::Role;
+    if name.starts_with("master") {
+        Role::Master.into()
+    } else if name.starts_with('a') {
+        Role::Agent.into()
+    } else {
+        Role::Client.into()
+    }
+}
+
 fn settings(dir: &std::path::Path, name: &str, peers: Vec<PeerAddr>) -> NodeSettings {
-    let (c, k) = plexus_net::tls::issue(dir, dir, name).unwrap();
+    let (c, k) = plexus_net::tls::issue(dir, dir, name, test_roles(name)).unwrap();
     NodeSettings {
         name: name.into(),
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -5,6 +5,7 @@
 //! - [`transport`]: the [`Transport`] trait, links, batching, and the handshake.
 //! - [`quic`]: the real transport, QUIC with mutual TLS.
 //! - [`tls`]: the cluster CA and node certificates.
+//! - [`roles`]: what a node may be (master, agent, executor, client), from its certificate.
 //! - [`sim`]: an in-memory network with seeded faults for simulations.
 
 #![warn(missing_docs)]
@@ -12,11 +13,13 @@
 pub mod clock;
 pub mod codec;
 pub mod quic;
+pub mod roles;
 pub mod sim;
 pub mod tls;
 pub mod transport;
 
 pub use quic::QuicTransport;
+pub use roles::{Role, Roles};
 pub use sim::{SimFaults, SimNetwork, SimTransport};
 pub use transport::{
     CloseKind, CloseReason, DialTag, FrameReceiver, FrameSender, Hello, Link, LinkKey,

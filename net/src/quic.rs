@@ -82,6 +82,8 @@ impl QuicTransport {
         endpoint.set_default_client_config(client);
         let mut ident = ident;
         ident.addr = endpoint.local_addr()?;
+        // What this node may do is what its certificate says, whatever it was told.
+        ident.roles = tls.roles()?;
         let (tx, rx) = mpsc::channel(64);
         let max_frame = max_frame as usize;
         tokio::spawn(accept_loop(endpoint.clone(), ident.clone(), max_frame, tx));
@@ -132,11 +134,12 @@ async fn accept_one(
         .map_err(|_| NetError::Handshake("peer opened no stream".into()))?
         .map_err(|e| NetError::Handshake(e.to_string()))?;
     let (tx, mut rx) = wire(conn, send, recv, max_frame);
+    let roles = tls::cert_roles(&cert).map_err(NetError::Handshake)?;
     let peer = handshake(ident, None, &tx, &mut rx, |h: &Hello| {
         tls::cert_names(&cert, &h.name)
     })
     .await?;
-    Ok(Link::new(ident, peer, None, tx, rx))
+    Ok(Link::new(ident, peer, roles, None, tx, rx))
 }
 
 fn peer_cert(conn: &Connection) -> Result<CertificateDer<'static>, NetError> {
@@ -279,6 +282,9 @@ impl Transport for QuicTransport {
                     },
                     e => err(e.to_string()),
                 })?;
+            let roles = peer_cert(&conn)
+                .and_then(|c| tls::cert_roles(&c).map_err(NetError::Handshake))
+                .map_err(|e| err(e.to_string()))?;
             let (send, recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
             let (tx, mut rx) = wire(conn, send, recv, max_frame);
             let want = peer.name.clone();
@@ -293,7 +299,7 @@ impl Transport for QuicTransport {
                 }
             })
             .await?;
-            Ok(Link::new(&ident, hello, Some(tag), tx, rx))
+            Ok(Link::new(&ident, hello, roles, Some(tag), tx, rx))
         })
     }
 

@@ -19,6 +19,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+use crate::roles::Roles;
 use tracing::{debug, warn};
 
 use crate::transport::{
@@ -60,12 +62,15 @@ struct PipeCtl {
 
 struct RawConn {
     dialer: String,
+    /// The dialer's roles (what a certificate would prove on a real network).
+    dialer_roles: Roles,
     tx: FrameSender,
     rx: FrameReceiver,
 }
 
 struct Listener {
     name: String,
+    roles: Roles,
     tx: mpsc::UnboundedSender<RawConn>,
 }
 
@@ -314,6 +319,7 @@ impl SimNetwork {
                 ident.addr,
                 Listener {
                     name: ident.name.clone(),
+                    roles: ident.roles,
                     tx,
                 },
             );
@@ -337,7 +343,7 @@ impl SimNetwork {
                     .await;
                     match res {
                         Ok(peer) => {
-                            let link = Link::new(&me, peer, None, raw.tx, raw.rx);
+                            let link = Link::new(&me, peer, raw.dialer_roles, None, raw.tx, raw.rx);
                             if links_tx.send(link).is_err() {
                                 debug!(node = %me.name, "transport closed; dropping a new link");
                             }
@@ -488,25 +494,26 @@ impl Transport for SimTransport {
                 peer: peer.to_string(),
                 reason: reason.to_string(),
             };
-            let (listener_name, listener_tx) = {
+            let (listener_name, listener_roles, listener_tx) = {
                 let mut st = net.lock();
                 let Some(l) = st.listeners.get(&peer.addr) else {
                     st.log(format_args!("dial {}->{} refused", ident.name, peer));
                     return Err(unreachable("nothing listens there"));
                 };
-                let (name, tx) = (l.name.clone(), l.tx.clone());
+                let (name, roles, tx) = (l.name.clone(), l.roles, l.tx.clone());
                 if !st.reachable(&ident.name, &name) || !st.reachable(&name, &ident.name) {
                     st.log(format_args!("dial {}->{} partitioned", ident.name, peer));
                     return Err(unreachable("no route (partitioned)"));
                 }
                 st.log(format_args!("dial {}->{}", ident.name, peer));
-                (name, tx)
+                (name, roles, tx)
             };
             let (tx, rx_remote) = net.pipe(&ident.name, &listener_name, max_frame);
             let (tx_remote, mut rx) = net.pipe(&listener_name, &ident.name, max_frame);
             listener_tx
                 .send(RawConn {
                     dialer: ident.name.clone(),
+                    dialer_roles: ident.roles,
                     tx: tx_remote,
                     rx: rx_remote,
                 })
@@ -523,7 +530,7 @@ impl Transport for SimTransport {
                 }
             })
             .await?;
-            Ok(Link::new(&ident, hello, Some(tag), tx, rx))
+            Ok(Link::new(&ident, hello, listener_roles, Some(tag), tx, rx))
         })
     }
 

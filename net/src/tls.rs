@@ -4,6 +4,11 @@
 //! whose DNS name is the node's name (`NODE.pem`, `NODE.key`). Both ends of a connection
 //! present their certificate and verify the other's against the CA; the accepting side
 //! also checks that the certificate names the node the peer claims to be.
+//!
+//! A node certificate also carries the node's roles (see [`crate::roles`]) in one
+//! organizational unit, `plexus-roles:master,agent`. A certificate without a role is
+//! refused: it was issued before roles existed, or by hand, and proves nothing about
+//! what its holder may do.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use crate::roles::{Roles, ROLE_OU_PREFIX};
 use crate::transport::NetError;
 
 /// ALPN protocol id of plexus links.
@@ -82,9 +88,21 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, NetError> {
     Ok(cert_path)
 }
 
-/// Issues a certificate for `node`, signed by the CA in `ca_dir`, written to `out_dir`.
-pub fn issue(ca_dir: &Path, out_dir: &Path, node: &str) -> Result<(PathBuf, PathBuf), NetError> {
+/// Issues a certificate for `node` with `roles`, signed by the CA in `ca_dir`, written to
+/// `out_dir`.
+pub fn issue(
+    ca_dir: &Path,
+    out_dir: &Path,
+    node: &str,
+    roles: impl Into<Roles>,
+) -> Result<(PathBuf, PathBuf), NetError> {
+    let roles = roles.into();
     plexus_config::validate_node_name(node).map_err(tls_err)?;
+    if roles.is_empty() {
+        return Err(tls_err(format!(
+            "a certificate for {node:?} needs at least one role (master, agent, executor, client)"
+        )));
+    }
     let (ca_cert, ca_key) = ca_paths(ca_dir);
     let ca_pem = std::fs::read_to_string(&ca_cert)
         .map_err(|e| tls_err(format!("reading {}: {e}", ca_cert.display())))?;
@@ -95,6 +113,10 @@ pub fn issue(ca_dir: &Path, out_dir: &Path, node: &str) -> Result<(PathBuf, Path
     let key = KeyPair::generate().map_err(tls_err)?;
     let mut params = CertificateParams::new(vec![node.to_string()]).map_err(tls_err)?;
     params.distinguished_name.push(DnType::CommonName, node);
+    params.distinguished_name.push(
+        DnType::OrganizationalUnitName,
+        format!("{ROLE_OU_PREFIX}{roles}"),
+    );
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
@@ -139,9 +161,15 @@ impl TlsMaterial {
         })
     }
 
-    /// Development mode: makes (once) a CA and this node's certificate under `dir`, then
-    /// loads them. Returns the material and whether anything was created.
-    pub fn dev(dir: &Path, cluster: &str, node: &str) -> Result<(Self, bool), NetError> {
+    /// Development mode: makes (once) a CA and this node's certificate with `roles`
+    /// under `dir`, then loads them. A certificate from before roles, or with other
+    /// roles, is issued again. Returns the material and whether anything was created.
+    pub fn dev(
+        dir: &Path,
+        cluster: &str,
+        node: &str,
+        roles: Roles,
+    ) -> Result<(Self, bool), NetError> {
         let (ca_cert, _) = ca_paths(dir);
         let (cert, key) = node_paths(dir, node);
         let mut created = false;
@@ -149,11 +177,20 @@ impl TlsMaterial {
             init_ca(dir, cluster)?;
             created = true;
         }
-        if !cert.exists() || !key.exists() {
-            issue(dir, dir, node)?;
+        let current = cert.exists() && key.exists() && {
+            let m = Self::load(&ca_cert, &cert, &key)?;
+            cert_roles(&m.chain[0]).is_ok_and(|r| r == roles)
+        };
+        if !current {
+            issue(dir, dir, node, roles)?;
             created = true;
         }
         Ok((Self::load(&ca_cert, &cert, &key)?, created))
+    }
+
+    /// The roles this node's own certificate carries.
+    pub fn roles(&self) -> Result<Roles, NetError> {
+        cert_roles(&self.chain[0]).map_err(tls_err)
     }
 
     fn roots(&self) -> Result<Arc<rustls::RootCertStore>, NetError> {
@@ -205,4 +242,25 @@ pub fn cert_names(cert: &CertificateDer<'_>, node: &str) -> Result<(), String> {
         .map_err(|e| format!("peer name {node:?} is not a DNS name: {e}"))?;
     ee.verify_is_valid_for_subject_name(&name)
         .map_err(|_| format!("peer claims to be {node:?} but its certificate names another node"))
+}
+
+/// The roles a certificate carries (its `OU=plexus-roles:…` entry). A certificate
+/// with no role, or with a role this version does not know, is an error naming it.
+pub fn cert_roles(cert: &CertificateDer<'_>) -> Result<Roles, String> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let mut roles = Roles::NONE;
+    for ou in x509.subject().iter_organizational_unit() {
+        let Ok(text) = ou.as_str() else { continue };
+        if let Some(list) = text.strip_prefix(ROLE_OU_PREFIX) {
+            roles = list.parse::<Roles>()?;
+        }
+    }
+    if roles.is_empty() {
+        return Err(format!(
+            "the certificate of {:?} carries no role (issue it again with `plexus certs issue DIR NAME --role ROLE`)",
+            x509.subject().to_string()
+        ));
+    }
+    Ok(roles)
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::codec::{self, CodecError};
+use crate::roles::Roles;
 
 /// Version of the node-to-node protocol; peers of another version are refused.
 pub const PROTOCOL_VERSION: u32 = 6;
@@ -160,6 +161,8 @@ pub struct LocalIdentity {
     pub incarnation: u64,
     /// The address peers can dial this node at.
     pub addr: SocketAddr,
+    /// What this node may do (on QUIC, what its certificate says).
+    pub roles: Roles,
 }
 
 impl LocalIdentity {
@@ -223,6 +226,8 @@ pub struct Hello {
 pub struct Link {
     /// The peer's handshake.
     pub peer: Hello,
+    /// The peer's roles, from its certificate (not from anything it said).
+    pub peer_roles: Roles,
     /// True when this side dialed.
     pub outbound: bool,
     /// Sends frames to the peer.
@@ -240,6 +245,7 @@ impl Link {
     pub(crate) fn new(
         local: &LocalIdentity,
         peer: Hello,
+        peer_roles: Roles,
         dial: Option<DialTag>,
         tx: FrameSender,
         rx: FrameReceiver,
@@ -262,6 +268,7 @@ impl Link {
         };
         Link {
             peer,
+            peer_roles,
             outbound: dial.is_some(),
             tx,
             rx,
@@ -275,6 +282,7 @@ impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
             .field("peer", &self.peer)
+            .field("peer_roles", &self.peer_roles)
             .field("outbound", &self.outbound)
             .field("key", &self.key)
             .field("replaces", &self.replaces)

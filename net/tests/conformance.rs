@@ -27,7 +27,13 @@ impl Quic {
         Quic { dir }
     }
     fn material(&self, name: &str) -> TlsMaterial {
-        let (c, k) = tls::issue(self.dir.path(), self.dir.path(), name).unwrap();
+        let (c, k) = tls::issue(
+            self.dir.path(),
+            self.dir.path(),
+            name,
+            plexus_net::Roles::ALL,
+        )
+        .unwrap();
         TlsMaterial::load(&self.dir.path().join("ca.pem"), &c, &k).unwrap()
     }
 }
@@ -38,6 +44,7 @@ fn ident(name: &str, cluster: &str, addr: SocketAddr) -> LocalIdentity {
         name: name.into(),
         incarnation: 7,
         addr,
+        roles: plexus_net::Roles::ALL,
     }
 }
 
@@ -430,4 +437,33 @@ async fn quic_cuts_off_a_peer_that_does_not_read_at_the_send_buffer_limit() {
             "{reason}"
         );
     }
+}
+
+#[test]
+fn a_certificate_carries_the_roles_it_was_issued_and_one_without_roles_is_refused() {
+    use plexus_net::{Role, Roles};
+    let dir = tempfile::tempdir().unwrap();
+    tls::init_ca(dir.path(), "test").unwrap();
+    let both = Roles::of(&[Role::Master, Role::Agent]);
+    let (c, k) = tls::issue(dir.path(), dir.path(), "dev", both).unwrap();
+    let m = TlsMaterial::load(&dir.path().join("ca.pem"), &c, &k).unwrap();
+    assert_eq!(m.roles().unwrap(), both);
+    let e = tls::issue(dir.path(), dir.path(), "x", Roles::NONE).unwrap_err();
+    assert!(e.to_string().contains("at least one role"), "{e}");
+    // A certificate made without roles (as before roles existed) proves no role.
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let old = rcgen::CertificateParams::new(vec!["old".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let e = tls::cert_roles(old.der()).unwrap_err();
+    assert!(e.contains("carries no role"), "{e}");
 }

@@ -272,7 +272,7 @@ impl Actor for Supervisor {
 impl Workload for SupervisedService {
     fn install_agent(&self, node: &Node) {
         let (n, books, mean_life) = (node.clone(), self.books.clone(), self.mean_life);
-        node.register_type(WORKER, move || Worker {
+        node.register_type(WORKER, plexus_net::Roles::ALL, move || Worker {
             node: n.clone(),
             books: books.clone(),
             mean_life,

@@ -186,6 +186,16 @@ fn options(cfg: &SimConfig, peers: Vec<PeerAddr>) -> NodeOptions {
     }
 }
 
+/// The roles a simulated node's certificate would carry: the master is a master, every
+/// other node an agent.
+fn sim_roles(name: &str) -> plexus_net::Roles {
+    if name == "master" {
+        plexus_net::Role::Master.into()
+    } else {
+        plexus_net::Role::Agent.into()
+    }
+}
+
 async fn start_node(
     net: &SimNetwork,
     cfg: &SimConfig,
@@ -198,6 +208,7 @@ async fn start_node(
         name: name.to_string(),
         incarnation: plexus_net::clock::unix_nanos(),
         addr,
+        roles: sim_roles(name),
     };
     let t = net
         .bind(ident, cfg.max_frame_bytes)

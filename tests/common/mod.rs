@@ -1,5 +1,9 @@
 //! Helpers shared by the multi-process tests.
 
+#![allow(dead_code)]
+
+pub mod kcluster;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 
@@ -27,7 +31,25 @@ pub fn free_tcp(ip: &str) -> u16 {
 
 /// TLS settings for node `name`, with a certificate issued by the CA in `dir`.
 pub fn certs(dir: &Path, name: &str) -> TlsSettings {
-    let (c, k) = tls::issue(dir, dir, name).unwrap();
+    certs_as(dir, name, test_roles(name))
+}
+
+/// The roles a test node gets by its name: `master…` is a master, `agent…` an agent,
+/// any other a client (a framework, the CLI, a plain actor node).
+pub fn test_roles(name: &str) -> plexus_net::Roles {
+    use plexus_net::Role;
+    if name.starts_with("master") {
+        Role::Master.into()
+    } else if name.starts_with("agent") {
+        Role::Agent.into()
+    } else {
+        Role::Client.into()
+    }
+}
+
+/// TLS settings for node `name` with `roles`, issued by the CA in `dir`.
+pub fn certs_as(dir: &Path, name: &str, roles: impl Into<plexus_net::Roles>) -> TlsSettings {
+    let (c, k) = tls::issue(dir, dir, name, roles).unwrap();
     TlsSettings {
         ca_cert: Some(dir.join("ca.pem")),
         cert: Some(c),

@@ -828,11 +828,35 @@ pub fn metrics_text(s: &ClusterView, pending_jobs: usize) -> String {
     m
 }
 
+/// Prometheus text for the frames this node refused from peers, by operation (every
+/// operation listed, so a series exists before its first refusal).
+pub fn refusals_text(refused: &std::collections::BTreeMap<plexus_actors::Refused, u64>) -> String {
+    use plexus_actors::Refused;
+    let name = "plexus_wire_refusals_total";
+    let mut m = format!(
+        "# HELP {name} Frames refused from authenticated peers, by operation.\n# TYPE {name} counter\n"
+    );
+    for op in [
+        Refused::Cast,
+        Refused::Call,
+        Refused::Watch,
+        Refused::Stop,
+        Refused::Spawn,
+        Refused::Register,
+    ] {
+        let n = refused.get(&op).copied().unwrap_or(0);
+        m.push_str(&format!("{name}{{op=\"{}\"}} {n}\n", op.as_str()));
+    }
+    m
+}
+
 async fn metrics(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
     let s = view(&ctx).await?;
+    let mut text = metrics_text(&s, ctx.jobs.pending_count());
+    text.push_str(&refusals_text(&ctx.node.refusals()));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics_text(&s, ctx.jobs.pending_count())))
+        .body(text))
 }
 
 /// Serves the API on `listener` (already bound); the returned server runs until stopped.

@@ -1,0 +1,250 @@
+//! Multi-process tests of what an authenticated peer may do: `plexus master` and
+//! `plexus agent` processes on 127.0.0.x, and a rogue in this test process holding a
+//! valid certificate from the cluster's CA, speaking the node protocol by hand.
+
+mod common;
+use common::kcluster::*;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use plexus_actors::__private::Wire;
+use plexus_net::tls::{self, TlsMaterial};
+use plexus_net::{LocalIdentity, PeerAddr, QuicTransport, Role, Transport};
+
+/// What the rogue received from each node it dialed.
+type Seen = Arc<Mutex<Vec<(String, Wire)>>>;
+
+/// A rogue node: a valid certificate with `role`, links to the nodes it dialed, a
+/// heartbeat on each so they stay up, and `claims` (names) re-sent at every beat.
+struct Rogue {
+    seen: Seen,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Rogue {
+    fn start(c: &KCluster, name: &str, role: Role, targets: &[PeerAddr], claims: &[&str]) -> Rogue {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (cert, key) = tls::issue(c.dir.path(), c.dir.path(), name, role).unwrap();
+        let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &cert, &key).unwrap();
+        let seen: Seen = Arc::default();
+        let claims: Vec<String> = claims.iter().map(|s| s.to_string()).collect();
+        rt.block_on(async {
+            let t = QuicTransport::bind(
+                LocalIdentity {
+                    cluster: "plexus".into(),
+                    name: name.into(),
+                    incarnation: 1,
+                    addr: "127.0.0.1:0".parse().unwrap(),
+                    roles: role.into(),
+                },
+                &m,
+                1 << 20,
+            )
+            .unwrap();
+            for target in targets {
+                let link = t.dial(target.clone()).await.unwrap();
+                tokio::spawn(drive(link, seen.clone(), claims.clone()));
+            }
+            // Nodes dial back (the cluster meshes): the rogue speaks on those links too.
+            let (t2, seen2, claims2) = (t.clone(), seen.clone(), claims.clone());
+            tokio::spawn(async move {
+                while let Some(link) = t2.accept().await {
+                    tokio::spawn(drive(link, seen2.clone(), claims2.clone()));
+                }
+            });
+            // The transport lives as long as the runtime.
+            std::mem::forget(t);
+        });
+        Rogue { seen, _rt: rt }
+    }
+
+    /// Messages and calls the nodes sent to the rogue's actors.
+    fn traffic(&self) -> Vec<(String, Wire)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, w)| {
+                matches!(
+                    w,
+                    Wire::Cast { .. } | Wire::Call { .. } | Wire::Spawn { .. }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Keeps a rogue's link up with heartbeats, re-sends its claims at every beat, and
+/// records what the node sends.
+async fn drive(mut link: plexus_net::Link, seen: Seen, claims: Vec<String>) {
+    let peer = link.peer.name.clone();
+    let mut beat = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            f = link.rx.next() => match f {
+                Ok(Some(f)) => match plexus_net::codec::decode::<Wire>(&f) {
+                    Ok(w) => seen.lock().unwrap().push((peer.clone(), w)),
+                    Err(e) => eprintln!("rogue: undecodable frame from {peer}: {e}"),
+                },
+                other => {
+                    eprintln!("rogue: link to {peer} ended: {other:?}");
+                    return;
+                }
+            },
+            _ = beat.tick() => {
+                let mut frames = vec![Wire::Heartbeat];
+                frames.extend(claims.iter().map(|n| Wire::Register {
+                    name: n.clone(),
+                    pid: 1,
+                    msg_type: "plexus_kernel::protocol::MasterMsg".into(),
+                }));
+                for w in frames {
+                    if let Err(e) = link.tx.send(&w) {
+                        eprintln!("rogue: cannot send to {peer}: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn peer(name: &str, addr: SocketAddr) -> PeerAddr {
+    PeerAddr {
+        name: name.into(),
+        addr,
+    }
+}
+
+#[test]
+fn a_rogue_with_a_valid_certificate_cannot_take_the_masters_or_an_agents_name_even_while_the_master_is_paused(
+) {
+    let c = KCluster::start("rogue", 2);
+    let id = c.client().submit(&job(sleeper(1), 0.1, 32)).unwrap();
+    c.wait_tasks("the task runs", Duration::from_secs(30), |t| {
+        t.iter()
+            .any(|t| t.task_id == id && t.state == "TASK_RUNNING")
+    });
+    let mut targets = vec![peer(MASTER, c.master_addr)];
+    for (a, addr) in c.agents.iter().zip(&c.agent_addrs) {
+        targets.push(peer(&a.name, *addr));
+    }
+    // "aaa" sorts before every node: with lowest-name-wins its claims would win. One
+    // rogue holds an agent certificate, one a client certificate.
+    let claims = ["plexus.master", "plexus.agent:rogue-a2"];
+    let agent_rogue = Rogue::start(&c, "aaa", Role::Agent, &targets, &claims);
+    let client_rogue = Rogue::start(&c, "aab", Role::Client, &targets, &claims);
+
+    // The master stops answering for longer than the agents' node-down timeout: they
+    // drop its names and look for a master again while the rogues keep claiming.
+    c.master.signal("STOP");
+    std::thread::sleep(Duration::from_millis(DOWN_MS * 3 + DOWN_MS / 2));
+    c.master.signal("CONT");
+
+    c.wait_state(
+        "both agents back with the real master",
+        Duration::from_secs(30),
+        |s| {
+            s.agents
+                .iter()
+                .filter(|a| a.status == plexus_kernel::protocol::AgentStatus::Active)
+                .count()
+                == 2
+        },
+    );
+    // The master also lost the agents while paused; they re-register with the task.
+    c.wait_tasks("the task running again", Duration::from_secs(30), |t| {
+        t.iter()
+            .any(|t| t.task_id == id && t.state == "TASK_RUNNING")
+    });
+    assert_eq!(running(&sleeper(1)), 1);
+    for r in [&agent_rogue, &client_rogue] {
+        let traffic = r.traffic();
+        assert!(
+            traffic.is_empty(),
+            "a node sent the rogue {traffic:?}\n{}",
+            c.logs()
+        );
+    }
+    assert!(c.metric("plexus_wire_refusals_total{op=\"register\"}") >= 4.0);
+    for p in std::iter::once(&c.master).chain(&c.agents) {
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        assert!(
+            log.contains("refused") && log.contains("plexus.master"),
+            "{}: {log}",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn a_stop_frame_from_a_peer_is_refused_logged_and_counted_and_the_master_keeps_working() {
+    let c = KCluster::start("stopframe", 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (cert, key) = tls::issue(c.dir.path(), c.dir.path(), "mallory", Role::Client).unwrap();
+    let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &cert, &key).unwrap();
+    let replied = rt.block_on(async {
+        let t = QuicTransport::bind(
+            LocalIdentity {
+                cluster: "plexus".into(),
+                name: "mallory".into(),
+                incarnation: 1,
+                addr: "127.0.0.1:0".parse().unwrap(),
+                roles: Role::Client.into(),
+            },
+            &m,
+            1 << 20,
+        )
+        .unwrap();
+        let mut link = t.dial(peer(MASTER, c.master_addr)).await.unwrap();
+        // Every actor id from the counter's start: the master, its supervisor, the API.
+        for pid in 0..2_000 {
+            link.tx
+                .send(&Wire::Stop {
+                    pid,
+                    reason: Some("taken over".into()),
+                })
+                .unwrap();
+        }
+        link.tx
+            .send(&Wire::Call {
+                to: u64::MAX,
+                id: 1,
+                body: vec![],
+            })
+            .unwrap();
+        loop {
+            match link.rx.next_decoded::<Wire>().await {
+                Ok(Some(Wire::Reply { id: 1, body })) => return body,
+                Ok(Some(_)) => continue,
+                other => panic!("the master closed the link: {other:?}"),
+            }
+        }
+    });
+    assert!(replied.is_err());
+    // The master still decides: a job submitted now runs to completion.
+    let id = c
+        .client()
+        .submit(&job(vec!["true".into()], 0.1, 32))
+        .unwrap();
+    c.wait_tasks("the job finishes", Duration::from_secs(30), |t| {
+        t.iter()
+            .any(|t| t.task_id == id && t.state == "TASK_FINISHED")
+    });
+    let (status, health) = c.get("/health");
+    assert_eq!((status, health.trim()), (200, "ok"));
+    assert_eq!(c.metric("plexus_wire_refusals_total{op=\"stop\"}"), 2_000.0);
+    let log = std::fs::read_to_string(&c.master.log).unwrap();
+    assert!(
+        log.contains("refused") && log.contains("mallory") && log.contains("op=\"stop\"")
+            || log.contains("op=stop"),
+        "{log}"
+    );
+}
