@@ -12,6 +12,51 @@ use serde::de::DeserializeOwned;
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// The bearer token sent with every request (see [`Client::new`]).
+    token: Option<String>,
+}
+
+/// Where the CLI keeps the tokens of the APIs it may call: `PLEXUS_CREDENTIALS_DIR`, or
+/// `~/.config/plexus/credentials`.
+pub fn credentials_dir() -> Option<std::path::PathBuf> {
+    if let Some(d) = std::env::var_os("PLEXUS_CREDENTIALS_DIR") {
+        return Some(d.into());
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(std::path::Path::new(&home).join(".config/plexus/credentials"))
+}
+
+/// The file holding the token for the API at `host_port` (`127.0.0.1:5050`).
+pub fn credential_path(host_port: &str) -> Option<std::path::PathBuf> {
+    let file: String = host_port
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Some(credentials_dir()?.join(format!("{file}.token")))
+}
+
+/// The token for the API at `base`: `PLEXUS_TOKEN`, else the first line of
+/// `PLEXUS_TOKEN_FILE`, else the one the master left for the CLI (see
+/// [`credential_path`]).
+fn find_token(base: &str) -> Option<String> {
+    if let Ok(t) = std::env::var("PLEXUS_TOKEN") {
+        return Some(t.trim().to_string());
+    }
+    let path = match std::env::var_os("PLEXUS_TOKEN_FILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let host_port = base.split("://").last()?.split('/').next()?;
+            credential_path(host_port)?
+        }
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().next().map(|l| l.trim().to_string())
 }
 
 fn err_of(e: ureq::Error, what: &str) -> anyhow::Error {
@@ -52,8 +97,15 @@ pub enum KillAnswer {
 }
 
 impl Client {
-    /// A client of the API at `base` (e.g. `http://127.0.0.1:5050`).
+    /// A client of the API at `base` (e.g. `http://127.0.0.1:5050`), with the token it
+    /// finds for it: `PLEXUS_TOKEN`, the file `PLEXUS_TOKEN_FILE` names, or the one the
+    /// master left in [`credentials_dir`].
     pub fn new(base: &str) -> Client {
+        Client::with_token(base, find_token(base))
+    }
+
+    /// A client of the API at `base` sending `token` (none: no credential).
+    pub fn with_token(base: &str, token: Option<String>) -> Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -62,6 +114,14 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
             agent,
+            token,
+        }
+    }
+
+    fn authorized<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
         }
     }
 
@@ -80,8 +140,7 @@ impl Client {
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let r = self
-            .agent
-            .get(&url)
+            .authorized(self.agent.get(&url))
             .call()
             .map_err(|e| err_of(e, &format!("GET {url} (is a master running? see --api)")))?;
         let mut r = self.check(r, &format!("GET {path}"))?;
@@ -94,8 +153,7 @@ impl Client {
     pub fn submit(&self, job: &SubmitJob) -> anyhow::Result<String> {
         let url = format!("{}/api/v1/jobs", self.base);
         let r = self
-            .agent
-            .post(&url)
+            .authorized(self.agent.post(&url))
             .send_json(job)
             .map_err(|e| err_of(e, &format!("POST {url}")))?;
         let mut r = self.check(r, "submitting the job")?;
@@ -159,8 +217,7 @@ impl Client {
     pub fn kill(&self, id: &str) -> anyhow::Result<KillAnswer> {
         let url = format!("{}/api/v1/tasks/{id}/kill", self.base);
         let mut r = self
-            .agent
-            .post(&url)
+            .authorized(self.agent.post(&url))
             .send_empty()
             .map_err(|e| err_of(e, &format!("POST {url}")))?;
         if r.status() == ureq::http::StatusCode::CONFLICT {
@@ -177,8 +234,7 @@ impl Client {
             self.base
         );
         let r = self
-            .agent
-            .get(&url)
+            .authorized(self.agent.get(&url))
             .call()
             .map_err(|e| err_of(e, &format!("GET {url}")))?;
         let mut r = self.check(r, &format!("logs of {id}"))?;

@@ -108,6 +108,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         jobs: jobs.clone(),
         node: node.clone(),
         reads,
+        access: std::sync::Arc::new(api_access(s, &dir)?),
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (api, api_ended) =
@@ -122,6 +123,60 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         api,
         api_ended,
     })
+}
+
+/// Who may call the API: `admin` with the master's own token (made once in
+/// `STATE_DIR/master/api.token` and left where the CLI finds it), and the principals of
+/// `master.principals`.
+pub fn api_access(
+    s: &NodeSettings,
+    master_dir: &std::path::Path,
+) -> anyhow::Result<plexus_kernel::api::auth::ApiAccess> {
+    use plexus_kernel::api::auth::{self, ADMIN_PRINCIPAL};
+    let mut access = auth::ApiAccess::new(s.master.api_listen, &s.master.api_hosts);
+    access.request_timeout_ms = s.master.api_request_timeout.as_millis() as u64;
+    let mut names = std::collections::BTreeSet::from([ADMIN_PRINCIPAL.to_string()]);
+    for (i, p) in s.master.principals.iter().enumerate() {
+        if p.name.is_empty() || !names.insert(p.name.clone()) {
+            anyhow::bail!(
+                "invalid value for `master.principals[{i}].name`: {:?} (empty, `{ADMIN_PRINCIPAL}`, or named twice)",
+                p.name
+            );
+        }
+        access
+            .add_token_file(&p.name, &p.token_file)
+            .with_context(|| format!("`master.principals[{i}].token_file`"))?;
+    }
+    let (token, made) = auth::ensure_token_file(&master_dir.join("api.token"))?;
+    access.add_token(ADMIN_PRINCIPAL, &token);
+    if made {
+        tracing::info!(file = %master_dir.join("api.token").display(), "made the API token of principal {ADMIN_PRINCIPAL}");
+    }
+    leave_cli_credential(s.master.api_listen, &token);
+    Ok(access)
+}
+
+/// Copies the admin token where the CLI of this machine's user looks for the API at
+/// `listen` (see [`crate::client::credential_path`]); a failure is said, not fatal:
+/// `PLEXUS_TOKEN_FILE` still works.
+fn leave_cli_credential(listen: std::net::SocketAddr, token: &str) {
+    let hosts: Vec<String> = if listen.ip().is_unspecified() {
+        vec![
+            format!("127.0.0.1:{}", listen.port()),
+            format!("localhost:{}", listen.port()),
+        ]
+    } else {
+        vec![listen.to_string()]
+    };
+    for h in hosts {
+        let Some(path) = crate::client::credential_path(&h) else {
+            tracing::warn!("no HOME: the CLI must be given the API token (PLEXUS_TOKEN_FILE)");
+            return;
+        };
+        if let Err(e) = plexus_kernel::api::auth::write_secret(&path, token) {
+            tracing::warn!(file = %path.display(), "cannot leave the API token for the CLI: {e}");
+        }
+    }
 }
 
 /// The roles the built-in jobs framework serves: `*`, `master.job_roles`, and the roles

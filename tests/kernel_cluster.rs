@@ -408,6 +408,7 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
         let mut r = http
             .post(&format!("{}{path}", c.api))
             .header("content-type", "application/json")
+            .header("Authorization", c.bearer())
             .send(body)
             .unwrap();
         let text = r.body_mut().read_to_string().unwrap();
@@ -440,12 +441,14 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
     assert_eq!(status, 404, "{text}");
     let mut r = http
         .get(&format!("{}/api/v1/tasks/nope", c.api))
+        .header("Authorization", c.bearer())
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert!(r.body_mut().read_to_string().unwrap().contains("nope"));
     let r = http
         .get(&format!("{}/api/v1/tasks/x/logs?offset=minus", c.api))
+        .header("Authorization", c.bearer())
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
@@ -465,7 +468,11 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
     c.wait_state("the view counts the task", Duration::from_secs(10), |s| {
         s.tasks_by_state.get("TASK_FINISHED") == Some(&1)
     });
-    let mut m = http.get(&format!("{}/metrics", c.api)).call().unwrap();
+    let mut m = http
+        .get(&format!("{}/metrics", c.api))
+        .header("Authorization", c.bearer())
+        .call()
+        .unwrap();
     let metrics = m.body_mut().read_to_string().unwrap();
     assert!(
         metrics.contains("plexus_tasks{state=\"TASK_FINISHED\"} 1"),
@@ -481,6 +488,7 @@ fn malformed_api_requests_get_clear_errors_and_the_master_stays_up() {
     ] {
         let mut r = http
             .get(&format!("{}/api/v1/tasks?{query}", c.api))
+            .header("Authorization", c.bearer())
             .call()
             .unwrap();
         let text = r.body_mut().read_to_string().unwrap();
@@ -666,7 +674,7 @@ fn rss_mb(pid: u32) -> u64 {
 /// Reads every page of `path` once; returns the pages read. Only `next` is parsed: the
 /// rest of a page is skipped, so that the readers' own work stays small beside the
 /// master's.
-fn read_all_pages(api: &str, path: &str) -> usize {
+fn read_all_pages(api: &str, bearer: &str, path: &str) -> usize {
     #[derive(serde::Deserialize)]
     struct Next {
         next: Option<String>,
@@ -681,6 +689,7 @@ fn read_all_pages(api: &str, path: &str) -> usize {
         let url = format!("{api}{path}?limit=1000{after}");
         let mut r = agent
             .get(&url)
+            .header("Authorization", bearer)
             .call()
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let body = r
@@ -723,6 +732,7 @@ fn readers_cannot_starve_the_master_agents_stay_reachable_and_memory_stays_bound
         listed.iter().map(|t| t.task_id.as_str()).collect();
     assert_eq!((listed.len(), unique.len()), (150, 150));
     let master_pid = c.master.child.as_ref().unwrap().id();
+    let bearer = c.bearer();
     let rss_before = rss_mb(master_pid);
     // 32 readers at once, each reading the whole task list three times and the agents,
     // the summary and the metrics as often.
@@ -732,8 +742,8 @@ fn readers_cannot_starve_the_master_agents_stay_reachable_and_memory_stays_bound
                 s.spawn(|| {
                     let mut pages = 0;
                     for _ in 0..3 {
-                        pages += read_all_pages(&c.api, "/api/v1/tasks");
-                        pages += read_all_pages(&c.api, "/api/v1/agents");
+                        pages += read_all_pages(&c.api, &bearer, "/api/v1/tasks");
+                        pages += read_all_pages(&c.api, &bearer, "/api/v1/agents");
                         let client = c.client();
                         client.state().unwrap();
                     }

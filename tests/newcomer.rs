@@ -260,8 +260,10 @@ impl Dev {
             dir.path().join("dev.log"),
         );
         let api = format!("http://{api}");
-        let c = Client::new(&api);
+        // The client looks for the token the master leaves for it at every try: until
+        // the master has started, there is none.
         wait_for("the dev agent to register", Duration::from_secs(60), || {
+            let c = Client::new(&api);
             c.agents().ok().filter(|a| a.len() == 1).map(|_| ())
         });
         Dev {
@@ -462,13 +464,20 @@ fn what_no_agent_could_run_is_refused_naming_the_field_and_limit() {
     assert!(matches!(c.kill(&id).unwrap(), KillAnswer::AlreadyEnded(_)));
 }
 
-/// Status and body of a GET.
+/// Status and body of a GET with the token the CLI finds for `url`'s API.
 fn ureq_get(url: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let mut r = agent.get(url).call().unwrap();
+    let host_port = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let token =
+        std::fs::read_to_string(plexus::client::credential_path(host_port).unwrap()).unwrap();
+    let mut r = agent
+        .get(url)
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
 }
 

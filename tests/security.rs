@@ -248,3 +248,126 @@ fn a_stop_frame_from_a_peer_is_refused_logged_and_counted_and_the_master_keeps_w
         "{log}"
     );
 }
+
+/// Status, `WWW-Authenticate` and body of a request to the API.
+fn request(
+    c: &KCluster,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> (u16, Option<String>, String) {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{path}", c.api);
+    let mut r = match method {
+        "GET" => {
+            let mut b = http.get(&url);
+            for (k, v) in headers {
+                b = b.header(*k, v);
+            }
+            b.call().unwrap()
+        }
+        _ => {
+            let mut b = http.post(&url).header("content-type", "application/json");
+            for (k, v) in headers {
+                b = b.header(*k, v);
+            }
+            b.send(r#"{"argv": ["id"]}"#).unwrap()
+        }
+    };
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        r.status().as_u16(),
+        challenge,
+        r.body_mut().read_to_string().unwrap(),
+    )
+}
+
+#[test]
+fn the_api_answers_only_a_credential_on_a_host_that_names_it_within_its_time() {
+    let c = KCluster::start_opts(
+        "auth",
+        1,
+        "60s",
+        "",
+        "api_request_timeout = \"2s\"\n",
+        &|_| {},
+    );
+    let bearer = ("Authorization", c.bearer());
+    let wrong = (
+        "Authorization",
+        "Bearer 0123456789abcdef0123456789abcdef".to_string(),
+    );
+    for (method, path) in [
+        ("GET", "/api/v1/state"),
+        ("GET", "/api/v1/tasks"),
+        ("GET", "/metrics"),
+        ("POST", "/api/v1/jobs"),
+        ("POST", "/api/v1/tasks/x/kill"),
+    ] {
+        for creds in [vec![], vec![wrong.clone()]] {
+            let (status, challenge, body) = request(&c, method, path, &creds);
+            assert_eq!(status, 401, "{method} {path}: {body}");
+            assert_eq!(challenge.as_deref(), Some("Bearer"));
+            assert!(body.contains("credential"), "{body}");
+        }
+    }
+    assert!(
+        c.client().tasks().unwrap().is_empty(),
+        "nothing was submitted"
+    );
+    let (status, _, body) = request(&c, "GET", "/health", &[]);
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, _, body) = request(&c, "GET", "/api/v1/state", std::slice::from_ref(&bearer));
+    assert_eq!(status, 200, "{body}");
+    // A page of another site whose name resolves here (DNS rebinding) is refused, with
+    // or without a credential.
+    let evil = ("Host", "evil.example:5050".to_string());
+    for creds in [vec![evil.clone()], vec![evil.clone(), bearer.clone()]] {
+        let (status, _, body) = request(&c, "GET", "/api/v1/state", &creds);
+        assert_eq!(status, 421, "{body}");
+        assert!(body.contains("evil.example"), "{body}");
+    }
+    // A body sent a byte at a time does not hold the connection past the timeout.
+    use std::io::{Read, Write};
+    let addr = c.api.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {addr}\r\n{}: {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+        bearer.0, bearer.1
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    loop {
+        if s.write_all(b" ").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server still reads a trickled body after 60 s"
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        c.client().tasks().unwrap().is_empty(),
+        "nothing was submitted"
+    );
+}

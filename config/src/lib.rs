@@ -175,6 +175,26 @@ pub struct MasterSettings {
     /// Roles the built-in jobs framework serves besides `*` and the roles named in
     /// `weights` and `quotas` (one registered framework per role).
     pub job_roles: Vec<String>,
+    /// Host names the API answers to besides `localhost`, the loopback addresses and
+    /// its listen address (requests naming another `Host` are refused).
+    pub api_hosts: Vec<String>,
+    /// Longest an API request may take, headers, body and answer (a client sending a
+    /// byte at a time is cut off).
+    #[serde(with = "humantime_serde")]
+    pub api_request_timeout: Duration,
+    /// Principals that may call the API, each with a bearer token in a file (besides
+    /// `admin`, whose token the master makes in `STATE_DIR/master/api.token`).
+    pub principals: Vec<PrincipalSettings>,
+}
+
+/// A principal of the API (`[[master.principals]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalSettings {
+    /// Its name (ACLs and task owners name it).
+    pub name: String,
+    /// A file whose first line is its bearer token (at least 16 bytes).
+    pub token_file: PathBuf,
 }
 
 impl Default for MasterSettings {
@@ -187,6 +207,9 @@ impl Default for MasterSettings {
             quotas: Default::default(),
             offer_limit: 64,
             job_roles: Vec::new(),
+            api_hosts: Vec::new(),
+            api_request_timeout: Duration::from_secs(30),
+            principals: Vec::new(),
         }
     }
 }

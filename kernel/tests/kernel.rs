@@ -843,11 +843,23 @@ async fn an_agent_that_panics_is_restarted_and_keeps_its_running_tasks() {
     .await;
 }
 
-/// One HTTP/1.0 GET: the status code and the body.
+/// The API token of the tests' `admin` principal.
+const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// API access for a server at `addr`: the tests' token only.
+fn test_access(addr: std::net::SocketAddr) -> std::sync::Arc<plexus_kernel::api::auth::ApiAccess> {
+    let mut a = plexus_kernel::api::auth::ApiAccess::new(addr, &[]);
+    a.add_token("admin", TEST_TOKEN);
+    std::sync::Arc::new(a)
+}
+
+/// One HTTP/1.0 GET with the tests' token: the status code and the body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
@@ -874,6 +886,7 @@ async fn an_api_that_panics_is_restarted_on_the_same_socket_and_serves_the_same_
         jobs: jobs.clone(),
         node: c.master_node.clone(),
         reads: c.reads.clone(),
+        access: test_access(addr),
     };
     let spec = ApiSpec::new(c.master_node.clone(), listener, ctx, fault.clone());
     let (sup, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())
@@ -992,6 +1005,7 @@ async fn health_is_unhealthy_once_no_master_runs() {
         jobs: Jobs::default(),
         node: node.clone(),
         reads: plexus_kernel::master::ReadModel::default(),
+        access: test_access(addr),
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (_api, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())

@@ -118,6 +118,19 @@ impl KCluster {
         node: &str,
         prepare: &dyn Fn(&Path),
     ) -> KCluster {
+        Self::start_opts(tag, agents, removal_timeout, node, "", prepare)
+    }
+
+    /// As [`KCluster::start_full`], with `master` (lines of the `[master]` table) in the
+    /// master's configuration.
+    pub fn start_opts(
+        tag: &str,
+        agents: usize,
+        removal_timeout: &str,
+        node: &str,
+        master_extra: &str,
+        prepare: &dyn Fn(&Path),
+    ) -> KCluster {
         let dir = tempfile::tempdir().unwrap();
         tls::init_ca(dir.path(), "plexus").unwrap();
         let master_addr: SocketAddr = format!("127.0.0.1:{}", free_udp("127.0.0.1"))
@@ -126,7 +139,7 @@ impl KCluster {
         let api_addr = format!("127.0.0.1:{}", free_tcp("127.0.0.1"));
         let cfg = format!(
             "{}[master]\napi_listen = \"{api_addr}\"\nallocation_interval = \"200ms\"\n\
-             agent_removal_timeout = \"{removal_timeout}\"\n",
+             agent_removal_timeout = \"{removal_timeout}\"\n{master_extra}",
             node_toml(
                 dir.path(),
                 MASTER,
@@ -195,13 +208,31 @@ impl KCluster {
         c
     }
 
+    /// `Bearer TOKEN` of the master's own `admin` token.
+    /// (Waits for the master to have made it, as it does when it starts.)
+    pub fn bearer(&self) -> String {
+        let path = self.dir.path().join(MASTER).join("master/api.token");
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            match std::fs::read_to_string(&path) {
+                Ok(t) if !t.trim().is_empty() => return format!("Bearer {}", t.trim()),
+                _ if Instant::now() > end => panic!("no token in {}", path.display()),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// Status and body of a GET of `path` on the API.
     pub fn get(&self, path: &str) -> (u16, String) {
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let mut r = http.get(&format!("{}{path}", self.api)).call().unwrap();
+        let mut r = http
+            .get(&format!("{}{path}", self.api))
+            .header("Authorization", self.bearer())
+            .call()
+            .unwrap();
         (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
     }
 
@@ -214,8 +245,11 @@ impl KCluster {
             .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
     }
 
+    /// An API client with the master's own token.
     pub fn client(&self) -> Client {
-        Client::new(&self.api)
+        let bearer = self.bearer();
+        let token = bearer.strip_prefix("Bearer ").map(str::to_string);
+        Client::with_token(&self.api, token)
     }
 
     pub fn logs(&self) -> String {

@@ -21,6 +21,10 @@
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status naming the problem.
 //!
+//! Every endpoint but `/health` needs `Authorization: Bearer TOKEN` (`401` without it);
+//! the `Host` header must name this server (`421` otherwise); a request must arrive,
+//! headers and body, and be answered within `master.api_request_timeout` (`408`). See [`auth`].
+//!
 //! The server runs under its own supervisor ([`ApiSupervisor`], see [`server`]) in the
 //! master's process, on its own thread. Every read is served from what the master last
 //! published ([`ReadModel`], at most `publish_interval` old) and the jobs framework's
@@ -28,11 +32,12 @@
 //! however large the answers, the master's loop — failure detection, allocation —
 //! does not wait for them, and each answer is bounded by its page.
 
+pub mod auth;
 pub mod server;
 
 pub use server::{ApiMsg, ApiServer, ApiSpec, ApiSupervisor, ApiSupervisorMsg};
 
-use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer, ResponseError};
 use ractor::call_t;
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +66,15 @@ pub struct ApiContext {
     pub node: Node,
     /// What the master publishes: every read is served from it, off the master's loop.
     pub reads: ReadModel,
+    /// Who may call, and by which host names.
+    pub access: Arc<auth::ApiAccess>,
 }
+
+/// Longest a request may take from its first byte to its answer, body included (a body
+/// sent a byte at a time does not hold a connection longer), unless configured.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Longest a client may take to send a request's headers.
+pub const HEADERS_TIMEOUT_MS: u64 = 5_000;
 
 /// A task as listed by the API and `plexus ps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +263,43 @@ impl ApiError {
             message: m.into(),
         }
     }
+    fn status(status: actix_web::http::StatusCode, m: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: m.into(),
+        }
+    }
+}
+
+/// Lets a request through to its handler, or answers it: `421` for a `Host` that does
+/// not name this server, `401` for a missing or unknown credential (but `/health`).
+fn gate(access: &auth::ApiAccess, req: &actix_web::dev::ServiceRequest) -> Result<(), ApiError> {
+    use actix_web::http::{header, StatusCode};
+    let text = |h| req.headers().get(h).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST);
+    if !access.host_allowed(host) {
+        return Err(ApiError::status(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {:?} does not name this server (allowed: {}; add names to master.api_hosts)",
+                host.unwrap_or(""),
+                access.hosts().join(", ")
+            ),
+        ));
+    }
+    if req.path() == "/health" {
+        return Ok(());
+    }
+    match access.authenticate(text(header::AUTHORIZATION)) {
+        Some(p) => {
+            req.extensions_mut().insert(p.clone());
+            Ok(())
+        }
+        None => Err(ApiError::status(
+            StatusCode::UNAUTHORIZED,
+            "a credential is needed: `Authorization: Bearer TOKEN` (the CLI finds the master's own token by itself)",
+        )),
+    }
 }
 
 impl ResponseError for ApiError {
@@ -257,7 +307,11 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.message }))
+        let mut r = HttpResponse::build(self.status);
+        if self.status == actix_web::http::StatusCode::UNAUTHORIZED {
+            r.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        r.json(serde_json::json!({ "error": self.message }))
     }
 }
 
@@ -865,7 +919,40 @@ pub fn serve(
     ctx: ApiContext,
 ) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
+        let access = ctx.access.clone();
         App::new()
+            .wrap_fn(move |req, srv| {
+                use actix_web::dev::Service;
+                type Answer = std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                            Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>,
+                        >,
+                    >,
+                >;
+                let answer: Answer = match gate(&access, &req) {
+                    Err(e) => {
+                        let r = req.into_response(e.error_response());
+                        Box::pin(async move { Ok(r) })
+                    }
+                    Ok(()) => {
+                        let call = srv.call(req);
+                        let limit_ms = access.request_timeout_ms;
+                        let limit = std::time::Duration::from_millis(limit_ms);
+                        Box::pin(async move {
+                            match tokio::time::timeout(limit, call).await {
+                                Ok(r) => r,
+                                Err(_) => Err(ApiError::status(
+                                    actix_web::http::StatusCode::REQUEST_TIMEOUT,
+                                    format!("the request took longer than {limit_ms} ms"),
+                                )
+                                .into()),
+                            }
+                        })
+                    }
+                };
+                answer
+            })
             .app_data(web::Data::new(ctx.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -893,6 +980,7 @@ pub fn serve(
             }))
     })
     .workers(1)
+    .client_request_timeout(std::time::Duration::from_millis(HEADERS_TIMEOUT_MS))
     .disable_signals()
     .listen(listener)?
     .run();
