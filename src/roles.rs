@@ -261,7 +261,23 @@ pub async fn start_agent(
     if let CgroupMode::Unavailable { why } = &mode {
         tracing::warn!("tasks get no cgroup isolation, only an address-space rlimit: {why}");
     }
-    let c = ProcessContainerizer::new(state_dir.join("sandboxes"), shim, mode);
+    let mut c = ProcessContainerizer::new(state_dir.join("sandboxes"), shim, mode);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let ids = plexus_kernel::containerizer::lookup_user(&s.agent.task_user).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid value for `agent.task_user`: {:?}: {e}",
+                s.agent.task_user
+            )
+        })?;
+        tracing::info!(user = %s.agent.task_user, uid = ids.0, gid = ids.1, "tasks run as this user");
+        c = c.with_task_ids(ids);
+    } else {
+        tracing::warn!(
+            "the agent does not run as root: tasks run as its own user, not `agent.task_user` ({:?})",
+            s.agent.task_user
+        );
+    }
     let cfg = AgentConfig {
         agent_id: None,
         resources,

@@ -371,3 +371,33 @@ fn the_api_answers_only_a_credential_on_a_host_that_names_it_within_its_time() {
         "nothing was submitted"
     );
 }
+
+#[test]
+fn a_task_runs_as_the_default_user_and_cannot_read_the_agents_key() {
+    let c = KCluster::start("users", 1);
+    // The directory holding the keys is as open as /etc: only the files' modes guard them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = c.dir.path().join(format!("{}.key", c.agents[0].name));
+    let ca_key = c.dir.path().join("ca.key");
+    let script = format!(
+        "id -u; id -g; echo mine > own-file && cat own-file; cat {} {}",
+        key.display(),
+        ca_key.display()
+    );
+    let id = c
+        .client()
+        .submit(&job(vec!["sh".into(), "-c".into(), script], 0.1, 32))
+        .unwrap();
+    let ended = c.wait_tasks("the task ends", Duration::from_secs(30), |t| {
+        t.iter()
+            .any(|t| t.task_id == id && (t.state == "TASK_FAILED" || t.state == "TASK_FINISHED"))
+    });
+    let t = ended.iter().find(|t| t.task_id == id).unwrap();
+    let (out, _) = c.client().logs(&id, "stdout", 0).unwrap();
+    let (err, _) = c.client().logs(&id, "stderr", 0).unwrap();
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert_eq!(out, "65534\n65534\nmine\n", "stderr: {err}");
+    assert_eq!(err.matches("Permission denied").count(), 2, "{err}");
+    assert_eq!(t.state, "TASK_FAILED", "{t:?}");
+}

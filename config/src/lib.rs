@@ -228,6 +228,9 @@ pub struct AgentSettings {
     pub kill_grace: Duration,
     /// Isolate tasks with cgroups when the machine allows (else rlimits).
     pub cgroups: bool,
+    /// The user tasks run as when the agent runs as root (a name, or `UID:GID`); `root`
+    /// only if set so on purpose.
+    pub task_user: String,
     /// Exit with an error when the agent has not registered with a master this long after
     /// it started (`0s`: keep trying for ever, logging why it cannot join).
     #[serde(with = "humantime_serde")]
@@ -241,6 +244,7 @@ impl Default for AgentSettings {
             reservations: Default::default(),
             kill_grace: Duration::from_secs(3),
             cgroups: true,
+            task_user: "nobody".into(),
             register_timeout: Duration::ZERO,
         }
     }

@@ -260,6 +260,7 @@ mod tests {
             sandbox: "/tmp/s b".into(),
             cgroup_procs: vec!["/sys/fs/cgroup/x/cgroup.procs".into()],
             rlimit_as: None,
+            ids: Some((65534, 65534)),
             argv: vec!["sh".into(), "-c".into(), "echo 'a  b'".into(), "".into()],
         };
         let r = encode_request(&a);

@@ -215,6 +215,30 @@ pub struct ProcessContainerizer {
     launcher: Arc<Mutex<Option<Launcher>>>,
     /// Pidfds of the shims this containerizer started, by task, until destroyed.
     pidfds: Arc<Mutex<BTreeMap<String, Arc<OwnedFd>>>>,
+    /// The user and group tasks run as (`None`: the agent's own).
+    task_ids: Option<(u32, u32)>,
+}
+
+/// The user id and primary group of the user `name` (or `UID:GID` given as numbers).
+pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    if let Some((u, g)) = name.split_once(':') {
+        if let (Ok(u), Ok(g)) = (u.parse(), g.parse()) {
+            return Ok((u, g));
+        }
+    }
+    let c =
+        std::ffi::CString::new(name).map_err(|_| format!("user {name:?} contains a NUL byte"))?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: a zeroed passwd is a valid out-parameter; getpwnam_r fills it with
+    // pointers into `buf`, which outlives the only fields read (numbers).
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let rc =
+        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return Err(format!("no user {name:?} on this machine"));
+    }
+    Ok((pw.pw_uid, pw.pw_gid))
 }
 
 fn pidfd(pid: u32) -> Option<OwnedFd> {
@@ -294,7 +318,15 @@ impl ProcessContainerizer {
             use_launcher: true,
             launcher: Arc::new(Mutex::new(None)),
             pidfds: Arc::new(Mutex::new(BTreeMap::new())),
+            task_ids: None,
         }
+    }
+
+    /// Tasks run as `ids` (user, group): their sandboxes are theirs (mode 0700), and
+    /// nothing else of the agent's is (its keys and state are root's, 0600/0700).
+    pub fn with_task_ids(mut self, ids: (u32, u32)) -> Self {
+        self.task_ids = Some(ids);
+        self
     }
 
     /// Has the launcher fork a shim for `args` (starting or restarting the launcher as
@@ -432,7 +464,10 @@ impl ProcessContainerizer {
         }
         // A command that cannot be found fails the launch, before the task is RUNNING.
         // (The shim looks it up again in the same PATH when it starts it.)
-        spawn::resolve(std::ffi::OsStr::new(&spec.argv[0])).map_err(|e| {
+        let task_path = self
+            .task_ids
+            .map(|_| std::ffi::OsStr::new(spawn::TASK_USER_PATH));
+        spawn::resolve(std::ffi::OsStr::new(&spec.argv[0]), task_path).map_err(|e| {
             ContainerError::NotFound {
                 task: spec.task_id.clone(),
                 command: spec.argv[0].clone(),
@@ -442,6 +477,14 @@ impl ProcessContainerizer {
         let sandbox = self.sandboxes.join(&spec.task_id);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;
+        if let Some((uid, gid)) = self.task_ids {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&sandbox, Some(uid), Some(gid))
+                .and_then(|()| {
+                    std::fs::set_permissions(&sandbox, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| fail(format!("sandbox {} for uid {uid}: {e}", sandbox.display())))?;
+        }
         let cg = match &self.cgroups {
             CgroupMode::Unavailable { .. } => None,
             mode => Some(
@@ -459,6 +502,7 @@ impl ProcessContainerizer {
             rlimit_as: cg
                 .is_none()
                 .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
+            ids: self.task_ids,
             argv: spec.argv.iter().map(OsString::from).collect(),
         };
         let started = match self.use_launcher.then(|| self.fork_shim(&args)) {

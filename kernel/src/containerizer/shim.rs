@@ -30,6 +30,8 @@ pub struct ShimArgs {
     pub cgroup_procs: Vec<PathBuf>,
     /// Address-space limit in bytes (used when there are no cgroups).
     pub rlimit_as: Option<u64>,
+    /// The user and group the command runs as (`None`: the shim's own).
+    pub ids: Option<(u32, u32)>,
     /// The command and its arguments.
     pub argv: Vec<OsString>,
 }
@@ -46,6 +48,10 @@ impl ShimArgs {
             v.push("--rlimit-as".into());
             v.push(b.to_string().into());
         }
+        if let Some((uid, gid)) = self.ids {
+            v.push("--ids".into());
+            v.push(format!("{uid}:{gid}").into());
+        }
         v.push("--".into());
         v.extend(self.argv.iter().cloned());
         v
@@ -58,6 +64,7 @@ impl ShimArgs {
             sandbox: PathBuf::new(),
             cgroup_procs: Vec::new(),
             rlimit_as: None,
+            ids: None,
             argv: Vec::new(),
         };
         while let Some(a) = it.next() {
@@ -72,6 +79,14 @@ impl ShimArgs {
                             .and_then(|s| s.parse().ok())
                             .ok_or("--rlimit-as takes bytes")?,
                     )
+                }
+                Some("--ids") => {
+                    let v = val()?;
+                    let ids = v.to_str().and_then(|s| {
+                        let (u, g) = s.split_once(':')?;
+                        Some((u.parse().ok()?, g.parse().ok()?))
+                    });
+                    out.ids = Some(ids.ok_or("--ids takes UID:GID")?);
                 }
                 Some("--") => {
                     out.argv = it.collect();
@@ -225,13 +240,18 @@ fn launch_and_wait(args: &ShimArgs, pid_slot: &RecordSlot) -> ExitRecord {
         Err(e) => return ExitRecord::LaunchFailed(format!("/dev/null: {e}")),
     };
     let joins: Vec<_> = joins.iter().map(|f| f.as_raw_fd()).collect();
+    let mut env = vec![("PLEXUS_SANDBOX", args.sandbox.as_os_str())];
+    if args.ids.is_some() {
+        env.push(("PATH", std::ffi::OsStr::new(spawn::TASK_USER_PATH)));
+    }
     let started = spawn::spawn(&spawn::SpawnSpec {
         argv: &args.argv,
-        env: &[("PLEXUS_SANDBOX", args.sandbox.as_os_str())],
+        env: &env,
         cwd: &args.sandbox,
         stdio: [null.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd()],
         cgroup_procs: &joins,
         rlimit_as: args.rlimit_as,
+        ids: args.ids,
     });
     let pid = match started {
         Ok(pid) => pid,
@@ -287,6 +307,7 @@ mod tests {
             sandbox: "/tmp/s".into(),
             cgroup_procs: vec!["/sys/fs/cgroup/memory/x/cgroup.procs".into()],
             rlimit_as: Some(1 << 30),
+            ids: Some((1000, 100)),
             argv: vec!["sh".into(), "-c".into(), "echo --sandbox".into()],
         };
         assert_eq!(ShimArgs::parse(a.to_args()).unwrap(), a);

@@ -26,6 +26,8 @@ pub struct SpawnSpec<'a> {
     pub cgroup_procs: &'a [RawFd],
     /// Address-space limit for the child.
     pub rlimit_as: Option<u64>,
+    /// The user and group the command runs as (`None`: the shim's own).
+    pub ids: Option<(libc::uid_t, libc::gid_t)>,
 }
 
 struct Plan {
@@ -36,6 +38,7 @@ struct Plan {
     stdio: [RawFd; 3],
     joins: Vec<RawFd>,
     limit: Option<libc::rlimit>,
+    ids: Option<(libc::uid_t, libc::gid_t)>,
     old_mask: libc::sigset_t,
     /// Set by the child when it fails before `execve`: (step, errno).
     failed: (i32, i32),
@@ -50,13 +53,20 @@ fn cstr(s: &OsStr) -> std::io::Result<CString> {
     })
 }
 
+/// `PATH` of a task that runs as another user than the agent: the agent's own `PATH` may
+/// name directories only it can enter (as `sudo`'s `secure_path`).
+pub const TASK_USER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `argv[0]` as a path to execute: itself when it has a `/`, else the first executable
-/// of that name in `PATH`.
-pub(crate) fn resolve(prog: &OsStr) -> std::io::Result<PathBuf> {
+/// of that name in `path` (`None`: this process's `PATH`).
+pub(crate) fn resolve(prog: &OsStr, path: Option<&OsStr>) -> std::io::Result<PathBuf> {
     if prog.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(prog));
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = path
+        .map(OsStr::to_os_string)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .map(|d| d.join(prog))
         .find(|p| {
@@ -71,7 +81,7 @@ pub(crate) fn resolve(prog: &OsStr) -> std::io::Result<PathBuf> {
 /// The child's stack: ample for the few system calls it makes.
 const STACK: usize = 64 * 1024;
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 10] = [
     "setpgid",
     "joining cgroup",
     "setrlimit",
@@ -79,6 +89,9 @@ const STEPS: [&str; 7] = [
     "chdir",
     "execve",
     "sigprocmask",
+    "setgroups",
+    "setresgid",
+    "setresuid",
 ];
 
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
@@ -117,6 +130,21 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             return fail(p, 4);
         }
+        if let Some((uid, gid)) = p.ids {
+            // Raw system calls: the C library's wrappers would change the ids of every
+            // thread sharing this memory, the shim's included. Groups first, then the
+            // group, then the user (after which no more can be changed).
+            let groups = [gid];
+            if libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) != 0 {
+                return fail(p, 7);
+            }
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+                return fail(p, 8);
+            }
+            if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+                return fail(p, 9);
+            }
+        }
         libc::execve(p.path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
         fail(p, 5)
     }
@@ -128,7 +156,8 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<libc::pid_t> {
         .argv
         .first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let path = cstr(resolve(prog)?.as_os_str())?;
+    let task_path = spec.env.iter().find(|(k, _)| *k == "PATH").map(|(_, v)| *v);
+    let path = cstr(resolve(prog, task_path)?.as_os_str())?;
     let args: Vec<CString> = spec
         .argv
         .iter()
@@ -166,6 +195,7 @@ pub fn spawn(spec: &SpawnSpec) -> std::io::Result<libc::pid_t> {
             rlim_cur: b as libc::rlim_t,
             rlim_max: b as libc::rlim_t,
         }),
+        ids: spec.ids,
         // SAFETY: a zeroed sigset_t is a valid (empty) set; filled in below.
         old_mask: unsafe { std::mem::zeroed() },
         failed: (-1, 0),
