@@ -173,7 +173,7 @@ fn leave_cli_credential(listen: std::net::SocketAddr, token: &str) {
             tracing::warn!("no HOME: the CLI must be given the API token (PLEXUS_TOKEN_FILE)");
             return;
         };
-        if let Err(e) = plexus_kernel::api::auth::write_secret(&path, token) {
+        if let Err(e) = plexus_net::tls::write_private(&path, &format!("{token}\n")) {
             tracing::warn!(file = %path.display(), "cannot leave the API token for the CLI: {e}");
         }
     }

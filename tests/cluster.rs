@@ -13,7 +13,7 @@ use plexus::builtin::{self, EchoMsg, KeeperArgs, KeeperMsg, ProbeMsg};
 use plexus_actors::{is_node_down, Node};
 use plexus_config::{NodeSettings, PeerAddr};
 use plexus_net::tls::{self, TlsMaterial};
-use plexus_net::{LocalIdentity, NetError, QuicTransport, Transport};
+use plexus_net::{NetError, Transport};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 const HEARTBEAT_MS: u64 = 100;
@@ -279,21 +279,6 @@ async fn kill_9_of_child_node_restarts_child_on_a_survivor() {
     );
 }
 
-fn raw_transport(c: &Cluster, name: &str, tls: &TlsMaterial) -> std::sync::Arc<QuicTransport> {
-    QuicTransport::bind(
-        LocalIdentity {
-            cluster: "plexus".into(),
-            name: name.into(),
-            incarnation: 1,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            roles: plexus_net::Roles::ALL,
-        },
-        tls,
-        1 << 20,
-    )
-    .unwrap_or_else(|e| panic!("bind for {name} in {}: {e}", c.dir.path().display()))
-}
-
 async fn still_serves(t: &Node, c: &Cluster) {
     let probe: ActorRef<ProbeMsg> = t.spawn_remote("n1", builtin::PROBE, &()).await.unwrap();
     let end = Instant::now() + Duration::from_secs(30);
@@ -334,15 +319,12 @@ async fn bad_certificates_are_refused_and_logged() {
     tls::init_ca(other.path(), "plexus").unwrap();
     let (oc, ok) = tls::issue(other.path(), other.path(), "x1", plexus_net::Role::Client).unwrap();
     let m = TlsMaterial::load(&other.path().join("ca.pem"), &oc, &ok).unwrap();
-    assert!(raw_transport(&c, "x1", &m)
-        .dial(target.clone())
-        .await
-        .is_err());
+    assert!(raw_transport("x1", &m).dial(target.clone()).await.is_err());
 
     // a valid certificate that names another node
     let (bc, bk) = tls::issue(c.dir.path(), c.dir.path(), "n9", plexus_net::Role::Client).unwrap();
     let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &bc, &bk).unwrap();
-    let e = raw_transport(&c, "mallory", &m)
+    let e = raw_transport("mallory", &m)
         .dial(target.clone())
         .await
         .unwrap_err();
@@ -412,7 +394,7 @@ async fn garbage_truncated_and_oversized_frames_close_only_that_connection() {
         let (gc, gk) =
             tls::issue(c.dir.path(), c.dir.path(), name, plexus_net::Role::Client).unwrap();
         let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &gc, &gk).unwrap();
-        let tr = raw_transport(&c, name, &m);
+        let tr = raw_transport(name, &m);
         let mut link = tr.dial(target.clone()).await.unwrap();
         link.tx.send_raw(&bytes).unwrap();
         if name == "g2" {

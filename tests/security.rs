@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use plexus_actors::__private::Wire;
 use plexus_net::tls::{self, TlsMaterial};
-use plexus_net::{LocalIdentity, PeerAddr, QuicTransport, Role, Transport};
+use plexus_net::{PeerAddr, QuicTransport, Role, Transport};
 
 /// What the rogue received from each node it dialed.
 type Seen = Arc<Mutex<Vec<(String, Wire)>>>;
@@ -20,7 +20,18 @@ type Seen = Arc<Mutex<Vec<(String, Wire)>>>;
 /// heartbeat on each so they stay up, and `claims` (names) re-sent at every beat.
 struct Rogue {
     seen: Seen,
+    /// One message per round of claims sent on a link.
+    rounds: std::sync::mpsc::Receiver<()>,
+    links: usize,
     _rt: tokio::runtime::Runtime,
+}
+
+/// A QUIC transport for `name` with a certificate from the cluster's CA carrying
+/// `role` (call inside a runtime).
+fn rogue_transport(c: &KCluster, name: &str, role: Role) -> Arc<QuicTransport> {
+    let (cert, key) = tls::issue(c.dir.path(), c.dir.path(), name, role).unwrap();
+    let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &cert, &key).unwrap();
+    common::raw_transport(name, &m)
 }
 
 impl Rogue {
@@ -30,38 +41,41 @@ impl Rogue {
             .enable_all()
             .build()
             .unwrap();
-        let (cert, key) = tls::issue(c.dir.path(), c.dir.path(), name, role).unwrap();
-        let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &cert, &key).unwrap();
         let seen: Seen = Arc::default();
         let claims: Vec<String> = claims.iter().map(|s| s.to_string()).collect();
+        let (round, rounds) = std::sync::mpsc::channel();
         rt.block_on(async {
-            let t = QuicTransport::bind(
-                LocalIdentity {
-                    cluster: "plexus".into(),
-                    name: name.into(),
-                    incarnation: 1,
-                    addr: "127.0.0.1:0".parse().unwrap(),
-                    roles: role.into(),
-                },
-                &m,
-                1 << 20,
-            )
-            .unwrap();
+            let t = rogue_transport(c, name, role);
             for target in targets {
                 let link = t.dial(target.clone()).await.unwrap();
-                tokio::spawn(drive(link, seen.clone(), claims.clone()));
+                tokio::spawn(drive(link, seen.clone(), claims.clone(), round.clone()));
             }
             // Nodes dial back (the cluster meshes): the rogue speaks on those links too.
             let (t2, seen2, claims2) = (t.clone(), seen.clone(), claims.clone());
             tokio::spawn(async move {
                 while let Some(link) = t2.accept().await {
-                    tokio::spawn(drive(link, seen2.clone(), claims2.clone()));
+                    tokio::spawn(drive(link, seen2.clone(), claims2.clone(), round.clone()));
                 }
             });
             // The transport lives as long as the runtime.
             std::mem::forget(t);
         });
-        Rogue { seen, _rt: rt }
+        Rogue {
+            seen,
+            rounds,
+            links: targets.len(),
+            _rt: rt,
+        }
+    }
+
+    /// Waits until the rogue has sent `n` more rounds of claims on each link it dialed.
+    fn wait_rounds(&self, n: usize) {
+        while self.rounds.try_recv().is_ok() {}
+        for _ in 0..n * self.links {
+            self.rounds
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the rogue keeps claiming");
+        }
     }
 
     /// Messages and calls the nodes sent to the rogue's actors.
@@ -83,7 +97,12 @@ impl Rogue {
 
 /// Keeps a rogue's link up with heartbeats, re-sends its claims at every beat, and
 /// records what the node sends.
-async fn drive(mut link: plexus_net::Link, seen: Seen, claims: Vec<String>) {
+async fn drive(
+    mut link: plexus_net::Link,
+    seen: Seen,
+    claims: Vec<String>,
+    round: std::sync::mpsc::Sender<()>,
+) {
     let peer = link.peer.name.clone();
     let mut beat = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -110,6 +129,9 @@ async fn drive(mut link: plexus_net::Link, seen: Seen, claims: Vec<String>) {
                         eprintln!("rogue: cannot send to {peer}: {e}");
                         return;
                     }
+                }
+                if round.send(()).is_err() {
+                    return;
                 }
             }
         }
@@ -142,10 +164,18 @@ fn a_rogue_with_a_valid_certificate_cannot_take_the_masters_or_an_agents_name_ev
     let agent_rogue = Rogue::start(&c, "aaa", Role::Agent, &targets, &claims);
     let client_rogue = Rogue::start(&c, "aab", Role::Client, &targets, &claims);
 
-    // The master stops answering for longer than the agents' node-down timeout: they
-    // drop its names and look for a master again while the rogues keep claiming.
+    // The master stops answering until every agent has declared it down: they drop its
+    // names and look for a master again while the rogues keep claiming them.
+    let master_down = ["peer down", "peer=master"];
+    let before: Vec<usize> = c.agents.iter().map(|a| a.log_lines(&master_down)).collect();
     c.master.signal("STOP");
-    std::thread::sleep(Duration::from_millis(DOWN_MS * 3 + DOWN_MS / 2));
+    for (a, seen) in c.agents.iter().zip(before) {
+        a.wait_log_lines(&master_down, seen, Duration::from_secs(30));
+    }
+    // A few more rounds of claims against agents without a master.
+    for r in [&agent_rogue, &client_rogue] {
+        r.wait_rounds(3);
+    }
     c.master.signal("CONT");
 
     c.wait_state(
@@ -188,21 +218,8 @@ fn a_rogue_with_a_valid_certificate_cannot_take_the_masters_or_an_agents_name_ev
 fn a_stop_frame_from_a_peer_is_refused_logged_and_counted_and_the_master_keeps_working() {
     let c = KCluster::start("stopframe", 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (cert, key) = tls::issue(c.dir.path(), c.dir.path(), "mallory", Role::Client).unwrap();
-    let m = TlsMaterial::load(&c.dir.path().join("ca.pem"), &cert, &key).unwrap();
     let replied = rt.block_on(async {
-        let t = QuicTransport::bind(
-            LocalIdentity {
-                cluster: "plexus".into(),
-                name: "mallory".into(),
-                incarnation: 1,
-                addr: "127.0.0.1:0".parse().unwrap(),
-                roles: Role::Client.into(),
-            },
-            &m,
-            1 << 20,
-        )
-        .unwrap();
+        let t = rogue_transport(&c, "mallory", Role::Client);
         let mut link = t.dial(peer(MASTER, c.master_addr)).await.unwrap();
         // Every actor id from the counter's start: the master, its supervisor, the API.
         for pid in 0..2_000 {

@@ -34,6 +34,17 @@ pub enum NameRule {
     Refused(String),
 }
 
+impl NameRule {
+    /// Whether a claim under this rule is exclusive, or why it is refused.
+    pub fn exclusive(self) -> Result<bool, String> {
+        match self {
+            NameRule::Open => Ok(false),
+            NameRule::Exclusive => Ok(true),
+            NameRule::Refused(reason) => Err(reason),
+        }
+    }
+}
+
 /// The rule for `name` claimed by `node` whose certificate carries `roles`.
 pub fn rule(name: &str, node: &str, roles: Roles) -> NameRule {
     let need = |role: Role| {

@@ -32,7 +32,7 @@ use plexus_net::{
 use crate::detector::{FailureDetector, Verdict};
 use crate::error::{ActorsError, SendError};
 use crate::inbox::{Inbox, InboxGauge};
-use crate::names::{Claim, NameEntry, NameRule, NameTable};
+use crate::names::{rule, Claim, NameEntry, NameTable};
 use crate::session::{PendingSpawn, Session};
 use crate::watcher::{ProxyHost, Watcher, WatcherMsg};
 use crate::wire::{DownReason, Wire};
@@ -177,6 +177,16 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// Every operation, in order.
+    pub const ALL: [Refused; 6] = [
+        Refused::Cast,
+        Refused::Call,
+        Refused::Watch,
+        Refused::Stop,
+        Refused::Spawn,
+        Refused::Register,
+    ];
+
     /// The operation's name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -513,16 +523,12 @@ impl Node {
             pid: id.pid(),
             msg_type: std::any::type_name::<M>().to_string(),
         };
-        let exclusive = match crate::names::rule(name, self.name(), self.roles()) {
-            NameRule::Open => false,
-            NameRule::Exclusive => true,
-            NameRule::Refused(reason) => {
-                return Err(ActorsError::NameRefused {
-                    name: name.to_string(),
-                    reason,
-                })
-            }
-        };
+        let exclusive = crate::names::rule(name, self.name(), self.roles())
+            .exclusive()
+            .map_err(|reason| ActorsError::NameRefused {
+                name: name.to_string(),
+                reason,
+            })?;
         {
             let mut names = lock(&self.inner.names);
             if let Some(cur) = names.get(name) {
@@ -1090,9 +1096,9 @@ impl NodeInner {
         }
     }
 
-    /// Counts and logs a refused operation (the first of each kind from a peer, then at
-    /// every doubling of the count, so that a flood of refused frames does not flood the
-    /// log).
+    /// Counts and logs a refused operation (the first of each kind, then at every
+    /// doubling of its count, so that a flood of refused frames does not flood the log).
+    /// The link stays up: a refusal is an answer, not a failure.
     fn refuse(&self, s: &Session, op: Refused, what: std::fmt::Arguments<'_>) {
         let n = {
             let mut r = lock(&self.refusals);
@@ -1110,12 +1116,6 @@ impl NodeInner {
     /// one guessed from the counter reaches nothing else.
     fn reachable(&self, s: &Session, pid: u64) -> bool {
         s.granted(pid) || lock(&self.names).names_pid(&self.ident.name, pid)
-    }
-
-    /// True when the peer of `s` may stop local actor `pid`: it supervises it, or the
-    /// actor was spawned for it.
-    fn may_stop(&self, s: &Session, pid: u64) -> bool {
-        s.granted(pid) || lock(&s.linked_children).contains(&pid)
     }
 
     async fn dispatch(self: &Arc<Self>, s: &Arc<Session>, msg: Wire) {
@@ -1154,7 +1154,9 @@ impl NodeInner {
                     reason: DownReason::NoProc,
                 });
             }
-            Wire::Stop { pid, .. } if !self.may_stop(s, pid) => {
+            // Only the node an actor was spawned for (its supervisor's, when linked) may
+            // stop it: every actor spawned for a peer is granted to it.
+            Wire::Stop { pid, .. } if !s.granted(pid) => {
                 self.refuse(
                     s,
                     Refused::Stop,
@@ -1274,10 +1276,9 @@ impl NodeInner {
                 pid,
                 msg_type,
             } => {
-                let exclusive = match crate::names::rule(&name, &s.peer.name, s.peer_roles) {
-                    NameRule::Open => false,
-                    NameRule::Exclusive => true,
-                    NameRule::Refused(reason) => {
+                let exclusive = match rule(&name, &s.peer.name, s.peer_roles).exclusive() {
+                    Ok(x) => x,
+                    Err(reason) => {
                         self.refuse(s, Refused::Register, format_args!("{reason}"));
                         return;
                     }

@@ -51,14 +51,26 @@ fn at(path: &Path) -> impl Fn(std::io::Error) -> NetError + '_ {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), NetError> {
-    std::fs::write(path, text).map_err(at(path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(at(path))?;
+/// Writes `text` to `path` (and the directories above it) readable by its owner only:
+/// written to a file created with mode 0600 beside it, synced, then renamed over `path`,
+/// so the secret is never readable by others, not even for a moment, and a crash leaves
+/// the old file or the new one whole. For keys and tokens.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    Ok(())
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Creates a new cluster CA in `dir` (`ca.pem`, `ca.key`). Refuses to overwrite one.
@@ -83,7 +95,7 @@ pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, NetError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let cert = params.self_signed(&key).map_err(tls_err)?;
-    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&key_path, &key.serialize_pem()).map_err(at(&key_path))?;
     std::fs::write(&cert_path, cert.pem()).map_err(at(&cert_path))?;
     Ok(cert_path)
 }
@@ -126,7 +138,7 @@ pub fn issue(
     std::fs::create_dir_all(out_dir).map_err(at(out_dir))?;
     let (cert_path, key_path) = node_paths(out_dir, node);
     std::fs::write(&cert_path, cert.pem()).map_err(at(&cert_path))?;
-    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&key_path, &key.serialize_pem()).map_err(at(&key_path))?;
     Ok((cert_path, key_path))
 }
 
@@ -177,15 +189,14 @@ impl TlsMaterial {
             init_ca(dir, cluster)?;
             created = true;
         }
-        let current = cert.exists() && key.exists() && {
+        if cert.exists() && key.exists() {
             let m = Self::load(&ca_cert, &cert, &key)?;
-            cert_roles(&m.chain[0]).is_ok_and(|r| r == roles)
-        };
-        if !current {
-            issue(dir, dir, node, roles)?;
-            created = true;
+            if cert_roles(&m.chain[0]).is_ok_and(|r| r == roles) {
+                return Ok((m, created));
+            }
         }
-        Ok((Self::load(&ca_cert, &cert, &key)?, created))
+        issue(dir, dir, node, roles)?;
+        Ok((Self::load(&ca_cert, &cert, &key)?, true))
     }
 
     /// The roles this node's own certificate carries.

@@ -59,6 +59,29 @@ impl Proc {
         assert!(st.success(), "kill -{signal} {pid}");
     }
 
+    /// How many lines of its log contain every one of `words`.
+    pub fn log_lines(&self, words: &[&str]) -> usize {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        t.lines()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .count()
+    }
+
+    /// Waits until more than `seen` lines of its log contain every one of `words` (a
+    /// paused process's peers say so in their logs; nothing else tells).
+    pub fn wait_log_lines(&self, words: &[&str], seen: usize, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while self.log_lines(words) <= seen {
+            assert!(
+                Instant::now() < end,
+                "no new log line with {words:?} from {} within {timeout:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
@@ -75,6 +98,8 @@ pub struct KCluster {
     pub agents: Vec<Proc>,
     /// The agents' QUIC addresses, in the order of `agents`.
     pub agent_addrs: Vec<SocketAddr>,
+    /// The API token of the tests' principal (`test`, in the master's settings).
+    pub token: String,
 }
 
 pub fn node_toml(
@@ -137,16 +162,23 @@ impl KCluster {
             .parse()
             .unwrap();
         let api_addr = format!("127.0.0.1:{}", free_tcp("127.0.0.1"));
+        // The tests call the API as a principal of their own, whose token exists before
+        // the master starts.
+        let token = format!("test-token-{:016}", std::process::id());
+        let token_file = dir.path().join("test.token");
+        std::fs::write(&token_file, &token).unwrap();
         let cfg = format!(
             "{}[master]\napi_listen = \"{api_addr}\"\nallocation_interval = \"200ms\"\n\
-             agent_removal_timeout = \"{removal_timeout}\"\n{master_extra}",
+             agent_removal_timeout = \"{removal_timeout}\"\n{master_extra}\
+             [[master.principals]]\nname = \"test\"\ntoken_file = \"{}\"\n",
             node_toml(
                 dir.path(),
                 MASTER,
                 plexus_net::Role::Master,
                 master_addr,
                 node
-            )
+            ),
+            token_file.display()
         );
         let cfg_path = dir.path().join("master.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
@@ -197,6 +229,7 @@ impl KCluster {
             master,
             agents: procs,
             agent_addrs,
+            token,
         };
         c.wait_state("all agents registered", Duration::from_secs(60), |s| {
             s.agents
@@ -208,18 +241,9 @@ impl KCluster {
         c
     }
 
-    /// `Bearer TOKEN` of the master's own `admin` token.
-    /// (Waits for the master to have made it, as it does when it starts.)
+    /// `Bearer TOKEN` of the tests' principal.
     pub fn bearer(&self) -> String {
-        let path = self.dir.path().join(MASTER).join("master/api.token");
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            match std::fs::read_to_string(&path) {
-                Ok(t) if !t.trim().is_empty() => return format!("Bearer {}", t.trim()),
-                _ if Instant::now() > end => panic!("no token in {}", path.display()),
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        format!("Bearer {}", self.token)
     }
 
     /// Status and body of a GET of `path` on the API.
@@ -245,11 +269,9 @@ impl KCluster {
             .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
     }
 
-    /// An API client with the master's own token.
+    /// An API client with the tests' token.
     pub fn client(&self) -> Client {
-        let bearer = self.bearer();
-        let token = bearer.strip_prefix("Bearer ").map(str::to_string);
-        Client::with_token(&self.api, token)
+        Client::with_token(&self.api, Some(self.token.clone()))
     }
 
     pub fn logs(&self) -> String {

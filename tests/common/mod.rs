@@ -47,6 +47,28 @@ pub fn test_roles(name: &str) -> plexus_net::Roles {
     }
 }
 
+/// A bare QUIC transport for a node `name` of cluster `plexus` on 127.0.0.1, with the
+/// roles its certificate `tls` carries: a test speaks the node protocol through it by
+/// hand.
+pub fn raw_transport(
+    name: &str,
+    tls: &tls::TlsMaterial,
+) -> std::sync::Arc<plexus_net::QuicTransport> {
+    plexus_net::QuicTransport::bind(
+        plexus_net::LocalIdentity {
+            cluster: "plexus".into(),
+            name: name.into(),
+            incarnation: 1,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            // Replaced by the certificate's roles when bound.
+            roles: plexus_net::Roles::NONE,
+        },
+        tls,
+        1 << 20,
+    )
+    .unwrap_or_else(|e| panic!("binding a transport for {name}: {e}"))
+}
+
 /// TLS settings for node `name` with `roles`, issued by the CA in `dir`.
 pub fn certs_as(dir: &Path, name: &str, roles: impl Into<plexus_net::Roles>) -> TlsSettings {
     let (c, k) = tls::issue(dir, dir, name, roles).unwrap();

@@ -189,27 +189,8 @@ pub fn ensure_token_file(path: &Path) -> Result<(String, bool), AuthError> {
         Err(e) => return Err(err(e)),
     }
     let token = new_token()?;
-    write_secret(path, &token).map_err(err)?;
+    plexus_net::tls::write_private(path, &format!("{token}\n")).map_err(err)?;
     Ok((token, true))
-}
-
-/// Writes `text` to `path` readable by its owner only (replacing it whole).
-pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(format!("{text}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -890,14 +890,7 @@ pub fn refusals_text(refused: &std::collections::BTreeMap<plexus_actors::Refused
     let mut m = format!(
         "# HELP {name} Frames refused from authenticated peers, by operation.\n# TYPE {name} counter\n"
     );
-    for op in [
-        Refused::Cast,
-        Refused::Call,
-        Refused::Watch,
-        Refused::Stop,
-        Refused::Spawn,
-        Refused::Register,
-    ] {
+    for op in Refused::ALL {
         let n = refused.get(&op).copied().unwrap_or(0);
         m.push_str(&format!("{name}{{op=\"{}\"}} {n}\n", op.as_str()));
     }
