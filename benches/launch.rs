@@ -66,6 +66,8 @@ fn true_job() -> JobRequest {
         argv: vec!["/bin/true".into()],
         resources: Resources::new(0.01, 8),
         role: None,
+        owner: None,
+        user: None,
     }
 }
 

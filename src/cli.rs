@@ -156,12 +156,16 @@ pub struct RunArgs {
     /// Memory in MB.
     #[arg(long, default_value_t = 64)]
     pub mem: u64,
-    /// Disk in MB.
+    /// Disk in MB, enforced on the task's sandbox (0: not enforced).
     #[arg(long, default_value_t = 0)]
     pub disk: u64,
     /// Role: `*` (default), or a role the jobs framework serves (see `master.job_roles`).
     #[arg(long)]
     pub role: Option<String>,
+    /// OS user to run the task as (default: the agent's `agent.task_user`); the master's
+    /// ACLs must allow it (root only when a rule names it).
+    #[arg(long)]
+    pub user: Option<String>,
     /// Name of the job.
     #[arg(long)]
     pub name: Option<String>,
@@ -551,6 +555,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 disk: r.disk,
                 name: r.name,
                 role: r.role,
+                user: r.user,
             };
             let o = plexus::client::RunOptions {
                 detach: r.detach,

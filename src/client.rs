@@ -496,18 +496,19 @@ pub fn ps(c: &Client, all: bool, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} DETAIL",
-        "TASK", "NAME", "STATE", "CPUS", "MEM(MB)", "AGENT"
+        "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} {:<10} DETAIL",
+        "TASK", "NAME", "STATE", "CPUS", "MEM(MB)", "AGENT", "OWNER"
     );
     for t in tasks {
         println!(
-            "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} {}",
+            "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} {:<10} {}",
             t.task_id,
             fit(&t.name, 20),
             t.state,
             t.resources.cpus(),
             t.resources.mem_mb,
             t.agent_id.as_deref().unwrap_or("-"),
+            fit(t.owner.as_deref().unwrap_or("-"), 10),
             detail(&t)
         );
     }

@@ -13,7 +13,8 @@ use plexus_kernel::agent::{
 };
 use plexus_kernel::api::{ApiContext, ApiSpec, ApiSupervisor, ApiSupervisorMsg};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
-use plexus_kernel::containerizer::ProcessContainerizer;
+use plexus_kernel::containerizer::logs::LogLimits;
+use plexus_kernel::containerizer::{ProcessContainerizer, TaskLimits};
 use plexus_kernel::jobs::{Jobs, JobsStore, MAX_JOB_ROLES};
 use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
@@ -147,6 +148,13 @@ pub fn api_access(
             .add_token_file(&p.name, &p.token_file)
             .with_context(|| format!("`master.principals[{i}].token_file`"))?;
     }
+    if let Some(acls) = &s.master.acls {
+        check_acl_principals(acls, &names)?;
+    }
+    access.set_acls(plexus_kernel::api::acl::Acls::new(
+        s.master.acls.clone(),
+        Some(ADMIN_PRINCIPAL.to_string()),
+    ));
     let (token, made) = auth::ensure_token_file(&master_dir.join("api.token"))?;
     access.add_token(ADMIN_PRINCIPAL, &token);
     if made {
@@ -154,6 +162,44 @@ pub fn api_access(
     }
     leave_cli_credential(s.master.api_listen, &token);
     Ok(access)
+}
+
+/// Every principal an ACL rule names must be configured (or `*`): a misspelt name would
+/// silently allow nobody.
+fn check_acl_principals(
+    acls: &plexus_config::AclSettings,
+    names: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let lists = [
+        ("run_tasks", &acls.run_tasks),
+        ("kill_tasks", &acls.kill_tasks),
+        ("view_tasks", &acls.view_tasks),
+        ("read_logs", &acls.read_logs),
+    ];
+    for (kind, rules) in lists {
+        for (i, r) in rules.iter().enumerate() {
+            let key = format!("master.acls.{kind}[{i}]");
+            if r.principals.is_empty() {
+                anyhow::bail!("invalid value for `{key}.principals`: [] (name at least one principal, or \"*\")");
+            }
+            for p in r.principals.iter().chain(&r.owners) {
+                if p != "*" && !names.contains(p) {
+                    anyhow::bail!(
+                        "invalid value in `{key}`: {p:?} is not a principal (known: {})",
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            for u in &r.users {
+                if u != "*" {
+                    if let Some(e) = plexus_kernel::protocol::user_problem(u) {
+                        anyhow::bail!("invalid value in `{key}.users`: {e}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies the admin token where the CLI of this machine's user looks for the API at
@@ -206,7 +252,16 @@ pub fn agent_resources(s: &NodeSettings) -> anyhow::Result<RoleResources> {
         anyhow::anyhow!("invalid value for `{key}`: {value:?}: {e}")
     };
     let mut total = if s.agent.resources.trim().is_empty() {
-        detect_resources()
+        let mut r = detect_resources();
+        // Disk offered is what is free less the floor kept for the agent's own state.
+        let free_mb = s
+            .state_dir
+            .ancestors()
+            .find_map(plexus_kernel::containerizer::shim::free_mb);
+        if let Some(free_mb) = free_mb {
+            r.disk_mb = r.disk_mb.min(free_mb.saturating_sub(s.agent.disk_floor_mb));
+        }
+        r
     } else {
         Resources::parse(&s.agent.resources)
             .map_err(|e| bad("agent.resources", &s.agent.resources, &e))?
@@ -261,7 +316,18 @@ pub async fn start_agent(
     if let CgroupMode::Unavailable { why } = &mode {
         tracing::warn!("tasks get no cgroup isolation, only an address-space rlimit: {why}");
     }
-    let mut c = ProcessContainerizer::new(state_dir.join("sandboxes"), shim, mode);
+    let limits = TaskLimits {
+        max_pids: (s.agent.task_max_pids > 0).then_some(s.agent.task_max_pids),
+        logs: LogLimits {
+            max_bytes: s.agent.task_log_max_mb << 20,
+            rotations: s.agent.task_log_rotations,
+        },
+        disk_floor_mb: s.agent.disk_floor_mb,
+        check_interval_ms: s.agent.limit_check_interval.as_millis() as u64,
+        disk_check_interval_ms: s.agent.disk_check_interval.as_millis() as u64,
+    };
+    let mut c =
+        ProcessContainerizer::new(state_dir.join("sandboxes"), shim, mode).with_limits(limits);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let ids = plexus_kernel::containerizer::lookup_user(&s.agent.task_user).map_err(|e| {
@@ -314,4 +380,25 @@ pub fn own_shim() -> anyhow::Result<Vec<OsString>> {
         return Ok(vec![sibling.into()]);
     }
     Ok(vec![exe.into(), "__shim".into()])
+}
+
+#[cfg(test)]
+mod acl_example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_acl_file_loads_and_names_only_its_principals() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/master-acls.toml");
+        // Parsed as the master parses it (its certificates are not there to check).
+        let s: NodeSettings = plexus_config::load_layered(Some(&path), "PLEXUS", &[]).unwrap();
+        let acls = s.master.acls.clone().expect("the example has ACLs");
+        let mut names: std::collections::BTreeSet<String> =
+            s.master.principals.iter().map(|p| p.name.clone()).collect();
+        names.insert(plexus_kernel::api::auth::ADMIN_PRINCIPAL.into());
+        check_acl_principals(&acls, &names).unwrap();
+        names.remove("oncall");
+        let e = check_acl_principals(&acls, &names).unwrap_err().to_string();
+        assert!(e.contains("\"oncall\" is not a principal"), "{e}");
+    }
 }

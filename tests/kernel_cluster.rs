@@ -235,6 +235,7 @@ impl Scheduler for Manual {
                         name: "acked".into(),
                         argv: self.argv.clone(),
                         resources: Resources::new(0.1, 16),
+                        user: None,
                     }],
                     Duration::from_secs(3600),
                 )
@@ -907,11 +908,18 @@ fn largest_file(dir: &Path) -> Option<(PathBuf, u64)> {
 
 #[test]
 fn a_full_state_disk_holds_updates_until_they_are_durable_and_reports_only_what_happened() {
-    // The agent's state directory (checkpoint and sandboxes) is a 2 MiB tmpfs.
+    // The agent's state directory (checkpoint and sandboxes) is a 2 MiB tmpfs, and no
+    // free space is kept back from tasks' output, so a task can fill it.
     let mounted = std::cell::RefCell::new(Vec::new());
-    let c = KCluster::start_full("fulldisk", 1, "60s", "", &|dir| {
-        mounted.borrow_mut().push(Tmpfs::mount(dir, "2m"))
-    });
+    let c = KCluster::start_opts(
+        "fulldisk",
+        1,
+        "60s",
+        "",
+        "",
+        "disk_floor_mb = 0\n",
+        &|dir| mounted.borrow_mut().push(Tmpfs::mount(dir, "2m")),
+    );
     let state_dir = mounted.borrow()[0].0.clone();
     let api = c.client();
     // A task fills the disk with its output, then exits 0: that is what is reported

@@ -356,8 +356,8 @@ fn run_prints_the_output_and_exits_with_the_commands_code() {
         "names cut with a mark: {line}"
     );
     assert!(
-        line.contains("TASK_KILLED") && line.contains("0.1"),
-        "{line}"
+        line.contains("TASK_KILLED") && line.contains("0.1") && line.contains(" admin "),
+        "the owner is the principal that submitted it: {line}"
     );
 }
 
@@ -411,6 +411,7 @@ fn what_no_agent_could_run_is_refused_naming_the_field_and_limit() {
         disk: 0,
         name: None,
         role: None,
+        user: None,
     };
     for (j, wanted) in [
         (job(0.0, 64, &["true"]), "cpus"),

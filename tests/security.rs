@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use plexus::client::Client;
 use plexus_actors::__private::Wire;
+use plexus_kernel::api::SubmitJob;
+use plexus_kernel::reason::Reason;
 use plexus_net::tls::{self, TlsMaterial};
 use plexus_net::{PeerAddr, QuicTransport, Role, Transport};
 
@@ -313,6 +316,7 @@ fn the_api_answers_only_a_credential_on_a_host_that_names_it_within_its_time() {
         "60s",
         "",
         "api_request_timeout = \"2s\"\n",
+        "",
         &|_| {},
     );
     let bearer = ("Authorization", c.bearer());
@@ -417,4 +421,170 @@ fn a_task_runs_as_the_default_user_and_cannot_read_the_agents_key() {
     assert_eq!(out, "65534\n65534\nmine\n", "stderr: {err}");
     assert_eq!(err.matches("Permission denied").count(), 2, "{err}");
     assert_eq!(t.state, "TASK_FAILED", "{t:?}");
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[test]
+fn a_task_cannot_harm_its_agent_forks_output_and_disk_are_bounded() {
+    let c = KCluster::start_opts(
+        "bounds",
+        1,
+        "60s",
+        "",
+        "",
+        "task_max_pids = 32\ntask_log_max_mb = 1\nlimit_check_interval = \"50ms\"\n\
+         disk_check_interval = \"100ms\"\n",
+        &|_| {},
+    );
+    let client = c.client();
+    let bomb = client
+        .submit(&job(sh("while :; do sleep 1000 & done"), 0.2, 64))
+        .unwrap();
+    let gb = 1u64 << 30;
+    let chatty = client
+        .submit(&job(
+            sh(&format!("head -c {gb} /dev/zero; echo the end")),
+            1.0,
+            64,
+        ))
+        .unwrap();
+    let filler = client
+        .submit(&SubmitJob {
+            disk: 10,
+            ..job(
+                sh("head -c 30000000 /dev/urandom > big; sleep 1000"),
+                0.2,
+                64,
+            )
+        })
+        .unwrap();
+    let ids = [&bomb, &chatty, &filler];
+    let tasks = c.wait_tasks("the three tasks end", Duration::from_secs(120), |t| {
+        t.iter()
+            .filter(|t| ids.contains(&&t.task_id.to_string()) && t.state != "TASK_RUNNING")
+            .filter(|t| t.state != "TASK_STAGING" && t.state != "TASK_STARTING")
+            .count()
+            == 3
+    });
+    let get = |id: &String| tasks.iter().find(|t| t.task_id.as_str() == id).unwrap();
+    let (b, o, f) = (get(&bomb), get(&chatty), get(&filler));
+    assert_eq!(
+        (b.state.as_str(), b.reason),
+        ("TASK_FAILED", Some(Reason::ContainerLimitation)),
+        "{b:?}"
+    );
+    assert!(b.message.contains("pids limit of 32"), "{b:?}");
+    assert_eq!(
+        (f.state.as_str(), f.reason),
+        ("TASK_FAILED", Some(Reason::ContainerLimitationDisk)),
+        "{f:?}"
+    );
+    assert_eq!(o.state, "TASK_FINISHED", "{o:?}");
+    // At most the configured 1 MB of the gigabyte stays on the agent's disk ...
+    let sandbox = c
+        .dir
+        .path()
+        .join(&c.agents[0].name)
+        .join("agent/sandboxes")
+        .join(chatty.as_str());
+    let kept: u64 = std::fs::read_dir(&sandbox)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("stdout"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(kept <= 1 << 20, "{kept} bytes of stdout kept");
+    // ... and `plexus logs` reads it as one stream across the rotation.
+    let (tail, next) = client.logs(chatty.as_str(), "stdout", 0).unwrap();
+    assert_eq!(next, gb + 8, "offsets count every byte the task wrote");
+    assert!(tail.ends_with(b"\0the end\n") && tail.len() as u64 <= 1 << 20);
+}
+
+#[test]
+fn acls_decide_who_may_run_see_kill_and_read_which_tasks_and_root_needs_a_rule() {
+    let tokens = tempfile::tempdir().unwrap();
+    let token = |name: &str| {
+        let t = format!("{name}-token-{:016}", std::process::id());
+        std::fs::write(tokens.path().join(name), &t).unwrap();
+        t
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let principals = ["alice", "bob"]
+        .iter()
+        .map(|n| {
+            format!(
+                "[[master.principals]]\nname = \"{n}\"\ntoken_file = \"{}\"\n",
+                tokens.path().join(n).display()
+            )
+        })
+        .collect::<String>();
+    let acls = "[master.acls]\n\
+        [[master.acls.run_tasks]]\nprincipals = [\"alice\"]\nusers = [\"nobody\"]\n\
+        [[master.acls.view_tasks]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n\
+        [[master.acls.view_tasks]]\nprincipals = [\"test\"]\n\
+        [[master.acls.kill_tasks]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n\
+        [[master.acls.read_logs]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n";
+    let c = KCluster::start_opts(
+        "acls",
+        1,
+        "60s",
+        "",
+        &format!("{acls}{principals}"),
+        "",
+        &|_| {},
+    );
+    let as_alice = Client::with_token(&c.api, Some(alice));
+    let as_bob = Client::with_token(&c.api, Some(bob));
+    let forbidden = |r: anyhow::Result<String>, what: &str| {
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains("403") && e.contains("may not"), "{what}: {e}");
+        e
+    };
+    let sleeper_job = |user: Option<&str>| SubmitJob {
+        user: user.map(String::from),
+        ..job(sleeper(1), 0.1, 32)
+    };
+    // Bob may run nothing; nobody may run as root, whatever the rules' wildcards.
+    let e = forbidden(as_bob.submit(&sleeper_job(None)), "bob submits");
+    assert!(e.contains("master.acls.run_tasks"), "{e}");
+    for root in ["root", "0:0"] {
+        let e = forbidden(
+            as_alice.submit(&sleeper_job(Some(root))),
+            "alice asks for root",
+        );
+        assert!(e.contains(root), "{e}");
+    }
+    assert_eq!(running(&sleeper(1)), 0, "no refused task ran");
+    let id = as_alice.submit(&sleeper_job(Some("nobody"))).unwrap();
+    c.wait_tasks("alice's task runs", Duration::from_secs(30), |t| {
+        t.iter()
+            .any(|t| t.task_id.as_str() == id && t.state == "TASK_RUNNING")
+    });
+    // Bob can neither see, read nor kill it; alice can.
+    let e = as_bob.task(&id).map(|_| String::new());
+    forbidden(e, "bob looks at alice's task");
+    assert!(as_bob.tasks().unwrap().is_empty(), "bob's list hides it");
+    forbidden(
+        as_bob.logs(&id, "stdout", 0).map(|_| String::new()),
+        "bob reads alice's logs",
+    );
+    forbidden(
+        as_bob.kill(&id).map(|_| String::new()),
+        "bob kills alice's task",
+    );
+    assert_eq!(running(&sleeper(1)), 1, "alice's task still runs");
+    let t = as_alice.task(&id).unwrap();
+    assert_eq!(
+        (t.owner.as_deref(), t.user.as_deref()),
+        (Some("alice"), Some("nobody"))
+    );
+    as_alice.logs(&id, "stdout", 0).unwrap();
+    as_alice.kill(&id).unwrap();
+    c.wait_tasks("alice's task is killed", Duration::from_secs(30), |t| {
+        t.iter()
+            .any(|t| t.task_id.as_str() == id && t.state == "TASK_KILLED")
+    });
 }

@@ -185,6 +185,53 @@ pub struct MasterSettings {
     /// Principals that may call the API, each with a bearer token in a file (besides
     /// `admin`, whose token the master makes in `STATE_DIR/master/api.token`).
     pub principals: Vec<PrincipalSettings>,
+    /// Who may do what (`[master.acls]`); without it every principal may do everything
+    /// but run tasks as root.
+    pub acls: Option<AclSettings>,
+}
+
+/// Authorization rules (`[master.acls]`), in the spirit of Mesos's ACLs: each list
+/// holds rules that allow; once the table is given, what no rule allows is denied (403).
+/// The master's own admin principal is allowed everything but running tasks as root,
+/// which only a `run_tasks` rule naming `root` allows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclSettings {
+    /// Who may submit jobs (run tasks) in which roles as which OS users.
+    pub run_tasks: Vec<AclRule>,
+    /// Who may kill the tasks of which owners.
+    pub kill_tasks: Vec<AclRule>,
+    /// Who may see the tasks of which owners.
+    pub view_tasks: Vec<AclRule>,
+    /// Who may read the output of the tasks of which owners.
+    pub read_logs: Vec<AclRule>,
+}
+
+/// One rule: `principals` may act on the objects named by the other lists; `"*"` is
+/// any (but never `root` among `users`). Lists a rule's kind does not use are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclRule {
+    /// The principals the rule is for.
+    pub principals: Vec<String>,
+    /// Roles (`run_tasks`).
+    pub roles: Vec<String>,
+    /// OS users tasks may run as (`run_tasks`).
+    pub users: Vec<String>,
+    /// Principals whose tasks are concerned (`kill_tasks`, `view_tasks`, `read_logs`).
+    pub owners: Vec<String>,
+}
+
+impl Default for AclRule {
+    fn default() -> Self {
+        let any = || vec!["*".to_string()];
+        AclRule {
+            principals: Vec::new(),
+            roles: any(),
+            users: any(),
+            owners: any(),
+        }
+    }
 }
 
 /// A principal of the API (`[[master.principals]]`).
@@ -210,6 +257,7 @@ impl Default for MasterSettings {
             api_hosts: Vec::new(),
             api_request_timeout: Duration::from_secs(30),
             principals: Vec::new(),
+            acls: None,
         }
     }
 }
@@ -235,6 +283,23 @@ pub struct AgentSettings {
     /// it started (`0s`: keep trying for ever, logging why it cannot join).
     #[serde(with = "humantime_serde")]
     pub register_timeout: Duration,
+    /// Most processes and threads one task may have (its `pids` cgroup); a refused fork
+    /// ends the task with `REASON_CONTAINER_LIMITATION`. 0: no limit.
+    pub task_max_pids: u64,
+    /// Most of one task's stdout (and as much of its stderr) kept on disk, MB, over the
+    /// live file and its rotations; older output is dropped.
+    pub task_log_max_mb: u64,
+    /// Rotated files kept per stream besides the live one (`stdout.1` …).
+    pub task_log_rotations: u32,
+    /// Free disk kept for the agent's own state, MB: no task starts below it, task
+    /// output is dropped rather than written, and detected `disk` leaves it out.
+    pub disk_floor_mb: u64,
+    /// How often each task's memory (OOM) and pids counters are checked.
+    #[serde(with = "humantime_serde")]
+    pub limit_check_interval: Duration,
+    /// How often each task's sandbox is measured against its `disk`.
+    #[serde(with = "humantime_serde")]
+    pub disk_check_interval: Duration,
 }
 
 impl Default for AgentSettings {
@@ -246,6 +311,12 @@ impl Default for AgentSettings {
             cgroups: true,
             task_user: "nobody".into(),
             register_timeout: Duration::ZERO,
+            task_max_pids: 4096,
+            task_log_max_mb: 20,
+            task_log_rotations: 1,
+            disk_floor_mb: 1024,
+            limit_check_interval: Duration::from_millis(250),
+            disk_check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -374,6 +445,29 @@ impl NodeSettings {
                 ms(self.master.allocation_interval),
                 "must be positive",
             ));
+        }
+        let a = &self.agent;
+        if a.task_log_max_mb == 0 || a.task_log_max_mb > 1 << 20 {
+            return Err(bad(
+                "agent.task_log_max_mb",
+                a.task_log_max_mb.to_string(),
+                "must be between 1 and 1048576",
+            ));
+        }
+        if a.task_log_rotations > 100 {
+            return Err(bad(
+                "agent.task_log_rotations",
+                a.task_log_rotations.to_string(),
+                "must be at most 100",
+            ));
+        }
+        for (key, d) in [
+            ("agent.limit_check_interval", a.limit_check_interval),
+            ("agent.disk_check_interval", a.disk_check_interval),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return Err(bad(key, ms(d), "must be positive and at most 1h"));
+            }
         }
         if let Some(p) = self.peers.iter().find(|p| p.name == self.name) {
             return Err(bad(

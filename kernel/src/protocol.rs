@@ -30,6 +30,9 @@ pub struct TaskSpec {
     pub argv: Vec<String>,
     /// What it needs.
     pub resources: Resources,
+    /// The OS user it runs as (`None`: its agent's default user); the master's ACLs
+    /// decided it may.
+    pub user: Option<String>,
 }
 
 /// Most bytes a task's command and arguments may take together: what an agent
@@ -52,8 +55,30 @@ impl TaskSpec {
                 self.task_id.len()
             ));
         }
+        if let Some(u) = &self.user {
+            if let Some(p) = user_problem(u) {
+                return Some(p);
+            }
+        }
         command_size_problem(&self.argv, &self.name)
     }
+}
+
+/// Most bytes of an OS user's name (or `UID:GID`).
+pub const MAX_TASK_USER_BYTES: usize = 64;
+
+/// What is wrong with `user` as the OS user of a task, if anything.
+pub fn user_problem(user: &str) -> Option<String> {
+    let ok = !user.is_empty()
+        && user.len() <= MAX_TASK_USER_BYTES
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    (!ok).then(|| {
+        format!(
+            "user {user:?} must be 1 to {MAX_TASK_USER_BYTES} letters, digits, `_`, `-`, `.`              (a user name, or UID:GID)"
+        )
+    })
 }
 
 /// What makes a command (`argv`) or a name larger than a task's may be, naming the
@@ -430,10 +455,11 @@ pub enum AgentMsg {
         task_id: TaskId,
         /// `stdout` or `stderr`.
         file: String,
-        /// Byte offset.
+        /// Offset in the stream (counting every byte the task wrote to it).
         offset: u64,
-        /// Answers the bytes (at most 1 MiB) or why not.
-        reply: RpcReplyPort<Result<Vec<u8>, String>>,
+        /// Answers the offset the bytes start at (later than `offset` when older output
+        /// was rotated away) and the bytes (at most 1 MiB), or why not.
+        reply: RpcReplyPort<Result<(u64, Vec<u8>), String>>,
     },
     /// Registration answered (internal retries stop).
     Registered,

@@ -46,6 +46,10 @@ reasons! {
     Reconciliation = "REASON_RECONCILIATION",
     /// The task went over its memory limit.
     ContainerLimitationMemory = "REASON_CONTAINER_LIMITATION_MEMORY",
+    /// The task's sandbox grew past its `disk`.
+    ContainerLimitationDisk = "REASON_CONTAINER_LIMITATION_DISK",
+    /// The task crossed another limit of its container (its `pids` limit).
+    ContainerLimitation = "REASON_CONTAINER_LIMITATION",
     /// The command failed (non-zero exit or a signal).
     CommandExecutorFailed = "REASON_COMMAND_EXECUTOR_FAILED",
     /// The container could not be launched.

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use plexus_kernel::containerizer::cgroups::{CgroupMode, TaskCgroup};
+use plexus_kernel::containerizer::logs::{self, LogLimits};
 use plexus_kernel::containerizer::shim::{self, ExitRecord};
 use plexus_kernel::containerizer::{
     classify, ContainerError, ContainerInfo, Containerizer, LaunchSpec, ProcessContainerizer,
+    TaskLimits,
 };
 use plexus_kernel::reason::Reason;
 use plexus_kernel::resources::Resources;
@@ -58,6 +60,7 @@ impl Fixture {
                 task_id: id.into(),
                 argv: vec!["/bin/sh".into(), "-c".into(), sh.into()],
                 resources: Resources::new(cpus, mem),
+                user: None,
             })
             .await
             .unwrap()
@@ -158,6 +161,7 @@ async fn a_kill_before_the_shim_started_the_task_keeps_it_from_starting() {
             task_id: "early".into(),
             argv: vec!["/bin/sh".into(), "-c".into(), "sleep 100".into()],
             resources: Resources::new(0.1, 32),
+            user: None,
         })
         .await
         .unwrap();
@@ -187,12 +191,7 @@ async fn exceeding_memory_fails_with_the_memory_reason() {
             64,
         )
         .await;
-    let (st, reason, msg) = end(&f.c, &hog, false).await;
-    assert_eq!(
-        (st, reason),
-        (TaskState::Failed, Some(Reason::ContainerLimitationMemory)),
-        "{msg}"
-    );
+    let msg = ended_by(&f.c, &hog, Reason::ContainerLimitationMemory).await;
 }
 
 #[tokio::test]
@@ -234,20 +233,17 @@ async fn bad_commands_fail_to_launch_with_a_reason() {
             task_id: "nope".into(),
             argv: vec!["/nonexistent/command".into()],
             resources: Resources::new(0.1, 32),
+            user: None,
         })
         .await
         .unwrap();
-    let (st, reason, msg) = end(&f.c, &info, false).await;
-    assert_eq!(
-        (st, reason),
-        (TaskState::Failed, Some(Reason::ContainerLaunchFailed)),
-        "{msg}"
-    );
+    let msg = ended_by(&f.c, &info, Reason::ContainerLaunchFailed).await;
     let empty =
         f.c.launch(LaunchSpec {
             task_id: "empty".into(),
             argv: vec![],
             resources: Resources::new(0.1, 32),
+            user: None,
         })
         .await;
     assert!(empty.unwrap_err().to_string().contains("empty command"));
@@ -303,6 +299,7 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
                 "echo \"$PLEXUS_SANDBOX\"; pwd; echo \"$HOME\"; read x || echo eof".into(),
             ],
             resources: Resources::new(0.1, 32),
+            user: None,
         })
         .await
         .unwrap();
@@ -325,6 +322,7 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
             task_id: "missing".into(),
             argv: vec!["no-such-command-anywhere".into()],
             resources: Resources::new(0.1, 32),
+            user: None,
         })
         .await
         .unwrap_err();
@@ -388,4 +386,163 @@ async fn orphans_of_another_agent_with_other_state_are_left_alone() {
     assert!(f.c.is_running(&theirs));
     f.c.kill(&theirs, Duration::from_secs(5)).await;
     assert_eq!(end(&f.c, &theirs, true).await.0, TaskState::Killed);
+}
+
+/// Waits for the task to end `TASK_FAILED` with `reason`; its message.
+async fn ended_by(c: &ProcessContainerizer, info: &ContainerInfo, reason: Reason) -> String {
+    let (st, r, msg) = end(c, info, false).await;
+    assert_eq!((st, r), (TaskState::Failed, Some(reason)), "{msg}");
+    msg
+}
+
+/// A fixture whose containerizer holds tasks to `limits`, checked every 20 ms.
+fn limited(limits: TaskLimits) -> Fixture {
+    let mut f = Fixture::new(true);
+    f.c = f.new_containerizer().with_limits(TaskLimits {
+        check_interval_ms: 20,
+        disk_check_interval_ms: 20,
+        ..limits
+    });
+    f
+}
+
+async fn wait_gone(p: &std::path::Path) {
+    for _ in 0..1200 {
+        if !p.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} is still there", p.display());
+}
+
+#[tokio::test]
+async fn a_fork_loop_is_stopped_by_the_pids_limit() {
+    let f = limited(TaskLimits {
+        max_pids: Some(32),
+        ..TaskLimits::default()
+    });
+    if !f.has_cgroups() {
+        return;
+    }
+    let bomb = f
+        .launch("bomb", "while :; do sleep 1000 & done", 0.5, 64)
+        .await;
+    if !bomb.cgroups.iter().any(|d| d.join("pids.max").exists()) {
+        eprintln!("no pids controller here: this test cannot check the limit");
+        return;
+    }
+    let msg = ended_by(&f.c, &bomb, Reason::ContainerLimitation).await;
+    assert!(msg.contains("pids limit of 32"), "{msg}");
+    // Every process of the loop is gone with the task's cgroups.
+    for d in &bomb.cgroups {
+        wait_gone(d).await;
+    }
+}
+
+#[tokio::test]
+async fn a_gigabyte_of_output_leaves_only_the_configured_log_size_on_disk() {
+    let max_bytes = 1 << 20;
+    let f = limited(TaskLimits {
+        logs: LogLimits {
+            max_bytes,
+            rotations: 1,
+        },
+        ..TaskLimits::default()
+    });
+    let gb = 1u64 << 30;
+    let chatty = f
+        .launch(
+            "chatty",
+            &format!("head -c {gb} /dev/zero; echo the end"),
+            1.0,
+            64,
+        )
+        .await;
+    let (st, _, msg) = end(&f.c, &chatty, false).await;
+    assert_eq!(st, TaskState::Finished, "{msg}");
+    let stdout = chatty.sandbox.join("stdout");
+    let files = logs::files_of(&stdout);
+    let on_disk: u64 = files.iter().map(|p| p.metadata().unwrap().len()).sum();
+    assert!(
+        on_disk <= max_bytes,
+        "{on_disk} bytes of output kept: {files:?}"
+    );
+    let (tail, start) = logs::read_across(&stdout, 0, u64::MAX).unwrap();
+    assert_eq!(
+        start + tail.len() as u64,
+        gb + 8,
+        "every byte passed through"
+    );
+    assert!(
+        tail.ends_with(b"\0\0the end\n"),
+        "the newest output is kept"
+    );
+}
+
+#[tokio::test]
+async fn writing_past_its_disk_ends_a_task_with_the_disk_reason() {
+    let f = limited(TaskLimits::default());
+    let filler =
+        f.c.launch(LaunchSpec {
+            task_id: "filler".into(),
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "head -c 30000000 /dev/urandom > big; touch wrote; sleep 1000".into(),
+            ],
+            resources: Resources {
+                disk_mb: 10,
+                ..Resources::new(0.5, 64)
+            },
+            user: None,
+        })
+        .await
+        .unwrap();
+    let msg = ended_by(&f.c, &filler, Reason::ContainerLimitationDisk).await;
+    assert!(msg.contains("task's disk of 10 MB"), "{msg}");
+}
+
+#[tokio::test]
+async fn the_first_oom_kill_ends_the_task_even_if_its_main_process_lives_on() {
+    let f = limited(TaskLimits::default());
+    if !f.has_cgroups() {
+        return;
+    }
+    // The hog is a child the kernel kills; the shell would go on sleeping.
+    let hog = f
+        .launch(
+            "hog",
+            "python3 -c 'a = bytearray(400 * 1024 * 1024)'; sleep 1000",
+            1.0,
+            64,
+        )
+        .await;
+    let msg = ended_by(&f.c, &hog, Reason::ContainerLimitationMemory).await;
+    assert!(msg.contains("OOM-killed"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_task_cgroup_is_removed_with_what_it_left_running_when_the_task_ends() {
+    let f = Fixture::new(true);
+    if !f.has_cgroups() {
+        return;
+    }
+    let leaver = f
+        .launch("leaver", "sleep 1000 & echo $! > bg", 0.1, 32)
+        .await;
+    assert_eq!(end(&f.c, &leaver, false).await.0, TaskState::Finished);
+    for d in &leaver.cgroups {
+        wait_gone(d).await;
+    }
+    let bg: i32 = std::fs::read_to_string(leaver.sandbox.join("bg"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill with signal 0 only asks whether the pid exists.
+    let alive = unsafe { libc::kill(bg, 0) } == 0;
+    let zombie = std::fs::read_to_string(format!("/proc/{bg}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
+    assert!(!alive || zombie, "the task's background process was killed");
 }

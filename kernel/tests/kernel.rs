@@ -251,6 +251,8 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
                 argv: vec!["/bin/sh".into(), "-c".into(), format!("echo job {i}")],
                 resources: Resources::new(0.5, 64),
                 role: None,
+                owner: None,
+                user: None,
             })
             .unwrap()
         })
@@ -274,6 +276,8 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
             argv: vec!["true".into()],
             resources: Resources::new(1.0, 100_000),
             role: None,
+            owner: None,
+            user: None,
         })
         .unwrap();
     wait_jobs(&jobs, |js| {
@@ -295,6 +299,8 @@ async fn submit_running(jobs: &Jobs, argv: &[&str]) -> TaskId {
             argv: argv.iter().map(|a| a.to_string()).collect(),
             resources: Resources::new(0.5, 64),
             role: None,
+            owner: None,
+            user: None,
         })
         .unwrap();
     wait_jobs(jobs, |js| {
@@ -343,6 +349,7 @@ async fn malformed_launches_become_task_error_and_the_master_stays_up() {
         name: id.into(),
         argv: argv.into_iter().map(String::from).collect(),
         resources: r,
+        user: None,
     };
     let sched = Scripted {
         launches: vec![
@@ -470,6 +477,7 @@ async fn failover_within_the_timeout_keeps_tasks_and_after_it_kills_them() {
             name: "svc".into(),
             argv: vec!["sleep".into(), sleeper.clone()],
             resources: Resources::new(0.5, 32),
+            user: None,
         }],
     )
     .await;
@@ -573,6 +581,7 @@ impl Scheduler for OneAtATime {
                         name: id,
                         argv,
                         resources: Resources::new(1.0, 512),
+                        user: None,
                     }],
                     Duration::ZERO,
                 )
@@ -962,6 +971,8 @@ async fn an_agent_that_cannot_write_its_checkpoint_takes_no_tasks_and_says_why_u
             argv: vec!["sleep".into(), "300".into()],
             resources: Resources::new(1.0, 64),
             role: None,
+            owner: None,
+            user: None,
         })
         .unwrap();
     // The launch cannot be recorded: the agent says so, is offered no more, and starts

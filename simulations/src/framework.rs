@@ -136,6 +136,7 @@ impl Scheduler for SimScheduler {
                         vec!["simulated".into(), "x".repeat(self.argv_bytes)]
                     },
                     resources: want,
+                    user: None,
                 });
                 bytes += tasks.last().map_or(0, TaskSpec::approx_bytes);
             }

@@ -143,17 +143,19 @@ impl KCluster {
         node: &str,
         prepare: &dyn Fn(&Path),
     ) -> KCluster {
-        Self::start_opts(tag, agents, removal_timeout, node, "", prepare)
+        Self::start_opts(tag, agents, removal_timeout, node, "", "", prepare)
     }
 
-    /// As [`KCluster::start_full`], with `master` (lines of the `[master]` table) in the
-    /// master's configuration.
+    /// As [`KCluster::start_full`], with `master_extra` (lines of the `[master]` table)
+    /// in the master's configuration and `agent_extra` (of `[agent]`) in the agents'.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_opts(
         tag: &str,
         agents: usize,
         removal_timeout: &str,
         node: &str,
         master_extra: &str,
+        agent_extra: &str,
         prepare: &dyn Fn(&Path),
     ) -> KCluster {
         let dir = tempfile::tempdir().unwrap();
@@ -201,7 +203,7 @@ impl KCluster {
             let listen: SocketAddr = format!("{ip}:{}", free_udp(&ip)).parse().unwrap();
             agent_addrs.push(listen);
             let cfg = format!(
-                "{}[agent]\nresources = \"cpus:4;mem:4096;disk:10000\"\nkill_grace = \"1s\"\n",
+                "{}[agent]\nresources = \"cpus:4;mem:4096;disk:10000\"\nkill_grace = \"1s\"\n{agent_extra}",
                 node_toml(dir.path(), &name, plexus_net::Role::Agent, listen, node)
             );
             let cfg_path = dir.path().join(format!("{name}.toml"));
@@ -389,5 +391,6 @@ pub fn job(argv: Vec<String>, cpus: f64, mem: u64) -> SubmitJob {
         disk: 0,
         name: None,
         role: None,
+        user: None,
     }
 }

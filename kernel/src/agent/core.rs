@@ -100,6 +100,59 @@ pub struct Checkpoint {
     pub completed: VecDeque<CompletedTask>,
 }
 
+/// A task spec as agents before task users wrote it.
+#[derive(Deserialize)]
+struct TaskSpecV1 {
+    task_id: TaskId,
+    name: String,
+    argv: Vec<String>,
+    resources: crate::resources::Resources,
+}
+
+impl From<TaskSpecV1> for TaskSpec {
+    fn from(s: TaskSpecV1) -> TaskSpec {
+        TaskSpec {
+            task_id: s.task_id,
+            name: s.name,
+            argv: s.argv,
+            resources: s.resources,
+            user: None,
+        }
+    }
+}
+
+/// The checkpoint as agents before task users wrote it.
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    agent_id: AgentId,
+    next_uuid: u64,
+    tasks: BTreeMap<TaskId, TaskRecordV1>,
+    updates: StatusUpdateManager,
+    completed: VecDeque<CompletedTaskV1>,
+}
+
+#[derive(Deserialize)]
+struct TaskRecordV1 {
+    spec: TaskSpecV1,
+    framework_id: FrameworkId,
+    resources: RoleResources,
+    state: TaskState,
+    container: Option<ContainerInfo>,
+    killing: bool,
+    end: Option<TaskEnd>,
+}
+
+#[derive(Deserialize)]
+struct CompletedTaskV1 {
+    spec: TaskSpecV1,
+    framework_id: FrameworkId,
+    resources: RoleResources,
+    state: TaskState,
+    reason: Option<Reason>,
+    message: String,
+    exit_code: Option<i32>,
+}
+
 /// The checkpoint as agents before completed-task history wrote it.
 #[derive(Deserialize)]
 struct CheckpointV0 {
@@ -111,7 +164,7 @@ struct CheckpointV0 {
 
 #[derive(Deserialize)]
 struct TaskRecordV0 {
-    spec: TaskSpec,
+    spec: TaskSpecV1,
     framework_id: FrameworkId,
     resources: RoleResources,
     state: TaskState,
@@ -126,32 +179,73 @@ impl Checkpoint {
             Ok(ck) => return Ok(ck),
             Err(e) => e,
         };
+        if let Ok(v1) = plexus_net::codec::decode::<CheckpointV1>(bytes) {
+            return Ok(Checkpoint::from_v1(v1));
+        }
         let Ok(v0) = plexus_net::codec::decode::<CheckpointV0>(bytes) else {
             return Err(err);
         };
-        let tasks = v0
+        Ok(Checkpoint::from_v1(CheckpointV1 {
+            agent_id: v0.agent_id,
+            next_uuid: v0.next_uuid,
+            tasks: v0
+                .tasks
+                .into_iter()
+                .map(|(id, t)| {
+                    let rec = TaskRecordV1 {
+                        spec: t.spec,
+                        framework_id: t.framework_id,
+                        resources: t.resources,
+                        state: t.state,
+                        container: t.container,
+                        killing: t.killing,
+                        end: None,
+                    };
+                    (id, rec)
+                })
+                .collect(),
+            updates: v0.updates,
+            completed: VecDeque::new(),
+        }))
+    }
+
+    fn from_v1(v1: CheckpointV1) -> Checkpoint {
+        let tasks = v1
             .tasks
             .into_iter()
             .map(|(id, t)| {
                 let rec = TaskRecord {
-                    spec: t.spec,
+                    spec: t.spec.into(),
                     framework_id: t.framework_id,
                     resources: t.resources,
                     state: t.state,
                     container: t.container,
                     killing: t.killing,
-                    end: None,
+                    end: t.end,
                 };
                 (id, rec)
             })
             .collect();
-        Ok(Checkpoint {
-            agent_id: v0.agent_id,
-            next_uuid: v0.next_uuid,
+        let completed = v1
+            .completed
+            .into_iter()
+            .map(|c| CompletedTask {
+                spec: c.spec.into(),
+                framework_id: c.framework_id,
+                resources: c.resources,
+                state: c.state,
+                reason: c.reason,
+                message: c.message,
+                exit_code: c.exit_code,
+            })
+            .collect();
+        Checkpoint {
+            agent_id: v1.agent_id,
+            next_uuid: v1.next_uuid,
             tasks,
-            updates: v0.updates,
-            completed: VecDeque::new(),
-        })
+            updates: v1.updates,
+            completed,
+        }
     }
 }
 
@@ -293,6 +387,7 @@ impl AgentCore {
                 task_id: task_id.to_string(),
                 argv: t.spec.argv.clone(),
                 resources: t.spec.resources.clone(),
+                user: t.spec.user.clone(),
             };
             out.push(Effect::Launch { task_id, spec });
         }

@@ -718,13 +718,10 @@ impl Agent {
     }
 }
 
-fn read_from(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    f.take(1 << 20)
-        .read_to_end(&mut buf)
-        .map_err(|e| e.to_string())?;
-    Ok(buf)
+/// Up to 1 MiB of a task's output stream from `offset`, across its rotations.
+fn read_from(path: &std::path::Path, offset: u64) -> Result<(u64, Vec<u8>), String> {
+    match crate::containerizer::logs::read_across(path, offset, 1 << 20) {
+        Ok((bytes, start)) => Ok((start, bytes)),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }

@@ -28,6 +28,7 @@ fn spec(id: &str) -> TaskSpec {
         name: id.into(),
         argv: vec!["sleep".into(), "9".into()],
         resources: Resources::new(1.0, 64),
+        user: None,
     }
 }
 
@@ -431,10 +432,27 @@ fn an_acknowledged_ended_task_is_remembered_as_completed_and_reported() {
 }
 
 #[test]
-fn a_checkpoint_of_the_earlier_layout_is_read() {
+fn checkpoints_of_the_earlier_layouts_are_read() {
+    /// A task spec before task users.
+    #[derive(serde::Serialize)]
+    struct OldSpec {
+        task_id: String,
+        name: String,
+        argv: Vec<String>,
+        resources: crate::resources::Resources,
+    }
+    let old_spec = |id: &str| {
+        let s = spec(id);
+        OldSpec {
+            task_id: s.task_id.to_string(),
+            name: s.name,
+            argv: s.argv,
+            resources: s.resources,
+        }
+    };
     #[derive(serde::Serialize)]
     struct OldRecord {
-        spec: TaskSpec,
+        spec: OldSpec,
         framework_id: String,
         resources: RoleResources,
         state: TaskState,
@@ -452,7 +470,7 @@ fn a_checkpoint_of_the_earlier_layout_is_read() {
     tasks.insert(
         "t1".to_string(),
         OldRecord {
-            spec: spec("t1"),
+            spec: old_spec("t1"),
             framework_id: "fw-1".into(),
             resources: RoleResources::default(),
             state: TaskState::Running,
@@ -472,6 +490,67 @@ fn a_checkpoint_of_the_earlier_layout_is_read() {
     assert_eq!(ck.tasks["t1"].container, Some(container("t1")));
     assert!(ck.completed.is_empty());
     assert!(Checkpoint::decode(b"garbage").is_err());
+    // With completed-task history, before task users.
+    #[derive(serde::Serialize)]
+    struct V1Record {
+        spec: OldSpec,
+        framework_id: String,
+        resources: RoleResources,
+        state: TaskState,
+        container: Option<ContainerInfo>,
+        killing: bool,
+        end: Option<super::core::TaskEnd>,
+    }
+    #[derive(serde::Serialize)]
+    struct V1Completed {
+        spec: OldSpec,
+        framework_id: String,
+        resources: RoleResources,
+        state: TaskState,
+        reason: Option<crate::reason::Reason>,
+        message: String,
+        exit_code: Option<i32>,
+    }
+    #[derive(serde::Serialize)]
+    struct V1 {
+        agent_id: String,
+        next_uuid: u64,
+        tasks: std::collections::BTreeMap<String, V1Record>,
+        updates: crate::status::StatusUpdateManager,
+        completed: Vec<V1Completed>,
+    }
+    let v1 = V1 {
+        agent_id: "a-1".into(),
+        next_uuid: 9,
+        tasks: [(
+            "t2".to_string(),
+            V1Record {
+                spec: old_spec("t2"),
+                framework_id: "fw-1".into(),
+                resources: RoleResources::default(),
+                state: TaskState::Running,
+                container: Some(container("t2")),
+                killing: true,
+                end: None,
+            },
+        )]
+        .into(),
+        updates: Default::default(),
+        completed: vec![V1Completed {
+            spec: old_spec("t0"),
+            framework_id: "fw-1".into(),
+            resources: RoleResources::default(),
+            state: TaskState::Finished,
+            reason: None,
+            message: "done".into(),
+            exit_code: Some(0),
+        }],
+    };
+    let ck = Checkpoint::decode(&plexus_net::codec::encode(&v1).unwrap()).unwrap();
+    assert_eq!(ck.tasks["t2"].spec, spec("t2"));
+    assert!(ck.tasks["t2"].killing);
+    assert_eq!(ck.completed[0].spec, spec("t0"));
+    assert_eq!(ck.completed[0].message, "done");
 }
 
 #[test]

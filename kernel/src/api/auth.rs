@@ -65,6 +65,8 @@ pub struct ApiAccess {
     hosts: Vec<String>,
     /// Longest a request may take, headers, body and answer.
     pub request_timeout_ms: u64,
+    /// What each principal may do.
+    acls: super::acl::Acls,
 }
 
 impl ApiAccess {
@@ -87,7 +89,18 @@ impl ApiAccess {
             tokens: BTreeMap::new(),
             hosts,
             request_timeout_ms: super::REQUEST_TIMEOUT_MS,
+            acls: super::acl::Acls::default(),
         }
+    }
+
+    /// Authorizes by `acls`.
+    pub fn set_acls(&mut self, acls: super::acl::Acls) {
+        self.acls = acls;
+    }
+
+    /// The rules authorizing requests.
+    pub fn acls(&self) -> &super::acl::Acls {
+        &self.acls
     }
 
     /// Adds `token` for `principal`.

@@ -16,7 +16,8 @@
 //! - `POST /api/v1/tasks/{id}/kill`: `200`; `404` for an unknown task, `409` for one that
 //!   has already ended.
 //! - `GET /api/v1/tasks/{id}/logs?file=stdout&offset=0`: at most 1 MiB of the task's
-//!   `stdout` or `stderr` from byte `offset`; the `X-Next-Offset` header says where to go
+//!   `stdout` or `stderr` from byte `offset` of the stream (counting every byte the task
+//!   wrote; output rotated away is skipped); the `X-Next-Offset` header says where to go
 //!   on. Other query parameters are refused.
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status naming the problem.
@@ -32,6 +33,7 @@
 //! however large the answers, the master's loop — failure detection, allocation —
 //! does not wait for them, and each answer is bounded by its page.
 
+pub mod acl;
 pub mod auth;
 pub mod server;
 
@@ -44,6 +46,8 @@ use serde::{Deserialize, Serialize};
 use plexus_actors::Node;
 
 use crate::ids::{AgentId, FrameworkId, TaskId};
+use acl::Action;
+use auth::Principal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -75,6 +79,10 @@ pub struct ApiContext {
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Longest a client may take to send a request's headers.
 pub const HEADERS_TIMEOUT_MS: u64 = 5_000;
+/// How long an idle connection is kept open for a client's next request. Longer than a
+/// busy server takes to come back to a connection, so that a client sending its next
+/// request on it does not meet a connection closed meanwhile (a reset).
+pub const KEEP_ALIVE_MS: u64 = 60_000;
 
 /// A task as listed by the API and `plexus ps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +113,12 @@ pub struct TaskView {
     pub exit_code: Option<i32>,
     /// State changes seen by the jobs framework.
     pub history: Vec<JobEvent>,
+    /// The principal that submitted it, when the jobs framework knows it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The OS user it runs as (`None`: its agent's default user).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Body of `POST /api/v1/jobs`.
@@ -128,6 +142,9 @@ pub struct SubmitJob {
     /// Role: `*` (the default) or one the jobs framework serves.
     #[serde(default)]
     pub role: Option<String>,
+    /// The OS user to run as (`None`: the agent's default); the ACLs must allow it.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Fewest cpus a job may ask for (as Mesos: a task needs some cpu to be scheduled fairly).
@@ -367,6 +384,8 @@ fn task_view(t: Option<&TaskInfo>, j: Option<&JobStatus>) -> Option<TaskView> {
             role: None,
             exit_code: None,
             history: Vec::new(),
+            owner: None,
+            user: None,
         },
         (None, Some(j)) => TaskView {
             task_id: j.task_id.clone(),
@@ -382,6 +401,8 @@ fn task_view(t: Option<&TaskInfo>, j: Option<&JobStatus>) -> Option<TaskView> {
             role: None,
             exit_code: None,
             history: Vec::new(),
+            owner: None,
+            user: None,
         },
         (None, None) => return None,
     };
@@ -395,6 +416,8 @@ fn task_view(t: Option<&TaskInfo>, j: Option<&JobStatus>) -> Option<TaskView> {
         v.resources = j.resources.clone();
         v.exit_code = j.history.iter().rev().find_map(|e| e.exit_code);
         v.history = j.history.clone();
+        v.owner = j.owner.clone();
+        v.user = j.user.clone();
     }
     Some(v)
 }
@@ -569,12 +592,17 @@ fn page_of<T>(
 }
 
 /// A page of tasks, filtered by `q`.
-pub fn task_page(v: &ClusterView, jobs: &JobMap, q: &TaskQuery) -> Page<TaskView> {
+pub fn task_page(
+    v: &ClusterView,
+    jobs: &JobMap,
+    q: &TaskQuery,
+    visible: impl Fn(&TaskView) -> bool,
+) -> Page<TaskView> {
     let limit = q
         .limit
         .unwrap_or(DEFAULT_PAGE_ITEMS)
         .clamp(1, MAX_PAGE_ITEMS);
-    let matching = tasks_from(v, jobs, q.after.as_deref()).filter(|t| q.matches(t));
+    let matching = tasks_from(v, jobs, q.after.as_deref()).filter(|t| q.matches(t) && visible(t));
     page_of(matching, limit, view_bytes, |t| t.task_id.to_string())
 }
 
@@ -660,32 +688,83 @@ async fn get_agents(
     Ok(HttpResponse::Ok().json(page))
 }
 
+/// Answers `403` unless the ACLs let `who` do `what`.
+fn allow(ctx: &ApiContext, who: &Principal, what: Action<'_>) -> Result<(), ApiError> {
+    if ctx.access.acls().allows(who, &what) {
+        return Ok(());
+    }
+    Err(ApiError::status(
+        actix_web::http::StatusCode::FORBIDDEN,
+        format!("principal {:?} may not {what}", who.0),
+    ))
+}
+
+/// A task by id, if `who` may see it (`403` if not, `404` if there is none).
+fn visible_task(
+    ctx: &ApiContext,
+    who: &Principal,
+    v: &ClusterView,
+    id: &str,
+) -> Result<TaskView, ApiError> {
+    let t = find_task(v, &ctx.jobs.snapshot(), id)
+        .ok_or_else(|| ApiError::not_found(format!("no task {id:?}")))?;
+    allow(
+        ctx,
+        who,
+        Action::ViewTask {
+            owner: t.owner.as_deref(),
+        },
+    )?;
+    Ok(t)
+}
+
 async fn get_tasks(
     ctx: web::Data<ApiContext>,
+    who: web::ReqData<Principal>,
     q: web::Query<TaskQuery>,
 ) -> Result<HttpResponse, ApiError> {
     q.check()?;
     let v = view(&ctx).await?;
     let jobs = ctx.jobs.snapshot();
-    Ok(HttpResponse::Ok().json(task_page(&v, &jobs, &q)))
+    let acls = ctx.access.acls();
+    let page = task_page(&v, &jobs, &q, |t| {
+        acls.allows(
+            &who,
+            &Action::ViewTask {
+                owner: t.owner.as_deref(),
+            },
+        )
+    });
+    Ok(HttpResponse::Ok().json(page))
 }
 
 async fn get_task(
     ctx: web::Data<ApiContext>,
+    who: web::ReqData<Principal>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let v = view(&ctx).await?;
-    let jobs = ctx.jobs.snapshot();
-    find_task(&v, &jobs, &id)
-        .map(|t| HttpResponse::Ok().json(t))
-        .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))
+    Ok(HttpResponse::Ok().json(visible_task(&ctx, &who, &v, &id)?))
 }
 
 async fn submit(
     ctx: web::Data<ApiContext>,
+    who: web::ReqData<Principal>,
     body: web::Json<SubmitJob>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
+    if let Some(p) = b.user.as_deref().and_then(crate::protocol::user_problem) {
+        return Err(ApiError::bad(p));
+    }
+    let role = b.role.as_deref().unwrap_or(crate::resources::ANY_ROLE);
+    allow(
+        &ctx,
+        &who,
+        Action::RunTask {
+            role,
+            user: b.user.as_deref(),
+        },
+    )?;
     let totals: Vec<Resources> = view(&ctx)
         .await?
         .agents
@@ -700,6 +779,8 @@ async fn submit(
             argv: b.argv,
             resources,
             role: b.role,
+            owner: Some(who.0.clone()),
+            user: b.user,
         })
         .map_err(ApiError::bad)?;
     durable(&ctx).await?;
@@ -723,7 +804,23 @@ async fn durable(ctx: &ApiContext) -> Result<(), ApiError> {
         })
 }
 
-async fn kill(ctx: web::Data<ApiContext>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn kill(
+    ctx: web::Data<ApiContext>,
+    who: web::ReqData<Principal>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let owner = ctx
+        .jobs
+        .snapshot()
+        .get(id.as_str())
+        .and_then(|j| j.owner.clone());
+    allow(
+        &ctx,
+        &who,
+        Action::KillTask {
+            owner: owner.as_deref(),
+        },
+    )?;
     ctx.jobs.kill(&id).map_err(|e| match e {
         KillError::NoSuchJob(_) => ApiError::not_found(e.to_string()),
         KillError::Ended { .. } => ApiError::conflict(e.to_string()),
@@ -743,19 +840,26 @@ struct LogQuery {
 
 async fn logs(
     ctx: web::Data<ApiContext>,
+    who: web::ReqData<Principal>,
     id: web::Path<String>,
     q: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let v = view(&ctx).await?;
-    let agent = find_task(&v, &ctx.jobs.snapshot(), &id)
-        .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))?
-        .agent_id
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "task {:?} has not been placed on an agent",
-                id.as_str()
-            ))
-        })?;
+    let t = find_task(&v, &ctx.jobs.snapshot(), &id)
+        .ok_or_else(|| ApiError::not_found(format!("no task {:?}", id.as_str())))?;
+    allow(
+        &ctx,
+        &who,
+        Action::ReadLogs {
+            owner: t.owner.as_deref(),
+        },
+    )?;
+    let agent = t.agent_id.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "task {:?} has not been placed on an agent",
+            id.as_str()
+        ))
+    })?;
     let a = ctx
         .node
         .whereis::<AgentMsg>(&agent_name(&agent))
@@ -764,7 +868,7 @@ async fn logs(
         .ok_or_else(|| ApiError::unavailable(format!("agent {agent} is not reachable")))?;
     let file = q.file.clone().unwrap_or_else(|| "stdout".into());
     let offset = q.offset;
-    let bytes = call_t!(
+    let (start, bytes) = call_t!(
         a,
         |reply| AgentMsg::ReadFile {
             task_id: id.into_inner().into(),
@@ -777,7 +881,7 @@ async fn logs(
     .map_err(|e| ApiError::unavailable(format!("agent {agent}: {e}")))?
     .map_err(ApiError::not_found)?;
     Ok(HttpResponse::Ok()
-        .insert_header(("X-Next-Offset", (offset + bytes.len() as u64).to_string()))
+        .insert_header(("X-Next-Offset", (start + bytes.len() as u64).to_string()))
         .content_type("application/octet-stream")
         .body(bytes))
 }
@@ -974,6 +1078,7 @@ pub fn serve(
     })
     .workers(1)
     .client_request_timeout(std::time::Duration::from_millis(HEADERS_TIMEOUT_MS))
+    .keep_alive(std::time::Duration::from_millis(KEEP_ALIVE_MS))
     .disable_signals()
     .listen(listener)?
     .run();
@@ -1028,6 +1133,8 @@ mod tests {
             agent_id: None,
             history: vec![],
             kill_requested: false,
+            owner: None,
+            user: None,
         })
     }
 
@@ -1040,7 +1147,7 @@ mod tests {
         let mut pages = Vec::new();
         let mut q = q;
         loop {
-            let p = task_page(v, jobs, &q);
+            let p = task_page(v, jobs, &q, |_| true);
             pages.push(ids(&p).into_iter().map(String::from).collect());
             match p.next {
                 Some(n) => q.after = Some(n),
@@ -1090,6 +1197,7 @@ mod tests {
                 limit: Some(5),
                 ..Default::default()
             },
+            |_| true,
         );
         assert_eq!((p.items.len(), p.next), (5, None));
     }

@@ -1,8 +1,10 @@
-//! cgroups for task isolation: v2 (unified) or v1 (`memory` and `cpu` hierarchies).
+//! cgroups for task isolation: v2 (unified) or v1 (`memory`, `cpu` and `pids` hierarchies).
 //!
 //! Each task gets its own cgroup under `plexus/<agent>/<task>`, nested in the agent's own
 //! cgroup. Memory is limited (no swap), cpu is capped with the CFS quota (so a busy task is
-//! throttled, never killed), and an OOM kill is read back from the cgroup's counters.
+//! throttled, never killed), the number of processes and threads is capped by the `pids`
+//! controller where the machine has it (a fork loop stops there), and an OOM kill or a
+//! refused fork is read back from the cgroup's event counters.
 
 use std::path::{Path, PathBuf};
 
@@ -14,12 +16,14 @@ pub enum CgroupMode {
         /// Directory under which task cgroups are made.
         base: PathBuf,
     },
-    /// Separate `memory` and `cpu` hierarchies.
+    /// Separate `memory`, `cpu` and (where mounted) `pids` hierarchies.
     V1 {
         /// Base directory in the memory hierarchy.
         memory: PathBuf,
         /// Base directory in the cpu hierarchy.
         cpu: PathBuf,
+        /// Base directory in the pids hierarchy, if the machine has one.
+        pids: Option<PathBuf>,
     },
     /// No usable cgroups; tasks get rlimits instead.
     Unavailable {
@@ -60,8 +64,12 @@ impl CgroupMode {
             && controllers.split_whitespace().any(|c| c == "cpu")
         {
             let base = root.join("plexus").join(agent);
-            let enable =
-                |dir: &Path| std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory");
+            let ctrls = if controllers.split_whitespace().any(|c| c == "pids") {
+                "+cpu +memory +pids"
+            } else {
+                "+cpu +memory"
+            };
+            let enable = |dir: &Path| std::fs::write(dir.join("cgroup.subtree_control"), ctrls);
             let r = usable_dir(&base).and_then(|_| {
                 if let Err(e) = enable(root) {
                     // Often already enabled, or not ours to change: the next two say.
@@ -86,8 +94,14 @@ impl CgroupMode {
             Some(cpu_root) if mem_root.join("memory.limit_in_bytes").exists() => {
                 let memory = mem_root.join(own_path("memory").unwrap_or_default()).join("plexus").join(agent);
                 let cpu = cpu_root.join(own_path("cpu").unwrap_or_default()).join("plexus").join(agent);
+                let pids_root = root.join("pids");
+                let pids = pids_root
+                    .join("cgroup.procs")
+                    .exists()
+                    .then(|| pids_root.join(own_path("pids").unwrap_or_default()).join("plexus").join(agent))
+                    .filter(|p| usable_dir(p).is_ok());
                 match usable_dir(&memory).and_then(|_| usable_dir(&cpu)) {
-                    Ok(()) => CgroupMode::V1 { memory, cpu },
+                    Ok(()) => CgroupMode::V1 { memory, cpu, pids },
                     Err(why) => CgroupMode::Unavailable { why: format!("cgroup v1: {why}") },
                 }
             }
@@ -101,9 +115,12 @@ impl CgroupMode {
     pub fn remove_base(&self) {
         match self {
             CgroupMode::V2 { base } => remove_empty(base),
-            CgroupMode::V1 { memory, cpu } => {
+            CgroupMode::V1 { memory, cpu, pids } => {
                 remove_empty(memory);
                 remove_empty(cpu);
+                if let Some(p) = pids {
+                    remove_empty(p);
+                }
             }
             CgroupMode::Unavailable { .. } => {}
         }
@@ -118,9 +135,37 @@ impl CgroupMode {
         }
     }
 
-    /// Makes the cgroup of one task with its limits.
-    pub fn create(&self, task: &str, cpus_milli: u64, mem_mb: u64) -> std::io::Result<TaskCgroup> {
+    /// This agent's base directories (the parents of its task cgroups).
+    pub fn bases(&self) -> Vec<PathBuf> {
+        match self {
+            CgroupMode::V2 { base } => vec![base.clone()],
+            CgroupMode::V1 { memory, cpu, pids } => {
+                let mut v = vec![memory.clone(), cpu.clone()];
+                v.extend(pids.clone());
+                v
+            }
+            CgroupMode::Unavailable { .. } => Vec::new(),
+        }
+    }
+
+    /// Makes the cgroup of one task with its limits (`max_pids`: processes and threads,
+    /// where the machine has the `pids` controller).
+    pub fn create(
+        &self,
+        task: &str,
+        cpus_milli: u64,
+        mem_mb: u64,
+        max_pids: Option<u64>,
+    ) -> std::io::Result<TaskCgroup> {
         let name = sanitize(task);
+        let pids_max = |dir: &Path| -> std::io::Result<()> {
+            match max_pids {
+                Some(n) if dir.join("pids.max").exists() => {
+                    std::fs::write(dir.join("pids.max"), n.max(1).to_string())
+                }
+                _ => Ok(()),
+            }
+        };
         let mem_bytes = (mem_mb.max(4) * 1024 * 1024).to_string();
         let quota = (cpus_milli.max(10) * 100).to_string(); // period 100 ms
         match self {
@@ -133,12 +178,13 @@ impl CgroupMode {
                     tracing::debug!("{}: no swap limit: {e}", dir.display());
                 }
                 std::fs::write(dir.join("cpu.max"), format!("{quota} 100000"))?;
+                pids_max(&dir)?;
                 Ok(TaskCgroup {
                     v2: true,
                     dirs: vec![dir],
                 })
             }
-            CgroupMode::V1 { memory, cpu } => {
+            CgroupMode::V1 { memory, cpu, pids } => {
                 let m = memory.join(&name);
                 let c = cpu.join(&name);
                 std::fs::create_dir_all(&m)?;
@@ -153,10 +199,14 @@ impl CgroupMode {
                 }
                 // A new cgroup's period is the kernel's default, 100 ms.
                 std::fs::write(c.join("cpu.cfs_quota_us"), &quota)?;
-                Ok(TaskCgroup {
-                    v2: false,
-                    dirs: vec![m, c],
-                })
+                let mut dirs = vec![m, c];
+                if let Some(p) = pids {
+                    let p = p.join(&name);
+                    std::fs::create_dir_all(&p)?;
+                    pids_max(&p)?;
+                    dirs.push(p);
+                }
+                Ok(TaskCgroup { v2: false, dirs })
             }
             CgroupMode::Unavailable { why } => Err(std::io::Error::other(why.clone())),
         }
@@ -180,7 +230,7 @@ fn sanitize(s: &str) -> String {
 pub struct TaskCgroup {
     /// True for the unified hierarchy.
     pub v2: bool,
-    /// Its directories (v2: one; v1: memory, cpu).
+    /// Its directories (v2: one; v1: memory, cpu and, where mounted, pids).
     pub dirs: Vec<PathBuf>,
 }
 
@@ -210,6 +260,35 @@ impl TaskCgroup {
         } else {
             counter(&d.join("memory.oom_control"), "oom_kill") > 0
         }
+    }
+
+    /// The task's memory limit in bytes.
+    pub fn mem_limit_bytes(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::read_to_string(self.dirs[0].join(file))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    /// How many forks the `pids` limit refused (0 without a pids controller).
+    pub fn forks_refused(&self) -> u64 {
+        self.dirs
+            .iter()
+            .map(|d| d.join("pids.events"))
+            .find(|p| p.exists())
+            .map_or(0, |p| counter(&p, "max"))
+    }
+
+    /// The task's `pids` limit, if it has one.
+    pub fn max_pids(&self) -> Option<u64> {
+        self.dirs
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok())
+            .and_then(|t| t.trim().parse().ok())
     }
 
     /// How many cpu periods the task was throttled in.
@@ -251,6 +330,10 @@ fn remove_empty(dir: &Path) {
     match std::fs::remove_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Still emptying: the caller tries again.
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            tracing::debug!("cgroup {} is still busy", dir.display())
+        }
         Err(e) => tracing::warn!("cannot remove cgroup {}: {e}", dir.display()),
     }
 }

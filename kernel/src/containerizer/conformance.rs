@@ -63,6 +63,7 @@ async fn launch(
         task_id: id.into(),
         argv,
         resources: Resources::new(0.5, mem_mb),
+        user: None,
     })
     .await
 }

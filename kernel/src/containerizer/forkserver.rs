@@ -258,9 +258,14 @@ mod tests {
     fn requests_round_trip() {
         let a = ShimArgs {
             sandbox: "/tmp/s b".into(),
-            cgroup_procs: vec!["/sys/fs/cgroup/x/cgroup.procs".into()],
+            cgroup: Some(super::super::cgroups::TaskCgroup {
+                v2: true,
+                dirs: vec!["/sys/fs/cgroup/x".into()],
+            }),
             rlimit_as: None,
             ids: Some((65534, 65534)),
+            logs: super::super::shim::DEFAULT_LOGS,
+            watch: super::super::shim::WatchLimits::default(),
             argv: vec!["sh".into(), "-c".into(), "echo 'a  b'".into(), "".into()],
         };
         let r = encode_request(&a);

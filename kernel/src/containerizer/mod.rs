@@ -12,6 +12,7 @@
 pub mod cgroups;
 pub mod conformance;
 pub mod forkserver;
+pub mod logs;
 pub mod shim;
 mod spawn;
 
@@ -32,7 +33,8 @@ use crate::resources::Resources;
 use crate::task::TaskState;
 use cgroups::{CgroupMode, TaskCgroup};
 use forkserver::Launcher;
-use shim::{ExitRecord, ShimArgs};
+use logs::LogLimits;
+use shim::{ExitRecord, Limit, ShimArgs, WatchLimits};
 use tracing::{info, warn};
 
 /// A boxed, sendable future.
@@ -79,6 +81,7 @@ pub fn exit_code(exit: &ExitInfo) -> Option<i32> {
         ExitRecord::Exited(c) => Some(*c),
         ExitRecord::Signaled(s) => Some(128 + s),
         ExitRecord::LaunchFailed(_) => Some(126),
+        ExitRecord::Limited(..) => Some(128 + libc::SIGKILL),
     }
 }
 
@@ -91,6 +94,8 @@ pub struct LaunchSpec {
     pub argv: Vec<String>,
     /// Its resource limits.
     pub resources: Resources,
+    /// The OS user it runs as (`None`: the agent's default task user).
+    pub user: Option<String>,
 }
 
 /// What the agent checkpoints about a launched task to re-adopt it after a restart.
@@ -128,7 +133,8 @@ pub struct ExitInfo {
 
 /// The task state, reason and message for an exit; `killing` when the agent was killing it.
 pub fn classify(exit: &ExitInfo, killing: bool) -> (TaskState, Option<Reason>, String) {
-    if exit.oom_killed {
+    let limited = matches!(exit.record, Some(ExitRecord::Limited(..)));
+    if exit.oom_killed && !limited {
         return (
             TaskState::Failed,
             Some(Reason::ContainerLimitationMemory),
@@ -136,6 +142,15 @@ pub fn classify(exit: &ExitInfo, killing: bool) -> (TaskState, Option<Reason>, S
         );
     }
     match &exit.record {
+        // The shim ended the task at the first limit it crossed.
+        Some(ExitRecord::Limited(limit, text)) => {
+            let reason = match limit {
+                Limit::Memory => Reason::ContainerLimitationMemory,
+                Limit::Disk => Reason::ContainerLimitationDisk,
+                Limit::Pids => Reason::ContainerLimitation,
+            };
+            (TaskState::Failed, Some(reason), text.clone())
+        }
         Some(ExitRecord::Exited(0)) => (
             TaskState::Finished,
             None,
@@ -199,6 +214,37 @@ pub trait Containerizer: Send + Sync + 'static {
     fn destroy_orphans(&self, _known: Vec<ContainerInfo>) {}
 }
 
+/// What every task of a containerizer is held to besides its resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// Most processes and threads of one task (`None`: no limit).
+    pub max_pids: Option<u64>,
+    /// How much of each task's stdout and stderr is kept.
+    pub logs: LogLimits,
+    /// Free space kept on the sandboxes' file system for the agent's own state, MB: no
+    /// task starts below it, and output is dropped rather than written.
+    pub disk_floor_mb: u64,
+    /// Time between checks of a task's OOM and fork counters.
+    pub check_interval_ms: u64,
+    /// Time between measurements of a task's sandbox against its `disk`.
+    pub disk_check_interval_ms: u64,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            max_pids: Some(4096),
+            logs: shim::DEFAULT_LOGS,
+            disk_floor_mb: 1024,
+            check_interval_ms: 250,
+            disk_check_interval_ms: 5000,
+        }
+    }
+}
+
+/// Times a task cgroup's removal is tried, with growing pauses (about 1.5 s in all).
+const CGROUP_REMOVE_ATTEMPTS: u32 = 10;
+
 /// Launches in flight at once (each holds a blocking thread while the shim starts).
 const LAUNCH_PARALLELISM: usize = 16;
 
@@ -217,6 +263,8 @@ pub struct ProcessContainerizer {
     pidfds: Arc<Mutex<BTreeMap<String, Arc<OwnedFd>>>>,
     /// The user and group tasks run as (`None`: the agent's own).
     task_ids: Option<(u32, u32)>,
+    /// Limits beside each task's resources.
+    limits: TaskLimits,
 }
 
 /// The user id and primary group of the user `name` (or `UID:GID` given as numbers).
@@ -319,7 +367,14 @@ impl ProcessContainerizer {
             launcher: Arc::new(Mutex::new(None)),
             pidfds: Arc::new(Mutex::new(BTreeMap::new())),
             task_ids: None,
+            limits: TaskLimits::default(),
         }
+    }
+
+    /// Holds every task to `limits` besides its resources.
+    pub fn with_limits(mut self, limits: TaskLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Tasks run as `ids` (user, group): their sandboxes are theirs (mode 0700), and
@@ -327,6 +382,30 @@ impl ProcessContainerizer {
     pub fn with_task_ids(mut self, ids: (u32, u32)) -> Self {
         self.task_ids = Some(ids);
         self
+    }
+
+    /// The user and group a task asking for `user` runs as (`None`: the agent's own).
+    /// The master's ACLs decided that the task may ask for it; here it must exist, and
+    /// only the name `root` itself may mean the superuser.
+    fn ids_for(&self, user: Option<&str>) -> Result<Option<(u32, u32)>, String> {
+        let Some(user) = user else {
+            return Ok(self.task_ids);
+        };
+        let ids = lookup_user(user)?;
+        if ids.0 == 0 && user != "root" {
+            return Err(format!("user {user:?} is the superuser by another name"));
+        }
+        if self.task_ids.is_none() {
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            if ids.0 != me {
+                return Err(format!(
+                    "the agent does not run as root, so it runs tasks only as itself (uid {me}), not as user {user:?}"
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(ids))
     }
 
     /// Has the launcher fork a shim for `args` (starting or restarting the launcher as
@@ -362,11 +441,8 @@ impl ProcessContainerizer {
 
     /// This agent's task cgroups other than those of `known`.
     fn orphans(&self, known: &[ContainerInfo]) -> Vec<TaskCgroup> {
-        let (v2, bases): (bool, Vec<&PathBuf>) = match &self.cgroups {
-            CgroupMode::V2 { base } => (true, vec![base]),
-            CgroupMode::V1 { memory, cpu } => (false, vec![memory, cpu]),
-            CgroupMode::Unavailable { .. } => return Vec::new(),
-        };
+        let v2 = matches!(self.cgroups, CgroupMode::V2 { .. });
+        let bases = self.cgroups.bases();
         let known: BTreeSet<&PathBuf> = known.iter().flat_map(|i| &i.cgroups).collect();
         let mut names = BTreeSet::new();
         for base in &bases {
@@ -412,11 +488,18 @@ impl ProcessContainerizer {
                     wait_readable(fd, deadline);
                 }
             }
-            cg.destroy();
+            // A cgroup whose last process just ended may refuse removal for a moment.
+            for attempt in 0..CGROUP_REMOVE_ATTEMPTS {
+                cg.destroy();
+                if cg.dirs.iter().all(|d| !d.exists()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5 << attempt.min(6)));
+            }
             if cg.dirs.iter().all(|d| !d.exists()) {
                 removed.extend(cg.dirs.into_iter().next());
             } else {
-                warn!(cgroup = ?cg.dirs, "an orphan task cgroup could not be removed");
+                warn!(cgroup = ?cg.dirs, "a task cgroup could not be removed");
             }
         }
         removed
@@ -462,11 +545,10 @@ impl ProcessContainerizer {
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(fail("empty command".into()));
         }
+        let task_ids = self.ids_for(spec.user.as_deref()).map_err(&fail)?;
         // A command that cannot be found fails the launch, before the task is RUNNING.
         // (The shim looks it up again in the same PATH when it starts it.)
-        let task_path = self
-            .task_ids
-            .map(|_| std::ffi::OsStr::new(spawn::TASK_USER_PATH));
+        let task_path = task_ids.map(|_| std::ffi::OsStr::new(spawn::TASK_USER_PATH));
         spawn::resolve(std::ffi::OsStr::new(&spec.argv[0]), task_path).map_err(|e| {
             ContainerError::NotFound {
                 task: spec.task_id.clone(),
@@ -474,10 +556,21 @@ impl ProcessContainerizer {
                 why: e.to_string(),
             }
         })?;
+        let floor_mb = self.limits.disk_floor_mb;
+        std::fs::create_dir_all(&self.sandboxes)
+            .map_err(|e| fail(format!("sandboxes {}: {e}", self.sandboxes.display())))?;
+        match shim::free_mb(&self.sandboxes) {
+            Some(free_mb) if free_mb < floor_mb => {
+                return Err(fail(format!(
+                    "the agent's disk has {free_mb} MB free, below its floor of {floor_mb} MB"
+                )))
+            }
+            _ => {}
+        }
         let sandbox = self.sandboxes.join(&spec.task_id);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;
-        if let Some((uid, gid)) = self.task_ids {
+        if let Some((uid, gid)) = task_ids {
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&sandbox, Some(uid), Some(gid))
                 .and_then(|()| {
@@ -492,17 +585,25 @@ impl ProcessContainerizer {
                     &spec.task_id,
                     spec.resources.cpus_milli,
                     spec.resources.mem_mb,
+                    self.limits.max_pids,
                 )
                 .map_err(|e| fail(format!("cgroup: {e}")))?,
             ),
         };
         let args = ShimArgs {
             sandbox: sandbox.clone(),
-            cgroup_procs: cg.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            cgroup: cg.clone(),
             rlimit_as: cg
                 .is_none()
                 .then(|| spec.resources.mem_mb.max(16) * 1024 * 1024),
-            ids: self.task_ids,
+            ids: task_ids,
+            logs: self.limits.logs,
+            watch: WatchLimits {
+                disk_mb: (spec.resources.disk_mb > 0).then_some(spec.resources.disk_mb),
+                disk_floor_mb: floor_mb,
+                check_interval_ms: self.limits.check_interval_ms,
+                disk_check_interval_ms: self.limits.disk_check_interval_ms,
+            },
             argv: spec.argv.iter().map(OsString::from).collect(),
         };
         let started = match self.use_launcher.then(|| self.fork_shim(&args)) {
@@ -645,8 +746,18 @@ impl Containerizer for ProcessContainerizer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&info.task_id);
-        if let Some(c) = info.cgroup() {
-            c.destroy();
+        let Some(c) = info.cgroup() else {
+            return;
+        };
+        // What the task left running is killed and waited for before its cgroup can go:
+        // off the runtime, as that may take a moment.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || Self::destroy_all(vec![c]));
+            }
+            Err(_) => {
+                Self::destroy_all(vec![c]);
+            }
         }
     }
 

@@ -42,6 +42,10 @@ pub struct JobRequest {
     pub resources: Resources,
     /// The role it runs in (`None`: `*`); one of the roles the framework serves.
     pub role: Option<String>,
+    /// The principal submitting it.
+    pub owner: Option<String>,
+    /// The OS user it runs as (`None`: its agent's default user).
+    pub user: Option<String>,
 }
 
 /// Most roles one jobs framework serves (one registered framework each).
@@ -107,6 +111,12 @@ pub struct JobStatus {
     /// A kill was asked for: it is sent again until the job has ended.
     #[serde(default)]
     pub kill_requested: bool,
+    /// The principal that submitted it (kept in the store beside the job).
+    #[serde(skip)]
+    pub owner: Option<String>,
+    /// The OS user it runs as (`None`: its agent's default user).
+    #[serde(skip)]
+    pub user: Option<String>,
 }
 
 /// Jobs by task id, in a persistent map (see [`Jobs::snapshot`]).
@@ -377,6 +387,8 @@ impl Jobs {
                 agent_id: None,
                 history: Vec::new(),
                 kill_requested: false,
+                owner: req.owner,
+                user: req.user,
             }),
         );
         g.touch(&id);
@@ -606,6 +618,7 @@ impl Scheduler for JobsScheduler {
                 name: j.name.clone(),
                 argv: j.argv.clone(),
                 resources: j.resources.clone(),
+                user: j.user.clone(),
             };
             let bytes = spec.approx_bytes();
             let best = slots
@@ -796,6 +809,8 @@ mod tests {
             argv: vec!["true".into()],
             resources: Resources::new(0.1, 32),
             role: None,
+            owner: None,
+            user: None,
         }
     }
 

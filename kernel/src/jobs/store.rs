@@ -17,6 +17,9 @@ use crate::ids::{FrameworkId, TaskId};
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Who submitted each job and the OS user it runs as, beside the job (stores written
+/// before principals had no such table; their jobs have neither).
+const ACCESS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_access");
 const NEXT_KEY: &str = "next";
 const FRAMEWORK_PREFIX: &str = "framework:";
 
@@ -124,10 +127,15 @@ impl JobsStore {
             }
         }
         let jobs = r.open_table(JOBS).map_err(|e| self.err(e))?;
+        let access = r.open_table(ACCESS).map_err(|e| self.err(e))?;
         for entry in jobs.iter().map_err(|e| self.err(e))? {
             let (k, v) = entry.map_err(|e| self.err(e))?;
-            let job: (u64, JobStatus) = plexus_net::codec::decode(v.value())
+            let mut job: (u64, JobStatus) = plexus_net::codec::decode(v.value())
                 .map_err(|e| self.err(format!("job {}: {e}", k.value())))?;
+            if let Some(a) = access.get(k.value()).map_err(|e| self.err(e))? {
+                (job.1.owner, job.1.user) = plexus_net::codec::decode(a.value())
+                    .map_err(|e| self.err(format!("access of job {}: {e}", k.value())))?;
+            }
             saved.jobs.push(job);
         }
         saved.jobs.sort_by_key(|(seq, _)| *seq);
@@ -140,6 +148,7 @@ impl JobsStore {
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let mut jobs = txn.open_table(JOBS).map_err(|e| self.err(e))?;
+            let mut access = txn.open_table(ACCESS).map_err(|e| self.err(e))?;
             if let Some(next) = batch.next {
                 meta.insert(NEXT_KEY, self.enc(&next)?.as_slice())
                     .map_err(|e| self.err(e))?;
@@ -152,9 +161,16 @@ impl JobsStore {
             for (seq, job) in &batch.put {
                 jobs.insert(job.task_id.as_str(), self.enc(&(seq, job))?.as_slice())
                     .map_err(|e| self.err(e))?;
+                if job.owner.is_some() || job.user.is_some() {
+                    let who = self.enc(&(&job.owner, &job.user))?;
+                    access
+                        .insert(job.task_id.as_str(), who.as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
             }
             for id in &batch.delete {
                 jobs.remove(id.as_str()).map_err(|e| self.err(e))?;
+                access.remove(id.as_str()).map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))
@@ -178,6 +194,8 @@ mod tests {
             agent_id: None,
             history: Vec::new(),
             kill_requested: false,
+            owner: Some("alice".into()),
+            user: None,
         }
     }
 

@@ -166,6 +166,7 @@ mod tests {
                         name: String::new(),
                         argv: vec!["x".repeat(argv_bytes)],
                         resources: Resources::new(0.1, 16),
+                        user: None,
                     },
                     framework_id: "fw".into(),
                     resources: RoleResources::unreserved(Resources::new(0.1, 16)),

@@ -61,6 +61,7 @@ fn spec(id: &str, cpus: f64, mem_mb: u64) -> TaskSpec {
         name: id.into(),
         argv: vec!["sleep".into(), "1".into()],
         resources: res(cpus, mem_mb),
+        user: None,
     }
 }
 
