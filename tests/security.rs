@@ -588,3 +588,33 @@ fn acls_decide_who_may_run_see_kill_and_read_which_tasks_and_root_needs_a_rule()
             .any(|t| t.task_id.as_str() == id && t.state == "TASK_KILLED")
     });
 }
+
+#[test]
+fn a_task_cannot_forge_the_records_its_agent_reads() {
+    let c = KCluster::start("records", 1);
+    // The task replaces what would be its shim's records in its sandbox with its own
+    // ("exited 0"; its agent's pid for a kill to signal), and tries the real ones.
+    let script = "mv .plexus .old 2>/dev/null; mkdir -p .plexus; \
+                  printf 'exited 0\\n' > .plexus/exit; printf '1\\n' > .plexus/pid; \
+                  ls ../.meta >/dev/null 2>&1 && echo LISTED; \
+                  echo 'exited 0' > ../.meta/$(basename $PWD)/exit 2>/dev/null && echo FORGED; \
+                  exit 3";
+    let id = c.client().submit(&job(sh(script), 0.1, 32)).unwrap();
+    let ended = c.wait_tasks("the task ends", Duration::from_secs(30), |t| {
+        t.iter().any(|t| {
+            t.task_id.as_str() == id && ["TASK_FAILED", "TASK_FINISHED"].contains(&t.state.as_str())
+        })
+    });
+    let t = ended.iter().find(|t| t.task_id.as_str() == id).unwrap();
+    let (out, _) = c.client().logs(&id, "stdout", 0).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "",
+        "the records were out of reach"
+    );
+    assert_eq!(
+        (t.state.as_str(), t.exit_code),
+        ("TASK_FAILED", Some(3)),
+        "reported as it ended, not as the task wrote: {t:?}"
+    );
+}

@@ -170,11 +170,7 @@ async fn a_kill_before_the_shim_started_the_task_keeps_it_from_starting() {
     let (st, _, msg) = end(&slow, &info, true).await;
     assert_eq!(st, TaskState::Killed, "{msg}");
     assert!(!slow.is_running(&info));
-    assert!(!info
-        .sandbox
-        .join(shim::META_DIR)
-        .join(shim::PID_FILE)
-        .exists());
+    assert!(!shim::meta_dir(&info.sandbox).join(shim::PID_FILE).exists());
 }
 
 #[tokio::test]
@@ -191,7 +187,7 @@ async fn exceeding_memory_fails_with_the_memory_reason() {
             64,
         )
         .await;
-    let msg = ended_by(&f.c, &hog, Reason::ContainerLimitationMemory).await;
+    ended_by(&f.c, &hog, Reason::ContainerLimitationMemory).await;
 }
 
 #[tokio::test]
@@ -237,7 +233,7 @@ async fn bad_commands_fail_to_launch_with_a_reason() {
         })
         .await
         .unwrap();
-    let msg = ended_by(&f.c, &info, Reason::ContainerLaunchFailed).await;
+    ended_by(&f.c, &info, Reason::ContainerLaunchFailed).await;
     let empty =
         f.c.launch(LaunchSpec {
             task_id: "empty".into(),

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -313,14 +314,23 @@ fn wait_readable(fd: &OwnedFd, deadline: std::time::Instant) {
     }
 }
 
+/// The shim's file `name` of the task with `sandbox`: in its meta directory, or (for a
+/// task started before there was one, and only then) in the sandbox's `.plexus`.
+fn record_file(sandbox: &Path, name: &str) -> PathBuf {
+    let meta = shim::meta_dir(sandbox);
+    if meta.is_dir() {
+        meta.join(name)
+    } else {
+        sandbox.join(shim::META_DIR).join(name)
+    }
+}
+
 fn read_exit(sandbox: &Path) -> Option<ExitRecord> {
-    ExitRecord::parse(&shim::read_record(
-        &sandbox.join(shim::META_DIR).join(shim::EXIT_FILE),
-    )?)
+    ExitRecord::parse(&shim::read_record(&record_file(sandbox, shim::EXIT_FILE))?)
 }
 
 fn read_pid(sandbox: &Path) -> Option<i32> {
-    shim::read_record(&sandbox.join(shim::META_DIR).join(shim::PID_FILE))?
+    shim::read_record(&record_file(sandbox, shim::PID_FILE))?
         .parse()
         .ok()
 }
@@ -520,7 +530,7 @@ impl ProcessContainerizer {
 
     /// Starts the shim as a program of its own (when no launcher can be used).
     fn spawn_shim(&self, args: &ShimArgs) -> std::io::Result<u32> {
-        let log = std::fs::File::create(args.sandbox.join("shim.log"))?;
+        let log = std::fs::File::create(shim::meta_dir(&args.sandbox).join("shim.log"))?;
         let mut cmd = std::process::Command::new(&self.shim[0]);
         cmd.args(&self.shim[1..])
             .args(args.to_args())
@@ -544,6 +554,13 @@ impl ProcessContainerizer {
         };
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(fail("empty command".into()));
+        }
+        // The id names the sandbox: one path component of its own, never `.meta`.
+        let id = &spec.task_id;
+        if id.is_empty() || id.contains('/') || id.contains('\0') || id.starts_with('.') {
+            return Err(fail(format!(
+                "task id {id:?} cannot name a sandbox (empty, starts with `.`, or holds `/`)"
+            )));
         }
         let task_ids = self.ids_for(spec.user.as_deref()).map_err(&fail)?;
         // A command that cannot be found fails the launch, before the task is RUNNING.
@@ -570,6 +587,13 @@ impl ProcessContainerizer {
         let sandbox = self.sandboxes.join(&spec.task_id);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| fail(format!("sandbox {}: {e}", sandbox.display())))?;
+        // The shim's records live where the task cannot reach (root's, 0700).
+        let meta = shim::meta_dir(&sandbox);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&meta)
+            .map_err(|e| fail(format!("task records {}: {e}", meta.display())))?;
         if let Some((uid, gid)) = task_ids {
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&sandbox, Some(uid), Some(gid))
@@ -775,6 +799,7 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf> {
+        // Ids are not paths: no `/`, and none starting with `.` (`.meta` is not a task).
         let p = self.sandboxes.join(task_id);
         (!task_id.contains('/') && !task_id.starts_with('.') && p.is_dir()).then_some(p)
     }

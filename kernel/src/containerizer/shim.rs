@@ -27,6 +27,20 @@ use super::spawn;
 
 /// Directory inside a sandbox holding the shim's files.
 pub const META_DIR: &str = ".plexus";
+/// Directory beside the sandboxes (root's alone) holding each task's shim files, out of
+/// the task's reach: a task owns its sandbox, and a record it could forge (the pid a kill
+/// signals) would let it steer the agent.
+pub const META_ROOT: &str = ".meta";
+
+/// Where the shim files of the task with `sandbox` live: `SANDBOXES/.meta/TASK`.
+pub fn meta_dir(sandbox: &Path) -> PathBuf {
+    let name = sandbox.file_name().unwrap_or_default();
+    sandbox
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(META_ROOT)
+        .join(name)
+}
 /// File (in [`META_DIR`]) with the command's pid.
 pub const PID_FILE: &str = "pid";
 /// File (in [`META_DIR`]) with the command's exit status.
@@ -298,7 +312,7 @@ pub fn read_record(path: &Path) -> Option<String> {
 
 /// Runs the shim; returns its process exit code.
 pub fn run(args: &ShimArgs) -> i32 {
-    let meta = args.sandbox.join(META_DIR);
+    let meta = meta_dir(&args.sandbox);
     if let Err(e) = std::fs::create_dir_all(&meta) {
         eprintln!("plexus shim: cannot create {}: {e}", meta.display());
         return 125;
