@@ -136,6 +136,7 @@ pub fn api_access(
     use plexus_kernel::api::auth::{self, ADMIN_PRINCIPAL};
     let mut access = auth::ApiAccess::new(s.master.api_listen, &s.master.api_hosts);
     access.request_timeout_ms = s.master.api_request_timeout.as_millis() as u64;
+    access.set_cors_origins(s.master.api_cors_origins.clone());
     let mut names = std::collections::BTreeSet::from([ADMIN_PRINCIPAL.to_string()]);
     for (i, p) in s.master.principals.iter().enumerate() {
         if p.name.is_empty() || !names.insert(p.name.clone()) {

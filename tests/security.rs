@@ -315,7 +315,7 @@ fn the_api_answers_only_a_credential_on_a_host_that_names_it_within_its_time() {
         1,
         "60s",
         "",
-        "api_request_timeout = \"2s\"\n",
+        "api_request_timeout = \"2s\"\napi_cors_origins = [\"http://dash.example\"]\n",
         "",
         &|_| {},
     );
@@ -390,6 +390,39 @@ fn the_api_answers_only_a_credential_on_a_host_that_names_it_within_its_time() {
     assert!(
         c.client().tasks().unwrap().is_empty(),
         "nothing was submitted"
+    );
+    // Pages of the configured origin may call it from a browser, others may not.
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/api/v1/state", c.api);
+    let allowed = |origin: &str| {
+        let r = http
+            .get(&url)
+            .header("Authorization", c.bearer())
+            .header("Origin", origin)
+            .call()
+            .unwrap();
+        let h = r.headers().get("access-control-allow-origin");
+        h.map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(
+        allowed("http://dash.example").as_deref(),
+        Some("http://dash.example")
+    );
+    assert_eq!(allowed("http://evil.example"), None);
+    let preflight = http
+        .options(&url)
+        .header("Origin", "http://dash.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .call()
+        .unwrap();
+    assert_eq!(
+        preflight.status().as_u16(),
+        200,
+        "a preflight needs no token"
     );
 }
 

@@ -178,6 +178,9 @@ pub struct MasterSettings {
     /// Host names the API answers to besides `localhost`, the loopback addresses and
     /// its listen address (requests naming another `Host` are refused).
     pub api_hosts: Vec<String>,
+    /// Web origins (`https://dash.example.com`) whose pages may call the API from a
+    /// browser (CORS); empty, the default: no page of another origin may read an answer.
+    pub api_cors_origins: Vec<String>,
     /// Longest an API request may take, headers, body and answer (a client sending a
     /// byte at a time is cut off).
     #[serde(with = "humantime_serde")]
@@ -255,6 +258,7 @@ impl Default for MasterSettings {
             offer_limit: 64,
             job_roles: Vec::new(),
             api_hosts: Vec::new(),
+            api_cors_origins: Vec::new(),
             api_request_timeout: Duration::from_secs(30),
             principals: Vec::new(),
             acls: None,
@@ -382,6 +386,19 @@ impl Default for NodeSettings {
     }
 }
 
+/// What is wrong with `o` as a web origin (`scheme://host[:port]`), if anything.
+pub fn origin_problem(o: &str) -> Option<String> {
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+    });
+    (!ok).then(|| "must be an origin, http(s)://HOST[:PORT], with no path or `*`".to_string())
+}
+
 impl NodeSettings {
     /// Checks every value; the error names the first bad key and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -445,6 +462,11 @@ impl NodeSettings {
                 ms(self.master.allocation_interval),
                 "must be positive",
             ));
+        }
+        for o in &self.master.api_cors_origins {
+            if let Some(why) = origin_problem(o) {
+                return Err(bad("master.api_cors_origins", o.clone(), &why));
+            }
         }
         let a = &self.agent;
         if a.task_log_max_mb == 0 || a.task_log_max_mb > 1 << 20 {
@@ -727,6 +749,35 @@ mod tests {
         let f = file("typo_key = 1\n");
         let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
         assert!(e.contains("typo_key"), "{e}");
+
+        for (text, key, value) in [
+            (
+                "[master]\napi_cors_origins = [\"*\"]\n",
+                "master.api_cors_origins",
+                "*",
+            ),
+            (
+                "[master]\napi_cors_origins = [\"https://a.example/x\"]\n",
+                "master.api_cors_origins",
+                "/x",
+            ),
+            (
+                "[agent]\ntask_log_max_mb = 0\n",
+                "agent.task_log_max_mb",
+                "0",
+            ),
+            (
+                "[agent]\nlimit_check_interval = \"0s\"\n",
+                "agent.limit_check_interval",
+                "0ms",
+            ),
+        ] {
+            let f = file(text);
+            let e = load_node(Some(f.path()), &dev()).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value), "{text}: {e}");
+        }
+        let f = file("[master]\napi_cors_origins = [\"https://dash.example.com:8443\"]\n");
+        load_node(Some(f.path()), &dev()).unwrap();
     }
 
     /// Each error names the key and the value once, with what would be accepted.

@@ -67,6 +67,8 @@ pub struct ApiAccess {
     pub request_timeout_ms: u64,
     /// What each principal may do.
     acls: super::acl::Acls,
+    /// Web origins whose pages may call the API (CORS).
+    cors_origins: Vec<String>,
 }
 
 impl ApiAccess {
@@ -90,7 +92,18 @@ impl ApiAccess {
             hosts,
             request_timeout_ms: super::REQUEST_TIMEOUT_MS,
             acls: super::acl::Acls::default(),
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Lets pages of `origins` call the API from a browser.
+    pub fn set_cors_origins(&mut self, origins: Vec<String>) {
+        self.cors_origins = origins;
+    }
+
+    /// Web origins whose pages may call the API.
+    pub fn cors_origins(&self) -> &[String] {
+        &self.cors_origins
     }
 
     /// Authorizes by `acls`.

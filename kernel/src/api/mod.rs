@@ -288,6 +288,23 @@ impl ApiError {
     }
 }
 
+/// CORS for pages of `origins` (none: no CORS header is ever sent, so no page of
+/// another origin can read an answer).
+fn cors_for(origins: &[String]) -> Option<actix_cors::Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    use actix_web::http::header;
+    let cors = origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |c, o| c.allowed_origin(o))
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers(["X-Next-Offset"])
+        .max_age(3600);
+    Some(cors)
+}
+
 /// Lets a request through to its handler, or answers it: `421` for a `Host` that does
 /// not name this server, `401` for a missing or unknown credential (but `/health`).
 fn gate(access: &auth::ApiAccess, req: &actix_web::dev::ServiceRequest) -> Result<(), ApiError> {
@@ -1017,6 +1034,8 @@ pub fn serve(
 ) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
         let access = ctx.access.clone();
+        // Outermost, so a browser's preflight is answered before credentials are asked.
+        let cors = cors_for(access.cors_origins());
         App::new()
             .wrap_fn(move |req, srv| {
                 use actix_web::dev::Service;
@@ -1050,6 +1069,10 @@ pub fn serve(
                 };
                 answer
             })
+            .wrap(actix_web::middleware::Condition::new(
+                cors.is_some(),
+                cors.unwrap_or_default(),
+            ))
             .app_data(web::Data::new(ctx.clone()))
             .app_data(
                 web::JsonConfig::default()
