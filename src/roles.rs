@@ -54,12 +54,18 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         })?;
         quotas.insert(role.clone(), q);
     }
+    let dir = s.state_dir.join("master");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the master's state directory {}", dir.display()))?;
+    let access = std::sync::Arc::new(api_access(s, &dir)?);
     let cfg = MasterConfig {
         agent_removal_timeout: s.master.agent_removal_timeout,
         allocation_interval: s.master.allocation_interval,
         weights: s.master.weights.clone(),
         quotas,
         offer_limit: s.master.offer_limit,
+        acls: access.acls().clone(),
+        credentials: access.credentials(),
         ..MasterConfig::default()
     };
     let reads = cfg.reads.clone();
@@ -71,9 +77,6 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     .await
     .context("starting the master")?;
     let roles = job_roles(s)?;
-    let dir = s.state_dir.join("master");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the master's state directory {}", dir.display()))?;
     let store = JobsStore::open(&dir.join("jobs.redb"))?;
     let (jobs, framework_ids) = Jobs::open(&roles, store)?;
     for role in &roles {
@@ -109,7 +112,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         jobs: jobs.clone(),
         node: node.clone(),
         reads,
-        access: std::sync::Arc::new(api_access(s, &dir)?),
+        access,
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (api, api_ended) =
@@ -152,7 +155,7 @@ pub fn api_access(
     if let Some(acls) = &s.master.acls {
         check_acl_principals(acls, &names)?;
     }
-    access.set_acls(plexus_kernel::api::acl::Acls::new(
+    access.set_acls(plexus_kernel::acl::Acls::new(
         s.master.acls.clone(),
         Some(ADMIN_PRINCIPAL.to_string()),
     ));
@@ -172,6 +175,7 @@ fn check_acl_principals(
     names: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
     let lists = [
+        ("register_frameworks", &acls.register_frameworks),
         ("run_tasks", &acls.run_tasks),
         ("kill_tasks", &acls.kill_tasks),
         ("view_tasks", &acls.view_tasks),

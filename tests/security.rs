@@ -11,8 +11,15 @@ use std::time::Duration;
 
 use plexus::client::Client;
 use plexus_actors::__private::Wire;
+use plexus_actors::Node;
+use plexus_config::NodeSettings;
 use plexus_kernel::api::SubmitJob;
+use plexus_kernel::protocol::{FrameworkInfo, Offer, TaskSpec};
 use plexus_kernel::reason::Reason;
+use plexus_kernel::resources::Resources;
+use plexus_kernel::scheduler::{DriverHandle, Scheduler, SchedulerDriver};
+use plexus_kernel::status::StatusUpdate;
+use plexus_kernel::task::TaskState;
 use plexus_net::tls::{self, TlsMaterial};
 use plexus_net::{PeerAddr, QuicTransport, Role, Transport};
 
@@ -650,4 +657,126 @@ fn a_task_cannot_forge_the_records_its_agent_reads() {
         ("TASK_FAILED", Some(3)),
         "reported as it ended, not as the task wrote: {t:?}"
     );
+}
+
+/// Launches one queued task per offer and keeps every update.
+struct Launcher {
+    queue: Vec<TaskSpec>,
+    updates: Arc<Mutex<Vec<StatusUpdate>>>,
+}
+
+impl Scheduler for Launcher {
+    fn offers(&mut self, driver: &DriverHandle, offers: Vec<Offer>) {
+        for o in offers {
+            match self.queue.pop() {
+                Some(t) => driver
+                    .launch(vec![o.id], vec![t], Duration::from_secs(1))
+                    .unwrap(),
+                None => driver.decline(vec![o.id], Duration::from_secs(3600)),
+            }
+        }
+    }
+    fn update(&mut self, _: &DriverHandle, u: &StatusUpdate) {
+        self.updates.lock().unwrap().push(u.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_users() {
+    let tokens = tempfile::tempdir().unwrap();
+    let secret = format!("sched-secret-{:016}", std::process::id());
+    std::fs::write(tokens.path().join("sched"), &secret).unwrap();
+    let extra = format!(
+        "[master.acls]\n\
+         [[master.acls.register_frameworks]]\nprincipals = [\"sched\"]\nroles = [\"*\"]\n\
+         [[master.acls.run_tasks]]\nprincipals = [\"sched\"]\nusers = [\"nobody\"]\n\
+         [[master.acls.view_tasks]]\nprincipals = [\"test\"]\n\
+         [[master.principals]]\nname = \"sched\"\ntoken_file = \"{}\"\n",
+        tokens.path().join("sched").display()
+    );
+    let c = KCluster::start_opts("fwauth", 1, "60s", "", &extra, "", &|_| {});
+    let s = NodeSettings {
+        name: "fwauth-fw".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peers: vec![PeerAddr {
+            name: MASTER.into(),
+            addr: c.master_addr,
+        }],
+        tls: common::certs_as(c.dir.path(), "fwauth-fw", Role::Client),
+        state_dir: c.dir.path().join("fwauth-fw"),
+        ..NodeSettings::default()
+    };
+    let node = Node::start(&s).await.unwrap();
+    node.wait_for_peers(&[MASTER], Duration::from_secs(30))
+        .await
+        .unwrap();
+    let info = |name: &str, principal: Option<&str>| FrameworkInfo {
+        id: None,
+        name: name.into(),
+        principal: principal.map(String::from),
+        role: "*".into(),
+        failover_timeout_secs: 60.0,
+    };
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let task = |id: &str, user: &str| TaskSpec {
+        task_id: id.into(),
+        name: id.into(),
+        argv: sleeper(7),
+        resources: Resources::new(0.1, 16),
+        user: Some(user.into()),
+    };
+    let start = |name: &str, principal: Option<&str>, secret: Option<String>| {
+        SchedulerDriver::start_authenticated(
+            &node,
+            info(name, principal),
+            secret,
+            Box::new(Launcher {
+                // Popped from the end: root first.
+                queue: vec![task("as-nobody", "nobody"), task("as-root", "root")],
+                updates: updates.clone(),
+            }),
+            true,
+            Duration::from_secs(5),
+        )
+    };
+    // With ACLs, an anonymous framework and a wrong secret are refused.
+    let e = start("anon", None, None).await.unwrap_err();
+    assert!(e.contains("must authenticate"), "{e}");
+    let e = start(
+        "forged",
+        Some("sched"),
+        Some("not-the-secret-at-all".into()),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("failed authentication"), "{e}");
+    let logged = c.master.log_lines(&["a subscription was refused"]);
+    assert!(logged >= 2, "refusals are logged: {logged}");
+    // The principal with its secret registers; its root task is refused, its nobody task runs.
+    start("sched", Some("sched"), Some(secret)).await.unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = updates.lock().unwrap().clone();
+        let root = seen.iter().find(|u| u.task_id.as_str() == "as-root");
+        let nobody = seen.iter().find(|u| u.task_id.as_str() == "as-nobody");
+        if let (Some(root), Some(n)) = (root, nobody) {
+            if n.state == TaskState::Running {
+                assert_eq!(root.state, TaskState::Error, "{root:?}");
+                assert_eq!(root.reason, Some(Reason::TaskInvalid), "{root:?}");
+                assert!(root.message.contains("as user \"root\""), "{root:?}");
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < end, "updates: {seen:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // RUNNING comes once the shim started; its command follows at once.
+    while running(&sleeper(7)) == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the permitted task never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(running(&sleeper(7)), 1, "only the permitted task runs");
 }

@@ -200,6 +200,8 @@ pub struct MasterSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AclSettings {
+    /// Which principals' frameworks may register in which roles.
+    pub register_frameworks: Vec<AclRule>,
     /// Who may submit jobs (run tasks) in which roles as which OS users.
     pub run_tasks: Vec<AclRule>,
     /// Who may kill the tasks of which owners.
@@ -217,7 +219,7 @@ pub struct AclSettings {
 pub struct AclRule {
     /// The principals the rule is for.
     pub principals: Vec<String>,
-    /// Roles (`run_tasks`).
+    /// Roles (`register_frameworks`, `run_tasks`).
     pub roles: Vec<String>,
     /// OS users tasks may run as (`run_tasks`).
     pub users: Vec<String>,

@@ -382,6 +382,9 @@ pub enum MasterMsg {
         info: FrameworkInfo,
         /// Cluster-wide name of its driver actor.
         scheduler: String,
+        /// The secret of `info.principal`, which proves the framework is that principal
+        /// (checked, never kept or shown).
+        secret: Option<String>,
         /// Answers the framework id, or why it is refused.
         reply: RpcReplyPort<Result<FrameworkId, String>>,
     },

@@ -143,6 +143,8 @@ pub struct DriverArgs {
     pub implicit_acks: bool,
     /// Cluster-wide name the driver registers (the master finds it by this name).
     pub name: String,
+    /// The secret of `info.principal`, sent when subscribing.
+    pub secret: Option<String>,
 }
 
 /// The driver actor.
@@ -157,26 +159,46 @@ pub struct DriverState {
     handle: Option<DriverHandle>,
     implicit_acks: bool,
     name: String,
+    secret: Option<String>,
     /// Callers waiting for the registration.
     awaiting: Vec<RpcReplyPort<()>>,
 }
 
-async fn subscribe(node: &Node, info: &FrameworkInfo, name: &str) -> Result<FrameworkId, String> {
+/// Why a subscription did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SubscribeFailure {
+    /// No master answered (yet): worth trying again.
+    #[error("{0}")]
+    Unanswered(String),
+    /// The master answered no (a bad framework, or not allowed): final.
+    #[error("{0}")]
+    Refused(String),
+}
+
+async fn subscribe(
+    node: &Node,
+    info: &FrameworkInfo,
+    secret: Option<&str>,
+    name: &str,
+) -> Result<FrameworkId, SubscribeFailure> {
+    let unanswered = |e: String| SubscribeFailure::Unanswered(e);
     let master = node
         .whereis::<MasterMsg>(MASTER_NAME)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "no master is known yet".to_string())?;
-    ractor::call_t!(
+        .map_err(|e| unanswered(e.to_string()))?
+        .ok_or_else(|| unanswered("no master is known yet".to_string()))?;
+    let answer = ractor::call_t!(
         master,
         |reply| MasterMsg::Subscribe {
             info: info.clone(),
             scheduler: name.to_string(),
+            secret: secret.map(str::to_string),
             reply
         },
         10_000
     )
-    .map_err(|e| format!("subscribe: {e}"))?
+    .map_err(|e| unanswered(format!("subscribe: {e}")))?;
+    answer.map_err(SubscribeFailure::Refused)
 }
 
 impl SchedulerDriver {
@@ -200,6 +222,19 @@ impl SchedulerDriver {
         implicit_acks: bool,
         timeout: Duration,
     ) -> Result<(ActorRef<SchedulerMsg>, FrameworkId), String> {
+        Self::start_authenticated(node, info, None, scheduler, implicit_acks, timeout).await
+    }
+
+    /// As [`SchedulerDriver::start_with`], proving with `secret` that the framework is
+    /// `info.principal` (needed when the master has ACLs).
+    pub async fn start_authenticated(
+        node: &Node,
+        info: FrameworkInfo,
+        secret: Option<String>,
+        scheduler: Box<dyn Scheduler>,
+        implicit_acks: bool,
+        timeout: Duration,
+    ) -> Result<(ActorRef<SchedulerMsg>, FrameworkId), String> {
         let name = format!(
             "plexus.scheduler:{}:{}:{}",
             node.name(),
@@ -214,13 +249,14 @@ impl SchedulerDriver {
                 scheduler,
                 implicit_acks,
                 name: name.clone(),
+                secret: secret.clone(),
             },
         )
         .await
         .map_err(|e| e.to_string())?;
         let end = tokio::time::Instant::now() + timeout;
         loop {
-            match subscribe(node, &info, &name).await {
+            match subscribe(node, &info, secret.as_deref(), &name).await {
                 Ok(id) => {
                     // The scheduler hears `registered` before this returns.
                     let left = end.saturating_duration_since(tokio::time::Instant::now());
@@ -231,15 +267,13 @@ impl SchedulerDriver {
                     }
                     return Ok((r, id));
                 }
-                Err(e) if tokio::time::Instant::now() > end => {
-                    r.stop(None);
-                    return Err(e);
+                Err(SubscribeFailure::Unanswered(_)) if tokio::time::Instant::now() <= end => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
                 }
-                Err(e) if e.contains("needs") || e.contains("unknown framework") => {
+                Err(e) => {
                     r.stop(None);
-                    return Err(e);
+                    return Err(e.to_string());
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
@@ -262,6 +296,7 @@ impl Actor for SchedulerDriver {
             handle: None,
             implicit_acks: a.implicit_acks,
             name: a.name,
+            secret: a.secret,
             awaiting: Vec::new(),
         })
     }
@@ -301,7 +336,9 @@ impl Actor for SchedulerDriver {
             }
             SchedulerMsg::Resubscribe => {
                 if st.handle.is_none() {
-                    if let Err(e) = subscribe(&self.node, &st.info, &st.name).await {
+                    if let Err(e) =
+                        subscribe(&self.node, &st.info, st.secret.as_deref(), &st.name).await
+                    {
                         warn!("re-subscription failed: {e}");
                         me.send_after(Duration::from_millis(500), || SchedulerMsg::Resubscribe);
                     }

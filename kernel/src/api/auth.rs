@@ -66,7 +66,7 @@ pub struct ApiAccess {
     /// Longest a request may take, headers, body and answer.
     pub request_timeout_ms: u64,
     /// What each principal may do.
-    acls: super::acl::Acls,
+    acls: crate::acl::Acls,
     /// Web origins whose pages may call the API (CORS).
     cors_origins: Vec<String>,
 }
@@ -91,9 +91,18 @@ impl ApiAccess {
             tokens: BTreeMap::new(),
             hosts,
             request_timeout_ms: super::REQUEST_TIMEOUT_MS,
-            acls: super::acl::Acls::default(),
+            acls: crate::acl::Acls::default(),
             cors_origins: Vec::new(),
         }
+    }
+
+    /// Each principal's token, as the secret its frameworks subscribe with.
+    pub fn credentials(&self) -> crate::acl::Credentials {
+        let mut c = crate::acl::Credentials::default();
+        for (token, p) in &self.tokens {
+            c.add(&p.0, token);
+        }
+        c
     }
 
     /// Lets pages of `origins` call the API from a browser.
@@ -107,12 +116,12 @@ impl ApiAccess {
     }
 
     /// Authorizes by `acls`.
-    pub fn set_acls(&mut self, acls: super::acl::Acls) {
+    pub fn set_acls(&mut self, acls: crate::acl::Acls) {
         self.acls = acls;
     }
 
     /// The rules authorizing requests.
-    pub fn acls(&self) -> &super::acl::Acls {
+    pub fn acls(&self) -> &crate::acl::Acls {
         &self.acls
     }
 

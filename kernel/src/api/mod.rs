@@ -33,7 +33,6 @@
 //! however large the answers, the master's loop — failure detection, allocation —
 //! does not wait for them, and each answer is bounded by its page.
 
-pub mod acl;
 pub mod auth;
 pub mod server;
 
@@ -45,8 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use plexus_actors::Node;
 
+use crate::acl::Action;
 use crate::ids::{AgentId, FrameworkId, TaskId};
-use acl::Action;
 use auth::Principal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -707,7 +706,7 @@ async fn get_agents(
 
 /// Answers `403` unless the ACLs let `who` do `what`.
 fn allow(ctx: &ApiContext, who: &Principal, what: Action<'_>) -> Result<(), ApiError> {
-    if ctx.access.acls().allows(who, &what) {
+    if ctx.access.acls().allows(&who.0, &what) {
         return Ok(());
     }
     Err(ApiError::status(
@@ -746,7 +745,7 @@ async fn get_tasks(
     let acls = ctx.access.acls();
     let page = task_page(&v, &jobs, &q, |t| {
         acls.allows(
-            &who,
+            &who.0,
             &Action::ViewTask {
                 owner: t.owner.as_deref(),
             },

@@ -14,7 +14,7 @@ use plexus_actors::{InboxGauge, Node};
 
 use super::assembly::Assembler;
 use super::config::MasterConfig;
-use super::core::{Effect, Event, MasterCore, Now, ToAgent, ToScheduler};
+use super::core::{Effect, Event, FrameworkAuthority, MasterCore, Now, ToAgent, ToScheduler};
 use super::session::{FrameworkSession, SessionArgs, SessionMsg};
 use super::view::Publisher;
 use crate::protocol::*;
@@ -214,18 +214,50 @@ impl Master {
         }
     }
 
+    /// On whose authority a subscribing framework acts: the kernel's, when its driver
+    /// runs in this node (the name rules let a node hold only `plexus.scheduler:NODE:…`
+    /// names of its own); else the principal it names, if its secret proves it.
+    fn authority(
+        &self,
+        info: &FrameworkInfo,
+        scheduler: &str,
+        secret: Option<&str>,
+    ) -> Result<FrameworkAuthority, String> {
+        let own = format!(
+            "{}{}:",
+            plexus_actors::names::SCHEDULER_PREFIX,
+            self.node.name()
+        );
+        if scheduler.starts_with(&own) {
+            return Ok(FrameworkAuthority::Kernel);
+        }
+        match (&info.principal, secret) {
+            (None, _) => Ok(FrameworkAuthority::Anonymous),
+            (Some(p), Some(s)) if self.cfg.credentials.verify(p, s) => {
+                Ok(FrameworkAuthority::Principal(p.clone()))
+            }
+            (Some(p), _) => Err(format!(
+                "framework principal {p:?} failed authentication (no secret, or not its own)"
+            )),
+        }
+    }
+
     async fn subscribe(
         &self,
         me: &ActorRef<MasterMsg>,
         st: &mut MasterState,
         info: FrameworkInfo,
         scheduler: String,
+        authority: FrameworkAuthority,
     ) -> Result<FrameworkId, String> {
         let sched = match self.node.whereis::<SchedulerMsg>(&scheduler).await {
             Ok(Some(s)) => s,
             other => return Err(format!("cannot reach scheduler {scheduler:?}: {other:?}")),
         };
-        let id = st.core.subscribe(info).map_err(|e| e.to_string())?;
+        let id = st
+            .core
+            .subscribe(info, authority)
+            .map_err(|e| e.to_string())?;
         let (session, _) = Actor::spawn_linked(
             None,
             FrameworkSession::new(self.cfg.session_fault.clone()),
@@ -301,9 +333,17 @@ impl Actor for Master {
             MasterMsg::Subscribe {
                 info,
                 scheduler,
+                secret,
                 reply,
             } => {
-                let r = self.subscribe(&me, st, info, scheduler).await;
+                let (name, principal) = (info.name.clone(), info.principal.clone());
+                let r = match self.authority(&info, &scheduler, secret.as_deref()) {
+                    Ok(authority) => self.subscribe(&me, st, info, scheduler, authority).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &r {
+                    warn!(framework = %name, ?principal, "a subscription was refused: {e}");
+                }
                 if reply.send(r).is_err() {
                     debug!("subscriber left before its answer");
                 }

@@ -43,6 +43,10 @@ pub struct MasterConfig {
     pub fault: FaultSwitch,
     /// Makes a framework session panic on its next message once tripped (tests).
     pub session_fault: FaultSwitch,
+    /// Who may register frameworks in which roles and launch tasks as which users.
+    pub acls: crate::acl::Acls,
+    /// Principals' secrets, which frameworks subscribe with.
+    pub credentials: crate::acl::Credentials,
 }
 
 /// The default bound of the master's inbox: at the master's pace (tens of thousands of
@@ -68,6 +72,8 @@ impl Default for MasterConfig {
             forget_kills: false,
             fault: FaultSwitch::default(),
             session_fault: FaultSwitch::default(),
+            acls: crate::acl::Acls::default(),
+            credentials: crate::acl::Credentials::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::config::MasterConfig;
 use super::offers::OfferBook;
 use super::tasks::{TaskRecord, TaskTable, TransitionError};
+pub use crate::acl::FrameworkAuthority;
 use crate::allocator::{Allocator, AllocatorError};
 use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::protocol::TaskInfo;
@@ -168,6 +169,9 @@ pub enum SubscribeError {
     /// The allocator refused it.
     #[error(transparent)]
     Allocator(#[from] AllocatorError),
+    /// Its authority does not allow it (the ACLs, or another principal's framework id).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// Whether an agent is connected.
@@ -193,6 +197,8 @@ struct AgentEntry {
 
 struct FrameworkEntry {
     info: FrameworkInfo,
+    /// On whose authority it acts.
+    authority: FrameworkAuthority,
     /// `None` while connected; when the connection was lost otherwise.
     disconnected_since: Option<Duration>,
 }
@@ -324,13 +330,33 @@ impl MasterCore {
         }
     }
 
-    /// A framework subscribes (or re-subscribes with its id); returns its id.
-    pub fn subscribe(&mut self, info: FrameworkInfo) -> Result<FrameworkId, SubscribeError> {
+    /// A framework subscribes (or re-subscribes with its id) on `authority`; returns its
+    /// id. The ACLs decide whether it may register in its role, and a framework id stays
+    /// with the authority that registered it.
+    pub fn subscribe(
+        &mut self,
+        info: FrameworkInfo,
+        authority: FrameworkAuthority,
+    ) -> Result<FrameworkId, SubscribeError> {
         if info.name.trim().is_empty() {
             return Err(SubscribeError::NoName);
         }
         if info.role.trim().is_empty() {
             return Err(SubscribeError::NoRole);
+        }
+        if let Some(why) = self.cfg.acls.framework_problem(&authority, &info.role) {
+            return Err(SubscribeError::Forbidden(why));
+        }
+        if let Some(f) = info.id.as_ref().and_then(|id| self.frameworks.get(id)) {
+            if f.authority != authority {
+                return Err(SubscribeError::Forbidden(format!(
+                    "framework {:?} was registered by another authority",
+                    info.id
+                        .as_ref()
+                        .map(FrameworkId::as_str)
+                        .unwrap_or_default()
+                )));
+            }
         }
         let id = match &info.id {
             Some(id) if self.removed_set.contains(id) => {
@@ -345,6 +371,7 @@ impl MasterCore {
                     id.clone(),
                     FrameworkEntry {
                         info: info.clone(),
+                        authority,
                         disconnected_since: None,
                     },
                 );
@@ -369,6 +396,7 @@ impl MasterCore {
                             id: Some(id.clone()),
                             ..info
                         },
+                        authority,
                         disconnected_since: None,
                     },
                 );
@@ -984,6 +1012,12 @@ impl MasterCore {
             Some(p)
         } else if spec.resources.cpus_milli == 0 && spec.resources.mem_mb == 0 {
             Some("a task needs some cpus or mem".into())
+        } else if let Some(p) = self.frameworks.get(fw).and_then(|f| {
+            self.cfg
+                .acls
+                .task_problem(&f.authority, &f.info.role, spec.user.as_deref())
+        }) {
+            Some(p)
         } else if self.agent_status(agent_id) != Some(AgentLink::Active) {
             Some(format!("agent {agent_id:?} is not active"))
         } else {

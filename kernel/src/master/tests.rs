@@ -145,7 +145,12 @@ fn cluster(failover_secs: f64) -> (MasterCore, FrameworkId, Offer) {
         at(0),
         Event::AgentRegistered(registration("a1", 4.0, vec![])),
     );
-    let fw = c.subscribe(framework("jobs", "*", failover_secs)).unwrap();
+    let fw = c
+        .subscribe(
+            framework("jobs", "*", failover_secs),
+            FrameworkAuthority::Kernel,
+        )
+        .unwrap();
     drain(&mut c);
     c.handle(at(0), Event::Allocate);
     let o = offers(&drain(&mut c), &fw);
@@ -227,7 +232,9 @@ fn invalid_launches_end_task_error_with_the_reason() {
 #[test]
 fn offers_that_are_unknown_or_not_ones_own_are_refused() {
     let (mut c, fw, o) = cluster(60.0);
-    let other = c.subscribe(framework("other", "*", 60.0)).unwrap();
+    let other = c
+        .subscribe(framework("other", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     drain(&mut c);
     c.handle(
         at(1),
@@ -368,7 +375,11 @@ fn a_disconnected_framework_is_removed_after_its_failover_timeout() {
     // Back within the timeout it keeps its tasks...
     let mut back = framework("jobs", "*", 30.0);
     back.id = Some(fw.clone());
-    assert_eq!(c.subscribe(back.clone()).unwrap(), fw);
+    assert_eq!(
+        c.subscribe(back.clone(), FrameworkAuthority::Kernel)
+            .unwrap(),
+        fw
+    );
     assert_eq!(task_state(&c, "t1"), Some(TaskState::Running));
     // ...but a second disconnection past the timeout kills them and forgets it.
     c.handle(
@@ -386,13 +397,18 @@ fn a_disconnected_framework_is_removed_after_its_failover_timeout() {
         }]
     );
     assert_eq!(c.framework_connected(&fw), None);
-    assert_eq!(c.subscribe(back), Err(SubscribeError::UnknownFramework(fw)));
+    assert_eq!(
+        c.subscribe(back, FrameworkAuthority::Kernel),
+        Err(SubscribeError::UnknownFramework(fw))
+    );
 }
 
 #[test]
 fn kills_reach_the_agent_only_for_the_frameworks_own_live_tasks() {
     let (mut c, fw) = running(60.0);
-    let other = c.subscribe(framework("other", "*", 60.0)).unwrap();
+    let other = c
+        .subscribe(framework("other", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     drain(&mut c);
     c.handle(
         at(1),
@@ -520,7 +536,9 @@ fn quota_caps_what_a_role_is_offered() {
         at(0),
         Event::AgentRegistered(registration("a1", 4.0, vec![])),
     );
-    let fw = c.subscribe(framework("c", "capped", 60.0)).unwrap();
+    let fw = c
+        .subscribe(framework("c", "capped", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     c.handle(at(0), Event::Allocate);
     let o = offers(&drain(&mut c), &fw);
     let total: Resources = o.iter().fold(Resources::default(), |mut s, o| {
@@ -541,8 +559,12 @@ fn weights_split_agents_by_weighted_share() {
             Event::AgentRegistered(registration(&format!("a{i}"), 1.0, vec![])),
         );
     }
-    let heavy = c.subscribe(framework("h", "heavy", 60.0)).unwrap();
-    let light = c.subscribe(framework("l", "light", 60.0)).unwrap();
+    let heavy = c
+        .subscribe(framework("h", "heavy", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
+    let light = c
+        .subscribe(framework("l", "light", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     c.handle(at(0), Event::Allocate);
     let fx = drain(&mut c);
     assert_eq!(
@@ -622,7 +644,7 @@ proptest! {
         });
         let reads = super::view::ReadModel::default();
         let mut publisher = super::view::Publisher::default();
-        let mut fw = c.subscribe(framework("p", "*", 20.0)).unwrap();
+        let mut fw = c.subscribe(framework("p", "*", 20.0), FrameworkAuthority::Kernel).unwrap();
         let mut t = 0u64;
         let mut next_task = 0u32;
         let mut open: Vec<Offer> = Vec::new();
@@ -666,8 +688,8 @@ proptest! {
                 Step::Resubscribe => {
                     let mut info = framework("p", "*", 20.0);
                     info.id = Some(fw.clone());
-                    if c.subscribe(info).is_err() {
-                        fw = c.subscribe(framework("p", "*", 20.0)).unwrap();
+                    if c.subscribe(info, FrameworkAuthority::Kernel).is_err() {
+                        fw = c.subscribe(framework("p", "*", 20.0), FrameworkAuthority::Kernel).unwrap();
                     }
                 }
                 Step::Tick(secs) => {
@@ -708,7 +730,9 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
         Event::AgentRegistered(registration("a1", 4.0, vec![t1, t2])),
     );
     // Another framework subscribes first: what the absent one's tasks hold is not offered.
-    let other = c.subscribe(framework("other", "*", 60.0)).unwrap();
+    let other = c
+        .subscribe(framework("other", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     assert_ne!(other, fw, "ids do not repeat across a restart");
     c.handle(at(1), Event::Allocate);
     let o = offers(&drain(&mut c), &other);
@@ -718,12 +742,17 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
     // The framework comes back under its id, holding its running task.
     let mut back = framework("jobs", "*", 60.0);
     back.id = Some(fw.clone());
-    assert_eq!(c.subscribe(back), Ok(fw.clone()));
+    assert_eq!(
+        c.subscribe(back, FrameworkAuthority::Kernel),
+        Ok(fw.clone())
+    );
     assert_eq!(c.check_books(), Ok(()));
     let s = c.state();
     let share = s.frameworks.iter().find(|f| f.id == fw).unwrap().share;
     assert!(share > 0.0, "its task is charged to it");
-    let later = c.subscribe(framework("later", "*", 60.0)).unwrap();
+    let later = c
+        .subscribe(framework("later", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     assert!(![fw.as_str(), other.as_str()].contains(&later.as_str()));
 }
 
@@ -737,7 +766,9 @@ fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
             call: FrameworkCall::Teardown,
         },
     );
-    let next = c.subscribe(framework("next", "*", 60.0)).unwrap();
+    let next = c
+        .subscribe(framework("next", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
     c.handle(at(2), Event::Allocate);
     let o = offers(&drain(&mut c), &next);
     assert_eq!(
@@ -910,4 +941,52 @@ fn an_agent_that_takes_no_tasks_is_not_offered_until_it_can_again() {
     );
     c.handle(at(3), Event::Allocate);
     assert_eq!(offers(&drain(&mut c), &fw).len(), 1);
+}
+
+#[test]
+fn a_framework_acts_on_its_authority_its_id_stays_with_it_and_root_needs_a_rule() {
+    let mut c = MasterCore::new(MasterConfig::default());
+    c.handle(
+        at(0),
+        Event::AgentRegistered(registration("a1", 4.0, vec![])),
+    );
+    let alice = FrameworkAuthority::Principal("alice".into());
+    let fw = c
+        .subscribe(framework("a", "*", 60.0), alice.clone())
+        .unwrap();
+    // Another principal cannot take its id over; the same one re-subscribes.
+    let mut again = framework("a", "*", 60.0);
+    again.id = Some(fw.clone());
+    for other in [
+        FrameworkAuthority::Principal("mallory".into()),
+        FrameworkAuthority::Anonymous,
+    ] {
+        let e = c.subscribe(again.clone(), other).unwrap_err();
+        assert!(matches!(e, SubscribeError::Forbidden(_)), "{e}");
+    }
+    assert_eq!(c.subscribe(again, alice), Ok(fw.clone()));
+    drain(&mut c);
+    c.handle(at(1), Event::Allocate);
+    let o = offers(&drain(&mut c), &fw);
+    // Without ACLs a task may ask for a user, but not for root.
+    let mut root = spec("root", 1.0, 64);
+    root.user = Some("root".into());
+    let mut nobody = spec("nobody", 1.0, 64);
+    nobody.user = Some("nobody".into());
+    c.handle(
+        at(2),
+        accept(&fw, vec![o[0].id.clone()], vec![root, nobody]),
+    );
+    let ups = updates(&drain(&mut c));
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert_eq!(
+        (ups[0].task_id.as_str(), ups[0].reason),
+        ("root", Some(Reason::TaskInvalid))
+    );
+    assert!(
+        ups[0].message.contains("as user \"root\""),
+        "{}",
+        ups[0].message
+    );
+    assert_eq!(task_state(&c, "nobody"), Some(TaskState::Staging));
 }
