@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::conformance::{self, Behavior, Subject};
-use plexus_kernel::containerizer::{BoxFuture, ContainerInfo, Containerizer, ProcessContainerizer};
+use plexus_kernel::containerizer::{
+    BoxFuture, ContainerInfo, Containerizer, ProcessContainerizer, TaskLimits,
+};
 
 struct Processes {
     dir: tempfile::TempDir,
@@ -31,6 +33,12 @@ impl Processes {
             vec![env!("CARGO_BIN_EXE_plexus-kernel-shim").into()],
             mode.clone(),
         )
+        .with_limits(TaskLimits {
+            max_pids: Some(64),
+            check_interval_ms: 20,
+            disk_check_interval_ms: 20,
+            ..TaskLimits::default()
+        })
     }
 }
 
@@ -73,6 +81,8 @@ impl Subject for Processes {
             Behavior::OverMemory => {
                 sh("python3 -c 'a = bytearray(400 * 1024 * 1024); import time; time.sleep(10)'")
             }
+            Behavior::OverDisk => sh("head -c 30000000 /dev/zero > big; exec sleep 3600"),
+            Behavior::ForkLoop => sh("while :; do sleep 3600 & done"),
             Behavior::Missing => vec!["plexus-no-such-command".into()],
         }
     }
@@ -90,6 +100,18 @@ impl Subject for Processes {
             }
             _ => true,
         }
+    }
+    fn enforces_pids(&self) -> bool {
+        let pids = match &self.mode {
+            CgroupMode::V1 { pids, .. } => pids.is_some(),
+            CgroupMode::V2 { base } => std::fs::read_to_string(base.join("cgroup.subtree_control"))
+                .is_ok_and(|t| t.split_whitespace().any(|c| c == "pids")),
+            CgroupMode::Unavailable { .. } => false,
+        };
+        if !pids {
+            eprintln!("no pids controller here, the fork limit is not checked");
+        }
+        pids
     }
 }
 

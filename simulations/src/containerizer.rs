@@ -7,14 +7,16 @@
 //!
 //! Commands named `sim` are scripted instead, for tests that need a given behaviour (the
 //! containerizer conformance suite): `sim exit N`, `sim forever`, `sim ignore-term`,
-//! `sim oom`; `sim missing` is a command that does not exist.
+//! `sim oom`, `sim over-disk` (past a `disk` it asked for), `sim fork-loop`; `sim missing`
+//! is a command that does not exist. As on real agents, a process that crosses a limit
+//! is ended at once with the limit recorded (the real shim's `limited …`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plexus_kernel::containerizer::shim::ExitRecord;
+use plexus_kernel::containerizer::shim::{ExitRecord, Limit};
 use plexus_kernel::containerizer::{
     BoxFuture, ContainerError, ContainerInfo, Containerizer, ExitInfo, LaunchSpec,
 };
@@ -30,6 +32,8 @@ enum End {
     Exit(i32),
     Signal(i32),
     Oom,
+    /// Crossed its disk or pids limit.
+    Limited(Limit),
     /// Its machine died: nothing recorded.
     Vanished,
 }
@@ -72,6 +76,8 @@ fn script(argv: &[String]) -> Option<Result<Script, String>> {
         ["forever"] => s(None, false),
         ["ignore-term"] => s(None, true),
         ["oom"] => s(Some(End::Oom), false),
+        ["over-disk"] => s(Some(End::Limited(Limit::Disk)), false),
+        ["fork-loop"] => s(Some(End::Limited(Limit::Pids)), false),
         ["missing"] => Err("not found in PATH".into()),
         other => Err(format!("no such script {other:?}")),
     })
@@ -255,8 +261,12 @@ impl Containerizer for SimContainerizer {
                         let secs = g.rng.random_range(5.0..600.0);
                         let roll: f64 = g.rng.random();
                         let fail = g.failure_rate;
-                        let end = if roll < fail * 0.3 {
+                        let end = if roll < fail * 0.2 {
                             End::Oom
+                        } else if roll < fail * 0.25 {
+                            End::Limited(Limit::Disk)
+                        } else if roll < fail * 0.3 {
+                            End::Limited(Limit::Pids)
                         } else if roll < fail * 0.6 {
                             End::Signal(11)
                         } else if roll < fail {
@@ -327,8 +337,18 @@ impl Containerizer for SimContainerizer {
                     oom_killed: false,
                 },
                 Some(End::Oom) => ExitInfo {
-                    record: Some(ExitRecord::Signaled(9)),
+                    record: Some(ExitRecord::Limited(
+                        Limit::Memory,
+                        "memory limit exceeded: the kernel OOM-killed a process of the task".into(),
+                    )),
                     oom_killed: true,
+                },
+                Some(End::Limited(l)) => ExitInfo {
+                    record: Some(ExitRecord::Limited(
+                        l,
+                        format!("the task crossed its {} limit", l.as_str()),
+                    )),
+                    oom_killed: false,
                 },
                 Some(End::Vanished) | None => ExitInfo {
                     record: None,

@@ -27,11 +27,16 @@ impl Subject for Simulated {
             Behavior::Forever => vec!["forever".into()],
             Behavior::IgnoreTerm => vec!["ignore-term".into()],
             Behavior::OverMemory => vec!["oom".into()],
+            Behavior::OverDisk => vec!["over-disk".into()],
+            Behavior::ForkLoop => vec!["fork-loop".into()],
             Behavior::Missing => vec!["missing".into()],
         };
         std::iter::once("sim".to_string()).chain(words).collect()
     }
     fn enforces_memory(&self) -> bool {
+        true
+    }
+    fn enforces_pids(&self) -> bool {
         true
     }
     fn started<'a>(&'a self, _: &'a ContainerInfo) -> BoxFuture<'a, ()> {

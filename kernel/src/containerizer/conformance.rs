@@ -5,8 +5,9 @@
 //!
 //! A [`Subject`] says how to make its containerizer run each [`Behavior`]; the suite
 //! checks what the agent relies on: exit codes and the states they map to, a kill with
-//! its grace period, re-adoption by a new containerizer (an agent restart), the memory
-//! limit, and a command that does not exist.
+//! its grace period, re-adoption by a new containerizer (an agent restart), the limits
+//! (memory, disk, processes) and the reasons they end a task with, and a command that
+//! does not exist.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,10 @@ pub enum Behavior {
     IgnoreTerm,
     /// Grows past any memory limit.
     OverMemory,
+    /// Writes more than 10 MB to its sandbox, then runs on.
+    OverDisk,
+    /// Forks without end.
+    ForkLoop,
     /// Names a command that does not exist.
     Missing,
 }
@@ -48,6 +53,8 @@ pub trait Subject: Send + Sync {
     fn argv(&self, b: Behavior, task_id: &str) -> Vec<String>;
     /// Whether memory limits are enforced here (if not, the memory check is skipped).
     fn enforces_memory(&self) -> bool;
+    /// Whether a task's processes are limited here (if not, the fork check is skipped).
+    fn enforces_pids(&self) -> bool;
     /// Resolves once a launched task's command runs (a kill before that is a kill of a
     /// task that never started, which has rules of its own).
     fn started<'a>(&'a self, info: &'a ContainerInfo) -> BoxFuture<'a, ()>;
@@ -59,10 +66,19 @@ async fn launch(
     argv: Vec<String>,
     mem_mb: u64,
 ) -> Result<ContainerInfo, ContainerError> {
+    launch_with(c, id, argv, Resources::new(0.5, mem_mb)).await
+}
+
+async fn launch_with(
+    c: &dyn Containerizer,
+    id: &str,
+    argv: Vec<String>,
+    resources: Resources,
+) -> Result<ContainerInfo, ContainerError> {
     c.launch(LaunchSpec {
         task_id: id.into(),
         argv,
-        resources: Resources::new(0.5, mem_mb),
+        resources,
         user: None,
     })
     .await
@@ -174,6 +190,40 @@ pub async fn memory_limit(s: &dyn Subject) -> bool {
     true
 }
 
+/// A task past its `disk` ends `FAILED` with the disk reason; a fork loop, with the
+/// container-limitation reason (where processes are limited). Both are ended by the
+/// containerizer: the commands would run on.
+pub async fn disk_and_pids_limits(s: &dyn Subject) {
+    let c = s.containerizer();
+    let disk = Resources {
+        disk_mb: 10,
+        ..Resources::new(0.5, 64)
+    };
+    let filler = launch_with(&*c, "filler", s.argv(Behavior::OverDisk, "filler"), disk)
+        .await
+        .expect("launches");
+    let (state, reason, msg) = classify(&ended(&*c, &filler).await, false);
+    assert_eq!(
+        (state, reason),
+        (TaskState::Failed, Some(Reason::ContainerLimitationDisk)),
+        "{msg}"
+    );
+    c.destroy(&filler);
+    if !s.enforces_pids() {
+        return;
+    }
+    let bomb = launch(&*c, "bomb", s.argv(Behavior::ForkLoop, "bomb"), 64)
+        .await
+        .expect("launches");
+    let (state, reason, msg) = classify(&ended(&*c, &bomb).await, false);
+    assert_eq!(
+        (state, reason),
+        (TaskState::Failed, Some(Reason::ContainerLimitation)),
+        "{msg}"
+    );
+    c.destroy(&bomb);
+}
+
 /// A command that does not exist fails the launch (no process, exit code 127); so does
 /// an empty one.
 pub async fn unknown_command(s: &dyn Subject) {
@@ -193,5 +243,6 @@ pub async fn run_all(s: &dyn Subject) -> bool {
     kill_with_grace(s).await;
     readopt_after_restart(s).await;
     unknown_command(s).await;
+    disk_and_pids_limits(s).await;
     memory_limit(s).await
 }
