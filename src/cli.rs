@@ -297,6 +297,10 @@ pub enum CertsCommand {
         /// Where to write the node's files (default: DIR).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// A host name or IP address the node also answers HTTPS under (a master whose
+        /// API serves HTTPS: `--host 127.0.0.1 --host master.example.com`); repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -618,9 +622,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             node,
             out,
             role,
+            hosts,
         }) => {
             let out = out.unwrap_or_else(|| dir.clone());
-            let (c, k) = plexus_net::tls::issue(&dir, &out, &node, role)?;
+            let (c, k) = plexus_net::tls::issue_for_hosts(&dir, &out, &node, role, &hosts)?;
             println!("issued {} and {} (roles: {role})", c.display(), k.display());
         }
     }

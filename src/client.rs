@@ -87,6 +87,36 @@ fn url_escape(s: &str) -> String {
         .collect()
 }
 
+/// TLS for an HTTPS API: the cluster CA (`PLEXUS_CA`) as the only root, and the client
+/// certificate `PLEXUS_CERT` with its key `PLEXUS_KEY`, when given.
+fn tls_from_env() -> anyhow::Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let read = |var: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = std::env::var_os(var) else {
+            return Ok(None);
+        };
+        std::fs::read(&path)
+            .map(Some)
+            .with_context(|| format!("reading {var}={}", std::path::Path::new(&path).display()))
+    };
+    let mut b = TlsConfig::builder();
+    if let Some(pem) = read("PLEXUS_CA")? {
+        let ca = Certificate::from_pem(&pem).context("PLEXUS_CA: not a PEM certificate")?;
+        b = b.root_certs(RootCerts::new_with_certs(&[ca]));
+    }
+    match (read("PLEXUS_CERT")?, read("PLEXUS_KEY")?) {
+        (Some(cert), Some(key)) => {
+            let cert =
+                Certificate::from_pem(&cert).context("PLEXUS_CERT: not a PEM certificate")?;
+            let key = PrivateKey::from_pem(&key).context("PLEXUS_KEY: not a PEM private key")?;
+            b = b.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("give both PLEXUS_CERT and PLEXUS_KEY, or neither"),
+    }
+    Ok(b.build())
+}
+
 /// What the master said to a kill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KillAnswer {
@@ -104,13 +134,20 @@ impl Client {
         Client::with_token(base, find_token(base))
     }
 
-    /// A client of the API at `base` sending `token` (none: no credential).
+    /// A client of the API at `base` sending `token` (none: no credential). Over HTTPS
+    /// it trusts the cluster CA in `PLEXUS_CA` and presents the client certificate in
+    /// `PLEXUS_CERT` and `PLEXUS_KEY` (a `client` certificate names its principal).
     pub fn with_token(base: &str, token: Option<String>) -> Client {
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+            .timeout_global(Some(Duration::from_secs(30)));
+        if base.starts_with("https://") {
+            match tls_from_env() {
+                Ok(tls) => config = config.tls_config(tls),
+                Err(e) => eprintln!("plexus: {e:#}"),
+            }
+        }
+        let agent = config.build().into();
         Client {
             base: base.trim_end_matches('/').to_string(),
             agent,

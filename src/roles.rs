@@ -148,9 +148,20 @@ pub fn api_access(
                 p.name
             );
         }
-        access
-            .add_token_file(&p.name, &p.token_file)
-            .with_context(|| format!("`master.principals[{i}].token_file`"))?;
+        if let Some(file) = &p.token_file {
+            access
+                .add_token_file(&p.name, file)
+                .with_context(|| format!("`master.principals[{i}].token_file`"))?;
+        }
+    }
+    if s.master.api_tls {
+        let t = &s.tls;
+        let (Some(ca), Some(cert), Some(key)) = (&t.ca_cert, &t.cert, &t.key) else {
+            anyhow::bail!("`master.api_tls` needs [tls] ca_cert, cert and key");
+        };
+        let m = plexus_net::tls::TlsMaterial::load(ca, cert, key)
+            .context("loading the API's certificate (`master.api_tls`)")?;
+        access.set_tls(m.https_server_config()?);
     }
     if let Some(acls) = &s.master.acls {
         check_acl_principals(acls, &names)?;

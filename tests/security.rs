@@ -780,3 +780,67 @@ async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_use
     }
     assert_eq!(running(&sleeper(7)), 1, "only the permitted task runs");
 }
+
+#[test]
+fn over_https_a_client_certificate_of_the_cluster_ca_is_a_credential_the_cli_uses() {
+    let c = KCluster::start_opts(
+        "https",
+        1,
+        "60s",
+        "",
+        "api_tls = true\n[[master.principals]]\nname = \"carol\"\n",
+        "",
+        &|_| {},
+    );
+    assert!(c.api.starts_with("https://"), "{}", c.api);
+    let carol = common::certs_as(c.dir.path(), "carol", Role::Client);
+    let agent = common::certs_as(c.dir.path(), "imposter", Role::Agent);
+    let ca = c.dir.path().join("ca.pem");
+    // A client with the CA and, maybe, a certificate, and no token.
+    let as_cert = |cert: Option<&plexus_config::TlsSettings>| {
+        std::env::remove_var("PLEXUS_CERT");
+        std::env::remove_var("PLEXUS_KEY");
+        if let Some(t) = cert {
+            std::env::set_var("PLEXUS_CERT", t.cert.as_ref().unwrap());
+            std::env::set_var("PLEXUS_KEY", t.key.as_ref().unwrap());
+        }
+        Client::with_token(&c.api, None)
+    };
+    let e = as_cert(None).tasks().unwrap_err().to_string();
+    assert!(e.contains("401"), "no credential: {e}");
+    let e = as_cert(Some(&agent)).tasks().unwrap_err().to_string();
+    assert!(
+        e.contains("401"),
+        "an agent's certificate is no API credential: {e}"
+    );
+    let id = as_cert(Some(&carol))
+        .submit(&job(sleeper(3), 0.1, 16))
+        .unwrap();
+    let t = c.client().task(&id).unwrap();
+    assert_eq!(
+        t.owner.as_deref(),
+        Some("carol"),
+        "the certificate names the principal"
+    );
+    // The CLI presents the certificate it is given, and needs no token.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["ps", "--api", &c.api])
+        .env("PLEXUS_CA", &ca)
+        .env("PLEXUS_CERT", carol.cert.as_ref().unwrap())
+        .env("PLEXUS_KEY", carol.key.as_ref().unwrap())
+        .env("PLEXUS_CREDENTIALS_DIR", empty.path())
+        .env_remove("PLEXUS_TOKEN")
+        .env_remove("PLEXUS_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&id) && stdout.contains("carol"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP gets no answer from an HTTPS API.
+    let plain = Client::with_token(&c.api.replace("https://", "http://"), Some(c.token.clone()));
+    assert!(plain.tasks().is_err());
+}

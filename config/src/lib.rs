@@ -178,6 +178,10 @@ pub struct MasterSettings {
     /// Host names the API answers to besides `localhost`, the loopback addresses and
     /// its listen address (requests naming another `Host` are refused).
     pub api_hosts: Vec<String>,
+    /// Serve the API over HTTPS with this node's certificate (issue it with `--host` for
+    /// the names clients use); clients then authenticate with a bearer token or with a
+    /// `client` certificate of the cluster CA, which names their principal.
+    pub api_tls: bool,
     /// Web origins (`https://dash.example.com`) whose pages may call the API from a
     /// browser (CORS); empty, the default: no page of another origin may read an answer.
     pub api_cors_origins: Vec<String>,
@@ -245,8 +249,10 @@ impl Default for AclRule {
 pub struct PrincipalSettings {
     /// Its name (ACLs and task owners name it).
     pub name: String,
-    /// A file whose first line is its bearer token (at least 16 bytes).
-    pub token_file: PathBuf,
+    /// A file whose first line is its bearer token (at least 16 bytes); without one the
+    /// principal authenticates only with a `client` certificate naming it (`api_tls`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for MasterSettings {
@@ -261,6 +267,7 @@ impl Default for MasterSettings {
             job_roles: Vec::new(),
             api_hosts: Vec::new(),
             api_cors_origins: Vec::new(),
+            api_tls: false,
             api_request_timeout: Duration::from_secs(30),
             principals: Vec::new(),
             acls: None,
@@ -513,6 +520,14 @@ impl NodeSettings {
                     tls.ca_cert, tls.cert, tls.key
                 ),
                 "give all of ca_cert, cert and key, or none (with dev = true)",
+            ));
+        }
+        if self.master.api_tls && given != 3 {
+            return Err(bad(
+                "master.api_tls",
+                "true".into(),
+                "needs [tls] ca_cert, cert and key: the API presents this node's certificate \
+                 (issue it with `plexus certs issue DIR NAME --role master --host HOST`)",
             ));
         }
         if given == 0 && !tls.dev {

@@ -108,6 +108,18 @@ pub fn issue(
     node: &str,
     roles: impl Into<Roles>,
 ) -> Result<(PathBuf, PathBuf), NetError> {
+    issue_for_hosts(ca_dir, out_dir, node, roles, &[])
+}
+
+/// As [`issue`], naming also `hosts` (DNS names or IP addresses), under which the node
+/// serves HTTPS (a master's API with `master.api_tls`).
+pub fn issue_for_hosts(
+    ca_dir: &Path,
+    out_dir: &Path,
+    node: &str,
+    roles: impl Into<Roles>,
+    hosts: &[String],
+) -> Result<(PathBuf, PathBuf), NetError> {
     let roles = roles.into();
     plexus_config::validate_node_name(node).map_err(tls_err)?;
     if roles.is_empty() {
@@ -123,7 +135,10 @@ pub fn issue(
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_err)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(tls_err)?;
     let key = KeyPair::generate().map_err(tls_err)?;
-    let mut params = CertificateParams::new(vec![node.to_string()]).map_err(tls_err)?;
+    let names = std::iter::once(node.to_string())
+        .chain(hosts.iter().cloned())
+        .collect::<Vec<_>>();
+    let mut params = CertificateParams::new(names).map_err(tls_err)?;
     params.distinguished_name.push(DnType::CommonName, node);
     params.distinguished_name.push(
         DnType::OrganizationalUnitName,
@@ -232,6 +247,27 @@ impl TlsMaterial {
         Ok(cfg)
     }
 
+    /// rustls configuration of an HTTPS server (the API): this node's certificate; a
+    /// client may present a certificate of the CA (then verified), or none (it then
+    /// needs another credential).
+    pub fn https_server_config(&self) -> Result<rustls::ServerConfig, NetError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots()?,
+            Self::provider(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(tls_err)?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(tls_err)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+
     /// rustls client configuration: presents this node's certificate, trusts only the CA.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, NetError> {
         let mut cfg = rustls::ClientConfig::builder_with_provider(Self::provider())
@@ -253,6 +289,19 @@ pub fn cert_names(cert: &CertificateDer<'_>, node: &str) -> Result<(), String> {
         .map_err(|e| format!("peer name {node:?} is not a DNS name: {e}"))?;
     ee.verify_is_valid_for_subject_name(&name)
         .map_err(|_| format!("peer claims to be {node:?} but its certificate names another node"))
+}
+
+/// The node a certificate was issued to (its common name).
+pub fn cert_node(cert: &CertificateDer<'_>) -> Result<String, String> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let cn = x509
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or("the certificate names no node (no common name)")?;
+    Ok(cn.to_string())
 }
 
 /// The roles a certificate carries (its `OU=plexus-roles:…` entry). A certificate

@@ -184,6 +184,13 @@ impl KCluster {
         );
         let cfg_path = dir.path().join("master.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
+        // An API over HTTPS is reached trusting the cluster's CA (each test is a process).
+        let scheme = if master_extra.contains("api_tls = true") {
+            std::env::set_var("PLEXUS_CA", dir.path().join("ca.pem"));
+            "https"
+        } else {
+            "http"
+        };
         let mut master = Proc {
             name: MASTER.into(),
             args: vec![
@@ -227,7 +234,7 @@ impl KCluster {
         let c = KCluster {
             dir,
             master_addr,
-            api: format!("http://{api_addr}"),
+            api: format!("{scheme}://{api_addr}"),
             master,
             agents: procs,
             agent_addrs,

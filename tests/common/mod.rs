@@ -69,9 +69,10 @@ pub fn raw_transport(
     .unwrap_or_else(|e| panic!("binding a transport for {name}: {e}"))
 }
 
-/// TLS settings for node `name` with `roles`, issued by the CA in `dir`.
+/// TLS settings for node `name` with `roles`, issued by the CA in `dir` (naming also
+/// 127.0.0.1, where the tests' masters serve their API).
 pub fn certs_as(dir: &Path, name: &str, roles: impl Into<plexus_net::Roles>) -> TlsSettings {
-    let (c, k) = tls::issue(dir, dir, name, roles).unwrap();
+    let (c, k) = tls::issue_for_hosts(dir, dir, name, roles, &["127.0.0.1".into()]).unwrap();
     TlsSettings {
         ca_cert: Some(dir.join("ca.pem")),
         cert: Some(c),

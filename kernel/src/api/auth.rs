@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The principal of the token the master makes for itself.
 pub const ADMIN_PRINCIPAL: &str = "admin";
@@ -69,6 +70,43 @@ pub struct ApiAccess {
     acls: crate::acl::Acls,
     /// Web origins whose pages may call the API (CORS).
     cors_origins: Vec<String>,
+    /// HTTPS, with client certificates of the cluster CA accepted as credentials.
+    tls: Option<Arc<TlsConfig>>,
+}
+
+/// The API's TLS configuration.
+pub type TlsConfig = actix_tls::accept::rustls_0_23::reexports::ServerConfig;
+
+/// The certificate a client presented on its connection (verified against the CA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The node it was issued to.
+    pub node: String,
+    /// Its roles.
+    pub roles: plexus_net::Roles,
+}
+
+impl PeerCert {
+    /// The certificate of a TLS connection, if its client presented one (called as each
+    /// connection is accepted; the handshake already verified the chain).
+    pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+        use actix_tls::accept::rustls_0_23::TlsStream;
+        let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() else {
+            return;
+        };
+        let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+            return;
+        };
+        match (
+            plexus_net::tls::cert_node(cert),
+            plexus_net::tls::cert_roles(cert),
+        ) {
+            (Ok(node), Ok(roles)) => {
+                ext.insert(PeerCert { node, roles });
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::debug!("a client certificate is not used: {e}"),
+        }
+    }
 }
 
 impl ApiAccess {
@@ -93,7 +131,26 @@ impl ApiAccess {
             request_timeout_ms: super::REQUEST_TIMEOUT_MS,
             acls: crate::acl::Acls::default(),
             cors_origins: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with `cfg`.
+    pub fn set_tls(&mut self, cfg: TlsConfig) {
+        self.tls = Some(Arc::new(cfg));
+    }
+
+    /// The TLS configuration, when the API serves HTTPS.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_deref()
+    }
+
+    /// The principal a client certificate names: a `client` certificate authenticates
+    /// as the principal of its node's name; others (agents, masters) are no API callers.
+    pub fn cert_principal(&self, cert: &PeerCert) -> Option<Principal> {
+        cert.roles
+            .has(plexus_net::Role::Client)
+            .then(|| Principal(cert.node.clone()))
     }
 
     /// Each principal's token, as the secret its frameworks subscribe with.

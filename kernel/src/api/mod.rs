@@ -323,14 +323,23 @@ fn gate(access: &auth::ApiAccess, req: &actix_web::dev::ServiceRequest) -> Resul
     if req.path() == "/health" {
         return Ok(());
     }
-    match access.authenticate(text(header::AUTHORIZATION)) {
+    // A bearer token, else (over HTTPS) a client certificate of the cluster CA.
+    let principal = access
+        .authenticate(text(header::AUTHORIZATION))
+        .cloned()
+        .or_else(|| {
+            req.conn_data::<auth::PeerCert>()
+                .and_then(|c| access.cert_principal(c))
+        });
+    match principal {
         Some(p) => {
-            req.extensions_mut().insert(p.clone());
+            req.extensions_mut().insert(p);
             Ok(())
         }
         None => Err(ApiError::status(
             StatusCode::UNAUTHORIZED,
-            "a credential is needed: `Authorization: Bearer TOKEN` (the CLI finds the master's own token by itself)",
+            "a credential is needed: `Authorization: Bearer TOKEN` (the CLI finds the master's own token by itself), \
+             or over HTTPS a client certificate of the cluster CA",
         )),
     }
 }
@@ -1026,11 +1035,13 @@ async fn metrics(ctx: web::Data<ApiContext>) -> Result<HttpResponse, ApiError> {
         .body(text))
 }
 
-/// Serves the API on `listener` (already bound); the returned server runs until stopped.
+/// Serves the API on `listener` (already bound), over HTTPS when the access settings
+/// have TLS; the returned server runs until stopped.
 pub fn serve(
     listener: std::net::TcpListener,
     ctx: ApiContext,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let tls = ctx.access.tls().cloned();
     let server = HttpServer::new(move || {
         let access = ctx.access.clone();
         // Outermost, so a browser's preflight is answered before credentials are asked.
@@ -1101,10 +1112,13 @@ pub fn serve(
     .workers(1)
     .client_request_timeout(std::time::Duration::from_millis(HEADERS_TIMEOUT_MS))
     .keep_alive(std::time::Duration::from_millis(KEEP_ALIVE_MS))
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .on_connect(auth::PeerCert::on_connect)
+    .disable_signals();
+    let server = match tls {
+        Some(cfg) => server.listen_rustls_0_23(listener, cfg)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 #[cfg(test)]
