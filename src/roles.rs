@@ -68,6 +68,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         credentials: access.credentials(),
         ..MasterConfig::default()
     };
+    let role_changes = cfg.role_changes.clone();
     let reads = cfg.reads.clone();
     let (supervisor, ended) = Actor::spawn(
         None,
@@ -113,6 +114,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         node: node.clone(),
         reads,
         access,
+        roles: role_changes,
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (api, api_ended) =
@@ -191,6 +193,8 @@ fn check_acl_principals(
         ("kill_tasks", &acls.kill_tasks),
         ("view_tasks", &acls.view_tasks),
         ("read_logs", &acls.read_logs),
+        ("update_weights", &acls.update_weights),
+        ("update_quotas", &acls.update_quotas),
     ];
     for (kind, rules) in lists {
         for (i, r) in rules.iter().enumerate() {

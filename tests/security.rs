@@ -566,7 +566,8 @@ fn acls_decide_who_may_run_see_kill_and_read_which_tasks_and_root_needs_a_rule()
         [[master.acls.view_tasks]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n\
         [[master.acls.view_tasks]]\nprincipals = [\"test\"]\n\
         [[master.acls.kill_tasks]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n\
-        [[master.acls.read_logs]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n";
+        [[master.acls.read_logs]]\nprincipals = [\"alice\"]\nowners = [\"alice\"]\n\
+        [[master.acls.update_weights]]\nprincipals = [\"test\"]\n";
     let c = KCluster::start_opts(
         "acls",
         1,
@@ -626,6 +627,33 @@ fn acls_decide_who_may_run_see_kill_and_read_which_tasks_and_root_needs_a_rule()
     c.wait_tasks("alice's task is killed", Duration::from_secs(30), |t| {
         t.iter()
             .any(|t| t.task_id.as_str() == id && t.state == "TASK_KILLED")
+    });
+    // Weights and quotas change only as the rules say.
+    let put = |token: &str, body: &str| {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = http
+            .put(&format!("{}/api/v1/roles/batch", c.api))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    let alice_token = std::fs::read_to_string(tokens.path().join("alice")).unwrap();
+    let (status, body) = put(&alice_token, r#"{"weight": 3}"#);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("master.acls.update_weights"), "{body}");
+    let (status, body) = put(&c.token, r#"{"quota": "cpus:1;mem:64"}"#);
+    assert_eq!(status, 403, "no rule lets anyone change quotas: {body}");
+    let (status, body) = put(&c.token, r#"{"weight": -1}"#);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = put(&c.token, r#"{"weight": 3}"#);
+    assert_eq!(status, 202, "{body}");
+    c.wait_state("the weight is in force", Duration::from_secs(30), |s| {
+        s.roles.iter().any(|r| r.role == "batch" && r.weight == 3.0)
     });
 }
 

@@ -214,6 +214,10 @@ pub struct AclSettings {
     pub view_tasks: Vec<AclRule>,
     /// Who may read the output of the tasks of which owners.
     pub read_logs: Vec<AclRule>,
+    /// Who may change the weights of which roles.
+    pub update_weights: Vec<AclRule>,
+    /// Who may change the quotas of which roles.
+    pub update_quotas: Vec<AclRule>,
 }
 
 /// One rule: `principals` may act on the objects named by the other lists; `"*"` is
@@ -223,7 +227,7 @@ pub struct AclSettings {
 pub struct AclRule {
     /// The principals the rule is for.
     pub principals: Vec<String>,
-    /// Roles (`register_frameworks`, `run_tasks`).
+    /// Roles (`register_frameworks`, `run_tasks`, `update_weights`, `update_quotas`).
     pub roles: Vec<String>,
     /// OS users tasks may run as (`run_tasks`).
     pub users: Vec<String>,

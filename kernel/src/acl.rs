@@ -40,6 +40,16 @@ pub enum Action<'a> {
         /// The principal that submitted it.
         owner: Option<&'a str>,
     },
+    /// Change `role`'s weight.
+    UpdateWeight {
+        /// The role.
+        role: &'a str,
+    },
+    /// Change `role`'s quota.
+    UpdateQuota {
+        /// The role.
+        role: &'a str,
+    },
 }
 
 impl std::fmt::Display for Action<'_> {
@@ -68,6 +78,18 @@ impl std::fmt::Display for Action<'_> {
                     f,
                     "read the logs of tasks of {} (master.acls.read_logs)",
                     owner(o)
+                )
+            }
+            Action::UpdateWeight { role } => {
+                write!(
+                    f,
+                    "change the weight of role {role:?} (master.acls.update_weights)"
+                )
+            }
+            Action::UpdateQuota { role } => {
+                write!(
+                    f,
+                    "change the quota of role {role:?} (master.acls.update_quotas)"
                 )
             }
         }
@@ -227,6 +249,8 @@ impl Acls {
             Action::KillTask { .. } => &rules.kill_tasks,
             Action::ViewTask { .. } => &rules.view_tasks,
             Action::ReadLogs { .. } => &rules.read_logs,
+            Action::UpdateWeight { .. } => &rules.update_weights,
+            Action::UpdateQuota { .. } => &rules.update_quotas,
         };
         list.iter()
             .any(|r| names(&r.principals, who) && fits(r, what))
@@ -236,7 +260,9 @@ impl Acls {
 /// Whether `rule` (of `what`'s kind) covers `what`'s objects.
 fn fits(rule: &AclRule, what: &Action<'_>) -> bool {
     match *what {
-        Action::RegisterFramework { role } => names(&rule.roles, role),
+        Action::RegisterFramework { role }
+        | Action::UpdateWeight { role }
+        | Action::UpdateQuota { role } => names(&rule.roles, role),
         Action::RunTask { role, user } => {
             names(&rule.roles, role) && user.is_none_or(|u| names(&rule.users, u))
         }
@@ -271,6 +297,8 @@ mod tests {
                 kill_tasks: vec![rule(&["alice"], &[], &[], &["alice"])],
                 view_tasks: vec![rule(&["*"], &[], &[], &["*"])],
                 read_logs: vec![rule(&["alice", "ops"], &[], &[], &["alice"])],
+                update_weights: vec![rule(&["ops"], &["*"], &[], &[])],
+                update_quotas: vec![rule(&["ops"], &["batch"], &[], &[])],
             }),
             Some("admin".into()),
         )
@@ -318,6 +346,10 @@ mod tests {
         assert!(a.allows("sched", &register("prod")));
         assert!(!a.allows("sched", &register("dev")));
         assert!(!a.allows("alice", &register("prod")));
+        assert!(a.allows("ops", &Action::UpdateWeight { role: "prod" }));
+        assert!(!a.allows("alice", &Action::UpdateWeight { role: "prod" }));
+        assert!(a.allows("ops", &Action::UpdateQuota { role: "batch" }));
+        assert!(!a.allows("ops", &Action::UpdateQuota { role: "prod" }));
     }
 
     #[test]

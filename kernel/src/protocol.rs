@@ -395,6 +395,9 @@ pub enum MasterMsg {
         /// What it asks.
         call: FrameworkCall,
     },
+    /// Apply the roles' weights and quotas operators set (in the master's process: a
+    /// peer can only ask for what is already there to be applied).
+    RolesChanged,
     /// The cluster's whole state, copied by the master (for tests and tools; the API
     /// reads the master's published [`crate::master::ReadModel`] instead).
     State(RpcReplyPort<ClusterState>),

@@ -71,6 +71,8 @@ pub struct ApiContext {
     pub reads: ReadModel,
     /// Who may call, and by which host names.
     pub access: Arc<auth::ApiAccess>,
+    /// Roles' weights and quotas operators set (the master applies them).
+    pub roles: crate::master::config::SharedRoles,
 }
 
 /// Longest a request may take from its first byte to its answer, body included (a body
@@ -663,6 +665,9 @@ pub struct ClusterSummary {
     pub last_allocation_us: u64,
     /// The master's inbox.
     pub inbox: InboxStats,
+    /// Roles with a weight or a quota, as in force.
+    #[serde(default)]
+    pub roles: Vec<crate::master::core::RoleState>,
 }
 
 /// Tasks the master knows, by state name (every state, zeros included).
@@ -689,6 +694,7 @@ pub fn summary(v: &ClusterView, pending_jobs: usize) -> ClusterSummary {
         offers_outstanding: v.offers_outstanding,
         last_allocation_us: v.last_allocation_us,
         inbox: v.inbox,
+        roles: v.roles.to_vec(),
     }
 }
 
@@ -711,6 +717,62 @@ async fn get_agents(
         .cloned();
     let page = page_of(from, limit, |_| 256, |a| a.id.to_string());
     Ok(HttpResponse::Ok().json(page))
+}
+
+/// Body of `PUT /api/v1/roles/{role}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleChange {
+    /// The role's new weight.
+    #[serde(default)]
+    weight: Option<f64>,
+    /// The role's new quota (Mesos resource syntax; empty: none).
+    #[serde(default)]
+    quota: Option<String>,
+}
+
+async fn put_role(
+    ctx: web::Data<ApiContext>,
+    who: web::ReqData<Principal>,
+    role: web::Path<String>,
+    body: web::Json<RoleChange>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if b.weight.is_none() && b.quota.is_none() {
+        return Err(ApiError::bad("give `weight`, `quota` or both"));
+    }
+    if b.weight.is_some() {
+        allow(&ctx, &who, Action::UpdateWeight { role: &role })?;
+    }
+    let quota = match b.quota.as_deref() {
+        None => None,
+        Some(text) => {
+            allow(&ctx, &who, Action::UpdateQuota { role: &role })?;
+            if text.trim().is_empty() {
+                Some(None)
+            } else {
+                let q = Resources::parse(text)
+                    .map_err(|e| ApiError::bad(format!("quota {text:?}: {e}")))?;
+                Some(Some(q))
+            }
+        }
+    };
+    ctx.roles
+        .set(&role, b.weight, quota)
+        .map_err(|e| ApiError::bad(format!("role {:?}: {e}", role.as_str())))?;
+    let master = ctx
+        .node
+        .whereis::<crate::protocol::MasterMsg>(plexus_actors::names::MASTER_NAME)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::unavailable("the master is not running; the change applies when it is")
+        })?;
+    master
+        .cast(crate::protocol::MasterMsg::RolesChanged)
+        .map_err(|e| ApiError::unavailable(format!("telling the master: {e}")))?;
+    // Applied by the master within its next publish (`GET /api/v1/state` shows `roles`).
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "role": role.as_str() })))
 }
 
 /// Answers `403` unless the ACLs let `who` do `what`.
@@ -1105,6 +1167,7 @@ pub fn serve(
             .route("/api/v1/tasks/{id}/kill", web::post().to(kill))
             .route("/api/v1/tasks/{id}/logs", web::get().to(logs))
             .route("/api/v1/jobs", web::post().to(submit))
+            .route("/api/v1/roles/{role}", web::put().to(put_role))
             .default_service(web::to(|| async {
                 ApiError::not_found("no such endpoint").error_response()
             }))

@@ -355,6 +355,7 @@ impl Actor for Master {
                     debug!("state asker left before its answer");
                 }
             }
+            MasterMsg::RolesChanged => st.handle(&me, Event::RolesChanged),
             MasterMsg::Allocate => {
                 let t = std::time::Instant::now();
                 st.handle(&me, Event::Allocate);

@@ -1,6 +1,7 @@
 //! The master's tunables.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::view::ReadModel;
@@ -47,6 +48,92 @@ pub struct MasterConfig {
     pub acls: crate::acl::Acls,
     /// Principals' secrets, which frameworks subscribe with.
     pub credentials: crate::acl::Credentials,
+    /// Weights and quotas operators changed at runtime (the API writes, the master
+    /// applies on `MasterMsg::RolesChanged`); kept across restarts of the master actor.
+    pub role_changes: SharedRoles,
+}
+
+/// Most roles with a weight or a quota.
+pub const MAX_ROLE_SETTINGS: usize = 1024;
+
+/// Weights and quotas by role, shared by the API (which changes them) and the master
+/// (which applies them). Nothing on the wire reaches it: a peer can only ask the master to
+/// apply what is there.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRoles(Arc<Mutex<RoleSettings>>);
+
+/// Weights and quotas by role, set at runtime over those of the settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleSettings {
+    /// Weights (default 1).
+    pub weights: BTreeMap<String, f64>,
+    /// Quota limits (`None`: cleared, even if the settings give one).
+    pub quotas: BTreeMap<String, Option<Resources>>,
+}
+
+impl RoleSettings {
+    /// `base` (the settings' weights and quotas) with these changes over it.
+    pub fn over(
+        &self,
+        weights: &BTreeMap<String, f64>,
+        quotas: &BTreeMap<String, Resources>,
+    ) -> (BTreeMap<String, f64>, BTreeMap<String, Resources>) {
+        let mut w = weights.clone();
+        w.extend(self.weights.iter().map(|(r, v)| (r.clone(), *v)));
+        let mut q = quotas.clone();
+        for (r, v) in &self.quotas {
+            match v {
+                Some(v) => q.insert(r.clone(), v.clone()),
+                None => q.remove(r),
+            };
+        }
+        (w, q)
+    }
+}
+
+impl SharedRoles {
+    /// What is set now.
+    pub fn get(&self) -> RoleSettings {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets `role`'s weight and/or quota (`Some(None)` clears the quota); refuses a bad
+    /// role or weight, and a new role beyond [`MAX_ROLE_SETTINGS`].
+    pub fn set(
+        &self,
+        role: &str,
+        weight: Option<f64>,
+        quota: Option<Option<Resources>>,
+    ) -> Result<(), String> {
+        crate::resources::validate_role(role)?;
+        if let Some(w) = weight {
+            if !(w.is_finite() && w > 0.0 && w <= 1e6) {
+                return Err(format!(
+                    "weight must be a number above 0 and at most 1000000, not {w}"
+                ));
+            }
+        }
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let known = g.weights.contains_key(role) || g.quotas.contains_key(role);
+        let roles = g
+            .weights
+            .keys()
+            .chain(g.quotas.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if !known && roles >= MAX_ROLE_SETTINGS {
+            return Err(format!(
+                "at most {MAX_ROLE_SETTINGS} roles may have a weight or a quota"
+            ));
+        }
+        if let Some(w) = weight {
+            g.weights.insert(role.to_string(), w);
+        }
+        if let Some(q) = quota {
+            g.quotas.insert(role.to_string(), q);
+        }
+        Ok(())
+    }
 }
 
 /// The default bound of the master's inbox: at the master's pace (tens of thousands of
@@ -74,6 +161,7 @@ impl Default for MasterConfig {
             session_fault: FaultSwitch::default(),
             acls: crate::acl::Acls::default(),
             credentials: crate::acl::Credentials::default(),
+            role_changes: SharedRoles::default(),
         }
     }
 }

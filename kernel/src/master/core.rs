@@ -56,6 +56,8 @@ pub struct Now {
 /// Something that happened, for the core to decide on.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// Operators changed roles' weights or quotas (see [`MasterConfig::role_changes`]).
+    RolesChanged,
     /// An agent registered or re-registered (its actor is reachable).
     AgentRegistered(AgentRegistration),
     /// The current connection to an agent was lost.
@@ -174,6 +176,17 @@ pub enum SubscribeError {
     Forbidden(String),
 }
 
+/// A role's weight and quota in force.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoleState {
+    /// The role.
+    pub role: String,
+    /// Its weight (1 unless set).
+    pub weight: f64,
+    /// Its quota limit, if it has one.
+    pub quota: Option<Resources>,
+}
+
 /// Whether an agent is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentLink {
@@ -206,6 +219,10 @@ struct FrameworkEntry {
 /// The master's state and rules; see the [module docs](self).
 pub struct MasterCore {
     cfg: MasterConfig,
+    /// Roles' weights in force.
+    weights: BTreeMap<String, f64>,
+    /// Roles' quotas in force.
+    quotas: BTreeMap<String, Resources>,
     agents: BTreeMap<AgentId, AgentEntry>,
     frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
     offers: OfferBook,
@@ -234,13 +251,16 @@ impl MasterCore {
     pub fn with_epoch(cfg: MasterConfig, epoch: u32) -> Self {
         let mut allocator = Allocator::new();
         allocator.set_offer_limit(cfg.offer_limit);
-        for (role, w) in &cfg.weights {
+        let (weights, quotas) = cfg.role_changes.get().over(&cfg.weights, &cfg.quotas);
+        for (role, w) in &weights {
             allocator.set_weight(role, *w);
         }
-        for (role, q) in &cfg.quotas {
+        for (role, q) in &quotas {
             allocator.set_quota(role, Some(q.clone()));
         }
         MasterCore {
+            weights,
+            quotas,
             cfg,
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
@@ -296,6 +316,7 @@ impl MasterCore {
             }
             Event::Allocate => self.allocate(now),
             Event::Tick => self.tick(now),
+            Event::RolesChanged => self.apply_role_changes(),
         }
         #[cfg(debug_assertions)]
         if let Err(e) = self.check_books() {
@@ -328,6 +349,45 @@ impl MasterCore {
             },
             FrameworkCall::Teardown => self.remove_framework(fw),
         }
+    }
+
+    /// Applies the weights and quotas in force now (the settings' with the runtime
+    /// changes over them), and allocates again.
+    fn apply_role_changes(&mut self) {
+        let (weights, quotas) = self
+            .cfg
+            .role_changes
+            .get()
+            .over(&self.cfg.weights, &self.cfg.quotas);
+        for (role, w) in &weights {
+            self.allocator.set_weight(role, *w);
+        }
+        for role in self.weights.keys().filter(|r| !weights.contains_key(*r)) {
+            self.allocator.set_weight(role, 1.0);
+        }
+        for role in self.quotas.keys().filter(|r| !quotas.contains_key(*r)) {
+            self.allocator.set_quota(role, None);
+        }
+        for (role, q) in &quotas {
+            self.allocator.set_quota(role, Some(q.clone()));
+        }
+        self.weights = weights;
+        self.quotas = quotas;
+        self.schedule_allocation();
+    }
+
+    /// Weights and quotas in force, by role.
+    pub fn role_states(&self) -> Vec<RoleState> {
+        let roles: std::collections::BTreeSet<&String> =
+            self.weights.keys().chain(self.quotas.keys()).collect();
+        roles
+            .into_iter()
+            .map(|r| RoleState {
+                role: r.clone(),
+                weight: self.weights.get(r).copied().unwrap_or(1.0),
+                quota: self.quotas.get(r).cloned(),
+            })
+            .collect()
     }
 
     /// A framework subscribes (or re-subscribes with its id) on `authority`; returns its

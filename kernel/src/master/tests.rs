@@ -990,3 +990,42 @@ fn a_framework_acts_on_its_authority_its_id_stays_with_it_and_root_needs_a_rule(
     );
     assert_eq!(task_state(&c, "nobody"), Some(TaskState::Staging));
 }
+
+#[test]
+fn roles_weights_and_quotas_change_at_runtime_over_the_settings() {
+    let mut cfg = MasterConfig::default();
+    cfg.weights.insert("prod".into(), 2.0);
+    cfg.quotas.insert("batch".into(), Resources::new(1.0, 64));
+    let shared = cfg.role_changes.clone();
+    let mut c = MasterCore::new(cfg);
+    let state = |c: &MasterCore| {
+        c.role_states()
+            .into_iter()
+            .map(|r| (r.role, r.weight, r.quota.map(|q| q.cpus())))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        state(&c),
+        [("batch".into(), 1.0, Some(1.0)), ("prod".into(), 2.0, None)]
+    );
+    shared.set("prod", Some(5.0), None).unwrap();
+    shared.set("batch", None, Some(None)).unwrap();
+    shared
+        .set("dev", Some(0.5), Some(Some(Resources::new(2.0, 128))))
+        .unwrap();
+    assert!(shared.set("bad role!", Some(1.0), None).is_err());
+    assert!(shared.set("prod", Some(f64::NAN), None).is_err());
+    c.handle(at(1), Event::RolesChanged);
+    assert_eq!(
+        state(&c),
+        [("dev".into(), 0.5, Some(2.0)), ("prod".into(), 5.0, None)],
+        "the batch quota was cleared, over the settings"
+    );
+    // A restarted master actor starts from the same changes.
+    let again = MasterCore::new(MasterConfig {
+        weights: [("prod".to_string(), 2.0)].into(),
+        role_changes: shared,
+        ..MasterConfig::default()
+    });
+    assert_eq!(state(&again)[1], ("prod".into(), 5.0, None));
+}

@@ -42,6 +42,8 @@ pub struct ClusterView {
     pub last_allocation_us: u64,
     /// The master's inbox.
     pub inbox: InboxStats,
+    /// Roles' weights and quotas in force.
+    pub roles: Arc<Vec<super::core::RoleState>>,
 }
 
 /// Where the master publishes its [`ClusterView`] and readers take it. Cloning shares
@@ -114,6 +116,7 @@ impl Publisher {
             offers_outstanding: core.offers_outstanding(),
             last_allocation_us: core.last_allocation_us(),
             inbox,
+            roles: Arc::new(core.role_states()),
         });
     }
 }
