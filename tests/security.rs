@@ -690,7 +690,7 @@ fn a_task_cannot_forge_the_records_its_agent_reads() {
 /// Launches one queued task per offer and keeps every update.
 struct Launcher {
     queue: Vec<TaskSpec>,
-    updates: Arc<Mutex<Vec<StatusUpdate>>>,
+    updates: tokio::sync::mpsc::UnboundedSender<StatusUpdate>,
 }
 
 impl Scheduler for Launcher {
@@ -705,7 +705,8 @@ impl Scheduler for Launcher {
         }
     }
     fn update(&mut self, _: &DriverHandle, u: &StatusUpdate) {
-        self.updates.lock().unwrap().push(u.clone());
+        // The test holds the receiver until it ends.
+        self.updates.send(u.clone()).unwrap();
     }
 }
 
@@ -745,7 +746,7 @@ async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_use
         role: "*".into(),
         failover_timeout_secs: 60.0,
     };
-    let updates = Arc::new(Mutex::new(Vec::new()));
+    let (updates, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let task = |id: &str, user: &str| TaskSpec {
         task_id: id.into(),
         name: id.into(),
@@ -782,26 +783,31 @@ async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_use
     assert!(logged >= 2, "refusals are logged: {logged}");
     // The principal with its secret registers; its root task is refused, its nobody task runs.
     start("sched", Some("sched"), Some(secret)).await.unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = updates.lock().unwrap().clone();
-        let root = seen.iter().find(|u| u.task_id.as_str() == "as-root");
-        let nobody = seen.iter().find(|u| u.task_id.as_str() == "as-nobody");
-        if let (Some(root), Some(n)) = (root, nobody) {
-            if n.state == TaskState::Running {
-                assert_eq!(root.state, TaskState::Error, "{root:?}");
-                assert_eq!(root.reason, Some(Reason::TaskInvalid), "{root:?}");
-                assert!(root.message.contains("as user \"root\""), "{root:?}");
-                break;
-            }
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (mut root, mut nobody) = (None::<StatusUpdate>, None::<StatusUpdate>);
+    while root.is_none()
+        || nobody
+            .as_ref()
+            .is_none_or(|n| n.state != TaskState::Running)
+    {
+        let u = tokio::time::timeout_at(end, seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("updates so far: {root:?} {nobody:?}"))
+            .unwrap();
+        match u.task_id.as_str() {
+            "as-root" => root = Some(u),
+            "as-nobody" => nobody = Some(u),
+            _ => {}
         }
-        assert!(std::time::Instant::now() < end, "updates: {seen:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let root = root.unwrap();
+    assert_eq!(root.state, TaskState::Error, "{root:?}");
+    assert_eq!(root.reason, Some(Reason::TaskInvalid), "{root:?}");
+    assert!(root.message.contains("as user \"root\""), "{root:?}");
     // RUNNING comes once the shim started; its command follows at once.
     while running(&sleeper(7)) == 0 {
         assert!(
-            std::time::Instant::now() < end,
+            tokio::time::Instant::now() < end,
             "the permitted task never ran"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -79,15 +79,19 @@ impl RotatingLog {
             }
         }
         let file = create_new(&path)?;
-        let log = RotatingLog {
+        // No `.base` file until the first rotation drops output: none reads as 0.
+        match std::fs::remove_file(base_file(&path)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(RotatingLog {
             path,
             limits,
             file: Some(file),
             written_bytes: 0,
             base_bytes: 0,
-        };
-        log.record_base()?;
-        Ok(log)
+        })
     }
 
     /// Records where the oldest file kept begins (written aside, then renamed over).

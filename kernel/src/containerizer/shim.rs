@@ -477,12 +477,15 @@ struct Watch<'a> {
 
 impl<'a> Watch<'a> {
     fn new(args: &'a ShimArgs, pid: i32) -> Self {
+        // The first checks come one interval in: a short task costs no reads at all (and
+        // one that failed at once is checked as it ends).
         let now = Instant::now();
+        let w = &args.watch;
         Watch {
             args,
             pid,
-            next_check: now,
-            next_disk_check: now,
+            next_check: now + Duration::from_millis(w.check_interval_ms.max(1)),
+            next_disk_check: now + Duration::from_millis(w.disk_check_interval_ms.max(1)),
             dropped_bytes: [0; 2],
             floor_reached: false,
         }
