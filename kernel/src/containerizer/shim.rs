@@ -521,7 +521,9 @@ impl<'a> Watch<'a> {
             if n < 0 {
                 continue; // EINTR
             }
-            let exited = ended.is_none() || fds[2].revents != 0;
+            // Without a pidfd (a kernel before 5.3) the end of the output says the command
+            // ended: the pipes are read until both close, then the command is reaped.
+            let exited = ended.is_some() && fds[2].revents != 0;
             for (i, (pipe, log)) in [(&out_pipe, &mut out_log), (&err_pipe, &mut err_log)]
                 .into_iter()
                 .enumerate()
@@ -530,7 +532,7 @@ impl<'a> Watch<'a> {
                     open[i] = self.copy(i, pipe, log, &mut buf, exited);
                 }
             }
-            if exited {
+            if exited || (ended.is_none() && !open[0] && !open[1]) {
                 return limited;
             }
         }
