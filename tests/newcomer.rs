@@ -11,7 +11,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use plexus::client::{Client, KillAnswer};
-use plexus_kernel::api::SubmitJob;
 
 fn plexus() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_plexus"));
@@ -404,14 +403,8 @@ fn roles_from_weights_and_quotas_can_be_used_from_the_cli() {
 fn what_no_agent_could_run_is_refused_naming_the_field_and_limit() {
     let d = Dev::start("");
     let c = Client::new(&d.api);
-    let job = |cpus: f64, mem: u64, argv: &[&str]| SubmitJob {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        cpus,
-        mem,
-        disk: 0,
-        name: None,
-        role: None,
-        user: None,
+    let job = |cpus: f64, mem: u64, argv: &[&str]| {
+        common::kcluster::job(argv.iter().map(|s| s.to_string()).collect(), cpus, mem)
     };
     for (j, wanted) in [
         (job(0.0, 64, &["true"]), "cpus"),

@@ -3,6 +3,8 @@
 //! valid certificate from the cluster's CA, speaking the node protocol by hand.
 
 mod common;
+#[path = "../kernel/tests/common/mod.rs"]
+mod events;
 use common::kcluster::*;
 
 use std::net::SocketAddr;
@@ -747,10 +749,21 @@ async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_use
         failover_timeout_secs: 60.0,
     };
     let (updates, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    // A task says it runs on a FIFO any user may write to.
+    let ready_dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ready_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ready = events::fifo(ready_dir.path(), "ready");
+    std::fs::set_permissions(&ready, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let argv = sh(&format!(
+        "echo > {}; {}",
+        ready.display(),
+        sleeper(7).join(" ")
+    ));
     let task = |id: &str, user: &str| TaskSpec {
         task_id: id.into(),
         name: id.into(),
-        argv: sleeper(7),
+        argv: argv.clone(),
         resources: Resources::new(0.1, 16),
         user: Some(user.into()),
     };
@@ -804,15 +817,9 @@ async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_use
     assert_eq!(root.state, TaskState::Error, "{root:?}");
     assert_eq!(root.reason, Some(Reason::TaskInvalid), "{root:?}");
     assert!(root.message.contains("as user \"root\""), "{root:?}");
-    // RUNNING comes once the shim started; its command follows at once.
-    while running(&sleeper(7)) == 0 {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "the permitted task never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(running(&sleeper(7)), 1, "only the permitted task runs");
+    // RUNNING comes once the shim started; the command says when it runs.
+    events::read_line(&ready).await;
+    assert_eq!(running(&argv), 1, "only the permitted task runs");
 }
 
 #[test]

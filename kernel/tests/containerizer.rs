@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use plexus_kernel::containerizer::cgroups::{CgroupMode, TaskCgroup};
+use plexus_kernel::containerizer::conformance::ended_by;
 use plexus_kernel::containerizer::logs::{self, LogLimits};
 use plexus_kernel::containerizer::shim::{self, ExitRecord};
 use plexus_kernel::containerizer::{
@@ -81,7 +82,7 @@ async fn end(
     let exit = tokio::time::timeout(Duration::from_secs(60), c.wait(info))
         .await
         .expect("the task ends");
-    c.destroy(info);
+    c.destroy(info).await;
     classify(&exit, killing)
 }
 
@@ -217,7 +218,7 @@ async fn a_new_containerizer_re_adopts_running_tasks() {
     assert!(again.is_running(&info));
     let exit = again.wait(&info).await;
     assert_eq!(exit.record, Some(ExitRecord::Exited(7)));
-    again.destroy(&info);
+    again.destroy(&info).await;
     assert!(!again.is_running(&info));
 }
 
@@ -348,9 +349,7 @@ async fn a_restarted_agent_kills_tasks_it_does_not_know_and_removes_their_cgroup
     // just before the crash).
     let again = f.new_containerizer();
     let known = vec![kept.clone()];
-    let removed = tokio::task::spawn_blocking(move || again.destroy_orphans_now(&known))
-        .await
-        .unwrap();
+    let removed = again.destroy_orphans_now(&known).await;
     assert_eq!(removed, vec![lost.cgroups[0].clone()]);
     assert!(lost.cgroups.iter().all(|d| !d.exists()));
     let (_, _, msg) = end(&f.c, &lost, false).await;
@@ -375,20 +374,11 @@ async fn orphans_of_another_agent_with_other_state_are_left_alone() {
         vec![env!("CARGO_BIN_EXE_plexus-kernel-shim").into()],
         f.mode.clone(),
     );
-    let removed = tokio::task::spawn_blocking(move || mine.destroy_orphans_now(&[]))
-        .await
-        .unwrap();
+    let removed = mine.destroy_orphans_now(&[]).await;
     assert!(removed.is_empty(), "{removed:?}");
     assert!(f.c.is_running(&theirs));
     f.c.kill(&theirs, Duration::from_secs(5)).await;
     assert_eq!(end(&f.c, &theirs, true).await.0, TaskState::Killed);
-}
-
-/// Waits for the task to end `TASK_FAILED` with `reason`; its message.
-async fn ended_by(c: &ProcessContainerizer, info: &ContainerInfo, reason: Reason) -> String {
-    let (st, r, msg) = end(c, info, false).await;
-    assert_eq!((st, r), (TaskState::Failed, Some(reason)), "{msg}");
-    msg
 }
 
 /// A fixture whose containerizer holds tasks to `limits`, checked every 20 ms.
@@ -400,16 +390,6 @@ fn limited(limits: TaskLimits) -> Fixture {
         ..limits
     });
     f
-}
-
-async fn wait_gone(p: &std::path::Path) {
-    for _ in 0..1200 {
-        if !p.exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} is still there", p.display());
 }
 
 #[tokio::test]
@@ -432,7 +412,7 @@ async fn a_fork_loop_is_stopped_by_the_pids_limit() {
     assert!(msg.contains("pids limit of 32"), "{msg}");
     // Every process of the loop is gone with the task's cgroups.
     for d in &bomb.cgroups {
-        wait_gone(d).await;
+        assert!(!d.exists(), "{} is still there", d.display());
     }
 }
 
@@ -529,7 +509,7 @@ async fn a_task_cgroup_is_removed_with_what_it_left_running_when_the_task_ends()
         .await;
     assert_eq!(end(&f.c, &leaver, false).await.0, TaskState::Finished);
     for d in &leaver.cgroups {
-        wait_gone(d).await;
+        assert!(!d.exists(), "{} is still there", d.display());
     }
     let bg: i32 = std::fs::read_to_string(leaver.sandbox.join("bg"))
         .unwrap()

@@ -382,7 +382,19 @@ impl Containerizer for SimContainerizer {
             .is_some_and(|p| p.end.borrow().is_none())
     }
 
-    fn destroy(&self, info: &ContainerInfo) {
+    fn destroy(&self, info: &ContainerInfo) -> BoxFuture<'static, ()> {
+        self.free(info);
+        Box::pin(async {})
+    }
+
+    fn sandbox_of(&self, _task_id: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+impl SimContainerizer {
+    /// Forgets an ended process (a simulated machine frees at once).
+    fn free(&self, info: &ContainerInfo) {
         let mut g = self.machines.lock();
         if g.procs
             .get(&info.shim_pid)
@@ -396,9 +408,5 @@ impl Containerizer for SimContainerizer {
                 }
             }
         }
-    }
-
-    fn sandbox_of(&self, _task_id: &str) -> Option<PathBuf> {
-        None
     }
 }

@@ -370,7 +370,7 @@ impl Agent {
                 tokio::spawn(async move {
                     c.kill(&container, grace).await;
                     c.wait(&container).await;
-                    c.destroy(&container);
+                    c.destroy(&container).await;
                 });
             }
             Effect::DestroyOrphans { keep } => self.containerizer.destroy_orphans(keep),

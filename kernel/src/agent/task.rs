@@ -160,8 +160,9 @@ impl Actor for TaskActor {
                 }
             }
             TaskMsg::Exited(exit) => {
+                // Its end is told once what it held is free.
                 if let Some(info) = &st.container {
-                    self.containerizer.destroy(info);
+                    self.containerizer.destroy(info).await;
                 }
                 Self::tell_agent(
                     st,

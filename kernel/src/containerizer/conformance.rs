@@ -90,6 +90,15 @@ async fn ended(c: &dyn Containerizer, info: &ContainerInfo) -> ExitInfo {
         .unwrap_or_else(|_| panic!("task {} did not end", info.task_id))
 }
 
+/// Waits for a task that does not stop by itself to be ended `FAILED` with `reason`
+/// (a limit crossed), frees it, and returns its message.
+pub async fn ended_by(c: &dyn Containerizer, info: &ContainerInfo, reason: Reason) -> String {
+    let (state, got, msg) = classify(&ended(c, info).await, false);
+    assert_eq!((state, got), (TaskState::Failed, Some(reason)), "{msg}");
+    c.destroy(info).await;
+    msg
+}
+
 /// Exit statuses come back as recorded, and map to `FINISHED` (0) or `FAILED`.
 pub async fn exit_codes(s: &dyn Subject) {
     let c = s.containerizer();
@@ -103,7 +112,7 @@ pub async fn exit_codes(s: &dyn Subject) {
         assert_eq!(exit_code(&exit), Some(code));
         assert_eq!(classify(&exit, false).0, state, "{id}");
         assert!(!c.is_running(&info));
-        c.destroy(&info);
+        c.destroy(&info).await;
     }
 }
 
@@ -145,7 +154,7 @@ pub async fn kill_with_grace(s: &dyn Subject) {
             (state, reason),
             (TaskState::Killed, Some(Reason::TaskKilled))
         );
-        c.destroy(&info);
+        c.destroy(&info).await;
     }
 }
 
@@ -165,7 +174,7 @@ pub async fn readopt_after_restart(s: &dyn Subject) {
         matches!(exit.record, Some(ExitRecord::Signaled(_))),
         "{exit:?}"
     );
-    again.destroy(&info);
+    again.destroy(&info).await;
     assert!(!again.is_running(&info));
 }
 
@@ -179,14 +188,7 @@ pub async fn memory_limit(s: &dyn Subject) -> bool {
     let info = launch(&*c, "hog", s.argv(Behavior::OverMemory, "hog"), 64)
         .await
         .expect("launches");
-    let exit = ended(&*c, &info).await;
-    let (state, reason, msg) = classify(&exit, false);
-    assert_eq!(
-        (state, reason),
-        (TaskState::Failed, Some(Reason::ContainerLimitationMemory)),
-        "{msg}"
-    );
-    c.destroy(&info);
+    ended_by(&*c, &info, Reason::ContainerLimitationMemory).await;
     true
 }
 
@@ -202,26 +204,14 @@ pub async fn disk_and_pids_limits(s: &dyn Subject) {
     let filler = launch_with(&*c, "filler", s.argv(Behavior::OverDisk, "filler"), disk)
         .await
         .expect("launches");
-    let (state, reason, msg) = classify(&ended(&*c, &filler).await, false);
-    assert_eq!(
-        (state, reason),
-        (TaskState::Failed, Some(Reason::ContainerLimitationDisk)),
-        "{msg}"
-    );
-    c.destroy(&filler);
+    ended_by(&*c, &filler, Reason::ContainerLimitationDisk).await;
     if !s.enforces_pids() {
         return;
     }
     let bomb = launch(&*c, "bomb", s.argv(Behavior::ForkLoop, "bomb"), 64)
         .await
         .expect("launches");
-    let (state, reason, msg) = classify(&ended(&*c, &bomb).await, false);
-    assert_eq!(
-        (state, reason),
-        (TaskState::Failed, Some(Reason::ContainerLimitation)),
-        "{msg}"
-    );
-    c.destroy(&bomb);
+    ended_by(&*c, &bomb, Reason::ContainerLimitation).await;
 }
 
 /// A command that does not exist fails the launch (no process, exit code 127); so does

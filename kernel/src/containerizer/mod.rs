@@ -205,8 +205,9 @@ pub trait Containerizer: Send + Sync + 'static {
     fn kill(&self, info: &ContainerInfo, grace: Duration) -> BoxFuture<'static, ()>;
     /// True when the task's process still runs (checked when re-adopting).
     fn is_running(&self, info: &ContainerInfo) -> bool;
-    /// Frees what the task held (its cgroup); the sandbox stays for its logs.
-    fn destroy(&self, info: &ContainerInfo);
+    /// Frees what the task held (its cgroup, once what the task left running died);
+    /// resolves when it is freed. The sandbox stays for its logs.
+    fn destroy(&self, info: &ContainerInfo) -> BoxFuture<'static, ()>;
     /// The sandbox of a task (also after it ended), if it has one.
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf>;
     /// Stops and frees, in the background, whatever this agent launched (it has their
@@ -233,12 +234,13 @@ pub struct TaskLimits {
 
 impl Default for TaskLimits {
     fn default() -> Self {
+        let watch = WatchLimits::default();
         TaskLimits {
             max_pids: Some(4096),
             logs: shim::DEFAULT_LOGS,
             disk_floor_mb: 1024,
-            check_interval_ms: 250,
-            disk_check_interval_ms: 5000,
+            check_interval_ms: watch.check_interval_ms,
+            disk_check_interval_ms: watch.disk_check_interval_ms,
         }
     }
 }
@@ -480,45 +482,56 @@ impl ProcessContainerizer {
             .collect()
     }
 
-    /// Kills what runs in each of `cgroups` and removes them; returns those removed.
-    fn destroy_all(cgroups: Vec<TaskCgroup>) -> Vec<PathBuf> {
-        let mut removed = Vec::new();
-        for cg in cgroups {
-            // Kill, wait for the processes to end, remove; again should one have forked
-            // meanwhile.
-            for _ in 0..5 {
-                let pids = cg.pids();
-                if pids.is_empty() {
-                    break;
-                }
-                let fds: Vec<OwnedFd> = pids.iter().filter_map(|p| pidfd(*p as u32)).collect();
-                cg.destroy();
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                for fd in &fds {
-                    wait_readable(fd, deadline);
-                }
+    /// Kills what runs in `cg` and waits (up to 5 s) for it to end, again should one
+    /// have forked meanwhile; then removes the cgroup. True once it is gone. Blocks.
+    fn kill_and_remove(cg: &TaskCgroup) -> bool {
+        for _ in 0..5 {
+            let pids = cg.pids();
+            if pids.is_empty() {
+                break;
             }
-            // A cgroup whose last process just ended may refuse removal for a moment.
-            for attempt in 0..CGROUP_REMOVE_ATTEMPTS {
-                cg.destroy();
-                if cg.dirs.iter().all(|d| !d.exists()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5 << attempt.min(6)));
-            }
-            if cg.dirs.iter().all(|d| !d.exists()) {
-                removed.extend(cg.dirs.into_iter().next());
-            } else {
-                warn!(cgroup = ?cg.dirs, "a task cgroup could not be removed");
+            let fds: Vec<OwnedFd> = pids.iter().filter_map(|p| pidfd(*p as u32)).collect();
+            cg.destroy();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            for fd in &fds {
+                wait_readable(fd, deadline);
             }
         }
-        removed
+        cg.destroy();
+        cg.dirs.iter().all(|d| !d.exists())
+    }
+
+    /// Kills what runs in `cg` and removes it, trying again a few times: a cgroup whose
+    /// last process just ended may refuse removal for a moment. True once it is gone.
+    async fn remove_cgroup(cg: TaskCgroup) -> bool {
+        for attempt in 0..CGROUP_REMOVE_ATTEMPTS {
+            let c = cg.clone();
+            match tokio::task::spawn_blocking(move || Self::kill_and_remove(&c)).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => warn!("removing a task cgroup: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
+        }
+        warn!(cgroup = ?cg.dirs, "a task cgroup could not be removed");
+        false
     }
 
     /// Kills what runs in this agent's task cgroups other than those of `known` and
     /// removes those cgroups; returns the cgroups removed (their first directory).
-    pub fn destroy_orphans_now(&self, known: &[ContainerInfo]) -> Vec<PathBuf> {
-        Self::destroy_all(self.orphans(known))
+    pub async fn destroy_orphans_now(&self, known: &[ContainerInfo]) -> Vec<PathBuf> {
+        Self::remove_all(self.orphans(known)).await
+    }
+
+    async fn remove_all(cgroups: Vec<TaskCgroup>) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for cg in cgroups {
+            let first = cg.dirs.first().cloned();
+            if Self::remove_cgroup(cg).await {
+                removed.extend(first);
+            }
+        }
+        removed
     }
 
     /// Starts every shim as a program of its own instead of forking it from a launcher
@@ -765,24 +778,17 @@ impl Containerizer for ProcessContainerizer {
         pidfd(info.shim_pid).is_some() && read_exit(&info.sandbox).is_none()
     }
 
-    fn destroy(&self, info: &ContainerInfo) {
+    fn destroy(&self, info: &ContainerInfo) -> BoxFuture<'static, ()> {
         self.pidfds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&info.task_id);
-        let Some(c) = info.cgroup() else {
-            return;
-        };
-        // What the task left running is killed and waited for before its cgroup can go:
-        // off the runtime, as that may take a moment.
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || Self::destroy_all(vec![c]));
+        let cg = info.cgroup();
+        Box::pin(async move {
+            if let Some(cg) = cg {
+                Self::remove_cgroup(cg).await;
             }
-            Err(_) => {
-                Self::destroy_all(vec![c]);
-            }
-        }
+        })
     }
 
     fn destroy_orphans(&self, known: Vec<ContainerInfo>) {
@@ -791,8 +797,8 @@ impl Containerizer for ProcessContainerizer {
         if orphans.is_empty() {
             return;
         }
-        tokio::task::spawn_blocking(move || {
-            for dir in Self::destroy_all(orphans) {
+        tokio::spawn(async move {
+            for dir in Self::remove_all(orphans).await {
                 info!(cgroup = %dir.display(), "destroyed an orphan task container");
             }
         });
