@@ -11,6 +11,12 @@ pub use plexus_config as config;
 pub use plexus_kernel as kernel;
 pub use plexus_net as net;
 
+pub use plexus_kernel::datacenter::supervisor::{ChildEvent, ChildSpec, Intensity, OneForOne};
+pub use plexus_kernel::datacenter::{
+    Constraint, Datacenter, DatacenterConfig, DatacenterError, PendingSpawn, Requirements,
+};
+pub use plexus_kernel::executor;
+
 pub mod builtin;
 pub mod client;
 pub mod logging;

@@ -377,6 +377,8 @@ pub async fn start_agent(
         agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
         disk: Arc::new(plexus_kernel::agent::RealDisk),
         inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
+        executors: executor_issuer(s),
+        attributes: s.agent.attributes.clone(),
     };
     let (supervisor, ended) = Actor::spawn(
         None,
@@ -389,6 +391,34 @@ pub async fn start_agent(
     .await
     .context("starting the agent")?;
     Ok(AgentHandle { supervisor, ended })
+}
+
+/// The agent's executor CA (`NAME.executors.pem`/`.key` beside its certificate), if
+/// it has one: without it the agent runs no actor tasks.
+fn executor_issuer(s: &NodeSettings) -> Option<Arc<plexus_net::tls::ExecutorIssuer>> {
+    let (dir, root) = match (&s.tls.cert, &s.tls.ca_cert) {
+        (Some(cert), Some(ca)) => (cert.parent()?.to_path_buf(), ca.clone()),
+        _ => {
+            let dir = s.state_dir.join("tls");
+            let root = plexus_net::tls::ca_paths(&dir).0;
+            (dir, root)
+        }
+    };
+    let (cert, key) = plexus_net::tls::executor_ca_paths(&dir, &s.name);
+    if !cert.exists() {
+        tracing::info!(
+            "no executor CA at {}: this agent runs no actor tasks (`plexus certs issue` makes one with an agent's certificate)",
+            cert.display()
+        );
+        return None;
+    }
+    match plexus_net::tls::ExecutorIssuer::load(&s.name, &cert, &key, &root) {
+        Ok(i) => Some(Arc::new(i)),
+        Err(e) => {
+            tracing::warn!("this agent runs no actor tasks: {e}");
+            None
+        }
+    }
 }
 
 /// The shim command: `plexus-shim` next to this program when it is there (it starts

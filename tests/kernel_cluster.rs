@@ -236,6 +236,7 @@ impl Scheduler for Manual {
                         argv: self.argv.clone(),
                         resources: Resources::new(0.1, 16),
                         user: None,
+                        actor: None,
                     }],
                     Duration::from_secs(3600),
                 )

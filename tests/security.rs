@@ -766,6 +766,7 @@ async fn frameworks_prove_their_principal_and_the_acls_bound_their_roles_and_use
         argv: argv.clone(),
         resources: Resources::new(0.1, 16),
         user: Some(user.into()),
+        actor: None,
     };
     let start = |name: &str, principal: Option<&str>, secret: Option<String>| {
         SchedulerDriver::start_authenticated(

@@ -104,4 +104,4 @@ pub use error::{ActorsError, SendError};
 pub use inbox::InboxGauge;
 pub use node::{is_node_down, Node, NodeOptions, PeerInfo, Refused, NODE_DOWN, PARENT_NODE_DOWN};
 pub use plexus_actors_derive::RemoteMessage;
-pub use wire::FrameDescriber;
+pub use wire::{DownReason, FrameDescriber};

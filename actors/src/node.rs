@@ -86,6 +86,16 @@ impl Default for NodeOptions {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// A spawn a peer asked for.
+struct PeerSpawn<'a> {
+    id: u64,
+    type_name: &'a str,
+    msg_type: &'a str,
+    args: &'a [u8],
+    linked: bool,
+    grant_to: Option<&'a str>,
+}
+
 trait Factory: Send + Sync {
     fn msg_type(&self) -> &'static str;
     /// The roles of the peers that may spawn this type here.
@@ -157,6 +167,9 @@ pub(crate) struct NodeInner {
     inboxes: RwLock<BTreeMap<u64, Arc<Inbox>>>,
     /// Frames refused from peers, by operation (see [`Node::refusals`]).
     refusals: Mutex<BTreeMap<Refused, u64>>,
+    /// Local actors granted to peers by name, whether or not a session with them is up
+    /// (see [`Node::spawn_remote_granted`]); ended actors are pruned as the table grows.
+    name_grants: Mutex<BTreeMap<String, BTreeSet<u64>>>,
 }
 
 /// An operation a peer asked for and was refused (see [`Node::refusals`]).
@@ -294,6 +307,7 @@ impl Node {
             changes: watch::channel(0).0,
             inboxes: RwLock::new(BTreeMap::new()),
             refusals: Mutex::new(BTreeMap::new()),
+            name_grants: Mutex::new(BTreeMap::new()),
         });
         let actor_err = |e: ractor::SpawnErr| ActorsError::Actor(e.to_string());
         let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
@@ -324,6 +338,11 @@ impl Node {
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.inner.ident.name
+    }
+
+    /// The name of this node's cluster.
+    pub fn cluster(&self) -> &str {
+        &self.inner.ident.cluster
     }
 
     /// This node's roles (from its certificate).
@@ -456,6 +475,30 @@ impl Node {
             .await
     }
 
+    /// Spawns an actor of registered type `type_name`, handling messages of the type
+    /// named `msg_type`, from encoded `args` on `node` (not this one), for this node and
+    /// also for peer `grant_to`, which may then message and monitor it (but not stop
+    /// it). For a kernel that starts actors on behalf of programs whose message types it
+    /// does not know.
+    pub async fn spawn_remote_granted(
+        &self,
+        node: &str,
+        type_name: &str,
+        msg_type: &str,
+        args: Vec<u8>,
+        grant_to: &str,
+    ) -> Result<ActorCell, ActorsError> {
+        self.spawn_encoded(
+            None,
+            node,
+            type_name,
+            msg_type,
+            args,
+            Some(grant_to.to_string()),
+        )
+        .await
+    }
+
     async fn spawn_inner<M: Message, Args: Serialize>(
         &self,
         supervisor: Option<ActorCell>,
@@ -470,10 +513,29 @@ impl Node {
         };
         let bytes = codec::encode(args).map_err(|e| spawn_err(e.to_string()))?;
         let msg_type = std::any::type_name::<M>();
+        self.spawn_encoded(supervisor, node, type_name, msg_type, bytes, None)
+            .await
+            .map(Into::into)
+    }
+
+    async fn spawn_encoded(
+        &self,
+        supervisor: Option<ActorCell>,
+        node: &str,
+        type_name: &str,
+        msg_type: &str,
+        bytes: Vec<u8>,
+        grant_to: Option<String>,
+    ) -> Result<ActorCell, ActorsError> {
+        let spawn_err = |reason: String| ActorsError::Spawn {
+            type_name: type_name.to_string(),
+            node: node.to_string(),
+            reason,
+        };
         if node == self.name() {
             let f = self.inner.factory(type_name, msg_type).map_err(spawn_err)?;
             let cell = f.spawn(&bytes, supervisor).await.map_err(spawn_err)?;
-            return Ok(cell.into());
+            return Ok(cell);
         }
         let session = self.inner.session(node)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -492,10 +554,11 @@ impl Node {
             msg_type: msg_type.to_string(),
             args: bytes,
             linked,
+            grant_to,
         })?;
         let after = self.inner.opts.call_timeout;
         match tokio::time::timeout(after, rx).await {
-            Ok(Ok(Ok(cell))) => Ok(cell.into()),
+            Ok(Ok(Ok(cell))) => Ok(cell),
             Ok(Ok(Err(reason))) => Err(spawn_err(reason)),
             Ok(Err(_)) => Err(spawn_err(format!("node {node} went down"))),
             Err(_) => {
@@ -664,6 +727,69 @@ impl Node {
             .await
             .map_err(ActorsError::Actor)?;
         Ok(Some(cell.into()))
+    }
+
+    /// A reference to actor `pid` of peer `node` (connected, or connecting within the
+    /// call timeout), known from elsewhere (an actor task's status update). The peer
+    /// answers only if that actor is reachable by this node (named, or granted to it);
+    /// otherwise the reference ends at once with a no-such-actor reason. Its end
+    /// reaches monitors as for any remote actor.
+    pub async fn remote_actor<M: Message>(
+        &self,
+        node: &str,
+        pid: u64,
+    ) -> Result<ActorRef<M>, ActorsError> {
+        self.remote_cell(node, pid).await.map(Into::into)
+    }
+
+    /// A reference to actor `pid` of peer `node`, linked to `supervisor`, which then
+    /// hears the actor's end as for a child (see [`Node::remote_actor`]). Stopping the
+    /// reference asks the peer to stop the actor, which it does only if this node may.
+    pub async fn remote_cell_linked(
+        &self,
+        node: &str,
+        pid: u64,
+        supervisor: ActorCell,
+    ) -> Result<ActorCell, ActorsError> {
+        self.proxy_of(node, pid, Some(supervisor)).await
+    }
+
+    /// A reference to peer `node`'s actor `pid` (waiting up to the call timeout for the
+    /// link), linked to `supervisor` if given, that asks the peer for the actor's end.
+    async fn proxy_of(
+        &self,
+        node: &str,
+        pid: u64,
+        supervisor: Option<ActorCell>,
+    ) -> Result<ActorCell, ActorsError> {
+        let names = [node];
+        self.wait_for_peers(&names, self.inner.opts.call_timeout)
+            .await?;
+        let session = self.inner.session(node)?;
+        session
+            .proxy(pid, supervisor, true)
+            .await
+            .map_err(ActorsError::Actor)
+    }
+
+    /// Ends this node's references to peer `node`'s actor `pid` as if the actor had
+    /// ended as `how` says: their supervisors and monitors hear that end, once, and the
+    /// peer is not asked to stop anything. For a kernel that learns first, by another
+    /// path, how a remote actor ended (its process was killed for its memory limit).
+    /// References already ended are not touched.
+    pub fn remote_ended(&self, node: &str, pid: u64, how: crate::wire::DownReason) {
+        if let Ok(s) = self.inner.session(node) {
+            s.remote_down(pid, how);
+        }
+    }
+
+    /// As [`Node::remote_actor`], untyped.
+    pub async fn remote_cell(&self, node: &str, pid: u64) -> Result<ActorCell, ActorsError> {
+        if node == self.name() {
+            return ractor::registry::where_is_pid(ActorId::Local(pid))
+                .ok_or_else(|| ActorsError::Actor(format!("no actor {pid} on node {node}")));
+        }
+        self.proxy_of(node, pid, None).await
     }
 
     /// As [`Node::whereis`], but waits up to `timeout` for the name to be registered
@@ -1115,7 +1241,22 @@ impl NodeInner {
     /// (names are public) or was spawned for that peer. An actor id is not a capability:
     /// one guessed from the counter reaches nothing else.
     fn reachable(&self, s: &Session, pid: u64) -> bool {
-        s.granted(pid) || lock(&self.names).names_pid(&self.ident.name, pid)
+        s.granted(pid)
+            || lock(&self.names).names_pid(&self.ident.name, pid)
+            || lock(&self.name_grants)
+                .get(&s.peer.name)
+                .is_some_and(|g| g.contains(&pid))
+    }
+
+    /// Grants local actor `pid` to peer `node` by name (see [`Node::spawn_remote_granted`]).
+    /// Ended actors are pruned whenever the peer's grants reach a power of two.
+    fn grant_by_name(&self, node: &str, pid: u64) {
+        let mut all = lock(&self.name_grants);
+        let g = all.entry(node.to_string()).or_default();
+        g.insert(pid);
+        if g.len().is_power_of_two() && g.len() >= 64 {
+            g.retain(|p| ractor::registry::where_is_pid(ActorId::Local(*p)).is_some());
+        }
     }
 
     async fn dispatch(self: &Arc<Self>, s: &Arc<Session>, msg: Wire) {
@@ -1225,12 +1366,20 @@ impl NodeInner {
                 msg_type,
                 args,
                 linked,
+                grant_to,
             } => {
                 let node = self.clone();
                 let s = s.clone();
                 tokio::spawn(async move {
-                    node.spawn_for_peer(&s, id, &type_name, &msg_type, &args, linked)
-                        .await
+                    let spawn = PeerSpawn {
+                        id,
+                        type_name: &type_name,
+                        msg_type: &msg_type,
+                        args: &args,
+                        linked,
+                        grant_to: grant_to.as_deref(),
+                    };
+                    node.spawn_for_peer(&s, spawn).await
                 });
             }
             Wire::Spawned { id, result } => {
@@ -1334,15 +1483,15 @@ impl NodeInner {
         }
     }
 
-    async fn spawn_for_peer(
-        &self,
-        s: &Arc<Session>,
-        id: u64,
-        type_name: &str,
-        msg_type: &str,
-        args: &[u8],
-        linked: bool,
-    ) {
+    async fn spawn_for_peer(&self, s: &Arc<Session>, spawn: PeerSpawn<'_>) {
+        let PeerSpawn {
+            id,
+            type_name,
+            msg_type,
+            args,
+            linked,
+            grant_to,
+        } = spawn;
         let res = match self.factory(type_name, msg_type) {
             Ok(f) if !f.exports().any(s.peer_roles) => {
                 let why = format!(
@@ -1359,6 +1508,12 @@ impl NodeInner {
             Ok(cell) => {
                 let pid = cell.get_id().pid();
                 s.grant(pid);
+                if let Some(other) = grant_to {
+                    // Both by name: they reach it again after reconnecting (an agent
+                    // restarted re-adopts the actor tasks of its executors).
+                    self.grant_by_name(other, pid);
+                    self.grant_by_name(&s.peer.name, pid);
+                }
                 if linked {
                     lock(&s.linked_children).insert(pid);
                     if !s.is_alive() {

@@ -50,6 +50,9 @@ pub enum Wire {
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
         linked: bool,
+        /// Another node that may reach the new actor (message and monitor it, not stop
+        /// it): the node an agent spawns an actor task for.
+        grant_to: Option<String>,
     },
     /// The answer to `Spawn { id }`: the new actor's id or why it could not start.
     Spawned {

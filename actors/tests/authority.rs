@@ -364,6 +364,7 @@ fn random_wire(rng: &mut impl rand::Rng, pids: &[u64]) -> Wire {
             },
             args: bytes(rng),
             linked: rng.random(),
+            grant_to: rng.random::<bool>().then(|| text(rng)),
         },
         5 => Wire::Spawned {
             id: rng.next_u64(),

@@ -317,6 +317,9 @@ pub struct AgentSettings {
     /// How often each task's sandbox is measured against its `disk`.
     #[serde(with = "humantime_serde")]
     pub disk_check_interval: Duration,
+    /// What operators say about the machine, `rack = "r1"`, matched by the placement
+    /// constraints of actor tasks (keys and values: at most 128 printable characters).
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for AgentSettings {
@@ -334,6 +337,7 @@ impl Default for AgentSettings {
             disk_floor_mb: 1024,
             limit_check_interval: Duration::from_millis(250),
             disk_check_interval: Duration::from_secs(5),
+            attributes: Default::default(),
         }
     }
 }
@@ -452,6 +456,20 @@ impl NodeSettings {
                 ms(self.node_down_timeout),
                 "must be at least twice heartbeat_interval",
             ));
+        }
+        for (k, v) in &self.agent.attributes {
+            let printable = |t: &str| {
+                !t.is_empty()
+                    && t.len() <= 128
+                    && t.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            };
+            if !printable(k) || !printable(v) {
+                return Err(bad(
+                    &format!("agent.attributes.{k}"),
+                    v.clone(),
+                    "keys and values must be 1 to 128 printable ASCII characters",
+                ));
+            }
         }
         if self.worker_threads > 1024 {
             return Err(bad(

@@ -12,6 +12,8 @@ pub mod agent;
 pub mod allocator;
 pub mod api;
 pub mod containerizer;
+pub mod datacenter;
+pub mod executor;
 pub mod ids;
 pub mod jobs;
 pub mod master;

@@ -33,7 +33,27 @@ pub struct TaskSpec {
     /// The OS user it runs as (`None`: its agent's default user); the master's ACLs
     /// decided it may.
     pub user: Option<String>,
+    /// For an actor task: the actor its executor hosts. `argv` is then the executor's
+    /// command (a program that calls `plexus::executor::run_if_requested`).
+    pub actor: Option<Box<ActorSpec>>,
 }
+
+/// The actor of an actor task: started by the agent in the task's executor process, and
+/// reachable by its framework's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorSpec {
+    /// The actor type, as the executor registered it.
+    pub type_name: String,
+    /// The Rust type name of its messages (checked against the executor's).
+    pub msg_type: String,
+    /// Its arguments, encoded with `plexus_net::codec`.
+    pub args: Vec<u8>,
+    /// The node that may reach the actor (the framework's).
+    pub owner: String,
+}
+
+/// Most bytes an actor task's encoded arguments may take.
+pub const MAX_ACTOR_ARGS_BYTES: usize = 64 << 10;
 
 /// Most bytes a task's command and arguments may take together: what an agent
 /// re-registers for every task it runs must stay far below a message's size limit.
@@ -58,6 +78,23 @@ impl TaskSpec {
         if let Some(u) = &self.user {
             if let Some(p) = user_problem(u) {
                 return Some(p);
+            }
+        }
+        if let Some(a) = &self.actor {
+            if a.args.len() > MAX_ACTOR_ARGS_BYTES {
+                return Some(format!(
+                    "actor arguments take {} bytes; at most {MAX_ACTOR_ARGS_BYTES}",
+                    a.args.len()
+                ));
+            }
+            let names = a.type_name.len() + a.msg_type.len() + a.owner.len();
+            if names > MAX_TASK_NAME_BYTES {
+                return Some(format!(
+                    "actor type, message type and owner take {names} bytes; at most {MAX_TASK_NAME_BYTES}"
+                ));
+            }
+            if self.argv.is_empty() {
+                return Some("an actor task needs the executor's command in argv".into());
             }
         }
         command_size_problem(&self.argv, &self.name)
@@ -132,6 +169,8 @@ pub struct Offer {
     pub hostname: String,
     /// What is offered, per role.
     pub resources: RoleResources,
+    /// The agent's attributes.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// The master's view of a task.
@@ -193,6 +232,9 @@ pub struct AgentRegistration {
     pub attempt: u64,
     /// How many [`RegistrationPart`]s carry the rest of its tasks (0: all are here).
     pub parts: u32,
+    /// What operators say about the machine (`rack = "r1"`), matched by placement
+    /// constraints.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// Tasks of a registration too large for one message (see [`AgentRegistration::split`]).
@@ -485,6 +527,13 @@ pub enum AgentMsg {
         task_id: TaskId,
         /// Its container, or why it could not start.
         result: Result<crate::containerizer::ContainerInfo, crate::containerizer::ContainerError>,
+    },
+    /// The executor of an actor task hosts its actor, or could not start it (internal).
+    ActorStarted {
+        /// The task.
+        task_id: TaskId,
+        /// Where the actor runs, or why it does not.
+        result: Result<crate::status::ActorAt, String>,
     },
     /// A task's process ended (internal).
     Exited {

@@ -58,6 +58,8 @@ reasons! {
     TaskKilled = "REASON_TASK_KILLED",
     /// What ran the task on the agent failed (its supervisor ended it).
     ExecutorTerminated = "REASON_EXECUTOR_TERMINATED",
+    /// The actor of an actor task failed (panicked or returned an error).
+    ActorFailed = "REASON_ACTOR_FAILED",
 }
 
 impl fmt::Display for Reason {

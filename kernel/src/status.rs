@@ -43,6 +43,82 @@ pub struct StatusUpdate {
     pub exit_code: Option<i32>,
     /// Wall-clock milliseconds since the Unix epoch, for people.
     pub unix_ms: u64,
+    /// Where the actor of an actor task runs (in its `TASK_RUNNING` update).
+    pub actor: Option<ActorAt>,
+}
+
+/// Where the actor of an actor task runs: what its framework needs to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorAt {
+    /// The executor node hosting it.
+    pub node: String,
+    /// That node's address.
+    pub addr: std::net::SocketAddr,
+    /// The actor's id on that node.
+    pub pid: u64,
+}
+
+/// The update as agents wrote it before actor tasks (read from their checkpoints).
+#[derive(Deserialize)]
+struct StatusUpdateV2 {
+    uuid: u64,
+    task_id: TaskId,
+    framework_id: FrameworkId,
+    agent_id: AgentId,
+    state: TaskState,
+    reason: Option<Reason>,
+    message: String,
+    exit_code: Option<i32>,
+    unix_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct StreamV2 {
+    pending: VecDeque<StatusUpdateV2>,
+    next_send: Option<Duration>,
+    backoff: Duration,
+    done: bool,
+}
+
+/// The streams as agents wrote them before actor tasks.
+#[derive(Deserialize)]
+pub(crate) struct StatusUpdateManagerV2 {
+    streams: BTreeMap<TaskId, StreamV2>,
+}
+
+impl From<StatusUpdateManagerV2> for StatusUpdateManager {
+    fn from(m: StatusUpdateManagerV2) -> StatusUpdateManager {
+        let streams = m
+            .streams
+            .into_iter()
+            .map(|(id, s)| {
+                let pending = s
+                    .pending
+                    .into_iter()
+                    .map(|u| StatusUpdate {
+                        uuid: u.uuid,
+                        task_id: u.task_id,
+                        framework_id: u.framework_id,
+                        agent_id: u.agent_id,
+                        state: u.state,
+                        reason: u.reason,
+                        message: u.message,
+                        exit_code: u.exit_code,
+                        unix_ms: u.unix_ms,
+                        actor: None,
+                    })
+                    .collect();
+                let stream = Stream {
+                    pending,
+                    next_send: s.next_send,
+                    backoff: s.backoff,
+                    done: s.done,
+                };
+                (id, stream)
+            })
+            .collect();
+        StatusUpdateManager { streams }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +250,7 @@ mod tests {
             message: String::new(),
             exit_code: None,
             unix_ms: 0,
+            actor: None,
         }
     }
 

@@ -62,6 +62,7 @@ impl Fixture {
                 argv: vec!["/bin/sh".into(), "-c".into(), sh.into()],
                 resources: Resources::new(cpus, mem),
                 user: None,
+                env: Vec::new(),
             })
             .await
             .unwrap()
@@ -163,6 +164,7 @@ async fn a_kill_before_the_shim_started_the_task_keeps_it_from_starting() {
             argv: vec!["/bin/sh".into(), "-c".into(), "sleep 100".into()],
             resources: Resources::new(0.1, 32),
             user: None,
+            env: Vec::new(),
         })
         .await
         .unwrap();
@@ -231,6 +233,7 @@ async fn bad_commands_fail_to_launch_with_a_reason() {
             argv: vec!["/nonexistent/command".into()],
             resources: Resources::new(0.1, 32),
             user: None,
+            env: Vec::new(),
         })
         .await
         .unwrap();
@@ -241,6 +244,7 @@ async fn bad_commands_fail_to_launch_with_a_reason() {
             argv: vec![],
             resources: Resources::new(0.1, 32),
             user: None,
+            env: Vec::new(),
         })
         .await;
     assert!(empty.unwrap_err().to_string().contains("empty command"));
@@ -297,6 +301,7 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
             ],
             resources: Resources::new(0.1, 32),
             user: None,
+            env: Vec::new(),
         })
         .await
         .unwrap();
@@ -320,6 +325,7 @@ async fn commands_are_found_in_path_and_run_in_their_sandbox() {
             argv: vec!["no-such-command-anywhere".into()],
             resources: Resources::new(0.1, 32),
             user: None,
+            env: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -472,6 +478,7 @@ async fn writing_past_its_disk_ends_a_task_with_the_disk_reason() {
                 ..Resources::new(0.5, 64)
             },
             user: None,
+            env: Vec::new(),
         })
         .await
         .unwrap();

@@ -96,6 +96,8 @@ async fn start_agent(
         agent_fault: agent_fault.clone(),
         disk,
         inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
+        executors: None,
+        attributes: Default::default(),
     };
     Actor::spawn(
         None,
@@ -350,6 +352,7 @@ async fn malformed_launches_become_task_error_and_the_master_stays_up() {
         argv: argv.into_iter().map(String::from).collect(),
         resources: r,
         user: None,
+        actor: None,
     };
     let sched = Scripted {
         launches: vec![
@@ -478,6 +481,7 @@ async fn failover_within_the_timeout_keeps_tasks_and_after_it_kills_them() {
             argv: vec!["sleep".into(), sleeper.clone()],
             resources: Resources::new(0.5, 32),
             user: None,
+            actor: None,
         }],
     )
     .await;
@@ -582,6 +586,7 @@ impl Scheduler for OneAtATime {
                         argv,
                         resources: Resources::new(1.0, 512),
                         user: None,
+                        actor: None,
                     }],
                     Duration::ZERO,
                 )

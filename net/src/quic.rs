@@ -128,13 +128,14 @@ async fn accept_one(
     let conn = incoming
         .await
         .map_err(|e| NetError::Handshake(e.to_string()))?;
-    let cert = peer_cert(&conn)?;
+    let chain = peer_chain(&conn)?;
+    let cert = chain[0].clone();
     let (send, recv) = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| NetError::Handshake("peer opened no stream".into()))?
         .map_err(|e| NetError::Handshake(e.to_string()))?;
     let (tx, mut rx) = wire(conn, send, recv, max_frame);
-    let roles = tls::cert_roles(&cert).map_err(NetError::Handshake)?;
+    let roles = tls::peer_roles(&chain).map_err(NetError::Handshake)?;
     let peer = handshake(ident, None, &tx, &mut rx, |h: &Hello| {
         tls::cert_names(&cert, &h.name)
     })
@@ -142,10 +143,12 @@ async fn accept_one(
     Ok(Link::new(ident, peer, roles, None, tx, rx))
 }
 
-fn peer_cert(conn: &Connection) -> Result<CertificateDer<'static>, NetError> {
+/// The certificate chain the peer presented (its own first), verified by the handshake.
+fn peer_chain(conn: &Connection) -> Result<Vec<CertificateDer<'static>>, NetError> {
     conn.peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|certs| certs.first().cloned())
+        .map(|certs| *certs)
+        .filter(|certs| !certs.is_empty())
         .ok_or_else(|| NetError::Handshake("peer presented no certificate".into()))
 }
 
@@ -282,8 +285,8 @@ impl Transport for QuicTransport {
                     },
                     e => err(e.to_string()),
                 })?;
-            let roles = peer_cert(&conn)
-                .and_then(|c| tls::cert_roles(&c).map_err(NetError::Handshake))
+            let roles = peer_chain(&conn)
+                .and_then(|c| tls::peer_roles(&c).map_err(NetError::Handshake))
                 .map_err(|e| err(e.to_string()))?;
             let (send, recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
             let (tx, mut rx) = wire(conn, send, recv, max_frame);

@@ -9,6 +9,15 @@
 //! organizational unit, `plexus-roles:master,agent`. A certificate without a role is
 //! refused: it was issued before roles existed, or by hand, and proves nothing about
 //! what its holder may do.
+//!
+//! Executors (processes an agent starts to host actor tasks) get identities of their own,
+//! issued by the agent and by no one else: with an agent's certificate comes an
+//! *executor CA* (`AGENT.executors.pem`, `AGENT.executors.key`), an intermediate that the
+//! cluster CA allows to sign only end-entity certificates. The agent signs with it, for
+//! each executor it starts, a short-lived certificate naming that executor alone
+//! (`xN.AGENT`, see [`executor_node_name`]) with the executor role. [`peer_roles`] holds
+//! such a certificate to exactly that: a chain through an executor CA yields the executor
+//! role only, and only for a name of that agent's executors.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,13 +136,7 @@ pub fn issue_for_hosts(
             "a certificate for {node:?} needs at least one role (master, agent, executor, client)"
         )));
     }
-    let (ca_cert, ca_key) = ca_paths(ca_dir);
-    let ca_pem = std::fs::read_to_string(&ca_cert)
-        .map_err(|e| tls_err(format!("reading {}: {e}", ca_cert.display())))?;
-    let ca_key_pem = std::fs::read_to_string(&ca_key)
-        .map_err(|e| tls_err(format!("reading {}: {e}", ca_key.display())))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_err)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(tls_err)?;
+    let issuer = load_issuer(ca_dir)?;
     let key = KeyPair::generate().map_err(tls_err)?;
     let names = std::iter::once(node.to_string())
         .chain(hosts.iter().cloned())
@@ -154,7 +157,217 @@ pub fn issue_for_hosts(
     let (cert_path, key_path) = node_paths(out_dir, node);
     std::fs::write(&cert_path, cert.pem()).map_err(at(&cert_path))?;
     write_private(&key_path, &key.serialize_pem()).map_err(at(&key_path))?;
+    if roles.has(crate::Role::Agent) {
+        issue_executor_ca(&issuer, out_dir, node)?;
+    }
     Ok((cert_path, key_path))
+}
+
+/// The cluster CA in `ca_dir`, as an issuer.
+fn load_issuer(ca_dir: &Path) -> Result<Issuer<'static, KeyPair>, NetError> {
+    let (ca_cert, ca_key) = ca_paths(ca_dir);
+    let ca_pem = std::fs::read_to_string(&ca_cert)
+        .map_err(|e| tls_err(format!("reading {}: {e}", ca_cert.display())))?;
+    let ca_key_pem = std::fs::read_to_string(&ca_key)
+        .map_err(|e| tls_err(format!("reading {}: {e}", ca_key.display())))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_err)?;
+    Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(tls_err)
+}
+
+/// Common-name prefix of an agent's executor CA: `plexus.executors:AGENT`.
+pub const EXECUTOR_CA_PREFIX: &str = "plexus.executors:";
+
+/// Paths of agent `node`'s executor CA certificate and key in `dir`.
+pub fn executor_ca_paths(dir: &Path, node: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{node}.executors.pem")),
+        dir.join(format!("{node}.executors.key")),
+    )
+}
+
+/// The node name of executor `n` of agent `agent`: `xN.AGENT`.
+pub fn executor_node_name(agent: &str, n: u64) -> String {
+    format!("x{n}.{agent}")
+}
+
+/// The agent whose executor `name` is, if it is an executor's name (`xN.AGENT`).
+pub fn executor_agent(name: &str) -> Option<&str> {
+    let (head, agent) = name.split_once('.')?;
+    let digits = head.strip_prefix('x')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !agent.is_empty())
+        .then_some(agent)
+}
+
+/// Issues agent `agent`'s executor CA, signed by the cluster CA: it may sign end-entity
+/// certificates only (path length 0).
+fn issue_executor_ca(
+    issuer: &Issuer<'_, KeyPair>,
+    out_dir: &Path,
+    agent: &str,
+) -> Result<(), NetError> {
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{EXECUTOR_CA_PREFIX}{agent}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.signed_by(&key, issuer).map_err(tls_err)?;
+    let (cert_path, key_path) = executor_ca_paths(out_dir, agent);
+    std::fs::write(&cert_path, cert.pem()).map_err(at(&cert_path))?;
+    write_private(&key_path, &key.serialize_pem()).map_err(at(&key_path))?;
+    Ok(())
+}
+
+/// An executor's identity in PEM: its chain (its certificate, then its agent's executor
+/// CA) and its private key.
+#[derive(Clone)]
+pub struct ExecutorIdentity {
+    /// The executor's node name.
+    pub node: String,
+    /// Its certificate followed by the executor CA's.
+    pub chain_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ExecutorIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorIdentity")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An agent's executor CA, loaded: it issues its executors' identities.
+pub struct ExecutorIssuer {
+    agent: String,
+    ca_pem: String,
+    root_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for ExecutorIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorIssuer")
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecutorIssuer {
+    /// Loads agent `agent`'s executor CA from its files, with the cluster CA `root`
+    /// (which its executors trust).
+    pub fn load(agent: &str, cert: &Path, key: &Path, root: &Path) -> Result<Self, NetError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|e| tls_err(format!("reading {}: {e}", p.display())))
+        };
+        let ca_pem = read(cert)?;
+        let key = KeyPair::from_pem(&read(key)?).map_err(tls_err)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).map_err(tls_err)?;
+        let der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map_err(|e| tls_err(format!("{}: {e}", cert.display())))?;
+        let cn = cert_node(&der).map_err(tls_err)?;
+        if cn != format!("{EXECUTOR_CA_PREFIX}{agent}") {
+            return Err(tls_err(format!(
+                "{} is the executor CA of {cn:?}, not of agent {agent:?}",
+                cert.display()
+            )));
+        }
+        Ok(ExecutorIssuer {
+            agent: agent.to_string(),
+            ca_pem,
+            root_pem: read(root)?,
+            issuer,
+        })
+    }
+
+    /// The cluster CA's certificate (PEM), which executors trust.
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// Issues executor `n`'s identity, valid from a minute ago for `valid_for`.
+    pub fn issue(
+        &self,
+        n: u64,
+        valid_for: std::time::Duration,
+    ) -> Result<ExecutorIdentity, NetError> {
+        let node = executor_node_name(&self.agent, n);
+        plexus_config::validate_node_name(&node).map_err(|e| tls_err(format!("{node:?}: {e}")))?;
+        let key = KeyPair::generate().map_err(tls_err)?;
+        let mut params = CertificateParams::new(vec![node.clone()]).map_err(tls_err)?;
+        params.distinguished_name.push(DnType::CommonName, &node);
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            format!("{ROLE_OU_PREFIX}{}", crate::Role::Executor.as_str()),
+        );
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(1);
+        params.not_after = now + valid_for;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer).map_err(tls_err)?;
+        Ok(ExecutorIdentity {
+            node,
+            chain_pem: format!("{}{}", cert.pem(), self.ca_pem),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// The roles of a peer whose certificate chain (`chain`, its own first) the TLS handshake
+/// verified against the cluster CA. A certificate the cluster CA signed carries the roles
+/// it names. One signed by an agent's executor CA (chain of two) is an executor's: it
+/// yields the executor role only, and only if it names one of that agent's executors and
+/// nothing else: an agent cannot mint masters, agents, clients or another agent's
+/// executors.
+pub fn peer_roles(chain: &[CertificateDer<'_>]) -> Result<Roles, String> {
+    let leaf = chain.first().ok_or("the peer presented no certificate")?;
+    let roles = cert_roles(leaf)?;
+    if chain.len() == 1 {
+        return Ok(roles);
+    }
+    if chain.len() > 2 {
+        return Err(format!(
+            "the peer presented a chain of {} certificates; at most 2 (an executor's)",
+            chain.len()
+        ));
+    }
+    let (_, leaf_x) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let (_, ca_x) = x509_parser::parse_x509_certificate(chain[1].as_ref())
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let name = cert_node(leaf)?;
+    if leaf_x.issuer().as_raw() != ca_x.subject().as_raw() {
+        return Err(format!(
+            "the certificate of {name:?} was not issued by the certificate presented after it"
+        ));
+    }
+    let ca_name = cert_node(&chain[1])?;
+    let Some(agent) = ca_name.strip_prefix(EXECUTOR_CA_PREFIX) else {
+        return Err(format!(
+            "{name:?} presented an intermediate {ca_name:?}, which is no agent's executor CA"
+        ));
+    };
+    if executor_agent(&name) != Some(agent) {
+        return Err(format!(
+            "executor CA of agent {agent:?} issued a certificate for {name:?}, which is not one of its executors (x<N>.{agent})"
+        ));
+    }
+    let executor = Roles::of(&[crate::Role::Executor]);
+    if roles != executor {
+        return Err(format!(
+            "executor CA of agent {agent:?} issued {name:?} the roles {roles}; it may issue only the executor role"
+        ));
+    }
+    Ok(executor)
 }
 
 /// A node's TLS material, loaded.
@@ -207,6 +420,13 @@ impl TlsMaterial {
         if cert.exists() && key.exists() {
             let m = Self::load(&ca_cert, &cert, &key)?;
             if cert_roles(&m.chain[0]).is_ok_and(|r| r == roles) {
+                let (exec_ca, _) = executor_ca_paths(dir, node);
+                if roles.has(crate::Role::Agent) && !exec_ca.exists() {
+                    // Made before agents issued executors' identities.
+                    let issuer = load_issuer(dir)?;
+                    issue_executor_ca(&issuer, dir, node)?;
+                    created = true;
+                }
                 return Ok((m, created));
             }
         }
@@ -323,4 +543,87 @@ pub fn cert_roles(cert: &CertificateDer<'_>) -> Result<Roles, String> {
         ));
     }
     Ok(roles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("pem")
+    }
+
+    fn setup() -> (tempfile::TempDir, ExecutorIssuer) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init_ca(dir.path(), "t").expect("ca");
+        issue(dir.path(), dir.path(), "a1", crate::Role::Agent).expect("agent");
+        let (c, k) = executor_ca_paths(dir.path(), "a1");
+        let issuer =
+            ExecutorIssuer::load("a1", &c, &k, &dir.path().join("ca.pem")).expect("executor ca");
+        (dir, issuer)
+    }
+
+    #[test]
+    fn an_agent_issues_its_executors_the_executor_role_and_nothing_more() {
+        let (dir, issuer) = setup();
+        let id = issuer
+            .issue(7, std::time::Duration::from_secs(60))
+            .expect("issue");
+        assert_eq!(id.node, "x7.a1");
+        let chain = ders(&id.chain_pem);
+        assert_eq!(peer_roles(&chain), Ok(Roles::of(&[crate::Role::Executor])));
+        // The executor CA of another agent cannot be passed off as this one's.
+        issue(dir.path(), dir.path(), "a2", crate::Role::Agent).expect("agent 2");
+        let (c2, k2) = executor_ca_paths(dir.path(), "a2");
+        let other = ExecutorIssuer::load("a2", &c2, &k2, &dir.path().join("ca.pem"))
+            .expect("executor ca 2");
+        let mut forged = ders(
+            &other
+                .issue(7, std::time::Duration::from_secs(60))
+                .expect("issue")
+                .chain_pem,
+        );
+        forged[1] = chain[1].clone();
+        assert!(
+            peer_roles(&forged).is_err(),
+            "a leaf not issued by the CA after it"
+        );
+        assert!(
+            ExecutorIssuer::load("a1", &c2, &k2, &dir.path().join("ca.pem")).is_err(),
+            "a2's CA loaded as a1's"
+        );
+    }
+
+    #[test]
+    fn an_executor_ca_cannot_mint_other_names_or_roles() {
+        let (dir, _) = setup();
+        let (c, k) = executor_ca_paths(dir.path(), "a1");
+        let ca_pem = std::fs::read_to_string(&c).expect("read");
+        let key = KeyPair::from_pem(&std::fs::read_to_string(&k).expect("read")).expect("key");
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key).expect("issuer");
+        let mint = |name: &str, roles: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(vec![name.to_string()]).expect("params");
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.distinguished_name.push(
+                DnType::OrganizationalUnitName,
+                format!("{ROLE_OU_PREFIX}{roles}"),
+            );
+            let cert = p.signed_by(&key, &issuer).expect("sign");
+            ders(&format!("{}{ca_pem}", cert.pem()))
+        };
+        for (name, roles) in [
+            ("x1.a1", "master"),
+            ("x1.a1", "executor,agent"),
+            ("a1", "agent"),
+            ("x1.a2", "executor"),
+            ("master", "executor"),
+        ] {
+            let r = peer_roles(&mint(name, roles));
+            assert!(r.is_err(), "{name} with {roles} was accepted: {r:?}");
+        }
+        assert!(peer_roles(&mint("x1.a1", "executor")).is_ok());
+    }
 }

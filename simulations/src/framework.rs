@@ -137,6 +137,7 @@ impl Scheduler for SimScheduler {
                     },
                     resources: want,
                     user: None,
+                    actor: None,
                 });
                 bytes += tasks.last().map_or(0, TaskSpec::approx_bytes);
             }

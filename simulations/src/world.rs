@@ -383,6 +383,8 @@ impl World {
             agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
             disk,
             inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
+            executors: None,
+            attributes: Default::default(),
         };
         let c = Arc::new(self.machines.containerizer(&name));
         let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())

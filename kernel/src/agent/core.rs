@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+use crate::containerizer::shim::ExitRecord;
 use crate::containerizer::{
     classify, exit_code, ContainerError, ContainerInfo, ExitInfo, LaunchSpec,
 };
@@ -25,7 +26,7 @@ use crate::protocol::{
 };
 use crate::reason::Reason;
 use crate::resources::RoleResources;
-use crate::status::{Ack, StatusUpdate, StatusUpdateManager};
+use crate::status::{Ack, ActorAt, StatusUpdate, StatusUpdateManager};
 use crate::task::{TaskState, TaskStateMachine};
 
 /// What the agent knows about one task (checkpointed).
@@ -45,6 +46,23 @@ pub struct TaskRecord {
     pub killing: bool,
     /// How it ended, once it did.
     pub end: Option<TaskEnd>,
+    /// For an actor task: its executor's node name, chosen at launch.
+    pub executor: Option<String>,
+    /// For an actor task: where its actor runs, once it does.
+    pub actor_at: Option<ActorAt>,
+    /// For an actor task: how its actor ended, if it did before its executor.
+    pub actor_end: Option<ActorEnd>,
+}
+
+/// How the actor of an actor task ended (its executor is then stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActorEnd {
+    /// It stopped normally, with this reason if any.
+    Stopped(Option<String>),
+    /// It failed (panicked, or returned an error): the text.
+    Failed(String),
+    /// It could not be started: why.
+    NotStarted(String),
 }
 
 /// How a task ended, as its terminal update said.
@@ -98,6 +116,8 @@ pub struct Checkpoint {
     /// Tasks ended and acknowledged, oldest first (at most
     /// [`AGENT_COMPLETED_TASKS_LIMIT`]).
     pub completed: VecDeque<CompletedTask>,
+    /// The number of the last executor started (executors' names are never reused).
+    pub last_executor: u64,
 }
 
 /// A task spec as agents before task users wrote it.
@@ -117,23 +137,47 @@ impl From<TaskSpecV1> for TaskSpec {
             argv: s.argv,
             resources: s.resources,
             user: None,
+            actor: None,
         }
     }
 }
 
-/// The checkpoint as agents before task users wrote it.
+/// A task spec as agents before actor tasks wrote it.
 #[derive(Deserialize)]
-struct CheckpointV1 {
+struct TaskSpecV2 {
+    task_id: TaskId,
+    name: String,
+    argv: Vec<String>,
+    resources: crate::resources::Resources,
+    user: Option<String>,
+}
+
+impl From<TaskSpecV2> for TaskSpec {
+    fn from(s: TaskSpecV2) -> TaskSpec {
+        TaskSpec {
+            task_id: s.task_id,
+            name: s.name,
+            argv: s.argv,
+            resources: s.resources,
+            user: s.user,
+            actor: None,
+        }
+    }
+}
+
+/// The checkpoint as earlier agents wrote it, with task specs of shape `S`.
+#[derive(Deserialize)]
+struct CheckpointOld<S> {
     agent_id: AgentId,
     next_uuid: u64,
-    tasks: BTreeMap<TaskId, TaskRecordV1>,
-    updates: StatusUpdateManager,
-    completed: VecDeque<CompletedTaskV1>,
+    tasks: BTreeMap<TaskId, TaskRecordOld<S>>,
+    updates: crate::status::StatusUpdateManagerV2,
+    completed: VecDeque<CompletedTaskOld<S>>,
 }
 
 #[derive(Deserialize)]
-struct TaskRecordV1 {
-    spec: TaskSpecV1,
+struct TaskRecordOld<S> {
+    spec: S,
     framework_id: FrameworkId,
     resources: RoleResources,
     state: TaskState,
@@ -143,8 +187,8 @@ struct TaskRecordV1 {
 }
 
 #[derive(Deserialize)]
-struct CompletedTaskV1 {
-    spec: TaskSpecV1,
+struct CompletedTaskOld<S> {
+    spec: S,
     framework_id: FrameworkId,
     resources: RoleResources,
     state: TaskState,
@@ -159,7 +203,7 @@ struct CheckpointV0 {
     agent_id: AgentId,
     next_uuid: u64,
     tasks: BTreeMap<TaskId, TaskRecordV0>,
-    updates: StatusUpdateManager,
+    updates: crate::status::StatusUpdateManagerV2,
 }
 
 #[derive(Deserialize)]
@@ -172,27 +216,54 @@ struct TaskRecordV0 {
     killing: bool,
 }
 
+/// First bytes of a checkpoint written with a format version (earlier agents wrote none).
+const CHECKPOINT_MAGIC: &[u8; 8] = b"plexusCK";
+/// The format version this agent writes.
+const CHECKPOINT_VERSION: u32 = 3;
+
 impl Checkpoint {
+    /// The checkpoint's bytes on disk: [`CHECKPOINT_MAGIC`], the format version, then
+    /// the encoded checkpoint.
+    pub fn encode(&self) -> Result<Vec<u8>, plexus_net::codec::CodecError> {
+        let body = plexus_net::codec::encode(self)?;
+        let mut out = Vec::with_capacity(body.len() + 12);
+        out.extend_from_slice(CHECKPOINT_MAGIC);
+        out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
     /// Reads a checkpoint this agent or an earlier version of it wrote.
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, plexus_net::codec::CodecError> {
-        let err = match plexus_net::codec::decode::<Checkpoint>(bytes) {
-            Ok(ck) => return Ok(ck),
+        if let Some(rest) = bytes.strip_prefix(CHECKPOINT_MAGIC) {
+            let version = rest
+                .get(..4)
+                .map(|v| u32::from_le_bytes(v.try_into().expect("four bytes")));
+            if version != Some(CHECKPOINT_VERSION) {
+                return Err(plexus_net::codec::CodecError::Decode(format!(
+                    "agent checkpoint format {version:?}; this agent reads format {CHECKPOINT_VERSION} and earlier unversioned ones"
+                )));
+            }
+            return plexus_net::codec::decode::<Checkpoint>(&rest[4..]);
+        }
+        let err = match plexus_net::codec::decode::<CheckpointOld<TaskSpecV2>>(bytes) {
+            Ok(v2) => return Ok(Checkpoint::from_old(v2)),
             Err(e) => e,
         };
-        if let Ok(v1) = plexus_net::codec::decode::<CheckpointV1>(bytes) {
-            return Ok(Checkpoint::from_v1(v1));
+        if let Ok(v1) = plexus_net::codec::decode::<CheckpointOld<TaskSpecV1>>(bytes) {
+            return Ok(Checkpoint::from_old(v1));
         }
         let Ok(v0) = plexus_net::codec::decode::<CheckpointV0>(bytes) else {
             return Err(err);
         };
-        Ok(Checkpoint::from_v1(CheckpointV1 {
+        Ok(Checkpoint::from_old(CheckpointOld {
             agent_id: v0.agent_id,
             next_uuid: v0.next_uuid,
             tasks: v0
                 .tasks
                 .into_iter()
                 .map(|(id, t)| {
-                    let rec = TaskRecordV1 {
+                    let rec = TaskRecordOld {
                         spec: t.spec,
                         framework_id: t.framework_id,
                         resources: t.resources,
@@ -209,8 +280,8 @@ impl Checkpoint {
         }))
     }
 
-    fn from_v1(v1: CheckpointV1) -> Checkpoint {
-        let tasks = v1
+    fn from_old<S: Into<TaskSpec>>(old: CheckpointOld<S>) -> Checkpoint {
+        let tasks = old
             .tasks
             .into_iter()
             .map(|(id, t)| {
@@ -222,11 +293,14 @@ impl Checkpoint {
                     container: t.container,
                     killing: t.killing,
                     end: t.end,
+                    executor: None,
+                    actor_at: None,
+                    actor_end: None,
                 };
                 (id, rec)
             })
             .collect();
-        let completed = v1
+        let completed = old
             .completed
             .into_iter()
             .map(|c| CompletedTask {
@@ -240,11 +314,12 @@ impl Checkpoint {
             })
             .collect();
         Checkpoint {
-            agent_id: v1.agent_id,
-            next_uuid: v1.next_uuid,
+            agent_id: old.agent_id,
+            next_uuid: old.next_uuid,
             tasks,
-            updates: v1.updates,
+            updates: old.updates.into(),
             completed,
+            last_executor: 0,
         }
     }
 }
@@ -383,11 +458,17 @@ impl AgentCore {
             if t.state != TaskState::Staging || t.killing || t.container.is_some() {
                 continue;
             }
+            if t.spec.actor.is_some() && t.executor.is_none() {
+                // Named before the launch, in the checkpoint the launch waited for.
+                debug_assert!(false, "actor task {task_id} has no executor name");
+                continue;
+            }
             let spec = LaunchSpec {
                 task_id: task_id.to_string(),
                 argv: t.spec.argv.clone(),
                 resources: t.spec.resources.clone(),
                 user: t.spec.user.clone(),
+                env: Vec::new(),
             };
             out.push(Effect::Launch { task_id, spec });
         }
@@ -410,8 +491,10 @@ impl AgentCore {
         hostname: &str,
         resources: &RoleResources,
         isolation: &str,
+        attributes: &BTreeMap<String, String>,
     ) -> AgentRegistration {
         AgentRegistration {
+            attributes: attributes.clone(),
             agent_id: self.ck.agent_id.clone(),
             hostname: hostname.to_string(),
             resources: resources.clone(),
@@ -466,6 +549,10 @@ impl AgentCore {
             return false;
         }
         let task_id = spec.task_id.clone();
+        let executor = spec.actor.is_some().then(|| {
+            self.ck.last_executor += 1;
+            plexus_net::tls::executor_node_name(&self.ck.agent_id, self.ck.last_executor)
+        });
         self.ck.tasks.insert(
             task_id.clone(),
             TaskRecord {
@@ -476,6 +563,9 @@ impl AgentCore {
                 container: None,
                 killing: false,
                 end: None,
+                executor,
+                actor_at: None,
+                actor_end: None,
             },
         );
         self.awaiting_write.push(task_id);
@@ -497,6 +587,11 @@ impl AgentCore {
         match result {
             Ok(info) if t.state.is_terminal() => {
                 debug!(task = task_id, "launched after its kill: {}", info.shim_pid);
+            }
+            Ok(info) if t.spec.actor.is_some() => {
+                t.container = Some(info);
+                let msg = "executor started; starting the actor".into();
+                self.update(task_id, TaskState::Starting, None, msg, None, now);
             }
             Ok(info) => {
                 t.container = Some(info);
@@ -559,8 +654,103 @@ impl AgentCore {
         if t.state.is_terminal() {
             return;
         }
-        let (state, reason, message) = classify(exit, t.killing);
+        let limited = exit.oom_killed || matches!(exit.record, Some(ExitRecord::Limited(..)));
+        let (state, reason, message) = match &t.actor_end {
+            // A limit that killed the executor is what ended the actor.
+            Some(_) if limited => classify(exit, false),
+            Some(ActorEnd::Stopped(why)) => (
+                TaskState::Finished,
+                None,
+                match why {
+                    Some(w) => format!("the actor stopped: {w}"),
+                    None => "the actor stopped".into(),
+                },
+            ),
+            Some(ActorEnd::Failed(text)) => {
+                (TaskState::Failed, Some(Reason::ActorFailed), text.clone())
+            }
+            Some(ActorEnd::NotStarted(why)) => (
+                TaskState::Failed,
+                Some(Reason::ContainerLaunchFailed),
+                format!("the actor could not start: {why}"),
+            ),
+            None if t.spec.actor.is_some() && !t.killing => {
+                let (state, reason, message) = classify(exit, false);
+                let reason = match reason {
+                    Some(Reason::CommandExecutorFailed) => Some(Reason::ExecutorTerminated),
+                    r => r,
+                };
+                // An executor ends with its actor; ending first, it failed.
+                let state = match state {
+                    TaskState::Finished => TaskState::Failed,
+                    s => s,
+                };
+                let reason = reason.or(Some(Reason::ExecutorTerminated));
+                (state, reason, format!("the executor ended: {message}"))
+            }
+            None => classify(exit, t.killing),
+        };
         self.update(task_id, state, reason, message, exit_code(exit), now);
+    }
+
+    /// The executor of actor task `task_id` hosts its actor at `at`, or could not start
+    /// it (then the executor is stopped and the task fails).
+    pub fn actor_started(
+        &mut self,
+        task_id: &str,
+        result: Result<ActorAt, String>,
+        now: Now,
+    ) -> Vec<Effect> {
+        let Some(t) = self.ck.tasks.get_mut(task_id) else {
+            return Vec::new();
+        };
+        if t.state != TaskState::Starting || t.killing {
+            return Vec::new();
+        }
+        match result {
+            Ok(at) => {
+                let msg = format!(
+                    "actor {} on {}",
+                    t.spec
+                        .actor
+                        .as_ref()
+                        .map(|a| a.type_name.as_str())
+                        .unwrap_or("?"),
+                    at.node
+                );
+                t.actor_at = Some(at);
+                self.update(task_id, TaskState::Running, None, msg, None, now);
+                Vec::new()
+            }
+            Err(why) => {
+                t.actor_end = Some(ActorEnd::NotStarted(why));
+                self.unsaved += 1;
+                vec![Effect::Signal {
+                    task_id: task_id.into(),
+                }]
+            }
+        }
+    }
+
+    /// The actor of actor task `task_id` ended while its executor lives: the executor
+    /// is stopped, and the task ends as the actor did once it is gone.
+    pub fn actor_ended(&mut self, task_id: &str, end: ActorEnd) -> Vec<Effect> {
+        let Some(t) = self.ck.tasks.get_mut(task_id) else {
+            return Vec::new();
+        };
+        if t.state.is_terminal() || t.actor_end.is_some() || t.killing {
+            return Vec::new();
+        }
+        t.actor_end = Some(end);
+        self.unsaved += 1;
+        vec![Effect::Signal {
+            task_id: task_id.into(),
+        }]
+    }
+
+    /// An actor task's record, if this agent has it.
+    pub fn task(&self, task_id: &str) -> Option<&TaskRecord> {
+        self.ck.tasks.get(task_id)
     }
 
     /// A task's actor failed (it is never restarted): its process is reaped and the task
@@ -744,6 +934,9 @@ impl AgentCore {
             message,
             exit_code,
             unix_ms: now.unix_ms,
+            actor: (state == TaskState::Running)
+                .then(|| t.actor_at.clone())
+                .flatten(),
         });
         self.unsaved += 1;
     }

@@ -9,7 +9,9 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-pub use core::{AgentCore, Checkpoint, Effect, TaskEnd, TaskRecord, AGENT_COMPLETED_TASKS_LIMIT};
+pub use core::{
+    ActorEnd, AgentCore, Checkpoint, Effect, TaskEnd, TaskRecord, AGENT_COMPLETED_TASKS_LIMIT,
+};
 
 pub use task::{TaskActor, TaskArgs, TaskMsg};
 
@@ -30,6 +32,7 @@ use crate::master::Now;
 use crate::protocol::*;
 use crate::resources::{PortSet, Resources, RoleResources};
 use crate::statefile::{Disk, StateFile};
+use crate::status::ActorAt;
 
 pub use crate::statefile::RealDisk;
 use crate::supervision::{ChildSpec, FaultSwitch, Restarter, RestarterMsg};
@@ -67,7 +70,23 @@ pub struct AgentConfig {
     /// Most messages from peers queued for the agent; past it they are shed and
     /// counted (the master resends what matters).
     pub inbox_limit_msgs: usize,
+    /// Issues executors' identities (`None`: this agent runs no actor tasks; they fail
+    /// to launch, saying why).
+    pub executors: Option<Arc<plexus_net::tls::ExecutorIssuer>>,
+    /// What operators say about this machine, for placement constraints.
+    pub attributes: BTreeMap<String, String>,
 }
+
+/// How long an executor's certificate is valid.
+pub const EXECUTOR_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// How long an executor waits for its lost agent before it exits.
+pub const EXECUTOR_AGENT_RECOVERY: Duration = Duration::from_secs(60);
+/// How long a started executor may take to dial its agent and host its actor.
+pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The actor tasks whose actors an agent monitors, by the actors' (remote) ids; shared
+/// with the tasks' attach futures, which add an actor before monitoring it.
+type ActorIndex = Arc<std::sync::Mutex<BTreeMap<ActorId, TaskId>>>;
 
 /// Most bytes of tasks in one message of a registration (a registration with more is
 /// sent in parts).
@@ -220,6 +239,8 @@ pub struct AgentState {
     task_actors: BTreeMap<TaskId, ActorRef<TaskMsg>>,
     /// The task of each task actor.
     task_of: BTreeMap<ActorId, TaskId>,
+    /// The actor task of each monitored actor.
+    actor_tasks: ActorIndex,
     /// The agent's bounded inbox.
     inbox: InboxGauge,
 }
@@ -243,7 +264,10 @@ impl Agent {
     fn save(&self, st: &mut AgentState) -> Option<Vec<Effect>> {
         let t0 = Instant::now();
         let changes = st.core.unsaved();
-        let r = plexus_net::codec::encode(st.core.checkpoint())
+        let r = st
+            .core
+            .checkpoint()
+            .encode()
             .map_err(|e| e.to_string())
             .and_then(|b| st.state_file.write(&b).map_err(|e| e.to_string()));
         let end = Instant::now();
@@ -344,13 +368,29 @@ impl Agent {
         match effect {
             // Each task's actor launches it (side by side with the others) and reports
             // back in `Launched`.
-            Effect::Launch { task_id, spec } => {
+            Effect::Launch { task_id, mut spec } => {
+                if let Some(exec) = st.core.task(&task_id).and_then(|t| t.executor.clone()) {
+                    match self.executor_env(&exec) {
+                        Ok(env) => spec.env = env,
+                        Err(reason) => {
+                            let result = Err(crate::containerizer::ContainerError::Launch {
+                                task: task_id.to_string(),
+                                reason,
+                            });
+                            st.core.launched(&task_id, result, st.now());
+                            return Ok(());
+                        }
+                    }
+                }
                 self.start_task_actor(me, st, &task_id, Some(spec), None)
                     .await?
             }
             Effect::Adopt { task_id, container } => {
                 let running = self.containerizer.is_running(&container);
                 info!(task = %task_id, running, "re-adopting task");
+                if let Some(at) = st.core.task(&task_id).and_then(|t| t.actor_at.clone()) {
+                    self.watch_actor(me, st, &task_id, at);
+                }
                 self.start_task_actor(me, st, &task_id, None, Some(container))
                     .await?
             }
@@ -467,6 +507,120 @@ impl Agent {
         Ok(())
     }
 
+    /// The environment of executor `exec`: its settings and its newly issued identity.
+    fn executor_env(&self, exec: &str) -> Result<Vec<(String, String)>, String> {
+        let issuer = self.cfg.executors.as_ref().ok_or_else(|| {
+            format!(
+                "agent {} has no executor CA ({}.executors.pem beside its certificate), so it runs no actor tasks",
+                self.node.name(),
+                self.node.name()
+            )
+        })?;
+        let n = exec
+            .split('.')
+            .next()
+            .and_then(|x| x.strip_prefix('x'))
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or_else(|| format!("bad executor name {exec:?}"))?;
+        let id = issuer
+            .issue(n, EXECUTOR_CERT_VALIDITY)
+            .map_err(|e| format!("issuing the executor's identity: {e}"))?;
+        let opts = self.node.options();
+        let settings = crate::executor::ExecutorSettings {
+            node: id.node.clone(),
+            cluster: self.node.cluster().to_string(),
+            agent: self.node.name().to_string(),
+            agent_addr: self.node.addr(),
+            listen_ip: self.node.addr().ip(),
+            ca_pem: issuer.root_pem().to_string(),
+            chain_pem: id.chain_pem.clone(),
+            agent_recovery_timeout_ms: EXECUTOR_AGENT_RECOVERY.as_millis() as u64,
+            heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
+            node_down_timeout_ms: opts.node_down_timeout.as_millis() as u64,
+        };
+        let json = serde_json::to_string(&settings).map_err(|e| e.to_string())?;
+        Ok(vec![
+            (crate::executor::ENV_SETTINGS.to_string(), json),
+            (crate::executor::ENV_KEY.to_string(), id.key_pem),
+        ])
+    }
+
+    /// Once actor task `task_id`'s executor runs: waits for it to dial this agent,
+    /// starts the task's actor in it (granted to the framework's node) and monitors it;
+    /// tells the agent where the actor is, or why it could not start.
+    fn attach_actor(&self, me: &ActorRef<AgentMsg>, st: &AgentState, task_id: &str) {
+        let Some(t) = st.core.task(task_id) else {
+            return;
+        };
+        let (Some(exec), Some(spec)) = (t.executor.clone(), t.spec.actor.clone()) else {
+            return;
+        };
+        let node = self.node.clone();
+        let me = me.clone();
+        let index = st.actor_tasks.clone();
+        let task_id: TaskId = task_id.into();
+        tokio::spawn(async move {
+            let started = async {
+                node.wait_for_peers(&[exec.as_str()], EXECUTOR_START_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let cell = node
+                    .spawn_remote_granted(
+                        &exec,
+                        &spec.type_name,
+                        &spec.msg_type,
+                        spec.args,
+                        &spec.owner,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                lock_index(&index).insert(cell.get_id(), task_id.clone());
+                me.get_cell().monitor(cell.clone());
+                let addr = node
+                    .peers()
+                    .into_iter()
+                    .find(|p| p.name == exec)
+                    .map(|p| p.addr)
+                    .ok_or_else(|| format!("executor {exec} left as its actor started"))?;
+                Ok(ActorAt {
+                    node: exec,
+                    addr,
+                    pid: cell.get_id().pid(),
+                })
+            }
+            .await;
+            if let Err(e) = me.cast(AgentMsg::ActorStarted {
+                task_id,
+                result: started,
+            }) {
+                debug!("agent gone: {e}");
+            }
+        });
+    }
+
+    /// Monitors again the actor of an actor task re-adopted after a restart.
+    fn watch_actor(&self, me: &ActorRef<AgentMsg>, st: &AgentState, task_id: &str, at: ActorAt) {
+        let node = self.node.clone();
+        let me = me.clone();
+        let index = st.actor_tasks.clone();
+        let task_id: TaskId = task_id.into();
+        tokio::spawn(async move {
+            node.join(plexus_config::PeerAddr {
+                name: at.node.clone(),
+                addr: at.addr,
+            });
+            match node.remote_cell(&at.node, at.pid).await {
+                Ok(cell) => {
+                    lock_index(&index).insert(cell.get_id(), task_id);
+                    me.get_cell().monitor(cell);
+                }
+                Err(e) => {
+                    warn!(task = %task_id, "cannot watch the actor again: {e}; its executor's end ends it")
+                }
+            }
+        });
+    }
+
     async fn register(&self, me: &ActorRef<AgentMsg>, st: &mut AgentState) {
         if st.master.is_none() {
             match self.node.whereis::<MasterMsg>(MASTER_NAME).await {
@@ -487,6 +641,7 @@ impl Agent {
             self.node.name(),
             &self.cfg.resources,
             &self.containerizer.isolation(),
+            &self.cfg.attributes,
         );
         if self.cfg.forget_completed_tasks {
             reg.completed.clear();
@@ -561,6 +716,7 @@ impl Actor for Agent {
             problem: None,
             task_actors: BTreeMap::new(),
             task_of: BTreeMap::new(),
+            actor_tasks: ActorIndex::default(),
             inbox: self
                 .node
                 .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
@@ -599,6 +755,27 @@ impl Actor for Agent {
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorTerminated(c, ..) | SupervisionEvent::ActorFailed(c, _) = &evt
         {
+            let actor_task = lock_index(&st.actor_tasks).remove(&c.get_id());
+            if let Some(task_id) = actor_task {
+                let end = match &evt {
+                    SupervisionEvent::ActorFailed(_, e) => Some(ActorEnd::Failed(e.to_string())),
+                    // Its executor is gone: how it ended is the executor's exit.
+                    SupervisionEvent::ActorTerminated(_, _, r)
+                        if plexus_actors::is_node_down(r.as_deref()) =>
+                    {
+                        None
+                    }
+                    SupervisionEvent::ActorTerminated(_, _, r) => {
+                        Some(ActorEnd::Stopped(r.clone()))
+                    }
+                    _ => None,
+                };
+                if let Some(end) = end {
+                    let effects = st.core.actor_ended(&task_id, end);
+                    self.carry_out(&me, st, effects).await?;
+                }
+                return Ok(());
+            }
             if let Some(task_id) = st.task_of.remove(&c.get_id()) {
                 st.task_actors.remove(&task_id);
                 if let SupervisionEvent::ActorFailed(_, e) = &evt {
@@ -680,7 +857,21 @@ impl Agent {
             }
             AgentMsg::Launched { task_id, result } => {
                 st.core.launched(&task_id, result, now);
+                if st
+                    .core
+                    .task(&task_id)
+                    .is_some_and(|t| t.state == crate::task::TaskState::Starting)
+                {
+                    self.attach_actor(&me, st, &task_id);
+                }
                 self.changed(&me, st).await?;
+            }
+            AgentMsg::ActorStarted { task_id, result } => {
+                if let Err(e) = &result {
+                    warn!(task = %task_id, "the actor did not start: {e}");
+                }
+                let effects = st.core.actor_started(&task_id, result, now);
+                self.carry_out(&me, st, effects).await?;
             }
             AgentMsg::Kill { task_id } => {
                 let effects = st.core.kill(&task_id, now);
@@ -716,6 +907,10 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+fn lock_index(i: &ActorIndex) -> std::sync::MutexGuard<'_, BTreeMap<ActorId, TaskId>> {
+    i.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Up to 1 MiB of a task's output stream from `offset`, across its rotations.

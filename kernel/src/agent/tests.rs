@@ -29,6 +29,7 @@ fn spec(id: &str) -> TaskSpec {
         argv: vec!["sleep".into(), "9".into()],
         resources: Resources::new(1.0, 64),
         user: None,
+        actor: None,
     }
 }
 
@@ -301,7 +302,12 @@ fn a_restarted_agent_adopts_running_tasks_fails_half_launched_ones_and_keeps_its
             ("half".into(), TaskState::Failed)
         ]
     );
-    let reg = again.registration("host", &RoleResources::default(), "none");
+    let reg = again.registration(
+        "host",
+        &RoleResources::default(),
+        "none",
+        &Default::default(),
+    );
     assert_eq!(reg.tasks.len(), 3);
     // A configured id wins over the checkpoint's.
     let (named, _) = AgentCore::recover(Checkpoint::default(), Some("a-7"), "n", at(0));
@@ -395,7 +401,12 @@ fn an_acknowledged_ended_task_is_remembered_as_completed_and_reported() {
     core.exited("t1", &exit(ExitRecord::Exited(3)), at(2));
     let u = sent(&mut core, at(2));
     core.ack("t1", u[0].uuid);
-    let reg = core.registration("host", &RoleResources::default(), "none");
+    let reg = core.registration(
+        "host",
+        &RoleResources::default(),
+        "none",
+        &Default::default(),
+    );
     assert!(reg.tasks.is_empty());
     assert_eq!(reg.completed.len(), 1);
     let c = &reg.completed[0];
@@ -408,7 +419,7 @@ fn an_acknowledged_ended_task_is_remembered_as_completed_and_reported() {
     let (mut again, _) = AgentCore::recover(core.checkpoint().clone(), None, "n", at(0));
     assert_eq!(
         again
-            .registration("h", &RoleResources::default(), "none")
+            .registration("h", &RoleResources::default(), "none", &Default::default())
             .completed
             .len(),
         1
@@ -422,7 +433,7 @@ fn an_acknowledged_ended_task_is_remembered_as_completed_and_reported() {
             again.ack(&id, u.uuid);
         }
     }
-    let reg = again.registration("h", &RoleResources::default(), "none");
+    let reg = again.registration("h", &RoleResources::default(), "none", &Default::default());
     assert_eq!(reg.completed.len(), AGENT_COMPLETED_TASKS_LIMIT);
     assert_eq!(
         reg.completed.last().unwrap().spec.task_id,
@@ -554,6 +565,125 @@ fn checkpoints_of_the_earlier_layouts_are_read() {
 }
 
 #[test]
+fn a_checkpoint_from_before_actor_tasks_is_read_with_its_pending_updates() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    #[derive(serde::Serialize)]
+    struct V2Spec {
+        task_id: String,
+        name: String,
+        argv: Vec<String>,
+        resources: crate::resources::Resources,
+        user: Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct V2Record {
+        spec: V2Spec,
+        framework_id: String,
+        resources: RoleResources,
+        state: TaskState,
+        container: Option<ContainerInfo>,
+        killing: bool,
+        end: Option<super::core::TaskEnd>,
+    }
+    #[derive(serde::Serialize)]
+    struct V2Update {
+        uuid: u64,
+        task_id: String,
+        framework_id: String,
+        agent_id: String,
+        state: TaskState,
+        reason: Option<crate::reason::Reason>,
+        message: String,
+        exit_code: Option<i32>,
+        unix_ms: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct V2Stream {
+        pending: Vec<V2Update>,
+        next_send: Option<Duration>,
+        backoff: Duration,
+        done: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct V2Updates {
+        streams: BTreeMap<String, V2Stream>,
+    }
+    #[derive(serde::Serialize)]
+    struct V2 {
+        agent_id: String,
+        next_uuid: u64,
+        tasks: BTreeMap<String, V2Record>,
+        updates: V2Updates,
+        completed: Vec<()>,
+    }
+    let s = spec("t3");
+    let v2 = V2 {
+        agent_id: "a-1".into(),
+        next_uuid: 2,
+        tasks: [(
+            "t3".to_string(),
+            V2Record {
+                spec: V2Spec {
+                    task_id: "t3".into(),
+                    name: s.name.clone(),
+                    argv: s.argv.clone(),
+                    resources: s.resources.clone(),
+                    user: Some("nobody".into()),
+                },
+                framework_id: "fw-1".into(),
+                resources: RoleResources::default(),
+                state: TaskState::Running,
+                container: Some(container("t3")),
+                killing: false,
+                end: None,
+            },
+        )]
+        .into(),
+        updates: V2Updates {
+            streams: [(
+                "t3".to_string(),
+                V2Stream {
+                    pending: vec![V2Update {
+                        uuid: 2,
+                        task_id: "t3".into(),
+                        framework_id: "fw-1".into(),
+                        agent_id: "a-1".into(),
+                        state: TaskState::Running,
+                        reason: None,
+                        message: "running".into(),
+                        exit_code: None,
+                        unix_ms: 5,
+                    }],
+                    next_send: None,
+                    backoff: Duration::from_secs(1),
+                    done: false,
+                },
+            )]
+            .into(),
+        },
+        completed: Vec::new(),
+    };
+    let ck = Checkpoint::decode(&plexus_net::codec::encode(&v2).unwrap()).unwrap();
+    assert_eq!(ck.tasks["t3"].spec.user.as_deref(), Some("nobody"));
+    assert_eq!(ck.tasks["t3"].spec.actor, None);
+    let pending = ck.updates.pending("t3");
+    assert_eq!(pending.len(), 1, "the unacknowledged update is kept");
+    assert_eq!(
+        (pending[0].uuid, pending[0].message.as_str()),
+        (2, "running")
+    );
+    // What this agent writes now reads back, and says its format.
+    let bytes = ck.encode().unwrap();
+    assert!(bytes.starts_with(b"plexusCK"));
+    assert_eq!(Checkpoint::decode(&bytes).unwrap(), ck);
+    let mut future = bytes.clone();
+    future[8] = 99;
+    let e = Checkpoint::decode(&future).unwrap_err().to_string();
+    assert!(e.contains("format Some(99)"), "{e}");
+}
+
+#[test]
 fn a_completed_tasks_command_is_kept_short() {
     let mut core = agent();
     let mut long = spec("t1");
@@ -568,8 +698,193 @@ fn a_completed_tasks_command_is_kept_short() {
     for u in sent(&mut core, at(2)) {
         core.ack("t1", u.uuid);
     }
-    let reg = core.registration("h", &RoleResources::default(), "none");
+    let reg = core.registration("h", &RoleResources::default(), "none", &Default::default());
     let argv = &reg.completed[0].spec.argv;
     assert_eq!(argv.len(), 3, "{argv:?}");
     assert_eq!((argv[0].as_str(), argv[2].as_str()), ("echo", "…"));
+}
+
+fn actor_spec(id: &str) -> TaskSpec {
+    let mut s = spec(id);
+    s.argv = vec!["/bin/program".into()];
+    s.actor = Some(Box::new(crate::protocol::ActorSpec {
+        type_name: "worker".into(),
+        msg_type: "Work".into(),
+        args: vec![1, 2],
+        owner: "framework-node".into(),
+    }));
+    s
+}
+
+fn actor_at(node: &str) -> crate::status::ActorAt {
+    crate::status::ActorAt {
+        node: node.into(),
+        addr: "127.0.0.2:7000".parse().unwrap(),
+        pid: 7,
+    }
+}
+
+/// An actor task whose executor runs and whose actor started, its updates acknowledged.
+fn actor_running(core: &mut AgentCore, id: &str) -> String {
+    assert!(core.run("fw-1".into(), actor_spec(id), RoleResources::default()));
+    let launches = core.saved();
+    let [Effect::Launch { .. }] = launches.as_slice() else {
+        panic!("one launch expected: {launches:?}");
+    };
+    let exec = core.task(id).unwrap().executor.clone().unwrap();
+    core.launched(id, Ok(container(id)), at(1));
+    assert!(core
+        .actor_started(id, Ok(actor_at(&exec)), at(1))
+        .is_empty());
+    drain(core, at(1));
+    exec
+}
+
+/// Every update due, each acknowledged in turn, in order.
+fn drain(core: &mut AgentCore, now: Now) -> Vec<StatusUpdate> {
+    let mut all = Vec::new();
+    loop {
+        let u = sent(core, now);
+        if u.is_empty() {
+            return all;
+        }
+        for x in &u {
+            core.ack(&x.task_id, x.uuid);
+        }
+        all.extend(u);
+    }
+}
+
+#[test]
+fn an_actor_task_runs_once_its_actor_answers_and_says_where_it_is() {
+    let mut core = agent();
+    core.run("fw-1".into(), actor_spec("a1"), RoleResources::default());
+    core.run("fw-1".into(), actor_spec("a2"), RoleResources::default());
+    core.saved();
+    let e1 = core.task("a1").unwrap().executor.clone().unwrap();
+    let e2 = core.task("a2").unwrap().executor.clone().unwrap();
+    assert_eq!(
+        (e1.as_str(), e2.as_str()),
+        ("x1.node-a", "x2.node-a"),
+        "never reused"
+    );
+    core.launched("a1", Ok(container("a1")), at(1));
+    let u = sent(&mut core, at(1));
+    assert_eq!(
+        states(&u),
+        [TaskState::Starting],
+        "not running before its actor is"
+    );
+    assert_eq!(u[0].actor, None);
+    core.ack("a1", u[0].uuid);
+    core.actor_started("a1", Ok(actor_at(&e1)), at(2));
+    let u = sent(&mut core, at(2));
+    assert_eq!(states(&u), [TaskState::Running]);
+    assert_eq!(u[0].actor, Some(actor_at(&e1)));
+}
+
+#[test]
+fn an_actor_that_fails_ends_its_task_failed_with_its_text_once_its_executor_is_gone() {
+    let mut core = agent();
+    actor_running(&mut core, "a1");
+    let effects = core.actor_ended("a1", ActorEnd::Failed("boom".into()));
+    assert_eq!(
+        effects,
+        vec![Effect::Signal {
+            task_id: "a1".into()
+        }]
+    );
+    assert!(
+        core.actor_ended("a1", ActorEnd::Failed("again".into()))
+            .is_empty(),
+        "once"
+    );
+    assert!(
+        sent(&mut core, at(2)).is_empty(),
+        "running until the executor is gone"
+    );
+    core.exited("a1", &exit(ExitRecord::Signaled(15)), at(3));
+    let u = sent(&mut core, at(3));
+    assert_eq!(states(&u), [TaskState::Failed]);
+    assert_eq!(u[0].reason, Some(Reason::ActorFailed));
+    assert_eq!(u[0].message, "boom");
+}
+
+#[test]
+fn an_actor_that_stops_finishes_its_task() {
+    let mut core = agent();
+    actor_running(&mut core, "a1");
+    core.actor_ended("a1", ActorEnd::Stopped(Some("done".into())));
+    core.exited("a1", &exit(ExitRecord::Signaled(15)), at(3));
+    let u = sent(&mut core, at(3));
+    assert_eq!(states(&u), [TaskState::Finished]);
+    assert_eq!(u[0].message, "the actor stopped: done");
+}
+
+#[test]
+fn an_executor_killed_for_its_memory_says_so_whatever_its_actor_said() {
+    let mut core = agent();
+    actor_running(&mut core, "a1");
+    core.actor_ended("a1", ActorEnd::Failed("allocation failed".into()));
+    let oom = ExitInfo {
+        record: Some(ExitRecord::Signaled(9)),
+        oom_killed: true,
+    };
+    core.exited("a1", &oom, at(3));
+    let u = sent(&mut core, at(3));
+    assert_eq!(u[0].reason, Some(Reason::ContainerLimitationMemory));
+    // Without a word from the actor too.
+    actor_running(&mut core, "a2");
+    core.exited("a2", &oom, at(4));
+    let u = sent(&mut core, at(4));
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Failed, Some(Reason::ContainerLimitationMemory))
+    );
+}
+
+#[test]
+fn an_executor_that_ends_before_its_actor_fails_its_task() {
+    let mut core = agent();
+    actor_running(&mut core, "a1");
+    core.exited("a1", &exit(ExitRecord::Exited(0)), at(3));
+    let u = sent(&mut core, at(3));
+    assert_eq!(
+        (u[0].state, u[0].reason),
+        (TaskState::Failed, Some(Reason::ExecutorTerminated))
+    );
+    assert!(
+        u[0].message.starts_with("the executor ended"),
+        "{}",
+        u[0].message
+    );
+}
+
+#[test]
+fn an_actor_that_cannot_start_stops_its_executor_and_fails_its_task() {
+    let mut core = agent();
+    core.run("fw-1".into(), actor_spec("a1"), RoleResources::default());
+    core.saved();
+    core.launched("a1", Ok(container("a1")), at(1));
+    let effects = core.actor_started("a1", Err("no actor type \"worker\"".into()), at(2));
+    assert_eq!(
+        effects,
+        vec![Effect::Signal {
+            task_id: "a1".into()
+        }]
+    );
+    core.exited("a1", &exit(ExitRecord::Signaled(15)), at(3));
+    let u = drain(&mut core, at(3));
+    assert_eq!(states(&u), [TaskState::Starting, TaskState::Failed]);
+    assert!(u[1].message.contains("no actor type"), "{}", u[1].message);
+}
+
+#[test]
+fn a_killed_actor_task_is_killed_not_failed() {
+    let mut core = agent();
+    actor_running(&mut core, "a1");
+    core.kill("a1", at(2));
+    core.exited("a1", &exit(ExitRecord::Signaled(15)), at(3));
+    let u = drain(&mut core, at(3));
+    assert_eq!(states(&u), [TaskState::Killing, TaskState::Killed]);
 }

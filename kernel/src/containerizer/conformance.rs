@@ -80,6 +80,7 @@ async fn launch_with(
         argv,
         resources,
         user: None,
+        env: Vec::new(),
     })
     .await
 }

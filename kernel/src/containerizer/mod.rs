@@ -97,6 +97,9 @@ pub struct LaunchSpec {
     pub resources: Resources,
     /// The OS user it runs as (`None`: the agent's default task user).
     pub user: Option<String>,
+    /// Variables added to the command's environment (they may hold secrets: they reach
+    /// the command through a file only root can read, never through a command line).
+    pub env: Vec<(String, String)>,
 }
 
 /// What the agent checkpoints about a launched task to re-adopt it after a restart.
@@ -607,6 +610,13 @@ impl ProcessContainerizer {
             .mode(0o700)
             .create(&meta)
             .map_err(|e| fail(format!("task records {}: {e}", meta.display())))?;
+        if !spec.env.is_empty() {
+            let path = meta.join(shim::ENV_FILE);
+            let text = String::from_utf8(shim::encode_env(&spec.env))
+                .map_err(|e| fail(format!("task environment: {e}")))?;
+            plexus_net::tls::write_private(&path, &text)
+                .map_err(|e| fail(format!("task environment {}: {e}", path.display())))?;
+        }
         if let Some((uid, gid)) = task_ids {
             use std::os::unix::fs::PermissionsExt;
             std::os::unix::fs::chown(&sandbox, Some(uid), Some(gid))

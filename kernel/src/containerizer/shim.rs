@@ -41,6 +41,46 @@ pub fn meta_dir(sandbox: &Path) -> PathBuf {
         .join(META_ROOT)
         .join(name)
 }
+/// File (in [`META_DIR`]) with variables for the command's environment, written by the
+/// agent before the shim starts and removed by the shim once read.
+pub const ENV_FILE: &str = "env";
+
+/// The bytes of an [`ENV_FILE`]: `NAME=VALUE` entries, each ended by a NUL (values may
+/// span lines, as PEM keys do).
+pub fn encode_env(vars: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in vars {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Reads and removes the [`ENV_FILE`] in `meta`, if there is one.
+fn take_env(meta: &Path) -> std::io::Result<Vec<(OsString, OsString)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = meta.join(ENV_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    std::fs::remove_file(&path)?;
+    Ok(bytes
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .filter_map(|e| {
+            let eq = e.iter().position(|b| *b == b'=')?;
+            Some((
+                std::ffi::OsStr::from_bytes(&e[..eq]).to_os_string(),
+                std::ffi::OsStr::from_bytes(&e[eq + 1..]).to_os_string(),
+            ))
+        })
+        .collect())
+}
+
 /// File (in [`META_DIR`]) with the command's pid.
 pub const PID_FILE: &str = "pid";
 /// File (in [`META_DIR`]) with the command's exit status.
@@ -374,9 +414,19 @@ fn launch_and_wait(args: &ShimArgs, pid_slot: &RecordSlot) -> ExitRecord {
         Err(e) => return ExitRecord::LaunchFailed(format!("/dev/null: {e}")),
     };
     let joins: Vec<_> = joins.iter().map(|f| f.as_raw_fd()).collect();
+    let extra = match take_env(&meta_dir(&args.sandbox)) {
+        Ok(vars) => vars,
+        Err(e) => return ExitRecord::LaunchFailed(format!("task environment: {e}")),
+    };
     let mut env = vec![("PLEXUS_SANDBOX", args.sandbox.as_os_str())];
     if args.ids.is_some() {
         env.push(("PATH", std::ffi::OsStr::new(spawn::TASK_USER_PATH)));
+    }
+    for (k, v) in &extra {
+        match k.to_str() {
+            Some(k) => env.push((k, v.as_os_str())),
+            None => return ExitRecord::LaunchFailed(format!("task environment: name {k:?}")),
+        }
     }
     let started = spawn::spawn(&spawn::SpawnSpec {
         argv: &args.argv,

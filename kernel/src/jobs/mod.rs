@@ -515,7 +515,7 @@ struct JobsScheduler {
     role: String,
 }
 
-fn short_of(want: &Resources, have: &Resources) -> Option<String> {
+pub(crate) fn short_of(want: &Resources, have: &Resources) -> Option<String> {
     if have.cpus_milli < want.cpus_milli {
         return Some(format!(
             "cpus (needs {}, largest offer {})",
@@ -619,6 +619,7 @@ impl Scheduler for JobsScheduler {
                 argv: j.argv.clone(),
                 resources: j.resources.clone(),
                 user: j.user.clone(),
+                actor: None,
             };
             let bytes = spec.approx_bytes();
             let best = slots

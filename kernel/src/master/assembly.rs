@@ -167,6 +167,7 @@ mod tests {
                         argv: vec!["x".repeat(argv_bytes)],
                         resources: Resources::new(0.1, 16),
                         user: None,
+                        actor: None,
                     },
                     framework_id: "fw".into(),
                     resources: RoleResources::unreserved(Resources::new(0.1, 16)),
@@ -178,6 +179,7 @@ mod tests {
             problem: None,
             attempt,
             parts: 0,
+            attributes: Default::default(),
         }
     }
 

@@ -201,6 +201,7 @@ pub enum AgentLink {
 
 struct AgentEntry {
     hostname: String,
+    attributes: BTreeMap<String, String>,
     total: RoleResources,
     status: AgentLink,
     isolation: String,
@@ -687,6 +688,7 @@ impl MasterCore {
             message,
             exit_code: None,
             unix_ms: now.unix_ms,
+            actor: None,
         };
         let fw = t.framework_id.clone();
         self.tell_scheduler(&fw, ToScheduler::Update(u));
@@ -712,6 +714,7 @@ impl MasterCore {
             message,
             exit_code: None,
             unix_ms: now.unix_ms,
+            actor: None,
         };
         self.tell_scheduler(fw, ToScheduler::Update(u));
     }
@@ -744,6 +747,7 @@ impl MasterCore {
             problem,
             attempt: _,
             parts,
+            attributes,
         } = reg;
         debug_assert_eq!(parts, 0, "a registration is joined before the core sees it");
         let reregister = self.agents.contains_key(&agent_id);
@@ -770,6 +774,7 @@ impl MasterCore {
             agent_id.clone(),
             AgentEntry {
                 hostname,
+                attributes,
                 total: resources,
                 status: AgentLink::Active,
                 isolation,
@@ -847,6 +852,7 @@ impl MasterCore {
             message: rec.message.clone(),
             exit_code: None,
             unix_ms: now.unix_ms,
+            actor: None,
         };
         self.tell_scheduler(&rec.framework_id, ToScheduler::Update(u));
     }
@@ -1208,6 +1214,7 @@ impl MasterCore {
                     message: t.message.clone(),
                     exit_code: None,
                     unix_ms: now.unix_ms,
+                    actor: None,
                 },
                 None => StatusUpdate {
                     uuid: 0,
@@ -1219,6 +1226,7 @@ impl MasterCore {
                     message: "the master does not know this task".into(),
                     exit_code: None,
                     unix_ms: now.unix_ms,
+                    actor: None,
                 },
             };
             self.tell_scheduler(fw, ToScheduler::Update(u));
@@ -1266,10 +1274,10 @@ impl MasterCore {
         let mut by_fw: BTreeMap<FrameworkId, Vec<Offer>> = BTreeMap::new();
         for a in allocations {
             let id = self.mint("offer");
-            let hostname = self
+            let (hostname, attributes) = self
                 .agents
                 .get(&a.agent)
-                .map(|x| x.hostname.clone())
+                .map(|x| (x.hostname.clone(), x.attributes.clone()))
                 .unwrap_or_default();
             let o = Offer {
                 id: id.into(),
@@ -1277,6 +1285,7 @@ impl MasterCore {
                 agent_id: a.agent,
                 hostname,
                 resources: a.resources,
+                attributes,
             };
             self.offers.insert(o.clone());
             by_fw.entry(a.framework).or_default().push(o);

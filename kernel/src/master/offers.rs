@@ -92,6 +92,7 @@ mod tests {
             agent_id: format!("a{agent}").into(),
             hostname: String::new(),
             resources: RoleResources::default(),
+            attributes: Default::default(),
         }
     }
 

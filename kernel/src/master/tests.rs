@@ -42,6 +42,7 @@ fn registration(agent: &str, cpus: f64, tasks: Vec<AgentTask>) -> AgentRegistrat
         problem: None,
         attempt: 0,
         parts: 0,
+        attributes: Default::default(),
     }
 }
 
@@ -62,6 +63,7 @@ fn spec(id: &str, cpus: f64, mem_mb: u64) -> TaskSpec {
         argv: vec!["sleep".into(), "1".into()],
         resources: res(cpus, mem_mb),
         user: None,
+        actor: None,
     }
 }
 
@@ -123,6 +125,7 @@ fn agent_update(fw: &str, agent: &str, task: &str, state: TaskState, uuid: u64) 
         message: String::new(),
         exit_code: None,
         unix_ms: 0,
+        actor: None,
     })
 }
 
