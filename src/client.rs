@@ -537,10 +537,15 @@ pub fn ps(c: &Client, all: bool, json: bool) -> anyhow::Result<()> {
         "TASK", "NAME", "STATE", "CPUS", "MEM(MB)", "AGENT", "OWNER"
     );
     for t in tasks {
+        // An actor task is named by its actor's type.
+        let name = match &t.actor_type {
+            Some(ty) => format!("actor:{ty}"),
+            None => t.name.clone(),
+        };
         println!(
             "{:<28} {:<20} {:<14} {:>6} {:>8} {:<12} {:<10} {}",
             t.task_id,
-            fit(&t.name, 20),
+            fit(&name, 20),
             t.state,
             t.resources.cpus(),
             t.resources.mem_mb,

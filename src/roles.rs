@@ -379,6 +379,7 @@ pub async fn start_agent(
         inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
         executors: executor_issuer(s),
         attributes: s.agent.attributes.clone(),
+        executor_recovery: s.agent.executor_recovery_timeout,
     };
     let (supervisor, ended) = Actor::spawn(
         None,

@@ -102,6 +102,8 @@ pub use private as __private;
 
 pub use error::{ActorsError, SendError};
 pub use inbox::InboxGauge;
-pub use node::{is_node_down, Node, NodeOptions, PeerInfo, Refused, NODE_DOWN, PARENT_NODE_DOWN};
+pub use node::{
+    is_node_down, Admission, Node, NodeOptions, PeerInfo, Refused, NODE_DOWN, PARENT_NODE_DOWN,
+};
 pub use plexus_actors_derive::RemoteMessage;
 pub use wire::{DownReason, FrameDescriber};

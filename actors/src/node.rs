@@ -170,7 +170,12 @@ pub(crate) struct NodeInner {
     /// Local actors granted to peers by name, whether or not a session with them is up
     /// (see [`Node::spawn_remote_granted`]); ended actors are pruned as the table grows.
     name_grants: Mutex<BTreeMap<String, BTreeSet<u64>>>,
+    /// Decides whether an authenticated peer may have a session (see [`Node::admit_with`]).
+    admission: RwLock<Option<Admission>>,
 }
+
+/// A node's admission rule: `Err(why)` refuses the peer (by name and roles).
+pub type Admission = Arc<dyn Fn(&str, Roles) -> Result<(), String> + Send + Sync>;
 
 /// An operation a peer asked for and was refused (see [`Node::refusals`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -187,17 +192,20 @@ pub enum Refused {
     Spawn,
     /// A name its roles or node name do not allow, or one another node holds.
     Register,
+    /// A session the node's admission rule refused (see [`Node::admit_with`]).
+    Peer,
 }
 
 impl Refused {
     /// Every operation, in order.
-    pub const ALL: [Refused; 6] = [
+    pub const ALL: [Refused; 7] = [
         Refused::Cast,
         Refused::Call,
         Refused::Watch,
         Refused::Stop,
         Refused::Spawn,
         Refused::Register,
+        Refused::Peer,
     ];
 
     /// The operation's name in logs and metrics.
@@ -209,6 +217,7 @@ impl Refused {
             Refused::Stop => "stop",
             Refused::Spawn => "spawn",
             Refused::Register => "register",
+            Refused::Peer => "peer",
         }
     }
 }
@@ -308,6 +317,7 @@ impl Node {
             inboxes: RwLock::new(BTreeMap::new()),
             refusals: Mutex::new(BTreeMap::new()),
             name_grants: Mutex::new(BTreeMap::new()),
+            admission: RwLock::new(None),
         });
         let actor_err = |e: ractor::SpawnErr| ActorsError::Actor(e.to_string());
         let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
@@ -338,6 +348,14 @@ impl Node {
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.inner.ident.name
+    }
+
+    /// Sets the rule deciding which authenticated peers may have a session with this
+    /// node (checked on every new link; a refused peer's link is closed, the refusal
+    /// logged and counted as [`Refused::Peer`]). An agent admits of its executors only
+    /// those it runs now, so an executor's identity is worth nothing once it ended.
+    pub fn admit_with(&self, rule: Admission) {
+        *self.inner.admission.write().expect("admission lock") = Some(rule);
     }
 
     /// The name of this node's cluster.
@@ -1063,6 +1081,15 @@ impl NodeInner {
         if self.leaving.load(Ordering::SeqCst) {
             tx.close_as(CloseKind::Leaving, "node leaving");
             return;
+        }
+        let admission = self.admission.read().expect("admission lock").clone();
+        if let Some(admit) = admission {
+            if let Err(why) = admit(&peer.name, peer_roles) {
+                *lock(&self.refusals).entry(Refused::Peer).or_insert(0) += 1;
+                warn!(node = %self.ident.name, peer = %peer.name, roles = %peer_roles, op = Refused::Peer.as_str(), "refused: {why}");
+                tx.close(&format!("refused by {}: {why}", self.ident.name));
+                return;
+            }
         }
         let link_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let my_id = plexus_net::node_id(&self.ident.name);

@@ -317,6 +317,10 @@ pub struct AgentSettings {
     /// How often each task's sandbox is measured against its `disk`.
     #[serde(with = "humantime_serde")]
     pub disk_check_interval: Duration,
+    /// How long an executor whose agent is gone waits for it to come back before it
+    /// exits (ending its actor): a restarted agent re-adopts its executors within it.
+    #[serde(with = "humantime_serde")]
+    pub executor_recovery_timeout: Duration,
     /// What operators say about the machine, `rack = "r1"`, matched by the placement
     /// constraints of actor tasks (keys and values: at most 128 printable characters).
     pub attributes: std::collections::BTreeMap<String, String>,
@@ -338,6 +342,7 @@ impl Default for AgentSettings {
             limit_check_interval: Duration::from_millis(250),
             disk_check_interval: Duration::from_secs(5),
             attributes: Default::default(),
+            executor_recovery_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -455,6 +460,13 @@ impl NodeSettings {
                 "node_down_timeout",
                 ms(self.node_down_timeout),
                 "must be at least twice heartbeat_interval",
+            ));
+        }
+        if self.agent.executor_recovery_timeout < self.node_down_timeout {
+            return Err(bad(
+                "agent.executor_recovery_timeout",
+                ms(self.agent.executor_recovery_timeout),
+                "must be at least node_down_timeout",
             ));
         }
         for (k, v) in &self.agent.attributes {

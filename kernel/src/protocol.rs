@@ -194,6 +194,10 @@ pub struct TaskInfo {
     pub resources: RoleResources,
     /// Command.
     pub argv: Vec<String>,
+    /// For an actor task: its actor's type.
+    pub actor_type: Option<String>,
+    /// For an actor task: the executor node its actor runs on, once it does.
+    pub actor_node: Option<String>,
 }
 
 /// An agent's view of a task it runs (sent when re-registering).

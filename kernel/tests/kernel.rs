@@ -98,6 +98,7 @@ async fn start_agent(
         inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
         executors: None,
         attributes: Default::default(),
+        executor_recovery: std::time::Duration::from_secs(60),
     };
     Actor::spawn(
         None,

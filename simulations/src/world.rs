@@ -385,6 +385,7 @@ impl World {
             inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
             executors: None,
             attributes: Default::default(),
+            executor_recovery: std::time::Duration::from_secs(60),
         };
         let c = Arc::new(self.machines.containerizer(&name));
         let (agent, _) = Actor::spawn(None, Agent::new(node.clone(), acfg, c), ())

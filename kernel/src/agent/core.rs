@@ -748,6 +748,16 @@ impl AgentCore {
         }]
     }
 
+    /// The executors of the actor tasks not yet ended.
+    pub fn live_executors(&self) -> std::collections::BTreeSet<String> {
+        self.ck
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .filter_map(|t| t.executor.clone())
+            .collect()
+    }
+
     /// An actor task's record, if this agent has it.
     pub fn task(&self, task_id: &str) -> Option<&TaskRecord> {
         self.ck.tasks.get(task_id)

@@ -75,18 +75,45 @@ pub struct AgentConfig {
     pub executors: Option<Arc<plexus_net::tls::ExecutorIssuer>>,
     /// What operators say about this machine, for placement constraints.
     pub attributes: BTreeMap<String, String>,
+    /// How long its executors wait for it after losing it before they exit.
+    pub executor_recovery: Duration,
 }
 
 /// How long an executor's certificate is valid.
 pub const EXECUTOR_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
-/// How long an executor waits for its lost agent before it exits.
-pub const EXECUTOR_AGENT_RECOVERY: Duration = Duration::from_secs(60);
 /// How long a started executor may take to dial its agent and host its actor.
 pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The actor tasks whose actors an agent monitors, by the actors' (remote) ids; shared
 /// with the tasks' attach futures, which add an actor before monitoring it.
 type ActorIndex = Arc<std::sync::Mutex<BTreeMap<ActorId, TaskId>>>;
+
+/// The node names of the executors an agent runs now.
+type LiveExecutors = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// The agent's admission rule: executor peers only if they are its own, live executors
+/// (an identity of an executor that ended, or of another agent's, is refused);
+/// everyone else as the wire's other rules say.
+fn admit_executors(agent: String, live: LiveExecutors) -> plexus_actors::Admission {
+    Arc::new(move |peer: &str, roles: plexus_net::Roles| {
+        if !roles.has(plexus_net::Role::Executor) {
+            return Ok(());
+        }
+        if plexus_net::tls::executor_agent(peer) != Some(agent.as_str()) {
+            return Err(format!("executor {peer:?} is not one of agent {agent}'s"));
+        }
+        if !live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+        {
+            return Err(format!(
+                "agent {agent} runs no executor {peer:?} now (its identity is spent)"
+            ));
+        }
+        Ok(())
+    })
+}
 
 /// Most bytes of tasks in one message of a registration (a registration with more is
 /// sent in parts).
@@ -241,6 +268,8 @@ pub struct AgentState {
     task_of: BTreeMap<ActorId, TaskId>,
     /// The actor task of each monitored actor.
     actor_tasks: ActorIndex,
+    /// The executors this agent runs now: the only executor peers it admits.
+    live_executors: LiveExecutors,
     /// The agent's bounded inbox.
     inbox: InboxGauge,
 }
@@ -370,6 +399,7 @@ impl Agent {
             // back in `Launched`.
             Effect::Launch { task_id, mut spec } => {
                 if let Some(exec) = st.core.task(&task_id).and_then(|t| t.executor.clone()) {
+                    lock_live(&st.live_executors).insert(exec.clone());
                     match self.executor_env(&exec) {
                         Ok(env) => spec.env = env,
                         Err(reason) => {
@@ -534,7 +564,7 @@ impl Agent {
             listen_ip: self.node.addr().ip(),
             ca_pem: issuer.root_pem().to_string(),
             chain_pem: id.chain_pem.clone(),
-            agent_recovery_timeout_ms: EXECUTOR_AGENT_RECOVERY.as_millis() as u64,
+            agent_recovery_timeout_ms: self.cfg.executor_recovery.as_millis() as u64,
             heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
             node_down_timeout_ms: opts.node_down_timeout.as_millis() as u64,
         };
@@ -702,6 +732,9 @@ impl Actor for Agent {
             core.send_unwritten_updates();
         }
         self.node.register(&agent_name(core.agent_id()), &me)?;
+        let live: LiveExecutors = Arc::new(std::sync::Mutex::new(core.live_executors()));
+        self.node
+            .admit_with(admit_executors(self.node.name().to_string(), live.clone()));
         let mut st = AgentState {
             core,
             state_file,
@@ -717,6 +750,7 @@ impl Actor for Agent {
             task_actors: BTreeMap::new(),
             task_of: BTreeMap::new(),
             actor_tasks: ActorIndex::default(),
+            live_executors: live,
             inbox: self
                 .node
                 .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
@@ -879,6 +913,9 @@ impl Agent {
             }
             AgentMsg::Exited { task_id, exit } => {
                 st.core.exited(&task_id, &exit, now);
+                if let Some(exec) = st.core.task(&task_id).and_then(|t| t.executor.clone()) {
+                    lock_live(&st.live_executors).remove(&exec);
+                }
                 self.changed(&me, st).await?;
             }
             AgentMsg::Ack { .. } if self.cfg.drop_acknowledgements => {}
@@ -907,6 +944,10 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+fn lock_live(l: &LiveExecutors) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lock_index(i: &ActorIndex) -> std::sync::MutexGuard<'_, BTreeMap<ActorId, TaskId>> {

@@ -120,6 +120,12 @@ pub struct TaskView {
     /// The OS user it runs as (`None`: its agent's default user).
     #[serde(default)]
     pub user: Option<String>,
+    /// For an actor task: its actor's type.
+    #[serde(default)]
+    pub actor_type: Option<String>,
+    /// For an actor task: the executor node its actor runs on.
+    #[serde(default)]
+    pub actor_node: Option<String>,
 }
 
 /// Body of `POST /api/v1/jobs`.
@@ -413,6 +419,8 @@ fn task_view(t: Option<&TaskInfo>, j: Option<&JobStatus>) -> Option<TaskView> {
             history: Vec::new(),
             owner: None,
             user: None,
+            actor_type: t.actor_type.clone(),
+            actor_node: t.actor_node.clone(),
         },
         (None, Some(j)) => TaskView {
             task_id: j.task_id.clone(),
@@ -430,6 +438,8 @@ fn task_view(t: Option<&TaskInfo>, j: Option<&JobStatus>) -> Option<TaskView> {
             history: Vec::new(),
             owner: None,
             user: None,
+            actor_type: None,
+            actor_node: None,
         },
         (None, None) => return None,
     };
@@ -1217,6 +1227,8 @@ mod tests {
             message: String::new(),
             resources: Default::default(),
             argv: vec!["x".repeat(argv_bytes)],
+            actor_type: None,
+            actor_node: None,
         })
     }
 

@@ -989,6 +989,9 @@ impl MasterCore {
             t.agent_id.clone(),
             t.resources.clone(),
         );
+        if let Some(at) = &u.actor {
+            self.tasks.set_actor_node(&u.task_id, &at.node);
+        }
         match self
             .tasks
             .transition(&u.task_id, u.state, u.reason, u.message.clone())

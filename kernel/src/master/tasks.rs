@@ -28,6 +28,10 @@ pub(crate) struct TaskRecord {
     /// Its framework asked to kill it: the kill is sent again whenever its agent
     /// re-registers reporting it still running, until it ends.
     pub kill_requested: bool,
+    /// For an actor task: its actor's type.
+    pub actor_type: Option<String>,
+    /// For an actor task: the executor node its actor runs on, once it does.
+    pub actor_node: Option<String>,
 }
 
 impl TaskRecord {
@@ -50,6 +54,8 @@ impl TaskRecord {
             reason: None,
             message: String::new(),
             kill_requested: false,
+            actor_type: spec.actor.as_ref().map(|a| a.type_name.clone()),
+            actor_node: None,
         }
     }
 
@@ -86,6 +92,8 @@ impl TaskRecord {
             message: self.message.clone(),
             resources: self.resources.clone(),
             argv: self.argv.clone(),
+            actor_type: self.actor_type.clone(),
+            actor_node: self.actor_node.clone(),
         }
     }
 }
@@ -150,6 +158,16 @@ impl TaskTable {
         }
         self.changed.insert(id.clone());
         self.tasks.insert(id, t);
+    }
+
+    /// Records where an actor task's actor runs.
+    pub fn set_actor_node(&mut self, id: &str, node: &str) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            if t.actor_node.as_deref() != Some(node) {
+                t.actor_node = Some(node.to_string());
+                self.changed.insert(t.task_id.clone());
+            }
+        }
     }
 
     /// Moves a task to `to`. Returns whether it changed; an illegal transition leaves it
