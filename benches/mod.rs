@@ -3,4 +3,5 @@
 
 pub mod allocator;
 pub mod launch;
+pub mod placed;
 pub mod remote;

@@ -198,6 +198,9 @@ pub enum BenchCommand {
     /// Trivial tasks (`/bin/true`) end to end through an in-process master and agent:
     /// launch latency, throughput, and an idle agent process's memory.
     Launch(crate::bench::launch::LaunchOpts),
+    /// Actors placed by resources through an in-process master and agent: from `spawn`
+    /// to the placed actor's first reply.
+    PlacedSpawn(crate::bench::placed::PlacedOpts),
 }
 
 /// Settings flags of every server command; they override the file and `PLEXUS_*`
@@ -608,6 +611,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Launch(o)) => {
             let threads = plexus_config::NodeSettings::default().worker_threads;
             runtime(threads)?.block_on(crate::bench::launch::run(o))?
+        }
+        Command::Bench(BenchCommand::PlacedSpawn(o)) => {
+            runtime(2)?.block_on(crate::bench::placed::run(o))?
         }
         Command::Bench(BenchCommand::Remote(o)) => {
             let threads = plexus_config::NodeSettings::default().worker_threads;

@@ -12,6 +12,10 @@ mod cli;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    // Started by an agent as an executor: host the benchmark's actors (never returns).
+    plexus::executor::run_if_requested(|types| {
+        types.register(bench::placed::ECHO, || bench::placed::EchoActor)
+    });
     // `plexus __shim ...`: the per-task shim the agent starts (not a user command).
     let mut args = std::env::args_os();
     if args.nth(1).is_some_and(|a| a == "__shim") {

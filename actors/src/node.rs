@@ -350,6 +350,13 @@ impl Node {
         &self.inner.ident.name
     }
 
+    /// Stops keeping a link to `peer` (joined, or learned of): no more dials to it once
+    /// its session ends. For peers known to be gone for good (an ended executor).
+    pub fn forget(&self, peer: &str) {
+        lock(&self.inner.known).remove(peer);
+        lock(&self.inner.lost_links).remove(peer);
+    }
+
     /// Sets the rule deciding which authenticated peers may have a session with this
     /// node (checked on every new link; a refused peer's link is closed, the refusal
     /// logged and counted as [`Refused::Peer`]). An agent admits of its executors only

@@ -590,10 +590,12 @@ impl Agent {
         let index = st.actor_tasks.clone();
         let task_id: TaskId = task_id.into();
         tokio::spawn(async move {
+            let t0 = Instant::now();
             let started = async {
                 node.wait_for_peers(&[exec.as_str()], EXECUTOR_START_TIMEOUT)
                     .await
                     .map_err(|e| e.to_string())?;
+                debug!(executor = %exec, waited_ms = t0.elapsed().as_secs_f64() * 1e3, "executor connected");
                 let cell = node
                     .spawn_remote_granted(
                         &exec,
@@ -604,6 +606,7 @@ impl Agent {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
+                debug!(executor = %exec, after_ms = t0.elapsed().as_secs_f64() * 1e3, "actor spawned");
                 lock_index(&index).insert(cell.get_id(), task_id.clone());
                 me.get_cell().monitor(cell.clone());
                 let addr = node
@@ -885,11 +888,13 @@ impl Agent {
                 spec,
                 resources,
             } => {
+                debug!(task = %spec.task_id, "run");
                 if st.core.run(framework_id, spec, resources) {
                     self.changed(&me, st).await?;
                 }
             }
             AgentMsg::Launched { task_id, result } => {
+                debug!(task = %task_id, ok = result.is_ok(), "launched");
                 st.core.launched(&task_id, result, now);
                 if st
                     .core
@@ -915,6 +920,7 @@ impl Agent {
                 st.core.exited(&task_id, &exit, now);
                 if let Some(exec) = st.core.task(&task_id).and_then(|t| t.executor.clone()) {
                     lock_live(&st.live_executors).remove(&exec);
+                    self.node.forget(&exec);
                 }
                 self.changed(&me, st).await?;
             }

@@ -509,6 +509,8 @@ impl Books {
                 self.by_actor.remove(&cell);
                 let how = down_reason(u);
                 self.node.remote_ended(&at.node, at.pid, how);
+                // One executor per actor task: it is gone with the task.
+                self.node.forget(&at.node);
             }
             Phase::Ending => {}
             _ => {
