@@ -1,5 +1,5 @@
 //! A supervised service whose workers are placed by resources: the program asks the
-//! datacenter (not a machine) for `worker` actors of 0.1 cpu and 64 MB each, under a
+//! datacenter (not a machine) for `worker` actors of 0.25 cpu and 64 MB each, under a
 //! `one_for_one` supervisor; the kernel places each worker in an executor process on
 //! an agent with room, and when a worker panics, is killed for its memory limit, or its
 //! machine dies, the supervisor hears it and starts the worker again elsewhere.
@@ -102,7 +102,7 @@ fn parse_args() -> anyhow::Result<Args> {
         dev: None,
         workers: 3,
         mem_mb: 64,
-        cpus: 0.1,
+        cpus: 0.25,
         unique_host: false,
         demo: false,
     };
