@@ -180,12 +180,13 @@ fn describe(e: &ChildEvent) -> String {
             agent,
             task_id,
             starts,
+            ..
         } => format!(
             "started {child} on {} (task {task_id}, start {starts})",
             agent.as_deref().unwrap_or("?")
         ),
-        ChildEvent::Failed { child, error } => format!("failed {child}: {error}"),
-        ChildEvent::Terminated { child, reason } => {
+        ChildEvent::Failed { child, error, .. } => format!("failed {child}: {error}"),
+        ChildEvent::Terminated { child, reason, .. } => {
             format!(
                 "terminated {child}: {}",
                 reason.as_deref().unwrap_or("normal")

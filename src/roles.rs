@@ -396,7 +396,7 @@ pub async fn start_agent(
 
 /// The agent's executor CA (`NAME.executors.pem`/`.key` beside its certificate), if
 /// it has one: without it the agent runs no actor tasks.
-fn executor_issuer(s: &NodeSettings) -> Option<Arc<plexus_net::tls::ExecutorIssuer>> {
+fn executor_issuer(s: &NodeSettings) -> Option<Arc<dyn plexus_kernel::executor::IssueExecutors>> {
     let (dir, root) = match (&s.tls.cert, &s.tls.ca_cert) {
         (Some(cert), Some(ca)) => (cert.parent()?.to_path_buf(), ca.clone()),
         _ => {
@@ -414,7 +414,7 @@ fn executor_issuer(s: &NodeSettings) -> Option<Arc<plexus_net::tls::ExecutorIssu
         return None;
     }
     match plexus_net::tls::ExecutorIssuer::load(&s.name, &cert, &key, &root) {
-        Ok(i) => Some(Arc::new(i)),
+        Ok(i) => Some(Arc::new(i) as Arc<dyn plexus_kernel::executor::IssueExecutors>),
         Err(e) => {
             tracing::warn!("this agent runs no actor tasks: {e}");
             None

@@ -172,6 +172,9 @@ pub(crate) struct NodeInner {
     name_grants: Mutex<BTreeMap<String, BTreeSet<u64>>>,
     /// Decides whether an authenticated peer may have a session (see [`Node::admit_with`]).
     admission: RwLock<Option<Admission>>,
+    /// Proxies of a peer that went down, waiting for word of how their actor ended, by
+    /// peer name and actor id (see [`Node::remote_cell_linked_deferred`]).
+    parked: Mutex<BTreeMap<(String, u64), Vec<crate::session::Deferred>>>,
 }
 
 /// A node's admission rule: `Err(why)` refuses the peer (by name and roles).
@@ -318,6 +321,7 @@ impl Node {
             refusals: Mutex::new(BTreeMap::new()),
             name_grants: Mutex::new(BTreeMap::new()),
             admission: RwLock::new(None),
+            parked: Mutex::new(BTreeMap::new()),
         });
         let actor_err = |e: ractor::SpawnErr| ActorsError::Actor(e.to_string());
         let (w, _) = Actor::spawn(None, Watcher, Arc::downgrade(&inner))
@@ -779,6 +783,21 @@ impl Node {
         self.proxy_of(node, pid, Some(supervisor)).await
     }
 
+    /// As [`Node::remote_cell_linked`], except that when `node` goes down the reference
+    /// waits up to `defer` for word of how the actor ended ([`Node::remote_ended`]: a
+    /// kernel that knows the actor's process was killed for its memory says so) before
+    /// its supervisor hears a node-down termination. Either way, it hears once.
+    pub async fn remote_cell_linked_deferred(
+        &self,
+        node: &str,
+        pid: u64,
+        supervisor: ActorCell,
+        defer: Duration,
+    ) -> Result<ActorCell, ActorsError> {
+        self.proxy_of_deferred(node, pid, Some(supervisor), Some(defer))
+            .await
+    }
+
     /// A reference to peer `node`'s actor `pid` (waiting up to the call timeout for the
     /// link), linked to `supervisor` if given, that asks the peer for the actor's end.
     async fn proxy_of(
@@ -787,12 +806,22 @@ impl Node {
         pid: u64,
         supervisor: Option<ActorCell>,
     ) -> Result<ActorCell, ActorsError> {
+        self.proxy_of_deferred(node, pid, supervisor, None).await
+    }
+
+    async fn proxy_of_deferred(
+        &self,
+        node: &str,
+        pid: u64,
+        supervisor: Option<ActorCell>,
+        defer: Option<Duration>,
+    ) -> Result<ActorCell, ActorsError> {
         let names = [node];
         self.wait_for_peers(&names, self.inner.opts.call_timeout)
             .await?;
         let session = self.inner.session(node)?;
         session
-            .proxy(pid, supervisor, true)
+            .proxy_deferred(pid, supervisor, true, defer)
             .await
             .map_err(ActorsError::Actor)
     }
@@ -803,6 +832,10 @@ impl Node {
     /// path, how a remote actor ended (its process was killed for its memory limit).
     /// References already ended are not touched.
     pub fn remote_ended(&self, node: &str, pid: u64, how: crate::wire::DownReason) {
+        let parked = lock(&self.inner.parked).remove(&(node.to_string(), pid));
+        for d in parked.into_iter().flatten() {
+            crate::session::end_proxy(&d.cell, &d.gone, &how);
+        }
         if let Ok(s) = self.inner.session(node) {
             s.remote_down(pid, how);
         }
@@ -1207,6 +1240,11 @@ impl NodeInner {
         lock(&self.lost_links).insert(s.peer.name.clone(), s.link_key());
         warn!(node = %self.ident.name, peer = %s.peer.name, "peer down: {reason}");
         let who = format!("{} (incarnation {})", s.peer.name, s.peer.incarnation);
+        self.park(
+            &s.peer.name,
+            s.take_deferred(),
+            format!("{NODE_DOWN} {who}: {reason}"),
+        );
         s.fail_all(
             &format!("{NODE_DOWN} {who}: {reason}"),
             &format!("{PARENT_NODE_DOWN} {who}: {reason}"),
@@ -1215,6 +1253,36 @@ impl NodeInner {
         self.bump();
         if !self.leaving.load(Ordering::SeqCst) && lock(&self.known).contains_key(&s.peer.name) {
             self.keep_connected(s.peer.name.clone());
+        }
+    }
+
+    /// Parks `deferred` proxies of `peer`, which went down: each ends as [`Node::remote_ended`]
+    /// says within its wait, or else with `reason`.
+    fn park(self: &Arc<Self>, peer: &str, deferred: Vec<crate::session::Deferred>, reason: String) {
+        for d in deferred {
+            let key = (peer.to_string(), d.pid);
+            let wait = d.wait;
+            let gone = d.gone.clone();
+            lock(&self.parked).entry(key.clone()).or_default().push(d);
+            let node = Arc::downgrade(self);
+            let reason = reason.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let Some(n) = node.upgrade() else { return };
+                let mut parked = lock(&n.parked);
+                let Some(v) = parked.get_mut(&key) else {
+                    return;
+                };
+                let Some(i) = v.iter().position(|d| Arc::ptr_eq(&d.gone, &gone)) else {
+                    return;
+                };
+                let d = v.remove(i);
+                if v.is_empty() {
+                    parked.remove(&key);
+                }
+                drop(parked);
+                crate::session::end_proxy(&d.cell, &d.gone, &DownReason::Terminated(Some(reason)));
+            });
         }
     }
 

@@ -24,6 +24,36 @@ struct ProxyEntry {
     cell: ActorCell,
     gone: Arc<AtomicBool>,
     linked: bool,
+    /// When the peer goes down, this proxy waits this long for word of how its actor
+    /// ended (see `Node::remote_cell_linked_deferred`) before it ends as node-down.
+    defer: Option<std::time::Duration>,
+}
+
+/// A proxy whose end waits after its peer went down (see `Session::take_deferred`).
+pub(crate) struct Deferred {
+    pub pid: u64,
+    pub cell: ActorCell,
+    pub gone: Arc<AtomicBool>,
+    pub wait: std::time::Duration,
+}
+
+/// Ends a proxy as its remote actor ended: a failure with its text, or a stop.
+pub(crate) fn end_proxy(cell: &ActorCell, gone: &AtomicBool, reason: &DownReason) {
+    gone.store(true, Ordering::SeqCst);
+    match reason {
+        DownReason::Failed(text) => {
+            let fail = ractor::message::SerializedMessage::Cast {
+                variant: FAIL_VARIANT.to_string(),
+                args: text.clone().into_bytes(),
+                metadata: None,
+            };
+            if let Err(err) = cell.send_serialized(fail) {
+                tracing::debug!("a proxy stopped before its actor's failure reached it: {err}");
+            }
+        }
+        DownReason::Terminated(r) => cell.stop(r.clone()),
+        DownReason::NoProc => cell.stop(Some("noproc".into())),
+    }
 }
 
 struct LinkSlot {
@@ -263,6 +293,18 @@ impl Session {
         supervisor: Option<ActorCell>,
         watch: bool,
     ) -> Result<ActorCell, String> {
+        self.proxy_deferred(pid, supervisor, watch, None).await
+    }
+
+    /// As [`Session::proxy`]; with `defer`, a linked proxy whose end, when the peer goes
+    /// down, waits that long for word of how its actor ended.
+    pub async fn proxy_deferred(
+        self: &Arc<Self>,
+        pid: u64,
+        supervisor: Option<ActorCell>,
+        watch: bool,
+        defer: Option<std::time::Duration>,
+    ) -> Result<ActorCell, String> {
         let linked = supervisor.is_some();
         if !linked {
             if let Some(e) = lock(&self.proxies)
@@ -297,6 +339,7 @@ impl Session {
                 cell: cell.clone(),
                 gone,
                 linked,
+                defer,
             });
         if watch {
             self.send_or_drop(&Wire::Watch { pid });
@@ -320,25 +363,31 @@ impl Session {
     pub fn remote_down(&self, pid: u64, reason: DownReason) {
         let entries = lock(&self.proxies).remove(&pid).unwrap_or_default();
         for e in entries {
-            e.gone.store(true, Ordering::SeqCst);
-            match &reason {
-                DownReason::Failed(text) => {
-                    let fail = ractor::message::SerializedMessage::Cast {
-                        variant: FAIL_VARIANT.to_string(),
-                        args: text.clone().into_bytes(),
-                        metadata: None,
-                    };
-                    if let Err(err) = e.cell.send_serialized(fail) {
-                        tracing::debug!(
-                            pid,
-                            "a proxy stopped before its actor's failure reached it: {err}"
-                        );
-                    }
-                }
-                DownReason::Terminated(r) => e.cell.stop(r.clone()),
-                DownReason::NoProc => e.cell.stop(Some("noproc".into())),
-            }
+            end_proxy(&e.cell, &e.gone, &reason);
         }
+    }
+
+    /// Takes out the proxies whose end waits when the peer goes down (before
+    /// [`Session::fail_all`] ends the others).
+    pub(crate) fn take_deferred(&self) -> Vec<Deferred> {
+        let mut out = Vec::new();
+        let mut all = lock(&self.proxies);
+        for (pid, v) in all.iter_mut() {
+            v.retain(|e| match e.defer {
+                Some(wait) => {
+                    out.push(Deferred {
+                        pid: *pid,
+                        cell: e.cell.clone(),
+                        gone: e.gone.clone(),
+                        wait,
+                    });
+                    false
+                }
+                None => true,
+            });
+        }
+        all.retain(|_, v| !v.is_empty());
+        out
     }
 
     /// The peer is gone: fail every call and spawn, stop every proxy with `reason`, and

@@ -73,6 +73,34 @@ pub struct ExecutorSettings {
     pub node_down_timeout_ms: u64,
 }
 
+/// Issues executors' identities: an agent's executor CA (`plexus_net::tls::ExecutorIssuer`)
+/// on real machines; in simulations, where the simulated network carries roles without
+/// certificates, names only.
+pub trait IssueExecutors: std::fmt::Debug + Send + Sync + 'static {
+    /// Executor `n`'s identity, valid for `valid_for`.
+    fn issue(
+        &self,
+        n: u64,
+        valid_for: Duration,
+    ) -> Result<plexus_net::tls::ExecutorIdentity, String>;
+    /// The cluster CA (PEM) executors trust.
+    fn root_pem(&self) -> String;
+}
+
+impl IssueExecutors for plexus_net::tls::ExecutorIssuer {
+    fn issue(
+        &self,
+        n: u64,
+        valid_for: Duration,
+    ) -> Result<plexus_net::tls::ExecutorIdentity, String> {
+        plexus_net::tls::ExecutorIssuer::issue(self, n, valid_for).map_err(|e| e.to_string())
+    }
+
+    fn root_pem(&self) -> String {
+        plexus_net::tls::ExecutorIssuer::root_pem(self).to_string()
+    }
+}
+
 /// The actor types an executor hosts, registered by the program.
 pub struct ExecutorTypes {
     node: Node,

@@ -38,6 +38,15 @@ pub trait Disk: Send + Sync + std::fmt::Debug + 'static {
     fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>>;
     /// Replaces the file's bytes (creating it), and returns once they are synced.
     fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes directory `path` and those above it.
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    /// True when its files are the machine's (so files of earlier versions may be
+    /// there too).
+    fn is_real(&self) -> bool {
+        true
+    }
 }
 
 /// The machine's file system. Files are opened for each access: a simulated datacenter

@@ -10,6 +10,12 @@
 //! `sim oom`, `sim over-disk` (past a `disk` it asked for), `sim fork-loop`; `sim missing`
 //! is a command that does not exist. As on real agents, a process that crosses a limit
 //! is ended at once with the limit recorded (the real shim's `limited …`).
+//!
+//! A launch whose environment holds executor settings (an actor task) starts a simulated
+//! executor: the [`ExecutorHost`] the world installed brings up a node of that name on
+//! the machine, which dials its agent and hosts the workload's actor types, and halts
+//! when the process ends (a kill, its machine's crash, or an OOM kill drawn from the
+//! seed). Executors do not exit on their own otherwise: their actor decides.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,7 +89,23 @@ fn script(argv: &[String]) -> Option<Result<Script, String>> {
     })
 }
 
+/// An executor process to bring up (see [`ExecutorHost`]).
+pub struct ExecutorStart {
+    /// What the agent told it.
+    pub settings: plexus_kernel::executor::ExecutorSettings,
+    /// Its machine.
+    pub machine: String,
+    /// Its simulated pid.
+    pub pid: u32,
+    /// Resolves when its process ends.
+    pub ended: BoxFuture<'static, ()>,
+}
+
+/// Brings up simulated executors (installed by the world, which has the network).
+pub type ExecutorHost = Arc<dyn Fn(ExecutorStart) -> BoxFuture<'static, ()> + Send + Sync>;
+
 struct Inner {
+    executor_host: Option<ExecutorHost>,
     rng: ChaCha8Rng,
     next_pid: u32,
     procs: BTreeMap<u32, Proc>,
@@ -119,6 +141,7 @@ impl Machines {
     pub fn new(seed: u64, failure_rate: f64, rec: Recorder) -> Self {
         Machines {
             inner: Arc::new(Mutex::new(Inner {
+                executor_host: None,
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6368_696e_6573),
                 next_pid: 1000,
                 procs: BTreeMap::new(),
@@ -140,6 +163,11 @@ impl Machines {
             machine: machine.to_string(),
             machines: self.clone(),
         }
+    }
+
+    /// Brings executors up with `host` from now on.
+    pub fn host_executors_with(&self, host: ExecutorHost) {
+        self.lock().executor_host = Some(host);
     }
 
     /// The machine died: every process on it is gone, with nothing recorded.
@@ -239,6 +267,21 @@ impl Containerizer for SimContainerizer {
                     })
                 }
             };
+            let executor = spec
+                .env
+                .iter()
+                .find(|(k, _)| k == plexus_kernel::executor::ENV_SETTINGS)
+                .map(|(_, v)| serde_json::from_str::<plexus_kernel::executor::ExecutorSettings>(v));
+            let executor = match executor {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    return Err(ContainerError::Launch {
+                        task: spec.task_id,
+                        reason: format!("executor settings: {e}"),
+                    })
+                }
+            };
             // Starting a process takes a moment.
             tokio::time::sleep(Duration::from_millis(2)).await;
             let (pid, life, end) = {
@@ -257,6 +300,13 @@ impl Containerizer for SimContainerizer {
                 let pid = g.next_pid;
                 let (life, end, ignores_term) = match &scripted {
                     Some(sc) => (sc.after, sc.end, sc.ignores_term),
+                    // An executor lives until killed, or outgrows its memory.
+                    None if executor.is_some() => {
+                        let secs = g.rng.random_range(5.0..600.0);
+                        let roll: f64 = g.rng.random();
+                        let end = (roll < g.failure_rate * 0.2).then_some(End::Oom);
+                        (Duration::from_secs_f64(secs), end, false)
+                    }
                     None => {
                         let secs = g.rng.random_range(5.0..600.0);
                         let roll: f64 = g.rng.random();
@@ -294,6 +344,20 @@ impl Containerizer for SimContainerizer {
                     spec.task_id,
                     life.as_secs_f64()
                 ));
+                if let (Some(settings), Some(host)) = (executor, g.executor_host.clone()) {
+                    let mut rx = g.procs[&pid].end.subscribe();
+                    let ended: BoxFuture<'static, ()> = Box::pin(async move {
+                        if rx.wait_for(|e| e.is_some()).await.is_err() {
+                            tracing::debug!("the process table is gone");
+                        }
+                    });
+                    tokio::spawn(host(ExecutorStart {
+                        settings,
+                        machine: machine.clone(),
+                        pid,
+                        ended,
+                    }));
+                }
                 (pid, life, end)
             };
             if let Some(end) = end {

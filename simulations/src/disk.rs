@@ -101,6 +101,15 @@ impl SimDisk {
 }
 
 impl Disk for SimDisk {
+    /// Directories are implied by the files' paths.
+    fn create_dir_all(&self, _path: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn is_real(&self) -> bool {
+        false
+    }
+
     fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
         Ok(self.files().cached.get(path).map(|b| b.to_vec()))
     }

@@ -2,18 +2,23 @@
 //!
 //! A [`Workload`] registers its actor types on the simulated nodes, starts its actors once
 //! the datacenter is up, and checks its own invariants at the end. [`SupervisedService`]
-//! is the built-in one: a supervisor on the master's machine keeps workers running on
-//! agents; workers crash now and then (times drawn from the seed) and machines crash
-//! under them. Its invariant, `supervision`: every failed worker is reported to its
-//! supervisor (as a failure, or as a node-down termination when its machine went too).
+//! is the built-in one: a `one_for_one` supervisor on the master's machine keeps workers
+//! running, each an actor task placed by the kernel through a `Datacenter` in an executor
+//! of its own on some agent; workers crash now and then (times drawn from the seed),
+//! executors are OOM-killed, and machines crash under them. Its invariant,
+//! `supervision`: every end of a worker reaches its supervisor exactly once (a failure,
+//! a termination naming a limit, or a node-down termination), and the workers are all
+//! back once the faults heal.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use plexus_actors::{Node, RemoteMessage};
 use plexus_kernel::containerizer::BoxFuture;
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use plexus_kernel::datacenter::supervisor::{ChildEvent, ChildSpec, Intensity, OneForOne};
+use plexus_kernel::datacenter::{Datacenter, DatacenterConfig, Requirements};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -36,6 +41,9 @@ pub trait Workload: Send + Sync + 'static {
     fn install_agent(&self, _node: &Node) {}
     /// Called for the master's node once.
     fn install_master(&self, _node: &Node) {}
+    /// Called for every executor node a simulated agent starts for an actor task
+    /// (register the actor types placed by resources here).
+    fn install_executor(&self, _node: &Node) {}
     /// Starts the workload's actors.
     fn start(&self, ctx: SimContext) -> BoxFuture<'static, ()>;
     /// The cluster comes to rest before the final checks: stop injecting failures, so
@@ -59,14 +67,13 @@ pub enum WorkerMsg {
 struct Books {
     /// Workers that failed, as `(node id, pid)`.
     failed: BTreeSet<(u64, u64)>,
-    /// Workers whose end the supervisor heard of.
-    reported: BTreeSet<(u64, u64)>,
+    /// Workers whose end the supervisor heard of, and how many times (once, always).
+    reported: BTreeMap<(u64, u64), u32>,
     /// Workers the supervisor knows it started (a spawn whose answer was lost with its
     /// connection failed for the supervisor: that worker is not its to be told about).
     known: BTreeSet<(u64, u64)>,
     /// Workers no longer fail (the final checks are near).
     frozen: bool,
-    restarts: u64,
     /// Workers started (and confirmed running).
     started: u64,
 }
@@ -158,121 +165,65 @@ impl Actor for Worker {
     }
 }
 
-struct Supervisor {
-    node: Node,
+/// Takes the supervisor's events into the books.
+async fn follow(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<ChildEvent>,
     books: Arc<Mutex<Books>>,
     rec: Recorder,
-}
-
-/// Messages of the supervisor.
-#[derive(Debug, RemoteMessage)]
-enum SupMsg {
-    /// Start a worker on some agent.
-    Start,
-}
-
-struct SupState {
-    agents: Vec<String>,
-    next: usize,
-    seed: u64,
-}
-
-impl Supervisor {
-    async fn start_one(&self, me: &ActorRef<SupMsg>, st: &mut SupState) {
-        let agent = st.agents[st.next % st.agents.len()].clone();
-        st.next += 1;
-        st.seed = st.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let r: Result<ActorRef<WorkerMsg>, _> = self
-            .node
-            .spawn_remote_linked(me.get_cell(), &agent, WORKER, &st.seed)
-            .await;
-        match r {
-            Ok(w) => {
-                let mut b = self.books.lock().expect("books lock");
+) {
+    while let Some(e) = events.recv().await {
+        let mut b = books.lock().expect("books lock");
+        match e {
+            ChildEvent::Started {
+                child,
+                actor,
+                agent,
+                ..
+            } => {
                 b.started += 1;
-                b.known.insert(key(w.get_id()));
-                drop(b);
-                self.rec.note(format_args!(
-                    "workload worker {:?} started on {agent}",
-                    w.get_id()
+                b.known.insert(key(actor));
+                rec.note(format_args!(
+                    "workload worker {child} {actor:?} started on {}",
+                    agent.as_deref().unwrap_or("?")
                 ));
             }
-            Err(_) => {
-                me.send_after(Duration::from_secs(2), || SupMsg::Start);
-            }
-        }
-    }
-}
-
-impl Actor for Supervisor {
-    type Msg = SupMsg;
-    type State = SupState;
-    type Arguments = (Vec<String>, usize, u64);
-
-    async fn pre_start(
-        &self,
-        me: ActorRef<SupMsg>,
-        (agents, replicas, seed): Self::Arguments,
-    ) -> Result<SupState, ActorProcessingErr> {
-        for _ in 0..replicas {
-            me.cast(SupMsg::Start)?;
-        }
-        Ok(SupState {
-            agents,
-            next: 0,
-            seed,
-        })
-    }
-
-    async fn handle(
-        &self,
-        me: ActorRef<SupMsg>,
-        msg: SupMsg,
-        st: &mut SupState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            SupMsg::Start => self.start_one(&me, st).await,
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        me: ActorRef<SupMsg>,
-        evt: SupervisionEvent,
-        _st: &mut SupState,
-    ) -> Result<(), ActorProcessingErr> {
-        let child: Option<ActorCell> = match &evt {
-            SupervisionEvent::ActorFailed(c, e) => {
-                self.rec
-                    .note(format_args!("workload worker {:?} failed: {e}", c.get_id()));
-                Some(c.clone())
-            }
-            SupervisionEvent::ActorTerminated(c, _, reason) => {
-                self.rec.note(format_args!(
-                    "workload worker {:?} terminated: {reason:?}",
-                    c.get_id()
+            ChildEvent::Failed {
+                child,
+                actor,
+                error,
+            } => {
+                *b.reported.entry(key(actor)).or_insert(0) += 1;
+                rec.note(format_args!(
+                    "workload worker {child} {actor:?} failed: {error}"
                 ));
-                Some(c.clone())
             }
-            _ => None,
-        };
-        if let Some(c) = child {
-            {
-                let mut b = self.books.lock().expect("books lock");
-                b.reported.insert(key(c.get_id()));
-                b.restarts += 1;
+            ChildEvent::Terminated {
+                child,
+                actor,
+                reason,
+            } => {
+                *b.reported.entry(key(actor)).or_insert(0) += 1;
+                rec.note(format_args!(
+                    "workload worker {child} {actor:?} terminated: {reason:?}"
+                ));
             }
-            me.cast(SupMsg::Start)?;
+            ChildEvent::NotStarted { child, error } => {
+                rec.note(format_args!("workload worker {child} not started: {error}"));
+            }
+            ChildEvent::GaveUp { child } => {
+                rec.violation(
+                    "supervision",
+                    format!("the supervisor gave up on {child}, which it may restart without end"),
+                );
+            }
         }
-        Ok(())
     }
 }
 
 impl Workload for SupervisedService {
-    fn install_agent(&self, node: &Node) {
+    fn install_executor(&self, node: &Node) {
         let (n, books, mean_life) = (node.clone(), self.books.clone(), self.mean_life);
-        node.register_type(WORKER, plexus_net::Roles::ALL, move || Worker {
+        node.register_type(WORKER, plexus_net::Role::Agent, move || Worker {
             node: n.clone(),
             books: books.clone(),
             mean_life,
@@ -282,14 +233,43 @@ impl Workload for SupervisedService {
     fn start(&self, ctx: SimContext) -> BoxFuture<'static, ()> {
         let me = self.clone();
         Box::pin(async move {
-            let sup = Supervisor {
-                node: ctx.master.clone(),
-                books: me.books.clone(),
-                rec: ctx.rec.clone(),
+            let mut cfg = DatacenterConfig::new("sim.service");
+            cfg.executor = vec!["sim-executor".into()];
+            let dc = match Datacenter::connect(&ctx.master, cfg).await {
+                Ok(dc) => dc,
+                Err(e) => {
+                    ctx.rec
+                        .violation("supervision", format!("the service did not connect: {e}"));
+                    return;
+                }
             };
-            if let Err(e) =
-                Actor::spawn(None, sup, (ctx.agents.clone(), me.replicas, me.seed)).await
-            {
+            let mut seed = me.seed;
+            let children: Result<Vec<ChildSpec>, _> = (0..me.replicas)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let req = Requirements::new(0.1, 64);
+                    ChildSpec::new::<WorkerMsg, _>(&format!("w{i}"), WORKER, &seed, req)
+                })
+                .collect();
+            let children = match children {
+                Ok(c) => c,
+                Err(e) => {
+                    ctx.rec
+                        .violation("supervision", format!("bad child spec: {e}"));
+                    return;
+                }
+            };
+            // Restarted without end: the faults never stop a worker for good.
+            let intensity = Intensity {
+                max_restarts: u32::MAX,
+                period: Duration::from_secs(1),
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(5),
+            };
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(follow(rx, me.books.clone(), ctx.rec.clone()));
+            let sup = OneForOne::new(dc, intensity).observed(tx);
+            if let Err(e) = Actor::spawn(None, sup, children).await {
                 ctx.rec.violation(
                     "supervision",
                     format!("the service's supervisor did not start: {e}"),
@@ -314,16 +294,20 @@ impl Workload for SupervisedService {
             );
         }
         let b = self.books.lock().expect("books lock");
-        let unreported = b
-            .failed
-            .difference(&b.reported)
-            .filter(|w| b.known.contains(w));
-        for (node, pid) in unreported {
+        for (node, pid) in b.failed.iter().filter(|w| b.known.contains(w)) {
+            if !b.reported.contains_key(&(*node, *pid)) {
+                rec.violation(
+                    "supervision",
+                    format!(
+                        "worker pid {pid} on node #{node:016x} failed but its supervisor was never told"
+                    ),
+                );
+            }
+        }
+        for ((node, pid), n) in b.reported.iter().filter(|(_, n)| **n > 1) {
             rec.violation(
                 "supervision",
-                format!(
-                    "worker pid {pid} on node #{node:016x} failed but its supervisor was never told"
-                ),
+                format!("the supervisor was told {n} times of the end of worker pid {pid} on node #{node:016x}"),
             );
         }
     }

@@ -19,7 +19,7 @@ use plexus_net::{LocalIdentity, PeerAddr, SimFaults, SimNetwork};
 use ractor::{call_t, Actor, ActorRef};
 use tokio::time::Instant;
 
-use crate::containerizer::Machines;
+use crate::containerizer::{ExecutorHost, ExecutorStart, Machines};
 use crate::disk::SimDisk;
 use crate::faults::{Fault, FaultPlan, FaultRates};
 use crate::framework::{FrameworkLog, SharedLog, SimScheduler};
@@ -173,7 +173,6 @@ pub(crate) struct World {
     master_fault: FaultSwitch,
     hosts: Mutex<Vec<Machine>>,
     pub(crate) frameworks: Vec<(String, SharedLog, Node)>,
-    _dir: tempfile::TempDir,
 }
 
 fn options(cfg: &SimConfig, peers: Vec<PeerAddr>) -> NodeOptions {
@@ -191,6 +190,8 @@ fn options(cfg: &SimConfig, peers: Vec<PeerAddr>) -> NodeOptions {
 fn sim_roles(name: &str) -> plexus_net::Roles {
     if name == "master" {
         plexus_net::Role::Master.into()
+    } else if plexus_net::tls::executor_agent(name).is_some() {
+        plexus_net::Role::Executor.into()
     } else {
         plexus_net::Role::Agent.into()
     }
@@ -218,6 +219,58 @@ async fn start_node(
         .expect("a simulated node starts")
 }
 
+/// Executors' identities in the simulation: the simulated network carries every node's
+/// roles without certificates, so an executor's identity is its name.
+#[derive(Debug)]
+struct SimExecutorNames {
+    agent: String,
+}
+
+impl plexus_kernel::executor::IssueExecutors for SimExecutorNames {
+    fn issue(
+        &self,
+        n: u64,
+        _valid_for: Duration,
+    ) -> Result<plexus_net::tls::ExecutorIdentity, String> {
+        Ok(plexus_net::tls::ExecutorIdentity {
+            node: plexus_net::tls::executor_node_name(&self.agent, n),
+            chain_pem: String::new(),
+            key_pem: String::new(),
+        })
+    }
+
+    fn root_pem(&self) -> String {
+        String::new()
+    }
+}
+
+/// Brings up a simulated executor: a node of its name on its machine (an address of
+/// its own, `11.x.y.z`, from its pid), hosting the workloads' actor types, that dials
+/// its agent and halts when its process ends.
+fn executor_host(net: SimNetwork, cfg: SimConfig, rec: Recorder) -> ExecutorHost {
+    Arc::new(move |x: ExecutorStart| {
+        let (net, cfg, rec) = (net.clone(), cfg.clone(), rec.clone());
+        Box::pin(async move {
+            let p = x.pid;
+            let addr = SocketAddr::from(([11, (p >> 16) as u8, (p >> 8) as u8, p as u8], 5050));
+            let agent = PeerAddr {
+                name: x.settings.agent.clone(),
+                addr: x.settings.agent_addr,
+            };
+            let node = start_node(&net, &cfg, &x.settings.node, addr, vec![agent]).await;
+            for w in &cfg.workloads {
+                w.install_executor(&node);
+            }
+            rec.note(format_args!(
+                "executor {} up on {} (process {p})",
+                x.settings.node, x.machine
+            ));
+            x.ended.await;
+            node.halt();
+        })
+    })
+}
+
 impl World {
     async fn build(cfg: SimConfig) -> Arc<World> {
         let net = SimNetwork::new(
@@ -236,14 +289,9 @@ impl World {
         }));
         let rec = Recorder::new(net.clone());
         let machines = Machines::new(cfg.seed, cfg.faults.task_failure_rate, rec.clone());
-        // The simulated machines' disks: in memory when the machine has a tmpfs.
-        let shm = std::path::Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            tempfile::tempdir_in(shm)
-        } else {
-            tempfile::tempdir()
-        }
-        .expect("a temporary directory");
+        machines.host_executors_with(executor_host(net.clone(), cfg.clone(), rec.clone()));
+        // The simulated machines' disks are in memory: their paths are names only, the
+        // same at every run (the trace holds them, in errors an agent reports).
         let master_node = start_node(&net, &cfg, "master", addr_of(1), vec![]).await;
         let mcfg = MasterConfig {
             agent_removal_timeout: Duration::from_secs(600),
@@ -269,7 +317,7 @@ impl World {
                 addr: addr_of(1000 + i),
                 node: None,
                 agent: None,
-                state_dir: dir.path().join(format!("agent-{i:05}")),
+                state_dir: PathBuf::from(format!("/sim/agent-{i:05}")),
                 disk: Arc::new(SimDisk::default()),
                 down: true,
                 lost_state: false,
@@ -298,7 +346,6 @@ impl World {
             master_fault,
             hosts: Mutex::new(hosts),
             frameworks,
-            _dir: dir,
         });
         for i in 0..w.cfg.agents {
             w.start_agent(i).await;
@@ -383,7 +430,9 @@ impl World {
             agent_fault: plexus_kernel::supervision::FaultSwitch::default(),
             disk,
             inbox_limit_msgs: plexus_kernel::agent::AGENT_INBOX_LIMIT_MSGS,
-            executors: None,
+            executors: Some(Arc::new(SimExecutorNames {
+                agent: name.clone(),
+            })),
             attributes: Default::default(),
             executor_recovery: std::time::Duration::from_secs(60),
         };

@@ -369,6 +369,8 @@ pub struct AgentCore {
     awaiting_write: Vec<TaskId>,
     /// A deliberate defect (simulations only): updates go out before they are written.
     send_unwritten: bool,
+    /// The agent's node name (its executors are named after it).
+    node: String,
 }
 
 impl AgentCore {
@@ -387,6 +389,7 @@ impl AgentCore {
             unsaved: 0,
             awaiting_write: Vec::new(),
             send_unwritten: false,
+            node: node_name.to_string(),
         };
         if let Some(id) = id {
             core.ck.agent_id = id.into();
@@ -551,7 +554,7 @@ impl AgentCore {
         let task_id = spec.task_id.clone();
         let executor = spec.actor.is_some().then(|| {
             self.ck.last_executor += 1;
-            plexus_net::tls::executor_node_name(&self.ck.agent_id, self.ck.last_executor)
+            plexus_net::tls::executor_node_name(&self.node, self.ck.last_executor)
         });
         self.ck.tasks.insert(
             task_id.clone(),

@@ -72,7 +72,7 @@ pub struct AgentConfig {
     pub inbox_limit_msgs: usize,
     /// Issues executors' identities (`None`: this agent runs no actor tasks; they fail
     /// to launch, saying why).
-    pub executors: Option<Arc<plexus_net::tls::ExecutorIssuer>>,
+    pub executors: Option<Arc<dyn crate::executor::IssueExecutors>>,
     /// What operators say about this machine, for placement constraints.
     pub attributes: BTreeMap<String, String>,
     /// How long its executors wait for it after losing it before they exit.
@@ -555,6 +555,12 @@ impl Agent {
         let id = issuer
             .issue(n, EXECUTOR_CERT_VALIDITY)
             .map_err(|e| format!("issuing the executor's identity: {e}"))?;
+        if id.node != exec {
+            return Err(format!(
+                "the executor's identity names {:?}, not {exec:?}",
+                id.node
+            ));
+        }
         let opts = self.node.options();
         let settings = crate::executor::ExecutorSettings {
             node: id.node.clone(),
@@ -562,7 +568,7 @@ impl Agent {
             agent: self.node.name().to_string(),
             agent_addr: self.node.addr(),
             listen_ip: self.node.addr().ip(),
-            ca_pem: issuer.root_pem().to_string(),
+            ca_pem: issuer.root_pem(),
             chain_pem: id.chain_pem.clone(),
             agent_recovery_timeout_ms: self.cfg.executor_recovery.as_millis() as u64,
             heartbeat_interval_ms: opts.heartbeat_interval.as_millis() as u64,
@@ -711,12 +717,13 @@ impl Actor for Agent {
         me: ActorRef<AgentMsg>,
         _: (),
     ) -> Result<AgentState, ActorProcessingErr> {
-        std::fs::create_dir_all(&self.cfg.state_dir)?;
+        self.cfg.disk.create_dir_all(&self.cfg.state_dir)?;
         let mut state_file = StateFile::on(self.cfg.disk.clone(), &self.checkpoint_path());
         // An agent of an earlier version wrote the whole checkpoint to the base path.
         let saved = match state_file.read()? {
             Some(b) => Some(b),
-            None => std::fs::read(self.checkpoint_path()).ok(),
+            None if self.cfg.disk.is_real() => std::fs::read(self.checkpoint_path()).ok(),
+            None => None,
         };
         let ck: Checkpoint = match saved {
             Some(b) => Checkpoint::decode(&b).map_err(|e| {

@@ -437,8 +437,14 @@ impl Books {
                 name: at.node.clone(),
                 addr: at.addr,
             });
+            // A lost link to the executor waits a node-down timeout for the kernel's
+            // word on how the actor ended (its executor OOM-killed, its machine lost).
+            let defer = node.options().node_down_timeout;
             let cell = match supervisor {
-                Some(sup) => node.remote_cell_linked(&at.node, at.pid, sup).await,
+                Some(sup) => {
+                    node.remote_cell_linked_deferred(&at.node, at.pid, sup, defer)
+                        .await
+                }
                 None => node.remote_cell(&at.node, at.pid).await,
             };
             let Some(books) = books.upgrade() else { return };

@@ -89,6 +89,8 @@ pub enum ChildEvent {
     Started {
         /// The child.
         child: String,
+        /// Its actor (a remote id: its executor node and pid).
+        actor: ActorId,
         /// Its agent.
         agent: Option<AgentId>,
         /// Its task.
@@ -100,6 +102,8 @@ pub enum ChildEvent {
     Failed {
         /// The child.
         child: String,
+        /// Its actor.
+        actor: ActorId,
         /// The text.
         error: String,
     },
@@ -107,6 +111,8 @@ pub enum ChildEvent {
     Terminated {
         /// The child.
         child: String,
+        /// Its actor.
+        actor: ActorId,
         /// The reason.
         reason: Option<String>,
     },
@@ -321,9 +327,11 @@ impl Actor for OneForOne {
                         c.starts += 1;
                         c.agent = agent.clone();
                         st.by_actor.insert(cell.get_id(), name.clone());
+                        let actor = cell.get_id();
                         c.actor = Some(cell);
                         self.tell(ChildEvent::Started {
                             child: name,
+                            actor,
                             agent,
                             task_id,
                             starts: c.starts,
@@ -362,6 +370,7 @@ impl Actor for OneForOne {
                 warn!(child = %name, "failed: {error}");
                 self.tell(ChildEvent::Failed {
                     child: name.clone(),
+                    actor: cell.get_id(),
                     error,
                 });
             }
@@ -369,6 +378,7 @@ impl Actor for OneForOne {
                 info!(child = %name, ?reason, "terminated");
                 self.tell(ChildEvent::Terminated {
                     child: name.clone(),
+                    actor: cell.get_id(),
                     reason,
                 });
             }
