@@ -10,8 +10,11 @@
 //! framework, the master's launch, the agent's checkpoint, the executor process's start
 //! and its QUIC handshake with the agent and then with the framework. Figures:
 //!
-//! - `placed_spawn_cold_ms`: the executor process must start (every spawn here: one
-//!   executor per actor task);
+//! - `placed_spawn_warm_ms`: the agent holds a pre-started executor of the framework
+//!   (it keeps one ready once the framework ran an actor task there), which takes the
+//!   task: no process start, one handshake less;
+//! - `placed_spawn_cold_ms`: the executor process must start (spawns with no
+//!   pre-started executor ready: each waits for the previous one's end);
 //! - `placed_spawn_placing_ms`: request → launched on an offer held by the framework;
 //! - `placed_spawn_starting_ms`: launched → the actor reachable (the agent's checkpoint,
 //!   the executor's start, its handshakes, the spawn in it, the `TASK_RUNNING` update);
@@ -23,7 +26,7 @@ use anyhow::Context;
 use plexus::{Datacenter, DatacenterConfig, Requirements};
 use plexus_actors::{Node, RemoteMessage};
 use plexus_config::NodeSettings;
-use plexus_kernel::protocol::MasterMsg;
+use plexus_kernel::protocol::{agent_name, AgentMsg, MasterMsg};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::remote::{pct, tls_for};
@@ -107,10 +110,38 @@ pub async fn run(o: PlacedOpts) -> anyhow::Result<()> {
     wait_agent(&master).await?;
     let dc = Datacenter::connect(&node, DatacenterConfig::new("bench-placed")).await?;
     let req = Requirements::new(1.0, 32).timeout(Duration::from_secs(60));
-    let (mut cold, mut placing, mut starting, mut reply) = (vec![], vec![], vec![], vec![]);
+    let agent: ActorRef<AgentMsg> = node
+        .whereis(&agent_name(node.name()))
+        .await?
+        .context("no agent actor")?;
+    let mut warm = Vec::new();
     for i in 0..o.spawns + 3 {
+        // A pre-started executor is ready (the first one follows the first spawn).
+        if i > 0 {
+            wait_spares(&agent, 1).await?;
+        }
         let t0 = Instant::now();
-        let p = dc.request::<Echo, _>(None, ECHO, &(), req.clone())?;
+        let a: ActorRef<Echo> = dc.spawn(ECHO, &(), req.clone()).await?;
+        let x = call_t!(a, Echo::Ping, 10_000, i as u64)?;
+        anyhow::ensure!(x == i as u64, "echo answered {x} to {i}");
+        if i >= 3 {
+            warm.push(t0.elapsed());
+        }
+        dc.kill(&a.get_cell());
+    }
+    println!("{}", ms_line("placed_spawn_warm_ms", warm));
+    let (mut cold, mut placing, mut starting, mut reply) = (vec![], vec![], vec![], vec![]);
+    let exe = std::env::current_exe()?.display().to_string();
+    for i in 0..o.spawns + 3 {
+        // An executor command of its own (the argument is not read), so no pre-started
+        // executor fits: this spawn starts its process. The one pre-started after it
+        // is let come up first, not to compete with the next spawn for the cpus.
+        let req = req
+            .clone()
+            .executor(vec![exe.clone(), format!("--cold={i}")]);
+        let spares = spare_count(&agent).await?;
+        let t0 = Instant::now();
+        let p = dc.request::<Echo, _>(None, ECHO, &(), req)?;
         let mut why = p.reasons();
         while why.borrow_and_update().is_some() {
             why.changed().await.context("the spawn ended")?;
@@ -128,6 +159,7 @@ pub async fn run(o: PlacedOpts) -> anyhow::Result<()> {
             reply.push(t3 - t2);
         }
         dc.kill(&a.get_cell());
+        wait_spares(&agent, spares + 1).await?;
     }
     println!("{}", ms_line("placed_spawn_cold_ms", cold));
     println!("{}", ms_line("placed_spawn_placing_ms", placing));
@@ -135,6 +167,27 @@ pub async fn run(o: PlacedOpts) -> anyhow::Result<()> {
     println!("{}", ms_line("placed_spawn_first_reply_ms", reply));
     dc.shutdown().await;
     Ok(())
+}
+
+/// How many pre-started executors the agent holds ready.
+async fn spare_count(agent: &ActorRef<AgentMsg>) -> anyhow::Result<usize> {
+    Ok(call_t!(agent, |reply| AgentMsg::Inspect { reply }, 5000)?.spare_executors)
+}
+
+/// Waits until the agent holds `n` pre-started executors ready.
+async fn wait_spares(agent: &ActorRef<AgentMsg>, n: usize) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    loop {
+        tick.tick().await;
+        if spare_count(agent).await? >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "{n} pre-started executors not ready within 30 s"
+        );
+    }
 }
 
 async fn wait_agent(master: &ActorRef<MasterMsg>) -> anyhow::Result<()> {

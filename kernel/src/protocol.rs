@@ -539,6 +539,23 @@ pub enum AgentMsg {
         /// Where the actor runs, or why it does not.
         result: Result<crate::status::ActorAt, String>,
     },
+    /// A pre-started executor's launch finished (internal).
+    SpareLaunched {
+        /// Its node name.
+        name: String,
+        /// Its container, or why it could not start.
+        result: Result<crate::containerizer::ContainerInfo, crate::containerizer::ContainerError>,
+    },
+    /// A pre-started executor's process ended (internal).
+    SpareEnded {
+        /// Its node name.
+        name: String,
+    },
+    /// A pre-started executor may have been idle too long (internal).
+    SpareIdle {
+        /// Its node name.
+        name: String,
+    },
     /// A task's process ended (internal).
     Exited {
         /// The task.
@@ -562,6 +579,8 @@ pub struct AgentView {
     pub registered: bool,
     /// The agent's inbox (filled in by the agent actor).
     pub inbox: InboxStats,
+    /// Pre-started executors ready to take an actor task (filled in by the agent actor).
+    pub spare_executors: usize,
 }
 
 /// The state served by the operator API.

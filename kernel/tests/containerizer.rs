@@ -194,6 +194,44 @@ async fn exceeding_memory_fails_with_the_memory_reason() {
 }
 
 #[tokio::test]
+async fn a_resized_task_is_held_to_its_new_memory_limit() {
+    let f = Fixture::new(true);
+    if !f.has_cgroups() {
+        return;
+    }
+    // A pre-started executor sized 512 MB takes on a 64 MB task: what it then takes
+    // past 64 MB is the task's memory limit crossed.
+    let t = f
+        .launch(
+            "resized",
+            "until [ -e go ]; do sleep 0.05; done; python3 -c 'a = bytearray(200 * 1024 * 1024); import time; time.sleep(10)'",
+            1.0,
+            512,
+        )
+        .await;
+    let cg = TaskCgroup {
+        v2: t.cgroup_v2,
+        dirs: t.cgroups.clone(),
+    };
+    assert_eq!(cg.mem_limit_bytes(), Some(512 << 20));
+    f.c.resize(&t, &Resources::new(0.5, 64)).unwrap();
+    assert_eq!(cg.mem_limit_bytes(), Some(64 << 20));
+    // The task allocates once told to (it waits for this file in its sandbox).
+    std::fs::write(t.sandbox.join("go"), "").unwrap();
+    ended_by(&f.c, &t, Reason::ContainerLimitationMemory).await;
+    // Growing works too (memory+swap is raised first).
+    let u = f.launch("grown", "sleep 30", 1.0, 64).await;
+    let cg = TaskCgroup {
+        v2: u.cgroup_v2,
+        dirs: u.cgroups.clone(),
+    };
+    f.c.resize(&u, &Resources::new(1.0, 256)).unwrap();
+    assert_eq!(cg.mem_limit_bytes(), Some(256 << 20));
+    f.c.kill(&u, Duration::from_secs(5)).await;
+    assert_eq!(end(&f.c, &u, true).await.0, TaskState::Killed);
+}
+
+#[tokio::test]
 async fn exceeding_cpu_is_throttled_not_killed() {
     let f = Fixture::new(true);
     if !f.has_cgroups() {

@@ -74,6 +74,8 @@ struct Books {
     known: BTreeSet<(u64, u64)>,
     /// Workers no longer fail (the final checks are near).
     frozen: bool,
+    /// The service's handle on the datacenter (its pending spawns say why they wait).
+    dc: Option<Datacenter>,
     /// Workers started (and confirmed running).
     started: u64,
 }
@@ -243,6 +245,7 @@ impl Workload for SupervisedService {
                     return;
                 }
             };
+            me.books.lock().expect("books lock").dc = Some(dc.clone());
             let mut seed = me.seed;
             let children: Result<Vec<ChildSpec>, _> = (0..me.replicas)
                 .map(|i| {
@@ -284,16 +287,20 @@ impl Workload for SupervisedService {
 
     fn check(&self, rec: &Recorder) {
         let (_, _, running) = self.counts();
-        if running != self.replicas as u64 {
+        let b = self.books.lock().expect("books lock");
+        // A worker not running must be waiting for room, saying why (the other
+        // frameworks' tasks may hold every agent's resources when the run comes to rest).
+        let pending = b.dc.as_ref().map(|d| d.pending()).unwrap_or_default();
+        if running + pending.len() as u64 != self.replicas as u64 {
             rec.violation(
                 "supervision",
                 format!(
-                    "{running} worker(s) running after the faults healed; the supervisor keeps {}",
+                    "{running} worker(s) running and {} waiting ({pending:?}) after the faults healed; the supervisor keeps {}",
+                    pending.len(),
                     self.replicas
                 ),
             );
         }
-        let b = self.books.lock().expect("books lock");
         for (node, pid) in b.failed.iter().filter(|w| b.known.contains(w)) {
             if !b.reported.contains_key(&(*node, *pid)) {
                 rec.violation(

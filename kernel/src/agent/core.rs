@@ -751,6 +751,27 @@ impl AgentCore {
         }]
     }
 
+    /// A name for a new executor (never used before on this agent: the counter is
+    /// checkpointed with the next write).
+    pub fn mint_executor(&mut self) -> String {
+        self.ck.last_executor += 1;
+        self.unsaved += 1;
+        plexus_net::tls::executor_node_name(&self.node, self.ck.last_executor)
+    }
+
+    /// Actor task `task_id` (not launched yet) takes the running executor `name` instead
+    /// of starting its own.
+    pub fn adopt_executor(&mut self, task_id: &str, name: &str) {
+        if let Some(t) = self.ck.tasks.get_mut(task_id) {
+            debug_assert!(
+                t.container.is_none(),
+                "task {task_id} has a process already"
+            );
+            t.executor = Some(name.to_string());
+            self.unsaved += 1;
+        }
+    }
+
     /// The executors of the actor tasks not yet ended.
     pub fn live_executors(&self) -> std::collections::BTreeSet<String> {
         self.ck
@@ -829,6 +850,7 @@ impl AgentCore {
                 .collect(),
             registered: self.registered,
             inbox: InboxStats::default(),
+            spare_executors: 0,
         }
     }
 

@@ -83,6 +83,31 @@ pub struct AgentConfig {
 pub const EXECUTOR_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// How long a started executor may take to dial its agent and host its actor.
 pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a pre-started executor waits for an actor task before it is stopped.
+pub const SPARE_EXECUTOR_IDLE: Duration = Duration::from_secs(60);
+
+/// Which actor tasks a pre-started executor can take: the same framework's, with the
+/// same executor command and OS user.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SpareKey {
+    framework_id: FrameworkId,
+    argv: Vec<String>,
+    user: Option<String>,
+}
+
+/// A pre-started executor: one per framework and executor command on an agent that ran
+/// one of its actor tasks, so that its next actor task here skips the process start. It
+/// runs in a cgroup of its own sized like its sibling's, resized to the task it takes.
+/// Its resources are not offered to anyone else meanwhile only by being small; it is
+/// stopped after [`SPARE_EXECUTOR_IDLE`] without a task, and an agent restart stops it
+/// as an orphan.
+struct Spare {
+    key: SpareKey,
+    /// Its container, once launched.
+    container: Option<ContainerInfo>,
+    /// Watches its process until it ends or it takes a task.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
 
 /// The actor tasks whose actors an agent monitors, by the actors' (remote) ids; shared
 /// with the tasks' attach futures, which add an actor before monitoring it.
@@ -270,6 +295,8 @@ pub struct AgentState {
     actor_tasks: ActorIndex,
     /// The executors this agent runs now: the only executor peers it admits.
     live_executors: LiveExecutors,
+    /// Pre-started executors, by node name.
+    spares: BTreeMap<String, Spare>,
     /// The agent's bounded inbox.
     inbox: InboxGauge,
 }
@@ -398,6 +425,9 @@ impl Agent {
             // Each task's actor launches it (side by side with the others) and reports
             // back in `Launched`.
             Effect::Launch { task_id, mut spec } => {
+                if self.take_spare(me, st, &task_id, &spec).await? {
+                    return Ok(());
+                }
                 if let Some(exec) = st.core.task(&task_id).and_then(|t| t.executor.clone()) {
                     lock_live(&st.live_executors).insert(exec.clone());
                     match self.executor_env(&exec) {
@@ -581,6 +611,149 @@ impl Agent {
         ])
     }
 
+    /// The pre-started executor key of actor task `task_id`, if it is one.
+    fn spare_key(st: &AgentState, task_id: &str) -> Option<SpareKey> {
+        let t = st.core.task(task_id)?;
+        t.spec.actor.as_ref()?;
+        Some(SpareKey {
+            framework_id: t.framework_id.clone(),
+            argv: t.spec.argv.clone(),
+            user: t.spec.user.clone(),
+        })
+    }
+
+    /// Gives actor task `task_id` a pre-started executor if one is ready (resized to the
+    /// task); true when it did, and a new one is started for the next task.
+    async fn take_spare(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+        task_id: &TaskId,
+        spec: &LaunchSpec,
+    ) -> Result<bool, ActorProcessingErr> {
+        let Some(key) = Self::spare_key(st, task_id) else {
+            return Ok(false);
+        };
+        let Some(name) = st
+            .spares
+            .iter()
+            .find(|(_, s)| s.key == key && s.container.is_some())
+            .map(|(n, _)| n.clone())
+        else {
+            return Ok(false);
+        };
+        let spare = st.spares.remove(&name).expect("found");
+        if let Some(w) = spare.watcher {
+            w.abort();
+        }
+        let container = spare.container.expect("ready");
+        if let Err(e) = self.containerizer.resize(&container, &spec.resources) {
+            warn!(task = %task_id, executor = %name, "cannot hand the pre-started executor over ({e}); starting one");
+            self.stop_executor(st, &name, container);
+            return Ok(false);
+        }
+        debug!(task = %task_id, executor = %name, "takes a pre-started executor");
+        st.core.adopt_executor(task_id, &name);
+        self.start_task_actor(me, st, task_id, None, Some(container.clone()))
+            .await?;
+        st.core.launched(task_id, Ok(container), st.now());
+        self.attach_actor(me, st, task_id);
+        self.start_spare(me, st, key, spec);
+        Ok(true)
+    }
+
+    /// Starts a pre-started executor for `key` sized like `like`, unless one is there.
+    fn start_spare(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+        key: SpareKey,
+        like: &LaunchSpec,
+    ) {
+        if st.spares.values().any(|s| s.key == key) {
+            return;
+        }
+        let name = st.core.mint_executor();
+        let env = match self.executor_env(&name) {
+            Ok(env) => env,
+            Err(e) => {
+                debug!("no pre-started executor: {e}");
+                return;
+            }
+        };
+        lock_live(&st.live_executors).insert(name.clone());
+        let launch = LaunchSpec {
+            task_id: format!("executor.{name}"),
+            argv: key.argv.clone(),
+            resources: like.resources.clone(),
+            user: key.user.clone(),
+            env,
+        };
+        st.spares.insert(
+            name.clone(),
+            Spare {
+                key,
+                container: None,
+                watcher: None,
+            },
+        );
+        let c = self.containerizer.clone();
+        let me = me.clone();
+        tokio::spawn(async move {
+            let result = c.launch(launch).await;
+            if let Err(e) = me.cast(AgentMsg::SpareLaunched { name, result }) {
+                debug!("agent gone: {e}");
+            }
+        });
+    }
+
+    /// A pre-started executor's launch ended.
+    fn spare_launched(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+        name: String,
+        result: Result<ContainerInfo, crate::containerizer::ContainerError>,
+    ) {
+        let info = match result {
+            Ok(info) => info,
+            Err(e) => {
+                warn!(executor = %name, "no pre-started executor: {e}");
+                st.spares.remove(&name);
+                lock_live(&st.live_executors).remove(&name);
+                return;
+            }
+        };
+        let Some(spare) = st.spares.get_mut(&name) else {
+            // Gone meanwhile (the agent is stopping it): stop what started.
+            self.stop_executor(st, &name, info);
+            return;
+        };
+        let wait = self.containerizer.wait(&info);
+        let (me2, n) = (me.clone(), name.clone());
+        spare.watcher = Some(tokio::spawn(async move {
+            wait.await;
+            if let Err(e) = me2.cast(AgentMsg::SpareEnded { name: n }) {
+                debug!("agent gone: {e}");
+            }
+        }));
+        spare.container = Some(info);
+        me.send_after(SPARE_EXECUTOR_IDLE, move || AgentMsg::SpareIdle { name });
+    }
+
+    /// Stops and frees executor `name`'s process, which no task holds.
+    fn stop_executor(&self, st: &mut AgentState, name: &str, info: ContainerInfo) {
+        lock_live(&st.live_executors).remove(name);
+        self.node.forget(name);
+        let c = self.containerizer.clone();
+        let grace = self.cfg.kill_grace;
+        tokio::spawn(async move {
+            c.kill(&info, grace).await;
+            c.wait(&info).await;
+            c.destroy(&info).await;
+        });
+    }
+
     /// Once actor task `task_id`'s executor runs: waits for it to dial this agent,
     /// starts the task's actor in it (granted to the framework's node) and monitors it;
     /// tells the agent where the actor is, or why it could not start.
@@ -761,6 +934,7 @@ impl Actor for Agent {
             task_of: BTreeMap::new(),
             actor_tasks: ActorIndex::default(),
             live_executors: live,
+            spares: BTreeMap::new(),
             inbox: self
                 .node
                 .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
@@ -859,6 +1033,14 @@ impl Agent {
             AgentMsg::Inspect { reply } => {
                 let mut view = st.core.view();
                 view.inbox = InboxStats::of(&st.inbox);
+                // Ready: started and linked to this agent.
+                let linked: std::collections::BTreeSet<String> =
+                    self.node.peers().into_iter().map(|p| p.name).collect();
+                view.spare_executors = st
+                    .spares
+                    .iter()
+                    .filter(|(n, s)| s.container.is_some() && linked.contains(*n))
+                    .count();
                 if let Err(e) = reply.send(view) {
                     debug!("inspector gone: {e}");
                 }
@@ -902,6 +1084,7 @@ impl Agent {
             }
             AgentMsg::Launched { task_id, result } => {
                 debug!(task = %task_id, ok = result.is_ok(), "launched");
+                let like = result.as_ref().ok().map(|_| ());
                 st.core.launched(&task_id, result, now);
                 if st
                     .core
@@ -909,8 +1092,34 @@ impl Agent {
                     .is_some_and(|t| t.state == crate::task::TaskState::Starting)
                 {
                     self.attach_actor(&me, st, &task_id);
+                    // Its framework's next actor task here takes a pre-started executor.
+                    if let (Some(()), Some(key), Some(t)) =
+                        (like, Self::spare_key(st, &task_id), st.core.task(&task_id))
+                    {
+                        let like = LaunchSpec {
+                            task_id: String::new(),
+                            argv: Vec::new(),
+                            resources: t.spec.resources.clone(),
+                            user: None,
+                            env: Vec::new(),
+                        };
+                        self.start_spare(&me, st, key, &like);
+                    }
                 }
                 self.changed(&me, st).await?;
+            }
+            AgentMsg::SpareLaunched { name, result } => self.spare_launched(&me, st, name, result),
+            AgentMsg::SpareEnded { name } | AgentMsg::SpareIdle { name } => {
+                // Still launching: it is stopped when its launch ends.
+                let launched = st.spares.get(&name).is_some_and(|s| s.container.is_some());
+                if let Some(spare) = st.spares.remove(&name).filter(|_| launched) {
+                    if let Some(w) = spare.watcher {
+                        w.abort();
+                    }
+                    if let Some(info) = spare.container {
+                        self.stop_executor(st, &name, info);
+                    }
+                }
             }
             AgentMsg::ActorStarted { task_id, result } => {
                 if let Err(e) = &result {
@@ -945,7 +1154,13 @@ impl Agent {
                 let r = if file != "stdout" && file != "stderr" {
                     Err(format!("no file {file:?} (stdout or stderr)"))
                 } else {
-                    match self.containerizer.sandbox_of(&task_id) {
+                    // A task that took a pre-started executor lives in its sandbox.
+                    let sandbox = st
+                        .core
+                        .task(&task_id)
+                        .and_then(|t| t.container.as_ref().map(|c| c.sandbox.clone()))
+                        .or_else(|| self.containerizer.sandbox_of(&task_id));
+                    match sandbox {
                         Some(dir) => read_from(&dir.join(&file), offset),
                         None => Err(format!("no sandbox for task {task_id:?} on this agent")),
                     }

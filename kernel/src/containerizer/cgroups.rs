@@ -262,6 +262,30 @@ impl TaskCgroup {
         }
     }
 
+    /// Sets the task's cpu and memory limits (a pre-started executor taking on a task).
+    /// A memory limit below what the task uses fails, leaving the old limit.
+    pub fn resize(&self, cpus_milli: u64, mem_mb: u64) -> std::io::Result<()> {
+        let mem_bytes = mem_mb.max(4) * 1024 * 1024;
+        let quota = cpus_milli.max(10) * 100; // period 100 ms
+        if self.v2 {
+            let d = &self.dirs[0];
+            std::fs::write(d.join("memory.max"), mem_bytes.to_string())?;
+            return std::fs::write(d.join("cpu.max"), format!("{quota} 100000"));
+        }
+        let (m, c) = (&self.dirs[0], &self.dirs[1]);
+        let memsw = m.join("memory.memsw.limit_in_bytes");
+        let growing = self.mem_limit_bytes().is_some_and(|old| mem_bytes > old);
+        // memory+swap is never below memory: raised first when growing, after when not.
+        if growing && memsw.exists() {
+            std::fs::write(&memsw, mem_bytes.to_string())?;
+        }
+        std::fs::write(m.join("memory.limit_in_bytes"), mem_bytes.to_string())?;
+        if !growing && memsw.exists() {
+            std::fs::write(&memsw, mem_bytes.to_string())?;
+        }
+        std::fs::write(c.join("cpu.cfs_quota_us"), quota.to_string())
+    }
+
     /// The task's memory limit in bytes.
     pub fn mem_limit_bytes(&self) -> Option<u64> {
         let file = if self.v2 {

@@ -213,6 +213,11 @@ pub trait Containerizer: Send + Sync + 'static {
     fn destroy(&self, info: &ContainerInfo) -> BoxFuture<'static, ()>;
     /// The sandbox of a task (also after it ended), if it has one.
     fn sandbox_of(&self, task_id: &str) -> Option<PathBuf>;
+    /// Sets a running task's cpu and memory limits to `resources` (a pre-started
+    /// executor taking on an actor task). Without cgroups there is nothing to change.
+    fn resize(&self, _info: &ContainerInfo, _resources: &Resources) -> Result<(), String> {
+        Ok(())
+    }
     /// Stops and frees, in the background, whatever this agent launched (it has their
     /// sandboxes) for tasks other than `known`: tasks launched just before a crash but
     /// never checkpointed. Called once when the agent starts.
@@ -686,6 +691,15 @@ impl ProcessContainerizer {
 impl Containerizer for ProcessContainerizer {
     fn isolation(&self) -> String {
         self.cgroups.describe()
+    }
+
+    fn resize(&self, info: &ContainerInfo, resources: &Resources) -> Result<(), String> {
+        match info.cgroup() {
+            Some(cg) => cg
+                .resize(resources.cpus_milli, resources.mem_mb)
+                .map_err(|e| format!("resizing {}: {e}", info.task_id)),
+            None => Ok(()),
+        }
     }
 
     fn launch(

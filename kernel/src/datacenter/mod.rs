@@ -105,6 +105,8 @@ pub struct Requirements {
     pub timeout: Option<Duration>,
     /// Agents to use only when no other has room (where it just failed).
     pub avoid: BTreeSet<AgentId>,
+    /// The executor command for this actor (`None`: the framework's).
+    pub executor: Option<Vec<String>>,
 }
 
 impl Requirements {
@@ -160,6 +162,12 @@ impl Requirements {
             name: name.into(),
             pattern: pattern.into(),
         });
+        self
+    }
+
+    /// Hosts the actor in executor `argv` instead of the framework's executor.
+    pub fn executor(mut self, argv: Vec<String>) -> Self {
+        self.executor = Some(argv);
         self
     }
 
@@ -850,7 +858,10 @@ impl Datacenter {
         let spec = TaskSpec {
             task_id: task_id.clone(),
             name: type_name.to_string(),
-            argv: self.executor.clone(),
+            argv: req
+                .executor
+                .clone()
+                .unwrap_or_else(|| self.executor.clone()),
             resources: req.resources.clone(),
             user: self.user.clone(),
             actor: Some(Box::new(ActorSpec {
