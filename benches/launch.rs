@@ -103,8 +103,24 @@ fn rss_mb(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// Settings of a benchmark's node `name` (master and agent in one), with a new CA and
+/// its certificate in `dir`.
+pub(crate) fn bench_node(dir: &std::path::Path, name: &str) -> anyhow::Result<NodeSettings> {
+    plexus_net::tls::init_ca(dir, "bench")?;
+    let mut s = NodeSettings {
+        name: name.into(),
+        cluster: "bench".into(),
+        listen: "127.0.0.1:0".parse()?,
+        tls: tls_for(dir, name)?,
+        state_dir: dir.join("node"),
+        ..NodeSettings::default()
+    };
+    s.master.api_listen = "127.0.0.1:0".parse()?;
+    Ok(s)
+}
+
 /// Waits (up to 30 s) until `n` agents are registered and active.
-async fn wait_agents(master: &ActorRef<MasterMsg>, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_agents(master: &ActorRef<MasterMsg>, n: usize) -> anyhow::Result<()> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let active = call_t!(master, MasterMsg::State, 5000)
@@ -129,18 +145,9 @@ async fn wait_agents(master: &ActorRef<MasterMsg>, n: usize) -> anyhow::Result<(
 /// Runs the benchmark, printing each figure as soon as it is measured.
 pub async fn run(o: LaunchOpts) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    plexus_net::tls::init_ca(dir.path(), "bench")?;
-    let mut s = NodeSettings {
-        name: "bench-launch".into(),
-        cluster: "bench".into(),
-        listen: "127.0.0.1:0".parse()?,
-        tls: tls_for(dir.path(), "bench-launch")?,
-        state_dir: dir.path().join("node"),
-        ..NodeSettings::default()
-    };
+    let mut s = bench_node(dir.path(), "bench-launch")?;
     s.agent.resources = o.resources.clone();
     s.agent.cgroups = !o.no_cgroups;
-    s.master.api_listen = "127.0.0.1:0".parse()?;
     let node = Node::start(&s).await?;
     // The master, the jobs framework and the API, as `plexus master` starts them.
     let handle = plexus::roles::start_master(&node, &s).await?;

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use plexus::{Datacenter, DatacenterConfig, Requirements};
 use plexus_actors::{Node, RemoteMessage};
-use plexus_config::NodeSettings;
-use plexus_kernel::protocol::{agent_name, AgentMsg, MasterMsg};
+use plexus_kernel::protocol::{agent_name, AgentMsg};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::remote::{pct, tls_for};
+use super::launch::{bench_node, wait_agents};
+use super::remote::pct;
 
 /// The actor type the `plexus` executor hosts for this benchmark.
 pub const ECHO: &str = "plexus.bench.echo";
@@ -88,17 +88,8 @@ fn ms_line(what: &str, mut v: Vec<Duration>) -> String {
 /// Runs the benchmark, printing each figure as soon as it is measured.
 pub async fn run(o: PlacedOpts) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    plexus_net::tls::init_ca(dir.path(), "bench")?;
-    let mut s = NodeSettings {
-        name: "bench-placed".into(),
-        cluster: "bench".into(),
-        listen: "127.0.0.1:0".parse()?,
-        tls: tls_for(dir.path(), "bench-placed")?,
-        state_dir: dir.path().join("node"),
-        ..NodeSettings::default()
-    };
+    let mut s = bench_node(dir.path(), "bench-placed")?;
     s.agent.resources = "cpus:32;mem:65536;disk:100000".into();
-    s.master.api_listen = "127.0.0.1:0".parse()?;
     s.master.allocation_interval = Duration::from_millis(100);
     let node = Node::start(&s).await?;
     let handle = plexus::roles::start_master(&node, &s).await?;
@@ -107,7 +98,7 @@ pub async fn run(o: PlacedOpts) -> anyhow::Result<()> {
         .await?
         .context("the master is not running")?;
     plexus::roles::start_agent(&node, &s, plexus::roles::own_shim()?).await?;
-    wait_agent(&master).await?;
+    wait_agents(&master, 1).await?;
     let dc = Datacenter::connect(&node, DatacenterConfig::new("bench-placed")).await?;
     let req = Requirements::new(1.0, 32).timeout(Duration::from_secs(60));
     let agent: ActorRef<AgentMsg> = node
@@ -187,20 +178,5 @@ async fn wait_spares(agent: &ActorRef<AgentMsg>, n: usize) -> anyhow::Result<()>
             Instant::now() < end,
             "{n} pre-started executors not ready within 30 s"
         );
-    }
-}
-
-async fn wait_agent(master: &ActorRef<MasterMsg>) -> anyhow::Result<()> {
-    let end = Instant::now() + Duration::from_secs(30);
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    loop {
-        tick.tick().await;
-        let n = call_t!(master, MasterMsg::State, 5000)
-            .map(|s| s.agents.len())
-            .unwrap_or(0);
-        if n > 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < end, "no agent registered");
     }
 }

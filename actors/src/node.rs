@@ -1125,8 +1125,16 @@ impl NodeInner {
         let admission = self.admission.read().expect("admission lock").clone();
         if let Some(admit) = admission {
             if let Err(why) = admit(&peer.name, peer_roles) {
-                *lock(&self.refusals).entry(Refused::Peer).or_insert(0) += 1;
-                warn!(node = %self.ident.name, peer = %peer.name, roles = %peer_roles, op = Refused::Peer.as_str(), "refused: {why}");
+                let n = {
+                    let mut r = lock(&self.refusals);
+                    let n = r.entry(Refused::Peer).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                // Said at the first refusal, then at every doubling.
+                if n.is_power_of_two() {
+                    warn!(node = %self.ident.name, peer = %peer.name, roles = %peer_roles, op = Refused::Peer.as_str(), refused_total = n, "refused: {why}");
+                }
                 tx.close(&format!("refused by {}: {why}", self.ident.name));
                 return;
             }
@@ -1184,15 +1192,19 @@ impl NodeInner {
         ));
         sessions.insert(peer.name.clone(), s.clone());
         let mesh = self.opts.connect_all;
+        // An executor is its agent's and its framework's peer, not the mesh's: it is not
+        // announced (others would dial it in vain: its agent admits only its own).
+        let meshed = |roles: Roles| roles != Roles::of(&[plexus_net::Role::Executor]);
         let peers: Vec<(String, SocketAddr)> = if mesh {
             sessions
                 .values()
+                .filter(|x| meshed(x.peer_roles))
                 .map(|x| (x.peer.name.clone(), x.peer.addr))
                 .collect()
         } else {
             Vec::new()
         };
-        if mesh {
+        if mesh && meshed(peer_roles) {
             // Tell the others about the newcomer, so the whole cluster meshes promptly.
             let newcomer = Wire::Peers {
                 peers: vec![(peer.name.clone(), peer.addr)],

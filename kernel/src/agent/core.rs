@@ -76,6 +76,13 @@ pub struct TaskEnd {
     pub exit_code: Option<i32>,
 }
 
+/// Executor numbers a restarted agent skips: a pre-started executor's number is minted
+/// before the checkpoint holding it is written, so the last ones before a crash may be
+/// missing from it while their processes still run (until the restarted agent stops
+/// them as orphans); no new executor may take their names, which their identities name.
+/// Far more than an agent mints between two checkpoint writes.
+pub const EXECUTOR_NUMBERS_SKIPPED_ON_RECOVERY: u64 = 1024;
+
 /// Completed tasks an agent remembers (and reports to a master it registers with), the
 /// oldest forgotten first.
 pub const AGENT_COMPLETED_TASKS_LIMIT: usize = 1_000;
@@ -397,6 +404,10 @@ impl AgentCore {
         if core.ck.agent_id.is_empty() {
             core.ck.agent_id = node_name.into();
         }
+        core.ck.last_executor = core
+            .ck
+            .last_executor
+            .saturating_add(EXECUTOR_NUMBERS_SKIPPED_ON_RECOVERY);
         let mut out = Vec::new();
         let live: Vec<(TaskId, Option<ContainerInfo>)> = core
             .ck
