@@ -47,7 +47,8 @@ pub struct LaunchOpts {
     pub no_rss: bool,
 }
 
-fn ms_line(what: &str, mut v: Vec<Duration>) -> String {
+/// One latency figure line: p50 and p99 in ms of `v`, and how many.
+pub(crate) fn ms_line(what: &str, mut v: Vec<Duration>) -> String {
     if v.is_empty() {
         return format!("plexus {what} n=0");
     }

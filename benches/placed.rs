@@ -28,8 +28,7 @@ use plexus_actors::{Node, RemoteMessage};
 use plexus_kernel::protocol::{agent_name, AgentMsg};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::launch::{bench_node, wait_agents};
-use super::remote::pct;
+use super::launch::{bench_node, ms_line, wait_agents};
 
 /// The actor type the `plexus` executor hosts for this benchmark.
 pub const ECHO: &str = "plexus.bench.echo";
@@ -73,16 +72,6 @@ pub struct PlacedOpts {
     /// Spawns timed (after 3 not timed).
     #[arg(long, default_value_t = 50)]
     pub spawns: usize,
-}
-
-fn ms_line(what: &str, mut v: Vec<Duration>) -> String {
-    v.sort();
-    format!(
-        "plexus {what} p50={:.2} p99={:.2} n={}",
-        pct(&v, 0.5) / 1000.0,
-        pct(&v, 0.99) / 1000.0,
-        v.len()
-    )
 }
 
 /// Runs the benchmark, printing each figure as soon as it is measured.
