@@ -12,7 +12,9 @@
 //!
 //! - `placed_spawn_warm_ms`: the agent holds a pre-started executor of the framework
 //!   (it keeps one ready once the framework ran an actor task there), which takes the
-//!   task: no process start, one handshake less;
+//!   task: no process start, one handshake less; the actor starts in it while the agent
+//!   writes the launch, and the framework hears where it is as soon as that write is
+//!   done (ahead of the `TASK_RUNNING` update, which is written and sent after);
 //! - `placed_spawn_cold_ms`: the executor process must start (spawns with no
 //!   pre-started executor ready: each waits for the previous one's end);
 //! - `placed_spawn_placing_ms`: request → launched on an offer held by the framework;

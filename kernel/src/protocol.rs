@@ -8,7 +8,7 @@ use plexus_actors::RemoteMessage;
 pub use crate::ids::{AgentId, FrameworkId, OfferId, TaskId};
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
-use crate::status::StatusUpdate;
+use crate::status::{ActorAt, StatusUpdate};
 use crate::task::TaskState;
 
 /// Cluster-wide name of the master actor.
@@ -415,6 +415,17 @@ pub enum MasterMsg {
     RegisterAgentPart(RegistrationPart),
     /// A status update from an agent.
     Update(StatusUpdate),
+    /// The actor of an actor task answers at `at`: told to its framework at once, ahead
+    /// of the task's `TASK_RUNNING` update (which follows once the agent wrote it), so
+    /// that a spawn returns without waiting for that write.
+    ActorUp {
+        /// The agent running the task.
+        agent_id: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// Where its actor is.
+        at: ActorAt,
+    },
     /// An agent can no longer take tasks (`problem`), or can again (`None`).
     AgentHealth {
         /// The agent.
@@ -468,6 +479,14 @@ pub enum SchedulerMsg {
     Rescind(OfferId),
     /// A task's status changed.
     Update(StatusUpdate),
+    /// The actor of actor task `task_id` answers at `at` (its `TASK_RUNNING` update
+    /// follows).
+    ActorUp {
+        /// The task.
+        task_id: TaskId,
+        /// Where its actor is.
+        at: ActorAt,
+    },
     /// The master refused something.
     Error(String),
     /// Answers once the scheduler was told it is registered (local use).
@@ -550,6 +569,11 @@ pub enum AgentMsg {
     SpareEnded {
         /// Its node name.
         name: String,
+    },
+    /// Time to pre-start the next executor like the one task `task_id` took (internal).
+    SpareDue {
+        /// The task.
+        task_id: TaskId,
     },
     /// A pre-started executor may have been idle too long (internal).
     SpareIdle {

@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 use plexus_actors::{Node, SendError};
 
 use crate::protocol::*;
-use crate::status::StatusUpdate;
+use crate::status::{ActorAt, StatusUpdate};
 
 /// What a framework does with offers and updates.
 pub trait Scheduler: Send + 'static {
@@ -26,6 +26,9 @@ pub trait Scheduler: Send + 'static {
     fn rescinded(&mut self, _driver: &DriverHandle, _offer_id: &str) {}
     /// A task's status changed (acknowledged by the driver afterwards).
     fn update(&mut self, driver: &DriverHandle, update: &StatusUpdate);
+    /// The actor of actor task `task_id` answers at `at`, ahead of the task's
+    /// `TASK_RUNNING` update (which carries the same place).
+    fn actor_up(&mut self, _driver: &DriverHandle, _task_id: &str, _at: &ActorAt) {}
     /// The master reported an error.
     fn error(&mut self, _driver: &DriverHandle, message: &str) {
         warn!("framework error: {message}");
@@ -360,6 +363,11 @@ impl Actor for SchedulerDriver {
                     if st.implicit_acks && u.uuid != 0 {
                         h.acknowledge(&u);
                     }
+                }
+            }
+            SchedulerMsg::ActorUp { task_id, at } => {
+                if let Some(h) = st.handle.clone() {
+                    st.scheduler.actor_up(&h, &task_id, &at);
                 }
             }
             SchedulerMsg::AwaitRegistered(reply) => {

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -85,6 +86,10 @@ pub const EXECUTOR_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 pub const EXECUTOR_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a pre-started executor waits for an actor task before it is stopped.
 pub const SPARE_EXECUTOR_IDLE: Duration = Duration::from_secs(60);
+/// How long after an actor task's actor answered the next executor is pre-started, so
+/// that the process start does not compete with the actor's first messages for the
+/// machine.
+pub const SPARE_START_DELAY: Duration = Duration::from_millis(20);
 
 /// Which actor tasks a pre-started executor can take: the same framework's, with the
 /// same executor command and OS user.
@@ -101,8 +106,19 @@ struct SpareKey {
 /// Its resources are not offered to anyone else meanwhile only by being small; it is
 /// stopped after [`SPARE_EXECUTOR_IDLE`] without a task, and an agent restart stops it
 /// as an orphan.
+/// A pre-started executor an actor task claimed before its launch was written, and
+/// the spawn of its actor there.
+struct Claim {
+    name: String,
+    key: SpareKey,
+    container: ContainerInfo,
+    cell: oneshot::Receiver<Result<ActorCell, String>>,
+}
+
 struct Spare {
     key: SpareKey,
+    /// The resources its cgroup is sized to.
+    sized: Resources,
     /// Its container, once launched.
     container: Option<ContainerInfo>,
     /// Watches its process until it ends or it takes a task.
@@ -297,6 +313,11 @@ pub struct AgentState {
     live_executors: LiveExecutors,
     /// Pre-started executors, by node name.
     spares: BTreeMap<String, Spare>,
+    /// The pre-started executor to start once the actor of a task answers (its key, and
+    /// the task's launch to size it like).
+    spare_after: BTreeMap<TaskId, (SpareKey, LaunchSpec)>,
+    /// Pre-started executors claimed by actor tasks whose launch is being written.
+    claims: BTreeMap<TaskId, Claim>,
     /// The agent's bounded inbox.
     inbox: InboxGauge,
 }
@@ -327,6 +348,11 @@ impl Agent {
             .map_err(|e| e.to_string())
             .and_then(|b| st.state_file.write(&b).map_err(|e| e.to_string()));
         let end = Instant::now();
+        tracing::trace!(
+            took_ms = (end - t0).as_secs_f64() * 1e3,
+            changes,
+            "checkpoint written"
+        );
         st.last_save = Some(LastSave {
             at: end,
             took: end - t0,
@@ -455,15 +481,7 @@ impl Agent {
                     .await?
             }
             // The task's actor signals; its end comes back in `Exited`.
-            Effect::Signal { task_id } => {
-                if let Some(a) = st.task_actors.get(&task_id) {
-                    if let Err(e) = a.cast(TaskMsg::Kill {
-                        grace: self.cfg.kill_grace,
-                    }) {
-                        debug!(task = %task_id, "task actor gone: {e}");
-                    }
-                }
-            }
+            Effect::Signal { task_id } => self.signal(st, &task_id),
             Effect::Reap { container } => {
                 let c = self.containerizer.clone();
                 let grace = self.cfg.kill_grace;
@@ -476,6 +494,17 @@ impl Agent {
             Effect::DestroyOrphans { keep } => self.containerizer.destroy_orphans(keep),
         }
         Ok(())
+    }
+
+    /// Has the actor of task `task_id` stop its process.
+    fn signal(&self, st: &AgentState, task_id: &str) {
+        if let Some(a) = st.task_actors.get(task_id) {
+            if let Err(e) = a.cast(TaskMsg::Kill {
+                grace: self.cfg.kill_grace,
+            }) {
+                debug!(task = %task_id, "task actor gone: {e}");
+            }
+        }
     }
 
     /// Queues writing the checkpoint if anything changed (or, in a long burst, writes
@@ -622,17 +651,14 @@ impl Agent {
         })
     }
 
-    /// Gives actor task `task_id` a pre-started executor if one is ready (resized to the
-    /// task); true when it did, and a new one is started for the next task.
-    async fn take_spare(
-        &self,
-        me: &ActorRef<AgentMsg>,
-        st: &mut AgentState,
-        task_id: &TaskId,
-        spec: &LaunchSpec,
-    ) -> Result<bool, ActorProcessingErr> {
+    /// When actor task `task_id` has just been accepted (its launch not yet written)
+    /// and a pre-started executor of its key is ready: claims it (resized to the task)
+    /// and starts the actor in it while the launch is written. Nobody hears of the
+    /// actor before the launch is written; should the task end before it launches, the
+    /// executor is stopped ([`Agent::drop_unlaunched_claims`]).
+    fn claim_spare(&self, st: &mut AgentState, task_id: &str) {
         let Some(key) = Self::spare_key(st, task_id) else {
-            return Ok(false);
+            return;
         };
         let Some(name) = st
             .spares
@@ -640,26 +666,107 @@ impl Agent {
             .find(|(_, s)| s.key == key && s.container.is_some())
             .map(|(n, _)| n.clone())
         else {
-            return Ok(false);
+            return;
         };
-        let spare = st.spares.remove(&name).expect("found");
+        let (Some(t), Some(spare)) = (st.core.task(task_id), st.spares.remove(&name)) else {
+            return;
+        };
+        let (want, actor) = (t.spec.resources.clone(), t.spec.actor.clone());
         if let Some(w) = spare.watcher {
             w.abort();
         }
         let container = spare.container.expect("ready");
-        if let Err(e) = self.containerizer.resize(&container, &spec.resources) {
-            warn!(task = %task_id, executor = %name, "cannot hand the pre-started executor over ({e}); starting one");
+        let was = &spare.sized;
+        let resized = if (was.cpus_milli, was.mem_mb) == (want.cpus_milli, want.mem_mb) {
+            Ok(())
+        } else {
+            self.containerizer.resize(&container, &want)
+        };
+        let (Ok(()), Some(actor)) = (resized.clone(), actor) else {
+            warn!(task = %task_id, executor = %name, "cannot hand the pre-started executor over ({resized:?}); starting one");
             self.stop_executor(st, &name, container);
-            return Ok(false);
-        }
+            return;
+        };
         debug!(task = %task_id, executor = %name, "takes a pre-started executor");
-        st.core.adopt_executor(task_id, &name);
-        self.start_task_actor(me, st, task_id, None, Some(container.clone()))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (node, exec) = (self.node.clone(), name.clone());
+        tokio::spawn(async move {
+            let cell = spawn_actor(&node, &exec, *actor).await;
+            if tx.send(cell).is_err() {
+                debug!(executor = %exec, "the actor's task ended before its launch");
+            }
+        });
+        st.claims.insert(
+            task_id.into(),
+            Claim {
+                name,
+                key,
+                container,
+                cell: rx,
+            },
+        );
+    }
+
+    /// Hands actor task `task_id`, now written, the pre-started executor it claimed;
+    /// true when it had one, and a new one is started for the next task.
+    async fn take_spare(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+        task_id: &TaskId,
+        spec: &LaunchSpec,
+    ) -> Result<bool, ActorProcessingErr> {
+        let Some(mut claim) = st.claims.remove(task_id) else {
+            return Ok(false);
+        };
+        st.core.adopt_executor(task_id, &claim.name);
+        self.start_task_actor(me, st, task_id, None, Some(claim.container.clone()))
             .await?;
-        st.core.launched(task_id, Ok(container), st.now());
-        self.attach_actor(me, st, task_id);
-        self.start_spare(me, st, key, spec);
+        st.core.launched(task_id, Ok(claim.container), st.now());
+        st.spare_after
+            .insert(task_id.clone(), (claim.key, spec.clone()));
+        match claim.cell.try_recv() {
+            // Started while the launch was written: running now, in the same next write.
+            Ok(Ok(cell)) => {
+                let at = watch_placed(&self.node, me, &st.actor_tasks, task_id, claim.name, cell);
+                let now = st.now();
+                for e in self.actor_started(me, st, task_id.clone(), at, now) {
+                    if let Effect::Signal { task_id } = e {
+                        self.signal(st, &task_id);
+                    }
+                }
+            }
+            Ok(Err(why)) => {
+                let msg = AgentMsg::ActorStarted {
+                    task_id: task_id.clone(),
+                    result: Err(why),
+                };
+                if let Err(e) = me.cast(msg) {
+                    debug!("agent stopping: {e}");
+                }
+            }
+            Err(_) => self.attach_actor(me, st, task_id, Some(claim.cell)),
+        }
         Ok(true)
+    }
+
+    /// Stops the pre-started executors claimed by tasks that ended before launching.
+    fn drop_unlaunched_claims(&self, st: &mut AgentState) {
+        let gone: Vec<TaskId> = st
+            .claims
+            .keys()
+            .filter(|t| {
+                st.core
+                    .task(t)
+                    .is_none_or(|r| r.state != crate::task::TaskState::Staging)
+            })
+            .cloned()
+            .collect();
+        for t in gone {
+            let c = st.claims.remove(&t).expect("listed");
+            debug!(task = %t, executor = %c.name, "the task ended before its launch; stopping the executor it claimed");
+            self.stop_executor(st, &c.name, c.container);
+        }
     }
 
     /// Starts a pre-started executor for `key` sized like `like`, unless one is there.
@@ -693,6 +800,7 @@ impl Agent {
             name.clone(),
             Spare {
                 key,
+                sized: like.resources.clone(),
                 container: None,
                 watcher: None,
             },
@@ -754,10 +862,16 @@ impl Agent {
         });
     }
 
-    /// Once actor task `task_id`'s executor runs: waits for it to dial this agent,
-    /// starts the task's actor in it (granted to the framework's node) and monitors it;
-    /// tells the agent where the actor is, or why it could not start.
-    fn attach_actor(&self, me: &ActorRef<AgentMsg>, st: &AgentState, task_id: &str) {
+    /// Once actor task `task_id`'s executor runs: starts the task's actor in it
+    /// (granted to the framework's node), unless `spawned` already did, and monitors
+    /// it; tells the agent where the actor is, or why it could not start.
+    fn attach_actor(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &AgentState,
+        task_id: &str,
+        spawned: Option<oneshot::Receiver<Result<ActorCell, String>>>,
+    ) {
         let Some(t) = st.core.task(task_id) else {
             return;
         };
@@ -769,36 +883,14 @@ impl Agent {
         let index = st.actor_tasks.clone();
         let task_id: TaskId = task_id.into();
         tokio::spawn(async move {
-            let t0 = Instant::now();
             let started = async {
-                node.wait_for_peers(&[exec.as_str()], EXECUTOR_START_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                debug!(executor = %exec, waited_ms = t0.elapsed().as_secs_f64() * 1e3, "executor connected");
-                let cell = node
-                    .spawn_remote_granted(
-                        &exec,
-                        &spec.type_name,
-                        &spec.msg_type,
-                        spec.args,
-                        &spec.owner,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                debug!(executor = %exec, after_ms = t0.elapsed().as_secs_f64() * 1e3, "actor spawned");
-                lock_index(&index).insert(cell.get_id(), task_id.clone());
-                me.get_cell().monitor(cell.clone());
-                let addr = node
-                    .peers()
-                    .into_iter()
-                    .find(|p| p.name == exec)
-                    .map(|p| p.addr)
-                    .ok_or_else(|| format!("executor {exec} left as its actor started"))?;
-                Ok(ActorAt {
-                    node: exec,
-                    addr,
-                    pid: cell.get_id().pid(),
-                })
+                let cell = match spawned {
+                    Some(rx) => rx
+                        .await
+                        .map_err(|_| "the actor's spawn was dropped".to_string())??,
+                    None => spawn_actor(&node, &exec, *spec).await?,
+                };
+                watch_placed(&node, &me, &index, &task_id, exec, cell)
             }
             .await;
             if let Err(e) = me.cast(AgentMsg::ActorStarted {
@@ -808,6 +900,46 @@ impl Agent {
                 debug!("agent gone: {e}");
             }
         });
+    }
+
+    /// The actor of actor task `task_id` started (or could not): the core decides, the
+    /// framework hears where it is at once, and the next pre-started executor is due.
+    fn actor_started(
+        &self,
+        me: &ActorRef<AgentMsg>,
+        st: &mut AgentState,
+        task_id: TaskId,
+        result: Result<ActorAt, String>,
+        now: Now,
+    ) -> Vec<Effect> {
+        if let Err(e) = &result {
+            warn!(task = %task_id, "the actor did not start: {e}");
+        }
+        let effects = st.core.actor_started(&task_id, result, now);
+        self.tell_actor_up(st, &task_id);
+        // The next one is started a little after this actor answered, not to compete
+        // with its start and first messages for the machine.
+        if st.spare_after.contains_key(&task_id) {
+            me.send_after(SPARE_START_DELAY, move || AgentMsg::SpareDue { task_id });
+        }
+        effects
+    }
+
+    /// Tells the master where the actor of task `task_id` answers, if it just started:
+    /// its framework hears it before the running update is written and sent.
+    fn tell_actor_up(&self, st: &AgentState, task_id: &str) {
+        let (Some(m), Some(t)) = (&st.master, st.core.task(task_id)) else {
+            return;
+        };
+        let Some(at) = t.actor_at.clone() else { return };
+        let msg = MasterMsg::ActorUp {
+            agent_id: st.core.agent_id().into(),
+            task_id: task_id.into(),
+            at,
+        };
+        if let Err(e) = m.cast(msg) {
+            debug!("master gone; the running update tells it: {e}");
+        }
     }
 
     /// Monitors again the actor of an actor task re-adopted after a restart.
@@ -935,6 +1067,8 @@ impl Actor for Agent {
             actor_tasks: ActorIndex::default(),
             live_executors: live,
             spares: BTreeMap::new(),
+            spare_after: BTreeMap::new(),
+            claims: BTreeMap::new(),
             inbox: self
                 .node
                 .bound_inbox(me.get_id(), self.cfg.inbox_limit_msgs),
@@ -1046,6 +1180,9 @@ impl Agent {
                 }
             }
             AgentMsg::Persist => {
+                // What the last message started (an actor's spawn in its executor)
+                // goes out before the write holds this thread.
+                tokio::task::yield_now().await;
                 st.persist_queued = false;
                 match Self::spacing_left(st) {
                     Some(wait) if st.core.unsaved() > 0 => {
@@ -1078,7 +1215,9 @@ impl Agent {
                 resources,
             } => {
                 debug!(task = %spec.task_id, "run");
+                let task_id = spec.task_id.clone();
                 if st.core.run(framework_id, spec, resources) {
+                    self.claim_spare(st, &task_id);
                     self.changed(&me, st).await?;
                 }
             }
@@ -1091,7 +1230,7 @@ impl Agent {
                     .task(&task_id)
                     .is_some_and(|t| t.state == crate::task::TaskState::Starting)
                 {
-                    self.attach_actor(&me, st, &task_id);
+                    self.attach_actor(&me, st, &task_id, None);
                     // Its framework's next actor task here takes a pre-started executor.
                     if let (Some(()), Some(key), Some(t)) =
                         (like, Self::spare_key(st, &task_id), st.core.task(&task_id))
@@ -1103,10 +1242,15 @@ impl Agent {
                             user: None,
                             env: Vec::new(),
                         };
-                        self.start_spare(&me, st, key, &like);
+                        st.spare_after.insert(task_id.clone(), (key, like));
                     }
                 }
                 self.changed(&me, st).await?;
+            }
+            AgentMsg::SpareDue { task_id } => {
+                if let Some((key, like)) = st.spare_after.remove(&task_id) {
+                    self.start_spare(&me, st, key, &like);
+                }
             }
             AgentMsg::SpareLaunched { name, result } => self.spare_launched(&me, st, name, result),
             AgentMsg::SpareEnded { name } | AgentMsg::SpareIdle { name } => {
@@ -1122,15 +1266,13 @@ impl Agent {
                 }
             }
             AgentMsg::ActorStarted { task_id, result } => {
-                if let Err(e) = &result {
-                    warn!(task = %task_id, "the actor did not start: {e}");
-                }
-                let effects = st.core.actor_started(&task_id, result, now);
+                let effects = self.actor_started(&me, st, task_id, result, now);
                 self.carry_out(&me, st, effects).await?;
             }
             AgentMsg::Kill { task_id } => {
                 let effects = st.core.kill(&task_id, now);
                 self.carry_out(&me, st, effects).await?;
+                self.drop_unlaunched_claims(st);
             }
             AgentMsg::Exited { task_id, exit } => {
                 st.core.exited(&task_id, &exit, now);
@@ -1188,4 +1330,51 @@ fn read_from(path: &std::path::Path, offset: u64) -> Result<(u64, Vec<u8>), Stri
         Ok((bytes, start)) => Ok((start, bytes)),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Monitors the actor `cell` of actor task `task_id`, just started in executor `exec`;
+/// where it is.
+fn watch_placed(
+    node: &Node,
+    me: &ActorRef<AgentMsg>,
+    index: &ActorIndex,
+    task_id: &str,
+    exec: String,
+    cell: ActorCell,
+) -> Result<ActorAt, String> {
+    lock_index(index).insert(cell.get_id(), task_id.into());
+    me.get_cell().monitor(cell.clone());
+    let addr = node
+        .peers()
+        .into_iter()
+        .find(|p| p.name == exec)
+        .map(|p| p.addr)
+        .ok_or_else(|| format!("executor {exec} left as its actor started"))?;
+    Ok(ActorAt {
+        node: exec,
+        addr,
+        pid: cell.get_id().pid(),
+    })
+}
+
+/// Waits for executor `exec` to dial this agent, then starts actor `spec` in it,
+/// granted to the framework's node.
+async fn spawn_actor(node: &Node, exec: &str, spec: ActorSpec) -> Result<ActorCell, String> {
+    let t0 = Instant::now();
+    node.wait_for_peers(&[exec], EXECUTOR_START_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    debug!(executor = %exec, waited_ms = t0.elapsed().as_secs_f64() * 1e3, "executor connected");
+    let cell = node
+        .spawn_remote_granted(
+            exec,
+            &spec.type_name,
+            &spec.msg_type,
+            spec.args,
+            &spec.owner,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    debug!(executor = %exec, after_ms = t0.elapsed().as_secs_f64() * 1e3, "actor spawned");
+    Ok(cell)
 }

@@ -265,6 +265,10 @@ struct Spawn {
     done: Option<oneshot::Sender<Result<ActorCell, DatacenterError>>>,
     /// Why it is pending (`None` once placed), for whoever watches.
     why: watch::Sender<Option<String>>,
+    /// Where its reference was made to point.
+    attached_to: Option<ActorAt>,
+    /// When it was launched, or the kernel last spoke of it since.
+    heard_at: Option<Instant>,
 }
 
 impl Spawn {
@@ -278,6 +282,7 @@ impl Spawn {
             *w = why;
             changed
         });
+        tracing::trace!(task = %self.spec.task_id, phase = ?phase, "spawn phase");
         self.phase = phase;
     }
 }
@@ -364,6 +369,7 @@ impl Books {
             let o = &offers[p.offer];
             s.spec.resources = p.resources;
             s.set(Phase::Launched);
+            s.heard_at = Some(Instant::now());
             s.agent = Some(o.agent_id.clone());
             s.host = Some(o.hostname.clone());
             per_offer.entry(p.offer).or_default().push(s.spec.clone());
@@ -417,14 +423,65 @@ impl Books {
         }
     }
 
+    /// Gives up the spawns launched longer than [`LAUNCH_WORD_TIMEOUT`] ago of which
+    /// the kernel said nothing since.
+    fn give_up_unheard(&mut self, driver: &DriverHandle) {
+        let now = Instant::now();
+        let unheard: Vec<TaskId> = self
+            .spawns
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Launched))
+            .filter(|(_, s)| {
+                s.heard_at
+                    .is_some_and(|t| now.duration_since(t) >= LAUNCH_WORD_TIMEOUT)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unheard {
+            let Some(mut s) = self.spawns.remove(&id) else {
+                continue;
+            };
+            warn!(task = %id, "no word of the launched task within {LAUNCH_WORD_TIMEOUT:?}; killing it and giving it up");
+            driver.kill(&id);
+            let e = DatacenterError::Ended {
+                task_id: id.clone(),
+                state: TaskState::Unknown,
+                reason: None,
+                message: format!("no word of its launch within {LAUNCH_WORD_TIMEOUT:?}"),
+            };
+            if let Some(done) = s.done.take() {
+                if done.send(Err(e)).is_err() {
+                    debug!(task = %id, "the spawner stopped waiting");
+                }
+            }
+        }
+    }
+
     fn update(&mut self, u: &StatusUpdate) {
         let Some(s) = self.spawns.get_mut(&u.task_id) else {
+            if !u.state.is_terminal() && u.state != TaskState::Unknown {
+                // A task of this handle it no longer follows (given up while the
+                // kernel had no word of it): nothing may hold resources for it.
+                debug!(task = %u.task_id, state = %u.state, "killing a task no spawn follows");
+                if let Some(d) = &self.driver {
+                    d.kill(&u.task_id);
+                }
+            }
             return;
         };
+        s.heard_at = Some(Instant::now());
         match (u.state, &u.actor) {
             (TaskState::Running, Some(at)) if matches!(s.phase, Phase::Launched) => {
                 s.set(Phase::Attaching);
                 self.attach(u.task_id.clone(), at.clone());
+            }
+            (TaskState::Running, Some(at)) if s.attached_to.as_ref().is_some_and(|a| a != at) => {
+                // Attached to what the ahead-of-time word named, which the agent's own
+                // update contradicts: the task is not trusted on.
+                warn!(task = %u.task_id, told = ?s.attached_to, running = ?at, "the actor runs elsewhere than told; killing its task");
+                if let Some(d) = &self.driver {
+                    d.kill(&u.task_id);
+                }
             }
             (TaskState::Unreachable, _) => self.ended(u),
             (state, _) if state.is_terminal() => self.ended(u),
@@ -432,11 +489,30 @@ impl Books {
         }
     }
 
-    /// Makes the program's reference to the actor of `task_id`, now running at `at`.
-    fn attach(&mut self, task_id: TaskId, at: ActorAt) {
-        let Some(s) = self.spawns.get(&task_id) else {
+    /// The actor of `task_id` answers at `at` (ahead of its running update).
+    fn actor_up(&mut self, task_id: &str, at: &ActorAt) {
+        let Some(s) = self.spawns.get_mut(task_id) else {
             return;
         };
+        if !matches!(s.phase, Phase::Launched) {
+            return;
+        }
+        // Only an executor of the agent the task was launched on may host it.
+        let host = plexus_net::tls::executor_agent(&at.node);
+        if host.is_none() || host != s.host.as_deref() {
+            warn!(task = %task_id, executor = %at.node, agent = ?s.host, "told the actor runs on a node that is no executor of its agent; waiting for its update");
+            return;
+        }
+        s.set(Phase::Attaching);
+        self.attach(task_id.into(), at.clone());
+    }
+
+    /// Makes the program's reference to the actor of `task_id`, now running at `at`.
+    fn attach(&mut self, task_id: TaskId, at: ActorAt) {
+        let Some(s) = self.spawns.get_mut(&task_id) else {
+            return;
+        };
+        s.attached_to = Some(at.clone());
         let supervisor = s.supervisor.clone();
         let node = self.node.clone();
         let books = self.me.clone();
@@ -628,6 +704,10 @@ impl Scheduler for Placer {
 
     fn update(&mut self, _driver: &DriverHandle, u: &StatusUpdate) {
         lock(&self.books).update(u);
+    }
+
+    fn actor_up(&mut self, _driver: &DriverHandle, task_id: &str, at: &ActorAt) {
+        lock(&self.books).actor_up(task_id, at);
     }
 }
 
@@ -905,6 +985,8 @@ impl Datacenter {
                 host: None,
                 done: Some(tx),
                 why: why_tx,
+                attached_to: None,
+                heard_at: None,
             },
         );
         b.queue.push_back(task_id.clone());
@@ -1018,6 +1100,11 @@ impl Datacenter {
     }
 }
 
+/// How long a launched spawn may go without a word from the kernel (its launch or
+/// updates lost with a master that failed over) before it is given up: its task is
+/// killed, should it exist, and its requester told.
+pub const LAUNCH_WORD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Declines offers held too long, every half hold time, while the handle lives.
 async fn expire_offers(books: Weak<Mutex<Books>>, hold: Duration) {
     let period = (hold / 2).max(Duration::from_millis(100));
@@ -1029,6 +1116,7 @@ async fn expire_offers(books: Weak<Mutex<Books>>, hold: Duration) {
         let mut g = lock(&b);
         if let Some(d) = g.driver.clone() {
             g.decline_expired(&d);
+            g.give_up_unheard(&d);
         }
     }
 }

@@ -156,6 +156,7 @@ fn scheduler_msg(m: ToScheduler) -> SchedulerMsg {
         ToScheduler::Rescind(id) => SchedulerMsg::Rescind(id),
         ToScheduler::Update(u) => SchedulerMsg::Update(u),
         ToScheduler::Error(e) => SchedulerMsg::Error(e),
+        ToScheduler::ActorUp { task_id, at } => SchedulerMsg::ActorUp { task_id, at },
     }
 }
 
@@ -363,6 +364,18 @@ impl Actor for Master {
                     .set_last_allocation_us(t.elapsed().as_micros() as u64);
             }
             MasterMsg::Update(u) => st.handle(&me, Event::Update(u)),
+            MasterMsg::ActorUp {
+                agent_id,
+                task_id,
+                at,
+            } => st.handle(
+                &me,
+                Event::ActorUp {
+                    agent_id,
+                    task_id,
+                    at,
+                },
+            ),
             MasterMsg::AgentHealth { agent_id, problem } => {
                 st.handle(&me, Event::AgentHealth { agent_id, problem })
             }

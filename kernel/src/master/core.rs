@@ -32,7 +32,7 @@ use crate::protocol::{
 };
 use crate::reason::Reason;
 use crate::resources::{Resources, RoleResources};
-use crate::status::StatusUpdate;
+use crate::status::{ActorAt, StatusUpdate};
 use crate::task::TaskState;
 
 /// Removed frameworks remembered (so that they cannot re-subscribe); the oldest are
@@ -67,6 +67,15 @@ pub enum Event {
     },
     /// A status update from an agent.
     Update(StatusUpdate),
+    /// The actor of an actor task answers (see [`crate::protocol::MasterMsg::ActorUp`]).
+    ActorUp {
+        /// The agent that says so.
+        agent_id: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// Where its actor is.
+        at: ActorAt,
+    },
     /// An agent can no longer take tasks (`problem`), or can again.
     AgentHealth {
         /// The agent.
@@ -103,6 +112,13 @@ pub enum ToScheduler {
     Rescind(OfferId),
     /// A task's status changed.
     Update(StatusUpdate),
+    /// The actor of an actor task answers at `at`.
+    ActorUp {
+        /// The task.
+        task_id: TaskId,
+        /// Where its actor is.
+        at: ActorAt,
+    },
     /// A request was refused.
     Error(String),
 }
@@ -308,6 +324,11 @@ impl MasterCore {
             Event::AgentRegistered(reg) => self.register_agent(now, reg),
             Event::AgentLost { agent_id } => self.agent_lost(now, &agent_id),
             Event::Update(u) => self.update(now, u),
+            Event::ActorUp {
+                agent_id,
+                task_id,
+                at,
+            } => self.actor_up(&agent_id, task_id, at),
             Event::AgentHealth { agent_id, problem } => self.agent_health(now, &agent_id, problem),
             Event::FrameworkDisconnected { framework_id } => {
                 self.framework_disconnected(now, &framework_id)
@@ -965,6 +986,23 @@ impl MasterCore {
                 format!("agent {agent_id} is unreachable"),
             );
         }
+    }
+
+    /// Tells a framework where the actor of its task answers, ahead of the task's
+    /// running update: only for an actor task of the agent that says so, not yet
+    /// running (the running update carries the same) and not ended.
+    fn actor_up(&mut self, agent_id: &str, task_id: TaskId, at: ActorAt) {
+        let Some(t) = self.tasks.get(&task_id) else {
+            debug!(task = %task_id, "actor up for an unknown task");
+            return;
+        };
+        let starting = matches!(t.state(), TaskState::Staging | TaskState::Starting);
+        if t.agent_id != agent_id || t.actor_type.is_none() || !starting {
+            debug!(task = %task_id, agent = agent_id, state = %t.state(), "actor up not told: not a starting actor task of that agent");
+            return;
+        }
+        let fw = t.framework_id.clone();
+        self.tell_scheduler(&fw, ToScheduler::ActorUp { task_id, at });
     }
 
     fn update(&mut self, now: Now, u: StatusUpdate) {

@@ -201,6 +201,57 @@ fn a_valid_accept_launches_on_the_offers_agent_and_returns_the_rest() {
 }
 
 #[test]
+fn an_actors_place_reaches_its_framework_ahead_only_from_its_agent_while_starting() {
+    let (mut c, fw, o) = cluster(60.0);
+    let mut actor = spec("t1", 1.0, 128);
+    actor.actor = Some(Box::new(crate::protocol::ActorSpec {
+        type_name: "worker".into(),
+        msg_type: "W".into(),
+        args: vec![],
+        owner: "fw-node".into(),
+    }));
+    c.handle(
+        at(1),
+        accept(&fw, vec![o.id], vec![actor, spec("t2", 1.0, 128)]),
+    );
+    drain(&mut c);
+    let place = crate::status::ActorAt {
+        node: "x1.a1.example".into(),
+        addr: "127.0.0.1:5000".parse().unwrap(),
+        pid: 3,
+    };
+    let up = |agent: &str, task: &str| Event::ActorUp {
+        agent_id: agent.into(),
+        task_id: task.into(),
+        at: place.clone(),
+    };
+    let told = |fx: &[Effect]| -> Vec<TaskId> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Scheduler {
+                    framework_id,
+                    msg: ToScheduler::ActorUp { task_id, .. },
+                } if *framework_id == fw => Some(task_id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Another agent's word, a command task, an unknown task: nothing is told.
+    for ev in [up("a2", "t1"), up("a1", "t2"), up("a1", "nope")] {
+        c.handle(at(2), ev);
+        assert!(told(&drain(&mut c)).is_empty());
+    }
+    c.handle(at(2), up("a1", "t1"));
+    assert_eq!(told(&drain(&mut c)), vec![TaskId::from("t1")]);
+    // Once ended, it is not told again.
+    c.handle(at(3), agent_update(&fw, "a1", "t1", TaskState::Failed, 9));
+    drain(&mut c);
+    c.handle(at(3), up("a1", "t1"));
+    assert!(told(&drain(&mut c)).is_empty());
+    assert_eq!(task_state(&c, "t1"), Some(TaskState::Failed));
+}
+
+#[test]
 fn invalid_launches_end_task_error_with_the_reason() {
     let (mut c, fw, o) = cluster(60.0);
     let mut no_cmd = spec("nocmd", 1.0, 64);
