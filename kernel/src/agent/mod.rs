@@ -1180,9 +1180,11 @@ impl Agent {
                 }
             }
             AgentMsg::Persist => {
-                // What the last message started (an actor's spawn in its executor)
+                // An actor's spawn in a claimed executor, started by the last message,
                 // goes out before the write holds this thread.
-                tokio::task::yield_now().await;
+                if !st.claims.is_empty() {
+                    tokio::task::yield_now().await;
+                }
                 st.persist_queued = false;
                 match Self::spacing_left(st) {
                     Some(wait) if st.core.unsaved() > 0 => {
