@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod master;
 pub mod protocol;
 pub mod reason;
+pub mod registry;
 pub mod resources;
 pub mod scheduler;
 pub mod statefile;

@@ -1,0 +1,230 @@
+//! The registry and the state machine that applies the committed log to it.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{MasterId, RegistryOp, RegistryRaft, RegistryReply};
+use crate::ids::{AgentId, FrameworkId};
+
+/// Removed agents and frameworks remembered (the oldest removals are forgotten first).
+pub const MAX_REMOVED: usize = 10_000;
+
+/// What the masters agree on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Admitted agents and their node names.
+    pub agents: BTreeMap<AgentId, String>,
+    /// Removed agents and when (unix ms): they may not come back under their ids.
+    pub removed_agents: BTreeMap<AgentId, u64>,
+    /// Frameworks and their failover timeouts, ms.
+    pub frameworks: BTreeMap<FrameworkId, u64>,
+    /// Removed frameworks and when (unix ms).
+    pub removed_frameworks: BTreeMap<FrameworkId, u64>,
+    /// Roles' weights, in thousandths.
+    pub weights: BTreeMap<String, u64>,
+}
+
+/// Forgets the oldest entries of `removed` beyond [`MAX_REMOVED`].
+fn bound<K: Ord + Clone>(removed: &mut BTreeMap<K, u64>) {
+    while removed.len() > MAX_REMOVED {
+        let oldest = removed
+            .iter()
+            .min_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
+            .map(|(k, _)| k.clone())
+            .expect("not empty");
+        removed.remove(&oldest);
+    }
+}
+
+impl Registry {
+    /// Applies `op`; true if it changed anything.
+    pub fn apply(&mut self, op: &RegistryOp) -> bool {
+        match op {
+            RegistryOp::AdmitAgent { agent_id, hostname } => {
+                if self.removed_agents.contains_key(agent_id) {
+                    return false;
+                }
+                self.agents.insert(agent_id.clone(), hostname.clone()) != Some(hostname.clone())
+            }
+            RegistryOp::RemoveAgent { agent_id, unix_ms } => {
+                let was = self.agents.remove(agent_id).is_some();
+                let new = self
+                    .removed_agents
+                    .insert(agent_id.clone(), *unix_ms)
+                    .is_none();
+                bound(&mut self.removed_agents);
+                was || new
+            }
+            RegistryOp::AddFramework {
+                framework_id,
+                failover_timeout_ms,
+            } => {
+                if self.removed_frameworks.contains_key(framework_id) {
+                    return false;
+                }
+                self.frameworks
+                    .insert(framework_id.clone(), *failover_timeout_ms)
+                    != Some(*failover_timeout_ms)
+            }
+            RegistryOp::RemoveFramework {
+                framework_id,
+                unix_ms,
+            } => {
+                let was = self.frameworks.remove(framework_id).is_some();
+                let new = self
+                    .removed_frameworks
+                    .insert(framework_id.clone(), *unix_ms)
+                    .is_none();
+                bound(&mut self.removed_frameworks);
+                was || new
+            }
+            RegistryOp::SetWeight { role, weight_milli } => {
+                self.weights.insert(role.clone(), *weight_milli) != Some(*weight_milli)
+            }
+        }
+    }
+}
+
+type Err = StorageError<MasterId>;
+type Membership = StoredMembership<MasterId, BasicNode>;
+
+/// The last snapshot built or installed.
+#[derive(Debug, Clone)]
+struct Stored {
+    meta: SnapshotMeta<MasterId, BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    registry: Registry,
+    last_applied: Option<LogId<MasterId>>,
+    membership: Membership,
+    snapshot: Option<Stored>,
+    /// Snapshots built so far (names them).
+    built: u64,
+}
+
+/// The registry as the committed log made it, with its snapshots. Cheap to clone (the
+/// clones share it).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryMachine {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl RegistryMachine {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the registry as applied so far.
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+}
+
+impl RaftSnapshotBuilder<RegistryRaft> for RegistryMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<RegistryRaft>, Err> {
+        let mut g = self.lock();
+        let data = plexus_net::codec::encode(&g.registry)
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        g.built += 1;
+        let id = match g.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, g.built),
+            None => format!("none-{}", g.built),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: g.last_applied,
+            last_membership: g.membership.clone(),
+            snapshot_id: id,
+        };
+        g.snapshot = Some(Stored {
+            meta: meta.clone(),
+            data: data.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<RegistryRaft> for RegistryMachine {
+    type SnapshotBuilder = RegistryMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<MasterId>>, Membership), Err> {
+        let g = self.lock();
+        Ok((g.last_applied, g.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<RegistryReply>, Err>
+    where
+        I: IntoIterator<Item = Entry<RegistryRaft>> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        for e in entries {
+            assert!(
+                g.last_applied.is_none_or(|l| l.index < e.log_id.index),
+                "applied {} after {:?}",
+                e.log_id,
+                g.last_applied
+            );
+            g.last_applied = Some(e.log_id);
+            let changed = match e.payload {
+                EntryPayload::Blank => false,
+                EntryPayload::Normal(op) => g.registry.apply(&op),
+                EntryPayload::Membership(m) => {
+                    g.membership = StoredMembership::new(Some(e.log_id), m);
+                    true
+                }
+            };
+            out.push(RegistryReply { changed });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> RegistryMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Err> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<MasterId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), Err> {
+        let data = snapshot.into_inner();
+        let registry: Registry = plexus_net::codec::decode(&data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        let mut g = self.lock();
+        g.registry = registry;
+        g.last_applied = meta.last_log_id;
+        g.membership = meta.last_membership.clone();
+        g.snapshot = Some(Stored {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RegistryRaft>>, Err> {
+        Ok(self.lock().snapshot.clone().map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

@@ -1,0 +1,92 @@
+//! The replicated registry: what masters agree on through Raft (openraft), and keep on
+//! disk.
+//!
+//! As in Mesos, what is replicated is small: admitted agents (and removed ones with when
+//! they were removed), frameworks with their failover timeouts, and roles' weights.
+//! Tasks are not: agents bring theirs back when they re-register. Each change is a
+//! [`RegistryOp`] appended to the Raft log; once committed, every master applies it to
+//! its [`Registry`] (the state machine), so a new leader replays nothing.
+//!
+//! The log and the vote live in a [`LogStore`] (redb: each append, truncation and vote is
+//! one durable transaction, synced before it is acknowledged). The state machine,
+//! [`RegistryMachine`], is in memory and rebuilt from the latest snapshot and the log
+//! after it; snapshots let the log be compacted, and bring a master that fell behind the
+//! compaction point up to date. Both pass openraft's storage suite (the tests below).
+
+// openraft's storage traits return its `StorageError` (over 200 bytes); the helpers
+// here return what the traits do.
+#![allow(clippy::result_large_err)]
+
+mod log;
+mod machine;
+
+pub use log::{LogStore, LogStoreError};
+pub use machine::{Registry, RegistryMachine};
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, FrameworkId};
+
+/// A master's id in the Raft group.
+pub type MasterId = u64;
+
+openraft::declare_raft_types!(
+    /// The Raft types of the registry.
+    pub RegistryRaft:
+        D = RegistryOp,
+        R = RegistryReply,
+        NodeId = MasterId,
+        Node = openraft::BasicNode,
+);
+
+/// A change to the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RegistryOp {
+    /// An agent is admitted (or re-admitted).
+    AdmitAgent {
+        /// The agent.
+        agent_id: AgentId,
+        /// Its node name.
+        hostname: String,
+    },
+    /// An agent is removed (it stayed away past its timeout), at `unix_ms`.
+    RemoveAgent {
+        /// The agent.
+        agent_id: AgentId,
+        /// When.
+        unix_ms: u64,
+    },
+    /// A framework subscribed.
+    AddFramework {
+        /// The framework.
+        framework_id: FrameworkId,
+        /// How long its tasks outlive its disconnection, ms.
+        failover_timeout_ms: u64,
+    },
+    /// A framework is removed, at `unix_ms`.
+    RemoveFramework {
+        /// The framework.
+        framework_id: FrameworkId,
+        /// When.
+        unix_ms: u64,
+    },
+    /// A role's weight changed.
+    SetWeight {
+        /// The role.
+        role: String,
+        /// Its weight, in thousandths.
+        weight_milli: u64,
+    },
+}
+
+/// What applying a [`RegistryOp`] answers: whether it changed the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryReply {
+    /// False when the registry already said so.
+    pub changed: bool,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! The registry's storage against openraft's storage suite, and the registry's rules.
+
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+use super::*;
+
+/// A fresh log (in a temporary directory, kept alive by the guard) and state machine.
+struct Fresh;
+
+impl StoreBuilder<RegistryRaft, LogStore, RegistryMachine, tempfile::TempDir> for Fresh {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, RegistryMachine), StorageError<MasterId>> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = LogStore::open(&dir.path().join("raft.redb")).expect("opens");
+        Ok((dir, log, RegistryMachine::default()))
+    }
+}
+
+#[test]
+fn the_log_store_and_registry_pass_openrafts_storage_suite() {
+    Suite::test_all(Fresh).expect("storage suite");
+}
+
+#[tokio::test]
+async fn the_log_and_vote_outlive_the_process_that_wrote_them() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    let entry = |i: u64| Entry::<RegistryRaft> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(RegistryOp::SetWeight {
+            role: "prod".into(),
+            weight_milli: i * 1000,
+        }),
+    };
+    {
+        let mut log = LogStore::open(&path).unwrap();
+        log.save_vote(&Vote::new(3, 2)).await.unwrap();
+        let mut cb = Vec::new();
+        for i in 1..=3 {
+            cb.push(entry(i));
+        }
+        log.blocking_append(cb).await.unwrap();
+    }
+    let mut log = LogStore::open(&path).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    let got = log.try_get_log_entries(1..4).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2].log_id.index, 3);
+}
+
+#[test]
+fn a_removed_agent_or_framework_cannot_come_back_under_its_id() {
+    let mut r = Registry::default();
+    let admit = RegistryOp::AdmitAgent {
+        agent_id: "a1".into(),
+        hostname: "h1".into(),
+    };
+    assert!(r.apply(&admit));
+    assert!(!r.apply(&admit), "the same admission changes nothing");
+    assert!(r.apply(&RegistryOp::RemoveAgent {
+        agent_id: "a1".into(),
+        unix_ms: 5
+    }));
+    assert!(!r.apply(&admit));
+    assert!(r.agents.is_empty());
+    let add = RegistryOp::AddFramework {
+        framework_id: "f1".into(),
+        failover_timeout_ms: 60_000,
+    };
+    assert!(r.apply(&add));
+    assert!(r.apply(&RegistryOp::RemoveFramework {
+        framework_id: "f1".into(),
+        unix_ms: 6
+    }));
+    assert!(!r.apply(&add));
+    assert!(r.frameworks.is_empty());
+}
+
+#[test]
+fn removals_are_remembered_up_to_a_bound_oldest_forgotten_first() {
+    let mut r = Registry::default();
+    for i in 0..=machine::MAX_REMOVED as u64 {
+        r.apply(&RegistryOp::RemoveAgent {
+            agent_id: format!("a{i}").into(),
+            unix_ms: i,
+        });
+    }
+    assert_eq!(r.removed_agents.len(), machine::MAX_REMOVED);
+    assert!(!r.removed_agents.contains_key(&AgentId::from("a0")));
+}
