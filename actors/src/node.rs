@@ -163,6 +163,11 @@ pub(crate) struct NodeInner {
     next_id: AtomicU64,
     leaving: AtomicBool,
     changes: watch::Sender<u64>,
+    /// Woken with `changes`, for this node's own waits: one `Notify` wakes its waiters
+    /// in the order they began waiting (a watch channel spreads its waiters over several
+    /// and wakes them in an order of its runtime's random choosing), so that a simulated
+    /// run's waits end in the same order every time.
+    changed: tokio::sync::Notify,
     /// Bounded inboxes of local actors, by pid.
     inboxes: RwLock<BTreeMap<u64, Arc<Inbox>>>,
     /// Frames refused from peers, by operation (see [`Node::refusals`]).
@@ -317,6 +322,7 @@ impl Node {
             next_id: AtomicU64::new(1),
             leaving: AtomicBool::new(false),
             changes: watch::channel(0).0,
+            changed: tokio::sync::Notify::new(),
             inboxes: RwLock::new(BTreeMap::new()),
             refusals: Mutex::new(BTreeMap::new()),
             name_grants: Mutex::new(BTreeMap::new()),
@@ -439,16 +445,20 @@ impl Node {
         names: &[&str],
         timeout: Duration,
     ) -> Result<(), ActorsError> {
-        let mut rx = self.inner.changes.subscribe();
         let all = || {
             let s = lock(&self.inner.sessions);
             names.iter().all(|n| s.contains_key(*n))
         };
         tokio::time::timeout(timeout, async {
-            while !all() {
-                if rx.changed().await.is_err() {
+            loop {
+                let changed = self.inner.changed.notified();
+                tokio::pin!(changed);
+                // Waiting from here on: a change after the check below wakes it.
+                changed.as_mut().enable();
+                if all() {
                     break;
                 }
+                changed.await;
             }
         })
         .await
@@ -858,14 +868,15 @@ impl Node {
         name: &str,
         timeout: Duration,
     ) -> Result<ActorRef<M>, ActorsError> {
-        let mut changes = self.inner.changes.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if let Some(r) = self.whereis(name).await? {
                 return Ok(r);
             }
-            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(ActorsError::Timeout {
                     what: format!("waiting for the name {name:?}"),
                     node: self.name().to_string(),
@@ -1050,6 +1061,7 @@ impl NodeInner {
 
     fn bump(&self) {
         self.changes.send_modify(|v| *v += 1);
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn release_local_pid(&self, pid: u64) {
