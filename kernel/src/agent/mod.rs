@@ -482,15 +482,7 @@ impl Agent {
             }
             // The task's actor signals; its end comes back in `Exited`.
             Effect::Signal { task_id } => self.signal(st, &task_id),
-            Effect::Reap { container } => {
-                let c = self.containerizer.clone();
-                let grace = self.cfg.kill_grace;
-                tokio::spawn(async move {
-                    c.kill(&container, grace).await;
-                    c.wait(&container).await;
-                    c.destroy(&container).await;
-                });
-            }
+            Effect::Reap { container } => self.reap(container),
             Effect::DestroyOrphans { keep } => self.containerizer.destroy_orphans(keep),
         }
         Ok(())
@@ -853,6 +845,11 @@ impl Agent {
     fn stop_executor(&self, st: &mut AgentState, name: &str, info: ContainerInfo) {
         lock_live(&st.live_executors).remove(name);
         self.node.forget(name);
+        self.reap(info);
+    }
+
+    /// Stops and frees, in the background, the process of container `info`.
+    fn reap(&self, info: ContainerInfo) {
         let c = self.containerizer.clone();
         let grace = self.cfg.kill_grace;
         tokio::spawn(async move {
