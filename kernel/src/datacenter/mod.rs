@@ -272,6 +272,15 @@ struct Spawn {
 }
 
 impl Spawn {
+    /// Tells the requester how the spawn ended (once; later answers are dropped).
+    fn answer(&mut self, r: Result<ActorCell, DatacenterError>) {
+        if let Some(done) = self.done.take() {
+            if done.send(r).is_err() {
+                debug!(task = %self.spec.task_id, "the spawner stopped waiting");
+            }
+        }
+    }
+
     fn set(&mut self, phase: Phase) {
         let why = match &phase {
             Phase::Pending { why } => Some(why.clone()),
@@ -449,11 +458,7 @@ impl Books {
                 reason: None,
                 message: format!("no word of its launch within {LAUNCH_WORD_TIMEOUT:?}"),
             };
-            if let Some(done) = s.done.take() {
-                if done.send(Err(e)).is_err() {
-                    debug!(task = %id, "the spawner stopped waiting");
-                }
-            }
+            s.answer(Err(e));
         }
     }
 
@@ -554,11 +559,7 @@ impl Books {
                     at,
                     cell: cell.get_id(),
                 });
-                if let Some(done) = s.done.take() {
-                    if done.send(Ok(cell)).is_err() {
-                        debug!(task = %task_id, "the spawner stopped waiting");
-                    }
-                }
+                s.answer(Ok(cell));
             }
             Err(why) => {
                 warn!(task = %task_id, "cannot reach the actor: {why}; killing its task");
@@ -572,11 +573,7 @@ impl Books {
                     reason: None,
                     message: format!("its actor could not be reached: {why}"),
                 };
-                if let Some(done) = s.done.take() {
-                    if done.send(Err(e)).is_err() {
-                        debug!(task = %task_id, "the spawner stopped waiting");
-                    }
-                }
+                s.answer(Err(e));
             }
         }
     }
@@ -610,11 +607,7 @@ impl Books {
                     reason: u.reason,
                     message: u.message.clone(),
                 };
-                if let Some(done) = s.done.take() {
-                    if done.send(Err(e)).is_err() {
-                        debug!(task = %u.task_id, "the spawner stopped waiting");
-                    }
-                }
+                s.answer(Err(e));
             }
         }
         self.place();
@@ -639,14 +632,9 @@ impl Books {
         let Some(s) = self.spawns.get_mut(task_id) else {
             return;
         };
-        if let Some(done) = s.done.take() {
-            let e = DatacenterError::Cancelled {
-                task_id: task_id.clone(),
-            };
-            if done.send(Err(e)).is_err() {
-                debug!(task = %task_id, "the spawner stopped waiting");
-            }
-        }
+        s.answer(Err(DatacenterError::Cancelled {
+            task_id: task_id.clone(),
+        }));
         if matches!(s.phase, Phase::Pending { .. }) {
             self.spawns.remove(task_id);
             self.queue.retain(|q| q != task_id);
