@@ -377,6 +377,7 @@ fn a_forged_or_spent_executor_identity_is_refused_and_logged() {
                     name: name.into(),
                     pid: 1,
                     msg_type: "x".into(),
+                    rank: u64::MAX,
                 })
                 .unwrap();
         }

@@ -135,6 +135,7 @@ async fn drive(
                     name: n.clone(),
                     pid: 1,
                     msg_type: "plexus_kernel::protocol::MasterMsg".into(),
+                    rank: u64::MAX,
                 }));
                 for w in frames {
                     if let Err(e) = link.tx.send(&w) {

@@ -87,6 +87,13 @@ pub fn rule(name: &str, node: &str, roles: Roles) -> NameRule {
     NameRule::Open
 }
 
+/// Whether claims on `name` go by rank: only the master's name does (a leader's claim
+/// carries its term); on any other name a peer's rank is taken as 0, so no node can
+/// outrank another's claim on it.
+pub fn ranked(name: &str) -> bool {
+    name == MASTER_NAME
+}
+
 /// Where a name points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameEntry {
@@ -96,6 +103,10 @@ pub struct NameEntry {
     pub pid: u64,
     /// The actor's message type (checked by typed lookups).
     pub msg_type: String,
+    /// The claim's rank: of two claims by different nodes, the higher rank wins whatever
+    /// the rule (0 for ordinary names; the master's name is claimed with the leader's
+    /// Raft term, so it always points at the newest leader).
+    pub rank: u64,
 }
 
 /// The outcome of applying a claim.
@@ -124,11 +135,13 @@ impl NameTable {
         self.claim_as(name, entry, false)
     }
 
-    /// Applies a claim; an `exclusive` name is kept by its holder whatever the
-    /// claimant's name (see [`NameRule::Exclusive`]).
+    /// Applies a claim. Of two nodes' claims the higher [`NameEntry::rank`] wins; of
+    /// claims of equal rank, an `exclusive` name is kept by its holder whatever the
+    /// claimant's name (see [`NameRule::Exclusive`]), an open one goes to the node whose
+    /// name sorts first.
     pub fn claim_as(&mut self, name: &str, entry: NameEntry, exclusive: bool) -> Claim {
         match self.entries.get(name) {
-            Some(cur) if cur.node != entry.node && (exclusive || cur.node < entry.node) => {
+            Some(cur) if cur.node != entry.node && Self::keeps(cur, &entry, exclusive) => {
                 Claim::Lost {
                     holder: cur.clone(),
                 }
@@ -145,6 +158,15 @@ impl NameTable {
                 }
                 Claim::Accepted
             }
+        }
+    }
+
+    /// Whether `cur`, another node's claim, stands against `new`.
+    fn keeps(cur: &NameEntry, new: &NameEntry, exclusive: bool) -> bool {
+        match cur.rank.cmp(&new.rank) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => exclusive || cur.node < new.node,
         }
     }
 
@@ -225,6 +247,7 @@ mod tests {
         NameEntry {
             node: node.into(),
             pid,
+            rank: 0,
             msg_type: "M".into(),
         }
     }
@@ -276,6 +299,33 @@ mod tests {
             Claim::Accepted,
             "its holder may re-point it"
         );
+    }
+
+    #[test]
+    fn a_higher_ranked_claim_takes_a_name_and_a_lower_one_never_does_whatever_the_order() {
+        let ranked = |node: &str, pid: u64, rank: u64| NameEntry {
+            rank,
+            ..e(node, pid)
+        };
+        let mut x = NameTable::default();
+        let mut y = NameTable::default();
+        // The leader of term 3 (m2) and an old leader of term 2 (m1), heard in either
+        // order: every table points at the newer one.
+        x.claim_as(MASTER_NAME, ranked("m1", 1, 2), true);
+        assert_eq!(
+            x.claim_as(MASTER_NAME, ranked("m2", 5, 3), true),
+            Claim::Accepted
+        );
+        y.claim_as(MASTER_NAME, ranked("m2", 5, 3), true);
+        assert!(matches!(
+            y.claim_as(MASTER_NAME, ranked("m1", 1, 2), true),
+            Claim::Lost { holder } if holder.node == "m2"
+        ));
+        assert_eq!(x.get(MASTER_NAME), y.get(MASTER_NAME));
+        // The loser's names index no longer lists it; its release changes nothing.
+        assert!(x.held_by("m1").is_empty());
+        assert!(!x.release(MASTER_NAME, "m1"));
+        assert_eq!(x.get(MASTER_NAME).unwrap().node, "m2");
     }
 
     #[test]

@@ -175,6 +175,8 @@ pub(crate) struct NodeInner {
     /// Local actors granted to peers by name, whether or not a session with them is up
     /// (see [`Node::spawn_remote_granted`]); ended actors are pruned as the table grows.
     name_grants: Mutex<BTreeMap<String, BTreeSet<u64>>>,
+    /// Local actors only peers of some roles may reach (see [`Node::restrict`]).
+    restricted: Mutex<BTreeMap<u64, Roles>>,
     /// Decides whether an authenticated peer may have a session (see [`Node::admit_with`]).
     admission: RwLock<Option<Admission>>,
     /// Proxies of a peer that went down, waiting for word of how their actor ended, by
@@ -326,6 +328,7 @@ impl Node {
             inboxes: RwLock::new(BTreeMap::new()),
             refusals: Mutex::new(BTreeMap::new()),
             name_grants: Mutex::new(BTreeMap::new()),
+            restricted: Mutex::new(BTreeMap::new()),
             admission: RwLock::new(None),
             parked: Mutex::new(BTreeMap::new()),
         });
@@ -614,6 +617,19 @@ impl Node {
     /// Registers a local actor under a cluster-wide `name`. The name is released when the
     /// actor ends.
     pub fn register<M: Message>(&self, name: &str, actor: &ActorRef<M>) -> Result<(), ActorsError> {
+        self.register_ranked(name, actor, 0)
+    }
+
+    /// Registers a local actor under `name` with a claim of `rank`: a claim of another
+    /// node with a higher rank takes the name from it, one with a lower rank never does
+    /// (a master leading in Raft term T claims the master's name with rank T, so the name
+    /// follows the election, whichever claims each node heard first).
+    pub fn register_ranked<M: Message>(
+        &self,
+        name: &str,
+        actor: &ActorRef<M>,
+        rank: u64,
+    ) -> Result<(), ActorsError> {
         let id = actor.get_id();
         if !id.is_local() {
             return Err(ActorsError::Actor(format!(
@@ -624,6 +640,7 @@ impl Node {
             node: self.name().to_string(),
             pid: id.pid(),
             msg_type: std::any::type_name::<M>().to_string(),
+            rank: if crate::names::ranked(name) { rank } else { 0 },
         };
         let exclusive = crate::names::rule(name, self.name(), self.roles())
             .exclusive()
@@ -634,7 +651,8 @@ impl Node {
         {
             let mut names = lock(&self.inner.names);
             if let Some(cur) = names.get(name) {
-                if cur.node != entry.node || cur.pid != entry.pid {
+                let outranked = cur.node != entry.node && cur.rank < entry.rank;
+                if (cur.node != entry.node || cur.pid != entry.pid) && !outranked {
                     return Err(ActorsError::NameTaken {
                         name: name.to_string(),
                         node: cur.node.clone(),
@@ -652,6 +670,7 @@ impl Node {
             name: name.to_string(),
             pid: entry.pid,
             msg_type: entry.msg_type,
+            rank: entry.rank,
         });
         if let Some(w) = self.inner.watcher.get() {
             if let Err(e) = w.cast(WatcherMsg::Registered { pid: entry.pid }) {
@@ -660,6 +679,15 @@ impl Node {
         }
         self.inner.bump();
         Ok(())
+    }
+
+    /// Lets only peers with one of `roles` reach the local actor `id` (send to it, call
+    /// it, watch it), whatever names it holds: a name is public, but the masters' Raft
+    /// messages, say, are for masters alone. Lifted when the actor's names are released
+    /// at its end.
+    pub fn restrict(&self, id: ActorId, roles: Roles) {
+        assert!(id.is_local(), "only a local actor can be restricted");
+        lock(&self.inner.restricted).insert(id.pid(), roles);
     }
 
     /// Drops every name the local actor `id` holds (a supervisor frees the names of a
@@ -686,6 +714,11 @@ impl Node {
             inbox,
             owner: Some((Arc::downgrade(&self.inner), id.pid())),
         }
+    }
+
+    /// The node holding `name`, as this node knows it.
+    pub fn name_holder(&self, name: &str) -> Option<String> {
+        lock(&self.inner.names).get(name).map(|e| e.node.clone())
     }
 
     /// Drops this node's registration of `name`.
@@ -1065,6 +1098,7 @@ impl NodeInner {
     }
 
     pub(crate) fn release_local_pid(&self, pid: u64) {
+        lock(&self.restricted).remove(&pid);
         let names = lock(&self.names).release_pid(&self.ident.name, pid);
         for name in names {
             self.broadcast(&Wire::Unregister { name });
@@ -1243,6 +1277,7 @@ impl NodeInner {
                 name,
                 pid: e.pid,
                 msg_type: e.msg_type,
+                rank: e.rank,
             });
         }
     }
@@ -1367,6 +1402,11 @@ impl NodeInner {
     /// (names are public) or was spawned for that peer. An actor id is not a capability:
     /// one guessed from the counter reaches nothing else.
     fn reachable(&self, s: &Session, pid: u64) -> bool {
+        if let Some(roles) = lock(&self.restricted).get(&pid) {
+            if !roles.any(s.peer_roles) {
+                return false;
+            }
+        }
         s.granted(pid)
             || lock(&self.names).names_pid(&self.ident.name, pid)
             || lock(&self.name_grants)
@@ -1550,6 +1590,7 @@ impl NodeInner {
                 name,
                 pid,
                 msg_type,
+                rank,
             } => {
                 let exclusive = match rule(&name, &s.peer.name, s.peer_roles).exclusive() {
                     Ok(x) => x,
@@ -1562,6 +1603,7 @@ impl NodeInner {
                     node: s.peer.name.clone(),
                     pid,
                     msg_type,
+                    rank: if crate::names::ranked(&name) { rank } else { 0 },
                 };
                 if let Claim::Lost { holder } = lock(&self.names).claim_as(&name, e, exclusive) {
                     if exclusive {

@@ -65,11 +65,13 @@ pub enum Wire {
     Down { pid: u64, reason: DownReason },
     /// Stop local actor `pid`.
     Stop { pid: u64, reason: Option<String> },
-    /// A cluster-wide name now points at the sender's actor `pid`.
+    /// A cluster-wide name now points at the sender's actor `pid`; of two claims the
+    /// higher `rank` wins (see [`crate::names::NameTable::claim_as`]).
     Register {
         name: String,
         pid: u64,
         msg_type: String,
+        rank: u64,
     },
     /// The sender dropped its registration of `name`.
     Unregister { name: String },
@@ -158,8 +160,12 @@ impl FrameDescriber {
                 name,
                 pid,
                 msg_type,
+                rank,
             } => {
-                let d = format!("Register {name:?} pid={pid} {}", short_type(&msg_type));
+                let d = format!(
+                    "Register {name:?} pid={pid} rank={rank} {}",
+                    short_type(&msg_type)
+                );
                 types.insert((from.to_string(), pid), msg_type);
                 d
             }

@@ -237,6 +237,10 @@ async fn names_that_carry_authority_go_by_role_and_are_never_taken_from_a_live_h
                     name: claim.into(),
                     pid: 1,
                     msg_type: std::any::type_name::<Probe>().into(),
+                    // The highest rank does not lift the rule on who may hold a name. (A
+                    // master outranking the holder of the master's name is an election's
+                    // outcome: `ranked_claims_on_the_masters_name_follow_the_newest_term`.)
+                    rank: if roles.has(Role::Master) { 0 } else { u64::MAX },
                 });
             }
             rogue.send(&Wire::Call {
@@ -270,6 +274,87 @@ async fn names_that_carry_authority_go_by_role_and_are_never_taken_from_a_live_h
     // The node's own check says the same for local registrations.
     let e = agent.register(MASTER_NAME, &b_actor).unwrap_err();
     assert!(e.to_string().contains("master role"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_actor_is_reached_only_by_peers_of_its_roles_whatever_its_name() {
+    let net = SimNetwork::new(5, SimFaults::default());
+    let master = node(&net, "m", Role::Master, 1).await;
+    let (raft, _) = Actor::spawn(None, Holder, ()).await.unwrap();
+    master.register("plexus.master:raft:m", &raft).unwrap();
+    master.restrict(raft.get_id(), Role::Master.into());
+    let to = raft.get_id().pid();
+
+    let mut agent = Rogue::dial(&net, "aaa", Role::Agent, 2, &master).await;
+    agent.send(&Wire::Cast { to, body: vec![0] });
+    agent.send(&Wire::Call {
+        to,
+        id: 1,
+        body: vec![],
+    });
+    let e = agent.reply(1).await.unwrap_err();
+    assert!(e.contains("no actor"), "{e}");
+    assert_eq!(refused(&master, Refused::Cast), 1);
+    assert_eq!(refused(&master, Refused::Call), 1);
+
+    // Another master's call is delivered (and fails only to decode).
+    let mut peer = Rogue::dial(&net, "m2", Role::Master, 3, &master).await;
+    peer.send(&Wire::Call {
+        to,
+        id: 2,
+        body: vec![],
+    });
+    let e = peer.reply(2).await.unwrap_err();
+    assert!(!e.contains("no actor"), "{e}");
+    assert_eq!(refused(&master, Refused::Call), 1);
+}
+
+/// Waits until `n` sees `name` held by node `want`.
+async fn held_by(n: &Node, name: &str, want: &str) {
+    let mut changes = n.changes();
+    let wait = async {
+        while n.name_holder(name).as_deref() != Some(want) {
+            changes.changed().await.expect("node running");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{} sees {name:?} held by {want}", n.name()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranked_claims_on_the_masters_name_follow_the_newest_term() {
+    let (net, m1, agent, _m1_actor) = master_and_agent(4).await;
+    let m2 = node(&net, "m2", Role::Master, 3).await;
+    m2.join(m1.peer_addr());
+    agent.join(m2.peer_addr());
+    for n in [&m1, &agent] {
+        n.wait_for_peers(&["m2"], Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    held_by(&m2, MASTER_NAME, "m").await;
+
+    // m2, leading in term 2, takes the name from m's claim of rank 0 on every node.
+    let (m2_actor, _) = Actor::spawn(None, Holder, ()).await.unwrap();
+    m2.register_ranked(MASTER_NAME, &m2_actor, 2).unwrap();
+    for n in [&m1, &m2, &agent] {
+        held_by(n, MASTER_NAME, "m2").await;
+    }
+    let found = agent.whereis::<Probe>(MASTER_NAME).await.unwrap().unwrap();
+    assert_eq!(ractor::call_t!(found, Probe::Get, 5000).unwrap(), 7);
+
+    // A stale leader (term 1) cannot take it back; the leader of term 3 does.
+    let (stale, _) = Actor::spawn(None, Holder, ()).await.unwrap();
+    let e = m1.register_ranked(MASTER_NAME, &stale, 1).unwrap_err();
+    assert!(e.to_string().contains("m2"), "{e}");
+    m1.register_ranked(MASTER_NAME, &stale, 3).unwrap();
+    for n in [&m1, &m2, &agent] {
+        held_by(n, MASTER_NAME, "m").await;
+    }
+    // The outranked holder's release changes nothing for the others.
+    m2.unregister(MASTER_NAME);
+    assert_eq!(agent.name_holder(MASTER_NAME).as_deref(), Some("m"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,6 +476,7 @@ fn random_wire(rng: &mut impl rand::Rng, pids: &[u64]) -> Wire {
             name: name(rng),
             pid: pid(rng),
             msg_type: std::any::type_name::<Probe>().into(),
+            rank: pid(rng),
         },
         12 => Wire::Unregister { name: name(rng) },
         _ => Wire::Peers {

@@ -20,7 +20,7 @@ use crate::codec::{self, CodecError};
 use crate::roles::Roles;
 
 /// Version of the node-to-node protocol; peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// How long a peer may take to send its [`Hello`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
