@@ -97,7 +97,7 @@ type Err = StorageError<MasterId>;
 type Membership = StoredMembership<MasterId, BasicNode>;
 
 /// The last snapshot built or installed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
     meta: SnapshotMeta<MasterId, BasicNode>,
     data: Vec<u8>,
@@ -111,6 +111,23 @@ struct Inner {
     snapshot: Option<Stored>,
     /// Snapshots built so far (names them).
     built: u64,
+    /// Where snapshots are kept (none: in memory only, for tests of the log alone).
+    file: Option<crate::statefile::StateFile>,
+}
+
+impl Inner {
+    /// Makes `s` the current snapshot, on disk first when there is a file.
+    fn keep(&mut self, s: Stored) -> Result<(), Err> {
+        if let Some(f) = &mut self.file {
+            let sig = Some(s.meta.signature());
+            let bytes = plexus_net::codec::encode(&s)
+                .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+            f.write(&bytes)
+                .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))?;
+        }
+        self.snapshot = Some(s);
+        Ok(())
+    }
 }
 
 /// The registry as the committed log made it, with its snapshots. Cheap to clone (the
@@ -121,6 +138,44 @@ pub struct RegistryMachine {
 }
 
 impl RegistryMachine {
+    /// The state machine whose snapshots are kept in the state file `base` on `disk`
+    /// (written whole, checksummed and synced before the snapshot is used: the log is
+    /// purged only up to a snapshot on disk). Starts from the newest snapshot there.
+    pub fn on(
+        disk: Arc<dyn crate::statefile::Disk>,
+        base: &std::path::Path,
+    ) -> Result<RegistryMachine, crate::statefile::StateFileError> {
+        let mut file = crate::statefile::StateFile::on(disk, base);
+        let mut inner = Inner::default();
+        if let Some(bytes) = file.read()? {
+            let stored: Stored = plexus_net::codec::decode(&bytes).map_err(|e| {
+                crate::statefile::StateFileError::Io {
+                    path: base.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("registry snapshot: {e}"),
+                    ),
+                }
+            })?;
+            inner.registry = plexus_net::codec::decode(&stored.data).map_err(|e| {
+                crate::statefile::StateFileError::Io {
+                    path: base.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("registry in snapshot {}: {e}", stored.meta.snapshot_id),
+                    ),
+                }
+            })?;
+            inner.last_applied = stored.meta.last_log_id;
+            inner.membership = stored.meta.last_membership.clone();
+            inner.snapshot = Some(stored);
+        }
+        inner.file = Some(file);
+        Ok(RegistryMachine {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -146,10 +201,10 @@ impl RaftSnapshotBuilder<RegistryRaft> for RegistryMachine {
             last_membership: g.membership.clone(),
             snapshot_id: id,
         };
-        g.snapshot = Some(Stored {
+        g.keep(Stored {
             meta: meta.clone(),
             data: data.clone(),
-        });
+        })?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -211,13 +266,13 @@ impl RaftStateMachine<RegistryRaft> for RegistryMachine {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
         })?;
         let mut g = self.lock();
+        g.keep(Stored {
+            meta: meta.clone(),
+            data,
+        })?;
         g.registry = registry;
         g.last_applied = meta.last_log_id;
         g.membership = meta.last_membership.clone();
-        g.snapshot = Some(Stored {
-            meta: meta.clone(),
-            data,
-        });
         Ok(())
     }
 

@@ -14,7 +14,9 @@ impl StoreBuilder<RegistryRaft, LogStore, RegistryMachine, tempfile::TempDir> fo
     ) -> Result<(tempfile::TempDir, LogStore, RegistryMachine), StorageError<MasterId>> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let log = LogStore::open(&dir.path().join("raft.redb")).expect("opens");
-        Ok((dir, log, RegistryMachine::default()))
+        let disk = std::sync::Arc::new(crate::statefile::RealDisk);
+        let sm = RegistryMachine::on(disk, &dir.path().join("snapshot")).expect("opens");
+        Ok((dir, log, sm))
     }
 }
 
@@ -50,6 +52,34 @@ async fn the_log_and_vote_outlive_the_process_that_wrote_them() {
     let got = log.try_get_log_entries(1..4).await.unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].log_id.index, 3);
+}
+
+#[tokio::test]
+async fn a_snapshot_outlives_the_process_and_the_registry_restarts_from_it() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("snapshot");
+    let disk = std::sync::Arc::new(crate::statefile::RealDisk);
+    let admitted = {
+        let mut sm = RegistryMachine::on(disk.clone(), &base).unwrap();
+        let e = Entry::<RegistryRaft> {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 7),
+            payload: EntryPayload::Normal(RegistryOp::AdmitAgent {
+                agent_id: "a1".into(),
+                hostname: "h1".into(),
+            }),
+        };
+        sm.apply([e]).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+        sm.registry()
+    };
+    let mut again = RegistryMachine::on(disk, &base).unwrap();
+    assert_eq!(again.registry(), admitted);
+    let (applied, _) = again.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(7));
+    let snap = again.get_current_snapshot().await.unwrap().expect("kept");
+    assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(7));
 }
 
 #[test]
