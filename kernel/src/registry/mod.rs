@@ -19,6 +19,10 @@
 
 mod log;
 mod machine;
+/// Raft's calls between masters.
+pub mod net;
+/// A master's replica: Raft, storage, peers and the leader's lease.
+pub mod replica;
 
 pub use log::{LogStore, LogStoreError};
 pub use machine::{Registry, RegistryMachine};
