@@ -120,7 +120,8 @@ pub struct MasterArgs {
 /// `plexus agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The master node, NAME@HOST:PORT.
+    /// The master node, NAME@HOST:PORT; with several masters, any of them or all,
+    /// comma-separated (the agent registers with whichever leads).
     #[arg(long)]
     pub master: String,
     #[command(flatten)]
@@ -363,12 +364,13 @@ fn agent_settings(a: &AgentArgs) -> anyhow::Result<plexus_config::NodeSettings> 
     opt(&mut o, "agent.resources", &a.resources);
     opt(&mut o, "agent.register_timeout", &a.register_timeout);
     let mut s = a.node.settings_with(o)?;
-    let p: plexus_config::PeerAddr = a
-        .master
-        .parse()
-        .with_context(|| format!("bad --master {:?}", a.master))?;
-    if !s.peers.contains(&p) {
-        s.peers.push(p);
+    for m in a.master.split(',').map(str::trim) {
+        let p: plexus_config::PeerAddr = m
+            .parse()
+            .with_context(|| format!("bad --master {:?} (in {:?})", m, a.master))?;
+        if !s.peers.contains(&p) {
+            s.peers.push(p);
+        }
     }
     Ok(s)
 }

@@ -59,6 +59,24 @@ fn find_token(base: &str) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_string())
 }
 
+/// Most redirects one request follows (a standby master sends it to the leader).
+pub const MAX_REDIRECTS: usize = 3;
+
+/// `r` with the `Authorization` header `bearer`, if any.
+fn with_auth<B>(r: ureq::RequestBuilder<B>, bearer: Option<String>) -> ureq::RequestBuilder<B> {
+    match bearer {
+        Some(b) => r.header("Authorization", b),
+        None => r,
+    }
+}
+
+/// The base (`scheme://host:port`) of an absolute URL.
+fn base_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
+}
+
 fn err_of(e: ureq::Error, what: &str) -> anyhow::Error {
     anyhow!("{what}: {e}")
 }
@@ -140,6 +158,8 @@ impl Client {
     pub fn with_token(base: &str, token: Option<String>) -> Client {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Followed here, with the credential for where they lead (see `exchange`).
+            .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(30)));
         if base.starts_with("https://") {
             match tls_from_env() {
@@ -155,11 +175,52 @@ impl Client {
         }
     }
 
-    fn authorized<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        match &self.token {
-            Some(t) => r.header("Authorization", format!("Bearer {t}")),
-            None => r,
+    /// Sends a request (`post`: none for a GET, else a POST with an optional JSON body)
+    /// to `path`, following a master's redirects to the leading master (307, at most
+    /// [`MAX_REDIRECTS`]) with the credential the CLI has for where they lead.
+    fn exchange(
+        &self,
+        post: Option<Option<&serde_json::Value>>,
+        path: &str,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        let mut base = self.base.clone();
+        let mut token = self.token.clone();
+        let method = if post.is_some() { "POST" } else { "GET" };
+        for _ in 0..=MAX_REDIRECTS {
+            let url = format!("{base}{path}");
+            let bearer = token.as_ref().map(|t| format!("Bearer {t}"));
+            let sent = match post {
+                None => with_auth(self.agent.get(&url), bearer).call(),
+                Some(None) => with_auth(self.agent.post(&url), bearer).send_empty(),
+                Some(Some(v)) => with_auth(self.agent.post(&url), bearer).send_json(v),
+            }
+            .map_err(|e| {
+                err_of(
+                    e,
+                    &format!("{method} {url} (is a master running? see --api)"),
+                )
+            })?;
+            let next = (sent.status() == ureq::http::StatusCode::TEMPORARY_REDIRECT)
+                .then(|| {
+                    sent.headers()
+                        .get("Location")?
+                        .to_str()
+                        .ok()
+                        .and_then(base_of)
+                })
+                .flatten();
+            match next {
+                Some(next) => {
+                    token = find_token(&next).or(token);
+                    base = next;
+                }
+                None => return Ok(sent),
+            }
         }
+        Err(anyhow!(
+            "{method} {path}: more than {MAX_REDIRECTS} redirects from {} (no master leads?)",
+            self.base
+        ))
     }
 
     fn check(
@@ -175,11 +236,7 @@ impl Client {
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let r = self
-            .authorized(self.agent.get(&url))
-            .call()
-            .map_err(|e| err_of(e, &format!("GET {url} (is a master running? see --api)")))?;
+        let r = self.exchange(None, path)?;
         let mut r = self.check(r, &format!("GET {path}"))?;
         r.body_mut()
             .read_json()
@@ -188,11 +245,8 @@ impl Client {
 
     /// Submits a job; returns its task id.
     pub fn submit(&self, job: &SubmitJob) -> anyhow::Result<String> {
-        let url = format!("{}/api/v1/jobs", self.base);
-        let r = self
-            .authorized(self.agent.post(&url))
-            .send_json(job)
-            .map_err(|e| err_of(e, &format!("POST {url}")))?;
+        let body = serde_json::to_value(job).context("encoding the job")?;
+        let r = self.exchange(Some(Some(&body)), "/api/v1/jobs")?;
         let mut r = self.check(r, "submitting the job")?;
         let v: serde_json::Value = r
             .body_mut()
@@ -252,11 +306,7 @@ impl Client {
 
     /// Kills a task; says so when it had already ended.
     pub fn kill(&self, id: &str) -> anyhow::Result<KillAnswer> {
-        let url = format!("{}/api/v1/tasks/{id}/kill", self.base);
-        let mut r = self
-            .authorized(self.agent.post(&url))
-            .send_empty()
-            .map_err(|e| err_of(e, &format!("POST {url}")))?;
+        let mut r = self.exchange(Some(None), &format!("/api/v1/tasks/{id}/kill"))?;
         if r.status() == ureq::http::StatusCode::CONFLICT {
             return Ok(KillAnswer::AlreadyEnded(error_text(&mut r)));
         }
@@ -266,14 +316,8 @@ impl Client {
 
     /// Bytes of a task's file from `offset`, and the next offset.
     pub fn logs(&self, id: &str, file: &str, offset: u64) -> anyhow::Result<(Vec<u8>, u64)> {
-        let url = format!(
-            "{}/api/v1/tasks/{id}/logs?file={file}&offset={offset}",
-            self.base
-        );
-        let r = self
-            .authorized(self.agent.get(&url))
-            .call()
-            .map_err(|e| err_of(e, &format!("GET {url}")))?;
+        let path = format!("/api/v1/tasks/{id}/logs?file={file}&offset={offset}");
+        let r = self.exchange(None, &path)?;
         let mut r = self.check(r, &format!("logs of {id}"))?;
         let next = r
             .headers()

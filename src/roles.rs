@@ -18,17 +18,26 @@ use plexus_kernel::containerizer::{ProcessContainerizer, TaskLimits};
 use plexus_kernel::jobs::{Jobs, JobsStore, MAX_JOB_ROLES};
 use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
+use plexus_kernel::registry::replica::{Replica, ReplicaConfig};
+use plexus_kernel::registry::RegistryOp;
 use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
 use plexus_kernel::scheduler::SchedulerDriver;
 use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
 use ractor::{Actor, ActorRef};
 
+/// The supervisor of the master running in this process, if one runs (with several
+/// masters, only while this one leads).
+pub type CurrentMaster = Arc<std::sync::Mutex<Option<ActorRef<MasterSupervisorMsg>>>>;
+
 /// A running master.
 pub struct MasterHandle {
-    /// The master's supervisor.
-    pub supervisor: ActorRef<MasterSupervisorMsg>,
-    /// Ends when the supervisor gives up on the master.
+    /// The master's supervisor, while a master runs here.
+    pub supervisor: CurrentMaster,
+    /// Ends when the supervisor gives up on the master (or, with several masters, when
+    /// this one's Raft stops).
     pub ended: tokio::task::JoinHandle<()>,
+    /// With several masters: this one's replica of the registry.
+    pub replica: Option<Arc<Replica>>,
     /// The built-in jobs framework.
     pub jobs: Jobs,
     /// The HTTP API's supervisor.
@@ -40,7 +49,13 @@ pub struct MasterHandle {
 impl MasterHandle {
     /// The master actor running now (none while its supervisor restarts it).
     pub async fn master(&self) -> anyhow::Result<Option<ActorRef<MasterMsg>>> {
-        ractor::call_t!(self.supervisor, MasterSupervisorMsg::Current, 5000)
+        let sup = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(sup) = sup else { return Ok(None) };
+        ractor::call_t!(sup, MasterSupervisorMsg::Current, 5000)
             .context("asking the master's supervisor")
     }
 }
@@ -66,17 +81,33 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         offer_limit: s.master.offer_limit,
         acls: access.acls().clone(),
         credentials: access.credentials(),
+        other_masters: s
+            .master
+            .peers
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|n| n != node.name())
+            .collect(),
         ..MasterConfig::default()
     };
     let role_changes = cfg.role_changes.clone();
     let reads = cfg.reads.clone();
-    let (supervisor, ended) = Actor::spawn(
-        None,
-        MasterSupervisor::new(MasterSpec::new(node.clone(), cfg), RestartPolicy::default()),
-        (),
-    )
-    .await
-    .context("starting the master")?;
+    let supervisor = CurrentMaster::default();
+    let (ended, replica) = if s.master.peers.is_empty() {
+        let (sup, ended) = start_master_supervisor(node, cfg).await?;
+        *supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(sup);
+        (ended, None)
+    } else {
+        let replica = Arc::new(start_replica(node, s, &dir).await?);
+        let scheme = if s.master.api_tls { "https" } else { "http" };
+        let mut api_addr = s.master.api_listen;
+        if api_addr.ip().is_unspecified() {
+            api_addr.set_ip(node.addr().ip());
+        }
+        let api = format!("{scheme}://{api_addr}");
+        let lead = lead(node.clone(), cfg, replica.clone(), api, supervisor.clone());
+        (tokio::spawn(lead), Some(replica))
+    };
     let roles = job_roles(s)?;
     let store = JobsStore::open(&dir.join("jobs.redb"))?;
     let (jobs, framework_ids) = Jobs::open(&roles, store)?;
@@ -93,14 +124,25 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
             role: role.clone(),
             failover_timeout_secs: 3600.0,
         };
-        SchedulerDriver::start(
-            node,
-            info,
-            jobs.scheduler_for(role),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the jobs framework of role {role:?}: {e}"))?;
+        let scheduler = jobs.scheduler_for(role);
+        if replica.is_none() {
+            SchedulerDriver::start(node, info, scheduler, Duration::from_secs(30))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("starting the jobs framework of role {role:?}: {e}")
+                })?;
+            continue;
+        }
+        // One of several masters: the masters may start in any order and elect a
+        // leader once a majority is up, so the framework subscribes whenever one leads.
+        let node = node.clone();
+        let role = role.clone();
+        tokio::spawn(async move {
+            let wait = Duration::from_secs(365 * 86_400);
+            if let Err(e) = SchedulerDriver::start(&node, info, scheduler, wait).await {
+                tracing::error!("the jobs framework of role {role:?} did not start: {e}");
+            }
+        });
     }
     // Bound once: a restarted API serves on the same socket.
     let listener = std::net::TcpListener::bind(s.master.api_listen).with_context(|| {
@@ -115,6 +157,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         reads,
         access,
         roles: role_changes,
+        standby: replica.clone(),
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (api, api_ended) =
@@ -125,10 +168,131 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     Ok(MasterHandle {
         supervisor,
         ended,
+        replica,
         jobs,
         api,
         api_ended,
     })
+}
+
+async fn start_master_supervisor(
+    node: &Node,
+    cfg: MasterConfig,
+) -> anyhow::Result<(ActorRef<MasterSupervisorMsg>, tokio::task::JoinHandle<()>)> {
+    let spec = MasterSpec::new(node.clone(), cfg);
+    Actor::spawn(
+        None,
+        MasterSupervisor::new(spec, RestartPolicy::default()),
+        (),
+    )
+    .await
+    .context("starting the master")
+}
+
+/// Joins the other masters of `master.peers` and starts this one's replica of the
+/// registry.
+async fn start_replica(
+    node: &Node,
+    s: &NodeSettings,
+    dir: &std::path::Path,
+) -> anyhow::Result<Replica> {
+    for p in &s.master.peers {
+        if p.name != node.name() {
+            node.join(p.clone());
+        }
+    }
+    let cfg = ReplicaConfig {
+        peers: s.master.peers.iter().map(|p| p.name.clone()).collect(),
+        dir: dir.join("registry"),
+        disk: Arc::new(plexus_kernel::statefile::RealDisk),
+        heartbeat_ms: s.master.raft_heartbeat_interval.as_millis() as u64,
+        election_timeout_ms: s.master.election_timeout.as_millis() as u64,
+        snapshot_every: 1_000,
+    };
+    Ok(Replica::start(node, cfg).await?)
+}
+
+/// Runs a master while this one leads: when its lease is taken, it says where its API
+/// is (a registry write, which also proves a quorum follows it) and starts with the term
+/// it leads in; it is stopped (with what it linked) when the lease lapses or another term
+/// begins. Returns when a master's supervisor gives up on it.
+async fn lead(
+    node: Node,
+    cfg: MasterConfig,
+    replica: Arc<Replica>,
+    api: String,
+    current: CurrentMaster,
+) {
+    let lease = replica.lease();
+    let mut term: Option<u64> = None;
+    let mut running: Option<(ActorRef<MasterSupervisorMsg>, tokio::task::JoinHandle<()>)> = None;
+    loop {
+        let now = match running.as_mut() {
+            Some((_, ended)) => tokio::select! {
+                t = lease.changed_from(term) => t,
+                r = ended => {
+                    if let Err(e) = r {
+                        tracing::error!("the master's supervisor ended abnormally: {e}");
+                    }
+                    return;
+                }
+            },
+            None => lease.changed_from(term).await,
+        };
+        if let Some((sup, ended)) = running.take() {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            stop_leading(sup, ended).await;
+            tracing::info!(term = ?term, "stopped leading");
+        }
+        term = now;
+        let Some(t) = now else { continue };
+        let said = RegistryOp::Leader {
+            master: replica.id,
+            term: t,
+            api: api.clone(),
+        };
+        if let Err(e) = replica.write(said).await {
+            tracing::warn!(term = t, "not leading after all: {e}");
+            continue;
+        }
+        let mut c = cfg.clone();
+        c.leading = Some((t, lease.clone()));
+        match start_master_supervisor(&node, c).await {
+            Ok((sup, ended)) => {
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(sup.clone());
+                running = Some((sup, ended));
+                tracing::info!(term = t, "leading: the master runs here");
+            }
+            Err(e) => {
+                tracing::error!("cannot start the leading master: {e:#}");
+                return;
+            }
+        }
+    }
+}
+
+/// Stops a master that no longer leads: its supervisor first (so it is not restarted),
+/// then the master with what it linked.
+async fn stop_leading(sup: ActorRef<MasterSupervisorMsg>, ended: tokio::task::JoinHandle<()>) {
+    let master = ractor::call_t!(sup, MasterSupervisorMsg::Current, 5000)
+        .ok()
+        .flatten();
+    sup.stop(Some("no longer leading".into()));
+    if let Err(e) = ended.await {
+        tracing::debug!("the master's supervisor ended abnormally: {e}");
+    }
+    if let Some(m) = master {
+        m.stop_children(Some("the master no longer leads".into()));
+        if let Err(e) = m
+            .stop_and_wait(
+                Some("no longer leading".into()),
+                Some(Duration::from_secs(5)),
+            )
+            .await
+        {
+            tracing::debug!("stopping the master: {e}");
+        }
+    }
 }
 
 /// Who may call the API: `admin` with the master's own token (made once in

@@ -184,6 +184,15 @@ impl NameTable {
         self.entries.get(name)
     }
 
+    /// The names starting with `prefix`, in order.
+    pub fn names_under(&self, prefix: &str) -> Vec<String> {
+        self.entries
+            .range(prefix.to_string()..)
+            .take_while(|(n, _)| n.starts_with(prefix))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// Drops `name` if `node` holds it.
     pub fn release(&mut self, name: &str, node: &str) -> bool {
         if self.entries.get(name).is_some_and(|e| e.node == node) {
@@ -284,6 +293,9 @@ mod tests {
             "a node may re-point its own name"
         );
         assert_eq!(t.held_by("a").len(), 1);
+        t.claim("x.1", e("b", 1));
+        t.claim("w", e("b", 2));
+        assert_eq!(t.names_under("x"), vec!["x".to_string(), "x.1".to_string()]);
     }
 
     #[test]

@@ -716,6 +716,12 @@ impl Node {
         }
     }
 
+    /// The names this node knows that start with `prefix`, in order (a new leading
+    /// master tells every `plexus.agent:` and `plexus.scheduler:` it knows of).
+    pub fn names_under(&self, prefix: &str) -> Vec<String> {
+        lock(&self.inner.names).names_under(prefix)
+    }
+
     /// The node holding `name`, as this node knows it.
     pub fn name_holder(&self, name: &str) -> Option<String> {
         lock(&self.inner.names).get(name).map(|e| e.node.clone())

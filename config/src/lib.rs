@@ -195,6 +195,18 @@ pub struct MasterSettings {
     /// Who may do what (`[master.acls]`); without it every principal may do everything
     /// but run tasks as root.
     pub acls: Option<AclSettings>,
+    /// Every master of the cluster, this one included, `name@host:port` (their node
+    /// listen addresses): they elect one leader with Raft and replicate the registry.
+    /// Empty (the default): this is the only master.
+    pub peers: Vec<PeerAddr>,
+    /// The shortest time followers wait for the leader before electing another (the
+    /// longest is twice it); a leader cut off from a majority stops leading after three
+    /// quarters of it.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout: Duration,
+    /// How often the leader tells the other masters it leads.
+    #[serde(with = "humantime_serde")]
+    pub raft_heartbeat_interval: Duration,
 }
 
 /// Authorization rules (`[master.acls]`), in the spirit of Mesos's ACLs: each list
@@ -275,6 +287,9 @@ impl Default for MasterSettings {
             api_request_timeout: Duration::from_secs(30),
             principals: Vec::new(),
             acls: None,
+            peers: Vec::new(),
+            election_timeout: Duration::from_millis(400),
+            raft_heartbeat_interval: Duration::from_millis(50),
         }
     }
 }
@@ -422,6 +437,38 @@ pub fn origin_problem(o: &str) -> Option<String> {
 }
 
 impl NodeSettings {
+    /// Checks the masters' settings (`master.peers`, the election's timings).
+    fn validate_masters(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: &str| ConfigError::Invalid {
+            key: key.into(),
+            value,
+            reason: reason.into(),
+        };
+        let m = &self.master;
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        if m.raft_heartbeat_interval.is_zero() {
+            return Err(bad(
+                "master.raft_heartbeat_interval",
+                ms(m.raft_heartbeat_interval),
+                "must be positive",
+            ));
+        }
+        if m.election_timeout < m.raft_heartbeat_interval * 3 {
+            return Err(bad(
+                "master.election_timeout",
+                ms(m.election_timeout),
+                "must be at least three times master.raft_heartbeat_interval",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &m.peers {
+            if !names.insert(p.name.as_str()) {
+                return Err(bad("master.peers", p.to_string(), "names a master twice"));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every value; the error names the first bad key and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, value: String, reason: &str| ConfigError::Invalid {
@@ -462,6 +509,7 @@ impl NodeSettings {
                 "must be at least twice heartbeat_interval",
             ));
         }
+        self.validate_masters()?;
         if self.agent.executor_recovery_timeout < self.node_down_timeout {
             return Err(bad(
                 "agent.executor_recovery_timeout",
@@ -821,6 +869,21 @@ mod tests {
                 "[agent]\nlimit_check_interval = \"0s\"\n",
                 "agent.limit_check_interval",
                 "0ms",
+            ),
+            (
+                "[master]\nelection_timeout = \"100ms\"\n",
+                "master.election_timeout",
+                "100ms",
+            ),
+            (
+                "[master]\nraft_heartbeat_interval = \"0s\"\n",
+                "master.raft_heartbeat_interval",
+                "0ms",
+            ),
+            (
+                "[master]\npeers = [\"m1@127.0.0.1:1\", \"m1@127.0.0.2:1\"]\n",
+                "master.peers",
+                "m1@127.0.0.2:1",
             ),
         ] {
             let f = file(text);

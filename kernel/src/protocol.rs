@@ -494,6 +494,9 @@ pub enum SchedulerMsg {
     /// The master lost this framework's session: subscribe again (with the framework
     /// id, within the failover timeout, the tasks are still there).
     Disconnected(String),
+    /// A new master leads: subscribe again with it at once (sent by the new leader to
+    /// every scheduler name it knows).
+    MasterChanged,
 }
 
 /// Messages to an agent.
@@ -588,6 +591,9 @@ pub enum AgentMsg {
         /// killing the task).
         exit: crate::containerizer::ExitInfo,
     },
+    /// A new master leads: register with it at once (sent by the new leader to every
+    /// agent name it knows).
+    MasterChanged,
 }
 
 /// An agent's own view of its work (see [`AgentMsg::Inspect`]).

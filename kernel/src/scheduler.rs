@@ -178,6 +178,16 @@ enum SubscribeFailure {
     Refused(String),
 }
 
+/// Whether the master's name now points at another actor than `current` (a new master
+/// leads). The new leader's claim reaches a node before its word that it leads (both go
+/// on one link, in order), so whoever is told looks here.
+pub(crate) async fn master_moved(node: &Node, current: Option<ractor::ActorId>) -> bool {
+    match node.whereis::<MasterMsg>(MASTER_NAME).await {
+        Ok(Some(found)) => current != Some(found.get_id()),
+        _ => false,
+    }
+}
+
 async fn subscribe(
     node: &Node,
     info: &FrameworkInfo,
@@ -336,6 +346,18 @@ impl Actor for SchedulerDriver {
                     }
                 }
                 info!(framework = %id, "subscribed");
+            }
+            SchedulerMsg::MasterChanged => {
+                let current = st.handle.as_ref().map(|h| h.master.get_id());
+                // Between subscriptions: again at once, under its id. (A first
+                // subscription under way, without an id, is left to answer: a second
+                // would make a second framework.)
+                let subscribed = current.is_some() || st.info.id.is_some();
+                if subscribed && master_moved(&self.node, current).await {
+                    info!("a new master leads; subscribing with it");
+                    st.handle = None;
+                    me.send_message(SchedulerMsg::Resubscribe)?;
+                }
             }
             SchedulerMsg::Resubscribe => {
                 if st.handle.is_none() {

@@ -903,6 +903,7 @@ async fn an_api_that_panics_is_restarted_on_the_same_socket_and_serves_the_same_
         reads: c.reads.clone(),
         access: test_access(addr),
         roles: Default::default(),
+        standby: None,
     };
     let spec = ApiSpec::new(c.master_node.clone(), listener, ctx, fault.clone());
     let (sup, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())
@@ -1025,6 +1026,7 @@ async fn health_is_unhealthy_once_no_master_runs() {
         reads: plexus_kernel::master::ReadModel::default(),
         access: test_access(addr),
         roles: Default::default(),
+        standby: None,
     };
     let spec = ApiSpec::new(node.clone(), listener, ctx, FaultSwitch::default());
     let (_api, _) = Actor::spawn(None, ApiSupervisor::new(spec, RestartPolicy::default()), ())

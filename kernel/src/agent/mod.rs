@@ -1201,6 +1201,16 @@ impl Agent {
                 }
                 self.flush(st);
             }
+            AgentMsg::MasterChanged => {
+                // Acted on only when the master's name points elsewhere now.
+                let current = st.master.as_ref().map(|m| m.get_id());
+                if crate::scheduler::master_moved(&self.node, current).await {
+                    info!(agent = %st.core.agent_id(), "a new master leads; registering with it");
+                    st.master = None;
+                    st.core.on_master_lost();
+                    self.register(&me, st).await;
+                }
+            }
             AgentMsg::Registered => {
                 if !st.core.registered() {
                     info!(agent = %st.core.agent_id(), "registered with the master");

@@ -73,6 +73,40 @@ pub struct ApiContext {
     pub access: Arc<auth::ApiAccess>,
     /// Roles' weights and quotas operators set (the master applies them).
     pub roles: crate::master::config::SharedRoles,
+    /// With several masters, this one's replica: while another leads, requests are
+    /// sent there (307 to the leader's API) or refused until one leads (503).
+    pub standby: Option<Arc<crate::registry::replica::Replica>>,
+}
+
+/// Where a request to a master of several goes: `None` to serve it here (this master
+/// leads, or the path is this process's own: `/health`, `/metrics`), else the answer
+/// sending it to the leader.
+fn elsewhere(
+    standby: Option<&crate::registry::replica::Replica>,
+    req: &actix_web::dev::ServiceRequest,
+) -> Option<HttpResponse> {
+    let r = standby?;
+    if r.lease().term().is_some() || matches!(req.path(), "/health" | "/metrics") {
+        return None;
+    }
+    let Some(api) = r.leader_api() else {
+        return Some(
+            ApiError::status(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "no master leads yet (an election is under way): try again shortly".to_string(),
+            )
+            .error_response(),
+        );
+    };
+    let at = req
+        .uri()
+        .path_and_query()
+        .map_or(req.path(), |p| p.as_str());
+    Some(
+        HttpResponse::TemporaryRedirect()
+            .insert_header((actix_web::http::header::LOCATION, format!("{api}{at}")))
+            .json(serde_json::json!({ "error": "this master does not lead", "leader": api })),
+    )
 }
 
 /// Longest a request may take from its first byte to its answer, body included (a body
@@ -1116,6 +1150,7 @@ pub fn serve(
     let tls = ctx.access.tls().cloned();
     let server = HttpServer::new(move || {
         let access = ctx.access.clone();
+        let standby = ctx.standby.clone();
         // Outermost, so a browser's preflight is answered before credentials are asked.
         let cors = cors_for(access.cors_origins());
         App::new()
@@ -1131,6 +1166,11 @@ pub fn serve(
                 let answer: Answer = match gate(&access, &req) {
                     Err(e) => {
                         let r = req.into_response(e.error_response());
+                        Box::pin(async move { Ok(r) })
+                    }
+                    Ok(()) if elsewhere(standby.as_deref(), &req).is_some() => {
+                        let answer = elsewhere(standby.as_deref(), &req).expect("checked");
+                        let r = req.into_response(answer);
                         Box::pin(async move { Ok(r) })
                     }
                     Ok(()) => {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use plexus_actors::{InboxGauge, Node};
 
@@ -50,6 +50,33 @@ impl Master {
         let mixed = (inc ^ (inc >> 32)) as u32;
         mixed.wrapping_add(self.generation.wrapping_mul(0x9e37_79b9))
     }
+}
+
+/// Tells every agent and scheduler this node knows of that a new master leads, so they
+/// register and subscribe with it at once rather than when they find the old one gone.
+fn tell_master_changed(node: &Node) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        let (mut agents, mut schedulers) = (0, 0);
+        for name in node.names_under(plexus_actors::names::AGENT_PREFIX) {
+            if let Ok(Some(a)) = node.whereis::<AgentMsg>(&name).await {
+                if a.cast(AgentMsg::MasterChanged).is_ok() {
+                    agents += 1;
+                }
+            }
+        }
+        for name in node.names_under(plexus_actors::names::SCHEDULER_PREFIX) {
+            if let Ok(Some(s)) = node.whereis::<SchedulerMsg>(&name).await {
+                if s.cast(SchedulerMsg::MasterChanged).is_ok() {
+                    schedulers += 1;
+                }
+            }
+        }
+        info!(
+            agents,
+            schedulers, "told agents and schedulers that this master leads"
+        );
+    });
 }
 
 enum Watched {
@@ -216,20 +243,20 @@ impl Master {
     }
 
     /// On whose authority a subscribing framework acts: the kernel's, when its driver
-    /// runs in this node (the name rules let a node hold only `plexus.scheduler:NODE:…`
-    /// names of its own); else the principal it names, if its secret proves it.
+    /// runs in this node or another master's (the name rules let a node hold only
+    /// `plexus.scheduler:NODE:…` names of its own); else the principal it names, if its
+    /// secret proves it.
     fn authority(
         &self,
         info: &FrameworkInfo,
         scheduler: &str,
         secret: Option<&str>,
     ) -> Result<FrameworkAuthority, String> {
-        let own = format!(
-            "{}{}:",
-            plexus_actors::names::SCHEDULER_PREFIX,
-            self.node.name()
-        );
-        if scheduler.starts_with(&own) {
+        let kernel_node = scheduler
+            .strip_prefix(plexus_actors::names::SCHEDULER_PREFIX)
+            .and_then(|rest| rest.split(':').next())
+            .is_some_and(|n| n == self.node.name() || self.cfg.other_masters.contains(n));
+        if kernel_node {
             return Ok(FrameworkAuthority::Kernel);
         }
         match (&info.principal, secret) {
@@ -292,7 +319,13 @@ impl Actor for Master {
         me: ActorRef<MasterMsg>,
         _: (),
     ) -> Result<MasterState, ActorProcessingErr> {
-        self.node.register(MASTER_NAME, &me)?;
+        match &self.cfg.leading {
+            None => self.node.register(MASTER_NAME, &me)?,
+            Some((term, _)) => {
+                self.node.register_ranked(MASTER_NAME, &me, *term)?;
+                tell_master_changed(&self.node);
+            }
+        }
         me.send_interval(TICK_INTERVAL, || MasterMsg::Tick);
         me.send_interval(self.cfg.allocation_interval, || MasterMsg::Allocate);
         Ok(MasterState {
@@ -320,6 +353,13 @@ impl Actor for Master {
     ) -> Result<(), ActorProcessingErr> {
         self.cfg.fault.check("the master");
         st.inbox.handled();
+        if let Some((term, lease)) = &self.cfg.leading {
+            if lease.term() != Some(*term) {
+                // Another master may lead by now: nothing is decided here any more.
+                debug!(term, "not leading: a message is left unanswered");
+                return Ok(());
+            }
+        }
         match msg {
             MasterMsg::RegisterAgent(reg) => {
                 let agent = reg.agent_id.clone();

@@ -51,6 +51,13 @@ pub struct MasterConfig {
     /// Weights and quotas operators changed at runtime (the API writes, the master
     /// applies on `MasterMsg::RolesChanged`); kept across restarts of the master actor.
     pub role_changes: SharedRoles,
+    /// With several masters: the Raft term this master leads in (its claim on the
+    /// master's name carries it, so the name follows the election) and its lease, past
+    /// which it takes no message (the process stops it). `None`: a single master.
+    pub leading: Option<(u64, crate::registry::replica::Lease)>,
+    /// The other masters' node names: frameworks whose drivers run there (the built-in
+    /// jobs framework of each master) act on the kernel's authority, as this node's do.
+    pub other_masters: std::collections::BTreeSet<String>,
 }
 
 /// Most roles with a weight or a quota.
@@ -162,6 +169,8 @@ impl Default for MasterConfig {
             acls: crate::acl::Acls::default(),
             credentials: crate::acl::Credentials::default(),
             role_changes: SharedRoles::default(),
+            leading: None,
+            other_masters: Default::default(),
         }
     }
 }

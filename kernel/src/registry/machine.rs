@@ -30,6 +30,19 @@ pub struct Registry {
     pub removed_frameworks: BTreeMap<FrameworkId, u64>,
     /// Roles' weights, in thousandths.
     pub weights: BTreeMap<String, u64>,
+    /// The newest leader that said where its API is.
+    pub leader: Option<LeaderRecord>,
+}
+
+/// A leader's word of where its API is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    /// The master.
+    pub master: MasterId,
+    /// The term it leads in.
+    pub term: u64,
+    /// Its API's base URL.
+    pub api: String,
 }
 
 /// Forgets the oldest entries of `removed` beyond [`MAX_REMOVED`].
@@ -85,6 +98,17 @@ impl Registry {
                     .is_none();
                 bound(&mut self.removed_frameworks);
                 was || new
+            }
+            RegistryOp::Leader { master, term, api } => {
+                if self.leader.as_ref().is_some_and(|l| l.term > *term) {
+                    return false;
+                }
+                let new = LeaderRecord {
+                    master: *master,
+                    term: *term,
+                    api: api.clone(),
+                };
+                self.leader.replace(new.clone()) != Some(new)
             }
             RegistryOp::SetWeight { role, weight_milli } => {
                 self.weights.insert(role.clone(), *weight_milli) != Some(*weight_milli)
@@ -178,6 +202,11 @@ impl RegistryMachine {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest leader's record, as applied so far.
+    pub fn leader(&self) -> Option<LeaderRecord> {
+        self.lock().registry.leader.clone()
     }
 
     /// A copy of the registry as applied so far.

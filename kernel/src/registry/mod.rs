@@ -25,7 +25,7 @@ pub mod net;
 pub mod replica;
 
 pub use log::{LogStore, LogStoreError};
-pub use machine::{Registry, RegistryMachine};
+pub use machine::{LeaderRecord, Registry, RegistryMachine};
 
 use std::io::Cursor;
 
@@ -75,6 +75,16 @@ pub enum RegistryOp {
         framework_id: FrameworkId,
         /// When.
         unix_ms: u64,
+    },
+    /// A master leads in `term`, its operator API at `api` (`http://host:port`): the
+    /// other masters send the API's clients there.
+    Leader {
+        /// The master.
+        master: MasterId,
+        /// The term it leads in.
+        term: u64,
+        /// Its API's base URL.
+        api: String,
     },
     /// A role's weight changed.
     SetWeight {

@@ -157,6 +157,15 @@ pub fn leading(
     Some((m.current_term, acked + lease))
 }
 
+/// A committed write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Whether it changed the registry.
+    pub changed: bool,
+    /// Its place in the log.
+    pub index: u64,
+}
+
 /// A master's replica of the registry.
 pub struct Replica {
     /// This master's id.
@@ -250,6 +259,20 @@ impl Replica {
         self.machine.registry()
     }
 
+    /// The API of the master leading now, when it said where it is (none while no master
+    /// leads, or before the leader's word is applied here).
+    pub fn leader_api(&self) -> Option<String> {
+        let (leader, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader?, m.current_term)
+        };
+        self.machine
+            .leader()
+            .filter(|l| l.master == leader && l.term == term)
+            .map(|l| l.api)
+    }
+
     /// This master's lease (whether it may lead now).
     pub fn lease(&self) -> Lease {
         self.lease.clone()
@@ -272,9 +295,12 @@ impl Replica {
 
     /// Appends `op` to the log and waits until it is committed and applied; only the
     /// leader can.
-    pub async fn write(&self, op: RegistryOp) -> Result<bool, ReplicaError> {
+    pub async fn write(&self, op: RegistryOp) -> Result<Written, ReplicaError> {
         match self.raft.client_write(op).await {
-            Ok(r) => Ok(r.data.changed),
+            Ok(r) => Ok(Written {
+                changed: r.data.changed,
+                index: r.log_id.index,
+            }),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(f),
             )) => Err(ReplicaError::NotLeader(f.leader_id)),

@@ -1,0 +1,333 @@
+//! Three `plexus master` processes and three agents on 127.0.0.x: one master leads, the
+//! others send API clients to it; when the leader is killed or paused another takes over,
+//! the agents re-register with their tasks (nothing restarts, nothing runs twice) and new
+//! jobs are accepted; a master that comes back follows.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::kcluster::{job, node_toml, pids_of, sleeper, Proc};
+use common::{free_tcp, free_udp};
+use plexus::client::Client;
+use plexus_kernel::api::{ClusterSummary, TaskView};
+use plexus_kernel::protocol::AgentStatus;
+
+const MASTERS: usize = 3;
+const AGENTS: usize = 3;
+
+struct Ha {
+    dir: tempfile::TempDir,
+    masters: Vec<Proc>,
+    apis: Vec<String>,
+    agents: Vec<Proc>,
+    token: String,
+}
+
+impl Ha {
+    fn start(tag: &str) -> Ha {
+        let dir = tempfile::tempdir().unwrap();
+        plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
+        let token = format!("test-token-{:016}", std::process::id());
+        let token_file = dir.path().join("test.token");
+        std::fs::write(&token_file, &token).unwrap();
+        let names: Vec<String> = (1..=MASTERS).map(|i| format!("master{i}-{tag}")).collect();
+        let addrs: Vec<SocketAddr> = names
+            .iter()
+            .map(|_| {
+                format!("127.0.0.1:{}", free_udp("127.0.0.1"))
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let peers: Vec<String> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| format!("\"{n}@{a}\""))
+            .collect();
+        let mut masters = Vec::new();
+        let mut apis = Vec::new();
+        for (name, addr) in names.iter().zip(&addrs) {
+            let api = format!("127.0.0.1:{}", free_tcp("127.0.0.1"));
+            let cfg = format!(
+                "{}[master]\napi_listen = \"{api}\"\nallocation_interval = \"200ms\"\n\
+                 peers = [{}]\n\
+                 [[master.principals]]\nname = \"test\"\ntoken_file = \"{}\"\n",
+                node_toml(dir.path(), name, plexus_net::Role::Master, *addr, ""),
+                peers.join(", "),
+                token_file.display()
+            );
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, cfg).unwrap();
+            let mut p = Proc {
+                name: name.clone(),
+                args: vec![
+                    "master".into(),
+                    "--config".into(),
+                    path.display().to_string(),
+                ],
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            };
+            p.spawn();
+            masters.push(p);
+            apis.push(format!("http://{api}"));
+        }
+        let all: Vec<String> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| format!("{n}@{a}"))
+            .collect();
+        let mut agents = Vec::new();
+        for i in 1..=AGENTS {
+            let name = format!("{tag}-a{i}");
+            let ip = format!("127.0.0.{}", i + 1);
+            let listen: SocketAddr = format!("{ip}:{}", free_udp(&ip)).parse().unwrap();
+            let cfg = format!(
+                "{}[agent]\nresources = \"cpus:4;mem:4096;disk:10000\"\nkill_grace = \"1s\"\n",
+                node_toml(dir.path(), &name, plexus_net::Role::Agent, listen, "")
+            );
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, cfg).unwrap();
+            let mut p = Proc {
+                name: name.clone(),
+                args: vec![
+                    "agent".into(),
+                    "--master".into(),
+                    all.join(","),
+                    "--config".into(),
+                    path.display().to_string(),
+                ],
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            };
+            p.spawn();
+            agents.push(p);
+        }
+        let ha = Ha {
+            dir,
+            masters,
+            apis,
+            agents,
+            token,
+        };
+        ha.wait_state(0, "a leader with every agent", |s| active(s) == AGENTS);
+        ha
+    }
+
+    /// A client of master `i`'s API (it follows the redirects of a standby).
+    fn client(&self, i: usize) -> Client {
+        Client::with_token(&self.apis[i], Some(self.token.clone()))
+    }
+
+    /// The status of a GET of `/api/v1/state` on master `i`, redirects not followed.
+    fn status(&self, i: usize) -> Option<u16> {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let r = http
+            .get(&format!("{}/api/v1/state", self.apis[i]))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .ok()?;
+        Some(r.status().as_u16())
+    }
+
+    /// The master that leads: the one that answers the API itself, every other live one
+    /// sending its clients away.
+    fn leader(&self, alive: &[usize]) -> usize {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answers: Vec<(usize, Option<u16>)> =
+                alive.iter().map(|i| (*i, self.status(*i))).collect();
+            let leading: Vec<usize> = answers
+                .iter()
+                .filter(|(_, s)| *s == Some(200))
+                .map(|(i, _)| *i)
+                .collect();
+            if leading.len() == 1
+                && answers
+                    .iter()
+                    .all(|(i, s)| *i == leading[0] || *s == Some(307))
+            {
+                return leading[0];
+            }
+            assert!(
+                Instant::now() < end,
+                "no single leader: {answers:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.masters.iter().chain(&self.agents) {
+            out += &format!("--- {} ---\n{}\n", p.name, p.log_tail());
+        }
+        out
+    }
+
+    /// Polls master `via`'s API until `f` holds.
+    fn wait_state(
+        &self,
+        via: usize,
+        what: &str,
+        f: impl Fn(&ClusterSummary) -> bool,
+    ) -> ClusterSummary {
+        let c = self.client(via);
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut last = None;
+        while Instant::now() < end {
+            match c.state() {
+                Ok(s) if f(&s) => return s,
+                Ok(s) => last = Some(format!("{s:#?}")),
+                Err(e) => last = Some(format!("{e:#}")),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; last: {last:?}\n{}",
+            self.logs()
+        );
+    }
+
+    fn wait_tasks(&self, via: usize, what: &str, f: impl Fn(&[TaskView]) -> bool) {
+        let c = self.client(via);
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < end {
+            match c.tasks() {
+                Ok(t) if f(&t) => return,
+                Ok(t) => last = format!("{t:#?}"),
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; last: {last}\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Ha {
+    fn drop(&mut self) {
+        for p in self.masters.iter_mut().chain(self.agents.iter_mut()) {
+            if p.child.is_some() {
+                // A paused process cannot die of SIGKILL until it runs again.
+                p.signal("CONT");
+            }
+            p.kill9();
+        }
+        let _ = std::process::Command::new("pkill")
+            .args(["-9", "-f", &format!("^sleep 300\\.{}", std::process::id())])
+            .status();
+        let _ = std::process::Command::new("pkill")
+            .args(["-9", "-f", &self.dir.path().display().to_string()])
+            .status();
+    }
+}
+
+fn active(s: &ClusterSummary) -> usize {
+    s.agents
+        .iter()
+        .filter(|a| a.status == AgentStatus::Active)
+        .count()
+}
+
+fn running(tasks: &[TaskView], ids: &[String]) -> bool {
+    ids.iter().all(|id| {
+        tasks
+            .iter()
+            .any(|t| &t.task_id == id && t.state == "TASK_RUNNING")
+    })
+}
+
+#[test]
+fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() {
+    let mut ha = Ha::start("hk");
+    let all: Vec<usize> = (0..MASTERS).collect();
+    let first = ha.leader(&all);
+    // Submitted through a standby: the client follows it to the leader.
+    let standby = (first + 1) % MASTERS;
+    let argv: Vec<Vec<String>> = (0..2).map(sleeper).collect();
+    let ids: Vec<String> = argv
+        .iter()
+        .map(|a| ha.client(standby).submit(&job(a.clone(), 0.1, 32)).unwrap())
+        .collect();
+    ha.wait_tasks(standby, "the tasks run", |t| running(t, &ids));
+    let pids: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
+    assert!(pids.iter().all(|p| p.len() == 1), "{pids:?}");
+
+    ha.masters[first].kill9();
+    let rest: Vec<usize> = all.iter().copied().filter(|i| *i != first).collect();
+    let second = ha.leader(&rest);
+    assert_ne!(second, first);
+    ha.wait_state(second, "every agent re-registered", |s| active(s) == AGENTS);
+    ha.wait_tasks(second, "the same tasks run", |t| running(t, &ids));
+    // Nothing restarted, nothing runs twice.
+    let after: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
+    assert_eq!(after, pids);
+
+    let new = sleeper(2);
+    let id = ha
+        .client(rest[0])
+        .submit(&job(new.clone(), 0.1, 32))
+        .unwrap();
+    ha.wait_tasks(second, "a new job runs", |t| {
+        running(t, std::slice::from_ref(&id))
+    });
+    assert_eq!(pids_of(&new).len(), 1);
+
+    // The killed master comes back and follows: it sends clients to the leader.
+    ha.masters[first].spawn();
+    assert_eq!(ha.leader(&all), second);
+    ha.wait_tasks(first, "the tasks, through the returning master", |t| {
+        running(t, &ids)
+    });
+}
+
+#[test]
+fn a_paused_leader_steps_down_and_nothing_runs_twice() {
+    let ha = Ha::start("hp");
+    let all: Vec<usize> = (0..MASTERS).collect();
+    let first = ha.leader(&all);
+    let argv = sleeper(0);
+    let id = ha
+        .client(first)
+        .submit(&job(argv.clone(), 0.1, 32))
+        .unwrap();
+    ha.wait_tasks(first, "the task runs", |t| {
+        running(t, std::slice::from_ref(&id))
+    });
+    let pid = pids_of(&argv);
+
+    // Paused for longer than the election timeout: another master leads meanwhile.
+    ha.masters[first].signal("STOP");
+    let rest: Vec<usize> = all.iter().copied().filter(|i| *i != first).collect();
+    let second = ha.leader(&rest);
+    ha.wait_state(second, "every agent re-registered", |s| active(s) == AGENTS);
+    let argv2 = sleeper(1);
+    let id2 = ha
+        .client(second)
+        .submit(&job(argv2.clone(), 0.1, 32))
+        .unwrap();
+    ha.wait_tasks(second, "a new job runs", |t| {
+        running(t, &[id.clone(), id2.clone()])
+    });
+
+    // It wakes, finds a newer term and follows.
+    ha.masters[first].signal("CONT");
+    assert_eq!(ha.leader(&all), second);
+    ha.wait_tasks(second, "both tasks still run", |t| {
+        running(t, &[id.clone(), id2.clone()])
+    });
+    assert_eq!(pids_of(&argv), pid, "the first task never restarted");
+    assert_eq!(pids_of(&argv2).len(), 1, "the second runs once");
+}
