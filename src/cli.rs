@@ -80,7 +80,7 @@ pub enum Command {
     },
     /// Simulate a whole datacenter under seeded faults and check its invariants:
     /// `--seed N`, a sweep `--seeds 1..1000`, or `--replay N` with the full trace.
-    Sim(plexus::simcli::SimArgs),
+    Sim(Box<plexus::simcli::SimArgs>),
     /// Benchmarks, one figure per printed line (`plexus <figure> key=value ...`).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -601,7 +601,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sim(a) => {
             hand_over_to_sim_program()?;
-            if !plexus::simcli::main(a)? {
+            if !plexus::simcli::main(*a)? {
                 use std::io::Write;
                 if let Err(e) = std::io::stdout().flush() {
                     eprintln!("plexus: writing the results: {e}");

@@ -16,18 +16,16 @@ use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::logs::LogLimits;
 use plexus_kernel::containerizer::{ProcessContainerizer, TaskLimits};
 use plexus_kernel::jobs::{Jobs, JobsStore, MAX_JOB_ROLES};
-use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
+use plexus_kernel::master::{MasterConfig, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
 use plexus_kernel::registry::replica::{Replica, ReplicaConfig};
-use plexus_kernel::registry::RegistryOp;
 use plexus_kernel::resources::{validate_role, Resources, RoleResources, ANY_ROLE};
 use plexus_kernel::scheduler::SchedulerDriver;
 use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
 use ractor::{Actor, ActorRef};
 
-/// The supervisor of the master running in this process, if one runs (with several
-/// masters, only while this one leads).
-pub type CurrentMaster = Arc<std::sync::Mutex<Option<ActorRef<MasterSupervisorMsg>>>>;
+pub use plexus_kernel::master::leadership::CurrentMaster;
+use plexus_kernel::master::leadership::{lead, start_supervisor};
 
 /// A running master.
 pub struct MasterHandle {
@@ -94,7 +92,9 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     let reads = cfg.reads.clone();
     let supervisor = CurrentMaster::default();
     let (ended, replica) = if s.master.peers.is_empty() {
-        let (sup, ended) = start_master_supervisor(node, cfg).await?;
+        let (sup, ended) = start_supervisor(node, cfg)
+            .await
+            .context("starting the master")?;
         *supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(sup);
         (ended, None)
     } else {
@@ -175,20 +175,6 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     })
 }
 
-async fn start_master_supervisor(
-    node: &Node,
-    cfg: MasterConfig,
-) -> anyhow::Result<(ActorRef<MasterSupervisorMsg>, tokio::task::JoinHandle<()>)> {
-    let spec = MasterSpec::new(node.clone(), cfg);
-    Actor::spawn(
-        None,
-        MasterSupervisor::new(spec, RestartPolicy::default()),
-        (),
-    )
-    .await
-    .context("starting the master")
-}
-
 /// Joins the other masters of `master.peers` and starts this one's replica of the
 /// registry.
 async fn start_replica(
@@ -208,91 +194,9 @@ async fn start_replica(
         heartbeat_ms: s.master.raft_heartbeat_interval.as_millis() as u64,
         election_timeout_ms: s.master.election_timeout.as_millis() as u64,
         snapshot_every: 1_000,
+        log_in: None,
     };
     Ok(Replica::start(node, cfg).await?)
-}
-
-/// Runs a master while this one leads: when its lease is taken, it says where its API
-/// is (a registry write, which also proves a quorum follows it) and starts with the term
-/// it leads in; it is stopped (with what it linked) when the lease lapses or another term
-/// begins. Returns when a master's supervisor gives up on it.
-async fn lead(
-    node: Node,
-    cfg: MasterConfig,
-    replica: Arc<Replica>,
-    api: String,
-    current: CurrentMaster,
-) {
-    let lease = replica.lease();
-    let mut term: Option<u64> = None;
-    let mut running: Option<(ActorRef<MasterSupervisorMsg>, tokio::task::JoinHandle<()>)> = None;
-    loop {
-        let now = match running.as_mut() {
-            Some((_, ended)) => tokio::select! {
-                t = lease.changed_from(term) => t,
-                r = ended => {
-                    if let Err(e) = r {
-                        tracing::error!("the master's supervisor ended abnormally: {e}");
-                    }
-                    return;
-                }
-            },
-            None => lease.changed_from(term).await,
-        };
-        if let Some((sup, ended)) = running.take() {
-            *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            stop_leading(sup, ended).await;
-            tracing::info!(term = ?term, "stopped leading");
-        }
-        term = now;
-        let Some(t) = now else { continue };
-        let said = RegistryOp::Leader {
-            master: replica.id,
-            term: t,
-            api: api.clone(),
-        };
-        if let Err(e) = replica.write(said).await {
-            tracing::warn!(term = t, "not leading after all: {e}");
-            continue;
-        }
-        let mut c = cfg.clone();
-        c.leading = Some((t, lease.clone()));
-        match start_master_supervisor(&node, c).await {
-            Ok((sup, ended)) => {
-                *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(sup.clone());
-                running = Some((sup, ended));
-                tracing::info!(term = t, "leading: the master runs here");
-            }
-            Err(e) => {
-                tracing::error!("cannot start the leading master: {e:#}");
-                return;
-            }
-        }
-    }
-}
-
-/// Stops a master that no longer leads: its supervisor first (so it is not restarted),
-/// then the master with what it linked.
-async fn stop_leading(sup: ActorRef<MasterSupervisorMsg>, ended: tokio::task::JoinHandle<()>) {
-    let master = ractor::call_t!(sup, MasterSupervisorMsg::Current, 5000)
-        .ok()
-        .flatten();
-    sup.stop(Some("no longer leading".into()));
-    if let Err(e) = ended.await {
-        tracing::debug!("the master's supervisor ended abnormally: {e}");
-    }
-    if let Some(m) = master {
-        m.stop_children(Some("the master no longer leads".into()));
-        if let Err(e) = m
-            .stop_and_wait(
-                Some("no longer leading".into()),
-                Some(Duration::from_secs(5)),
-            )
-            .await
-        {
-            tracing::debug!("stopping the master: {e}");
-        }
-    }
 }
 
 /// Who may call the API: `admin` with the master's own token (made once in

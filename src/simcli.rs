@@ -75,6 +75,16 @@ pub struct SimArgs {
     /// Master crashes per simulated hour, at least a minute apart (overrides `--faults`).
     #[arg(long)]
     pub master_crash_rate: Option<f64>,
+    /// Crashes of the leading master's machine per simulated hour (overrides `--faults`).
+    #[arg(long)]
+    pub leader_crash_rate: Option<f64>,
+    /// Partitions cutting the leading master (and some agents) off, per simulated hour
+    /// (overrides `--faults`).
+    #[arg(long)]
+    pub leader_isolation_rate: Option<f64>,
+    /// Masters: 1 runs alone; 3 or 5 elect a leader with Raft.
+    #[arg(long, default_value_t = 3)]
+    pub masters: usize,
     /// Agents' disks failing writes (full, tearing writes or failing syncs), per simulated
     /// hour (overrides `--faults`).
     #[arg(long)]
@@ -167,12 +177,21 @@ fn rates(a: &SimArgs, mut r: FaultRates) -> anyhow::Result<FaultRates> {
     if let Some(v) = a.disk_fault_rate {
         r.disk_faults_per_hour = check("disk-fault-rate", v, 1e6)?;
     }
+    if let Some(v) = a.leader_crash_rate {
+        r.leader_crashes_per_hour = check("leader-crash-rate", v, 1e6)?;
+    }
+    if let Some(v) = a.leader_isolation_rate {
+        r.leader_isolations_per_hour = check("leader-isolation-rate", v, 1e6)?;
+    }
     Ok(r)
 }
 
 fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig> {
     if a.agents == 0 {
         bail!("--agents must be at least 1");
+    }
+    if !(1..=7).contains(&a.masters) {
+        bail!("--masters must be from 1 to 7, not {}", a.masters);
     }
     if a.node_down < a.heartbeat * 2 {
         bail!("--node-down must be at least twice --heartbeat");
@@ -234,6 +253,8 @@ fn config(a: &SimArgs, seed: u64, keep_trace: usize) -> anyhow::Result<SimConfig
         keep_trace,
         defect,
         workloads,
+        masters: a.masters,
+        ..SimConfig::default()
     })
 }
 
@@ -261,6 +282,7 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
         format!("--offer-limit={}", a.offer_limit),
         format!("--argv-bytes={}", a.argv_bytes),
         format!("--max-frame-bytes={}", a.max_frame_bytes),
+        format!("--masters={}", a.masters),
     ];
     if let Some(d) = &a.defect {
         v.push(format!("--defect={d}"));
@@ -274,6 +296,8 @@ fn same_flags(a: &SimArgs) -> Vec<String> {
         ("task-failure-rate", a.task_failure_rate),
         ("master-crash-rate", a.master_crash_rate),
         ("disk-fault-rate", a.disk_fault_rate),
+        ("leader-crash-rate", a.leader_crash_rate),
+        ("leader-isolation-rate", a.leader_isolation_rate),
     ];
     for (k, x) in rates {
         if let Some(x) = x {

@@ -199,9 +199,9 @@ pub struct MasterSettings {
     /// listen addresses): they elect one leader with Raft and replicate the registry.
     /// Empty (the default): this is the only master.
     pub peers: Vec<PeerAddr>,
-    /// The shortest time followers wait for the leader before electing another (the
-    /// longest is twice it); a leader cut off from a majority stops leading after three
-    /// quarters of it.
+    /// The shortest election timeout (the longest is twice it): followers elect another
+    /// leader after three to four times it without word from theirs; a leader cut off
+    /// from a majority stops leading after twice it.
     #[serde(with = "humantime_serde")]
     pub election_timeout: Duration,
     /// How often the leader tells the other masters it leads.
@@ -288,7 +288,7 @@ impl Default for MasterSettings {
             principals: Vec::new(),
             acls: None,
             peers: Vec::new(),
-            election_timeout: Duration::from_millis(400),
+            election_timeout: Duration::from_millis(150),
             raft_heartbeat_interval: Duration::from_millis(50),
         }
     }

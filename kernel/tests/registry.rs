@@ -80,6 +80,7 @@ async fn start(dir: &std::path::Path, name: &str, base: u16) -> Master {
         heartbeat_ms: 100,
         election_timeout_ms: 500,
         snapshot_every: 8,
+        log_in: None,
     };
     let replica = Replica::start(&node, cfg).await.unwrap();
     Master { node, replica }

@@ -32,6 +32,11 @@ pub struct FaultRates {
     /// Agents' disks failing their writes for a while: full, tearing writes or failing
     /// syncs (checkpoint writes fail).
     pub disk_faults_per_hour: f64,
+    /// Crashes of the leading master's machine (it restarts later, with its disk).
+    pub leader_crashes_per_hour: f64,
+    /// Partitions that cut the leading master, with some agents, off from the other
+    /// masters and everything else.
+    pub leader_isolations_per_hour: f64,
 }
 
 impl Default for FaultRates {
@@ -47,6 +52,8 @@ impl Default for FaultRates {
             task_failure_rate: 0.1,
             master_crashes_per_hour: 1.0,
             disk_faults_per_hour: 2.0,
+            leader_crashes_per_hour: 2.0,
+            leader_isolations_per_hour: 2.0,
         }
     }
 }
@@ -65,6 +72,8 @@ impl FaultRates {
             task_failure_rate: 0.0,
             master_crashes_per_hour: 0.0,
             disk_faults_per_hour: 0.0,
+            leader_crashes_per_hour: 0.0,
+            leader_isolations_per_hour: 0.0,
         }
     }
 
@@ -78,6 +87,8 @@ impl FaultRates {
             task_failure_rate: (self.task_failure_rate * k).min(1.0),
             master_crashes_per_hour: self.master_crashes_per_hour * k,
             disk_faults_per_hour: self.disk_faults_per_hour * k,
+            leader_crashes_per_hour: self.leader_crashes_per_hour * k,
+            leader_isolations_per_hour: self.leader_isolations_per_hour * k,
             ..self.clone()
         }
     }
@@ -102,13 +113,7 @@ impl Swarm {
     /// The mix of `seed`, around a cluster of `agents` and `frameworks`.
     pub fn draw(seed: u64, agents: usize, frameworks: usize) -> Swarm {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0073_7761_726d);
-        let mut rate = |max: f64| {
-            if rng.random_bool(0.3) {
-                0.0
-            } else {
-                rng.random_range(0.0..=max)
-            }
-        };
+        let mut rate = |max: f64| rate_or_none(&mut rng, max);
         let crashes_per_hour = rate(40.0);
         let partitions_per_hour = rate(20.0);
         let pauses_per_hour = rate(20.0);
@@ -119,6 +124,14 @@ impl Swarm {
         let lose_state = rng.random_range(0.0..=0.6);
         let min_delay = Duration::from_micros(rng.random_range(50..=2_000));
         let max_delay = min_delay + Duration::from_micros(rng.random_range(0..=50_000));
+        let agents = rng.random_range(1..=agents.max(1) * 2);
+        let frameworks = rng.random_range(1..=frameworks.max(1) * 2);
+        let offer_limit = [0, 1, 4, 64][rng.random_range(0..4)];
+        // Drawn last, so that the draws above are those of a seed before masters' faults
+        // existed.
+        let mut rate = |max: f64| rate_or_none(&mut rng, max);
+        let leader_crashes_per_hour = rate(6.0);
+        let leader_isolations_per_hour = rate(6.0);
         Swarm {
             faults: FaultRates {
                 crashes_per_hour,
@@ -131,11 +144,22 @@ impl Swarm {
                 task_failure_rate,
                 master_crashes_per_hour,
                 disk_faults_per_hour,
+                leader_crashes_per_hour,
+                leader_isolations_per_hour,
             },
-            agents: rng.random_range(1..=agents.max(1) * 2),
-            frameworks: rng.random_range(1..=frameworks.max(1) * 2),
-            offer_limit: [0, 1, 4, 64][rng.random_range(0..4)],
+            agents,
+            frameworks,
+            offer_limit,
         }
+    }
+}
+
+/// A rate of at most `max`, or none (three times in ten).
+fn rate_or_none(rng: &mut ChaCha8Rng, max: f64) -> f64 {
+    if rng.random_bool(0.3) {
+        0.0
+    } else {
+        rng.random_range(0.0..=max)
     }
 }
 
@@ -171,7 +195,22 @@ pub enum Fault {
         /// How long.
         lasts: Duration,
     },
-    /// A node stops answering: 0 is the master, 1..=F frameworks, the rest agents.
+    /// The leading master's machine crashes and restarts after `down_for` (with one
+    /// master: that master's).
+    CrashLeader {
+        /// Time until it restarts.
+        down_for: Duration,
+    },
+    /// The leading master and some agents are cut off from the other masters and from
+    /// everything else, for a while.
+    IsolateLeader {
+        /// The agents cut off with it.
+        agents: Vec<usize>,
+        /// How long.
+        lasts: Duration,
+    },
+    /// A node stops answering: 0 is the leading master, 1..=F frameworks, the rest
+    /// agents.
     Pause {
         /// Which node.
         node: usize,
@@ -266,6 +305,23 @@ impl FaultPlan {
                 faults.push((at, f));
             }
         }
+        for at in arrivals(&mut rng, r.leader_crashes_per_hour, end) {
+            let down_for = Duration::from_secs(rng.random_range(1..=90));
+            if fits(at, down_for) {
+                faults.push((at, Fault::CrashLeader { down_for }));
+            }
+        }
+        for at in arrivals(&mut rng, r.leader_isolations_per_hour, end) {
+            let n = rng.random_range(0..=agents.div_ceil(2));
+            let lasts = Duration::from_secs(rng.random_range(2..=60));
+            let f = Fault::IsolateLeader {
+                agents: (0..n).map(|_| rng.random_range(0..agents)).collect(),
+                lasts,
+            };
+            if fits(at, lasts) {
+                faults.push((at, f));
+            }
+        }
         faults.sort_by_key(|f| f.0);
         FaultPlan { faults }
     }
@@ -289,8 +345,9 @@ mod tests {
         assert!(a.faults.windows(2).all(|w| w[0].0 <= w[1].0));
         for (at, f) in &a.faults {
             let d = match f {
-                Fault::CrashAgent { down_for, .. } => *down_for,
-                Fault::Partition { lasts, .. }
+                Fault::CrashAgent { down_for, .. } | Fault::CrashLeader { down_for } => *down_for,
+                Fault::IsolateLeader { lasts, .. }
+                | Fault::Partition { lasts, .. }
                 | Fault::Pause { lasts, .. }
                 | Fault::DiskFault { lasts, .. } => *lasts,
                 Fault::CrashMaster => Duration::ZERO,

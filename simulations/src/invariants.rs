@@ -97,9 +97,39 @@ fn history(w: &World, s: &ClusterState) {
     }
 }
 
+/// One leader: at no moment do two masters hold a lease (so at most one makes offers
+/// or launches), and once faults have healed exactly one does.
+pub(crate) fn one_leader(w: &World, healed: bool) {
+    let leaders = w.leaders();
+    if w.cfg.masters <= 1 {
+        return;
+    }
+    if leaders.len() > 1 || (healed && leaders.len() != 1) {
+        w.rec.violation(
+            "one-leader",
+            format!("masters leading at once: {leaders:?}"),
+        );
+    }
+}
+
+/// No acknowledged registry write is lost: every live master's registry holds the last
+/// acknowledged write (or a later one).
+pub(crate) fn registry_writes_kept(w: &World, acked: Option<u64>) {
+    let Some(acked) = acked else { return };
+    for (name, weight) in w.registry_marks() {
+        if weight.is_none_or(|v| v < acked) {
+            w.rec.violation(
+                "registry",
+                format!("{name} lost acknowledged write {acked} (it holds {weight:?})"),
+            );
+        }
+    }
+}
+
 /// The checks after every fault has healed and the cluster has had time to settle.
 pub(crate) async fn final_checks(w: &World, settle_start_ms: u64) {
     let rec = &w.rec;
+    one_leader(w, true);
     let Some(s) = w.master_state().await else {
         rec.violation("liveness", "the master does not answer".into());
         return;

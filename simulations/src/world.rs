@@ -1,6 +1,7 @@
-//! The simulated datacenter: one master, agents and frameworks as real kernel actors on
-//! real `Node`s, over the simulated network, with the simulated containerizer, on a
-//! current-thread runtime whose paused clock jumps from event to event.
+//! The simulated datacenter: masters (three by default, electing a leader with Raft),
+//! agents and frameworks as real kernel actors on real `Node`s, over the simulated
+//! network, with the simulated containerizer, on a current-thread runtime whose paused
+//! clock jumps from event to event.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,11 +11,15 @@ use std::time::Duration;
 
 use plexus_actors::{Node, NodeOptions};
 use plexus_kernel::agent::{Agent, AgentConfig};
-use plexus_kernel::master::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
+use plexus_kernel::master::leadership::{lead, start_supervisor, CurrentMaster};
+use plexus_kernel::master::{MasterConfig, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, AgentView, ClusterState, FrameworkInfo, MasterMsg};
+use plexus_kernel::registry::replica::{Replica, ReplicaConfig};
+use plexus_kernel::registry::rt::seed_elections;
+use plexus_kernel::registry::MemFile;
 use plexus_kernel::resources::{Resources, RoleResources};
 use plexus_kernel::scheduler::SchedulerDriver;
-use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
+use plexus_kernel::supervision::FaultSwitch;
 use plexus_net::{LocalIdentity, PeerAddr, SimFaults, SimNetwork};
 use ractor::{call_t, Actor, ActorRef};
 use tokio::time::Instant;
@@ -84,6 +89,13 @@ pub struct SimConfig {
     pub defect: Option<Defect>,
     /// User actors to run in the datacenter.
     pub workloads: Vec<Arc<dyn Workload>>,
+    /// Masters: one runs alone (no Raft); more elect a leader and replicate the
+    /// registry.
+    pub masters: usize,
+    /// The masters' election timeout (the shortest; the longest is twice it).
+    pub election_timeout: Duration,
+    /// The leading master's Raft heartbeat period.
+    pub raft_heartbeat: Duration,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -95,6 +107,7 @@ impl std::fmt::Debug for SimConfig {
             .field("duration", &self.duration)
             .field("faults", &self.faults)
             .field("defect", &self.defect)
+            .field("masters", &self.masters)
             .finish()
     }
 }
@@ -117,6 +130,11 @@ impl Default for SimConfig {
             keep_trace: 200,
             defect: None,
             workloads: Vec::new(),
+            masters: 3,
+            // Slower than a real cluster's (400 ms, 50 ms): Raft's heartbeats would
+            // otherwise be most of what a simulation spends its time on.
+            election_timeout: Duration::from_millis(1000),
+            raft_heartbeat: Duration::from_millis(250),
         }
     }
 }
@@ -140,6 +158,15 @@ pub struct SimReport {
     pub faults: usize,
 }
 
+/// The role whose weight the simulation writes to the registry, to check that no
+/// acknowledged write is lost.
+const MARK_ROLE: &str = "sim-mark";
+
+/// The name of master `i`.
+fn names_at(w: &World, i: usize) -> String {
+    w.master_peers[i].name.clone()
+}
+
 /// Simulated address of node number `i`.
 fn addr_of(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 5050))
@@ -160,17 +187,36 @@ struct Machine {
     lost_state: bool,
 }
 
+/// One simulated machine running a master.
+struct MasterHost {
+    name: String,
+    addr: SocketAddr,
+    node: Option<Node>,
+    /// The master running here, while one does (this one leads, or is the only one).
+    current: CurrentMaster,
+    replica: Option<Arc<Replica>>,
+    /// The tasks running the master while this one leads, and noting when it does.
+    leading: Option<Vec<tokio::task::JoinHandle<()>>>,
+    /// Its disk: the Raft log, and the registry's snapshots.
+    log: MemFile,
+    disk: Arc<SimDisk>,
+    /// Makes its master actor panic on its next message (a master crash its supervisor
+    /// restarts).
+    fault: FaultSwitch,
+    down: bool,
+}
+
 /// The running datacenter.
 pub(crate) struct World {
     pub(crate) cfg: SimConfig,
     pub(crate) net: SimNetwork,
     pub(crate) rec: Recorder,
     pub(crate) machines: Machines,
-    pub(crate) master_node: Node,
-    /// The master's supervisor (a crashed master is restarted under it).
-    master: ActorRef<MasterSupervisorMsg>,
-    /// Makes the master panic on its next message: a master crash.
-    master_fault: FaultSwitch,
+    /// The operators' machine, never crashed: supervisors of workloads run there.
+    pub(crate) ops_node: Node,
+    masters: Mutex<Vec<MasterHost>>,
+    /// Every master's name and address (what agents and frameworks join).
+    master_peers: Vec<PeerAddr>,
     hosts: Mutex<Vec<Machine>>,
     pub(crate) frameworks: Vec<(String, SharedLog, Node)>,
 }
@@ -185,10 +231,10 @@ fn options(cfg: &SimConfig, peers: Vec<PeerAddr>) -> NodeOptions {
     }
 }
 
-/// The roles a simulated node's certificate would carry: the master is a master, every
+/// The roles a simulated node's certificate would carry: masters are masters, every
 /// other node an agent.
 fn sim_roles(name: &str) -> plexus_net::Roles {
-    if name == "master" {
+    if name.starts_with("master") {
         plexus_net::Role::Master.into()
     } else if plexus_net::tls::executor_agent(name).is_some() {
         plexus_net::Role::Executor.into()
@@ -292,25 +338,32 @@ impl World {
         machines.host_executors_with(executor_host(net.clone(), cfg.clone(), rec.clone()));
         // The simulated machines' disks are in memory: their paths are names only, the
         // same at every run (the trace holds them, in errors an agent reports).
-        let master_node = start_node(&net, &cfg, "master", addr_of(1), vec![]).await;
-        let mcfg = MasterConfig {
-            agent_removal_timeout: Duration::from_secs(600),
-            allocation_interval: Duration::from_secs(1),
-            offer_limit: cfg.offer_limit,
-            forget_kills: cfg.defect == Some(Defect::ForgetKills),
-            ..MasterConfig::default()
-        };
-        let master_fault = mcfg.fault.clone();
-        let (master, _) = Actor::spawn(
-            None,
-            MasterSupervisor::new(
-                MasterSpec::new(master_node.clone(), mcfg),
-                RestartPolicy::default(),
-            ),
-            (),
-        )
-        .await
-        .expect("the master starts");
+        let masters: Vec<MasterHost> = (1..=cfg.masters.max(1))
+            .map(|i| MasterHost {
+                name: if cfg.masters <= 1 {
+                    "master".into()
+                } else {
+                    format!("master-{i}")
+                },
+                addr: addr_of(i),
+                node: None,
+                current: CurrentMaster::default(),
+                replica: None,
+                leading: None,
+                log: MemFile::default(),
+                disk: Arc::new(SimDisk::default()),
+                fault: FaultSwitch::default(),
+                down: true,
+            })
+            .collect();
+        let master_peers: Vec<PeerAddr> = masters
+            .iter()
+            .map(|m| PeerAddr {
+                name: m.name.clone(),
+                addr: m.addr,
+            })
+            .collect();
+        let ops_node = start_node(&net, &cfg, "ops", addr_of(90), master_peers.clone()).await;
         let hosts = (0..cfg.agents)
             .map(|i| Machine {
                 name: format!("agent-{i:05}"),
@@ -326,14 +379,7 @@ impl World {
         let mut frameworks = Vec::new();
         for j in 0..cfg.frameworks {
             let name = format!("fw-{j:03}");
-            let node = start_node(
-                &net,
-                &cfg,
-                &name,
-                addr_of(100 + j),
-                vec![master_node.peer_addr()],
-            )
-            .await;
+            let node = start_node(&net, &cfg, &name, addr_of(100 + j), master_peers.clone()).await;
             frameworks.push((name, Arc::new(Mutex::new(FrameworkLog::default())), node));
         }
         let w = Arc::new(World {
@@ -341,17 +387,20 @@ impl World {
             net,
             rec,
             machines,
-            master_node,
-            master,
-            master_fault,
+            ops_node,
+            masters: Mutex::new(masters),
+            master_peers,
             hosts: Mutex::new(hosts),
             frameworks,
         });
+        for i in 0..w.cfg.masters.max(1) {
+            w.start_master(i).await;
+        }
         for i in 0..w.cfg.agents {
             w.start_agent(i).await;
         }
         for w8 in &w.cfg.workloads {
-            w8.install_master(&w.master_node);
+            w8.install_master(&w.ops_node);
         }
         for (j, (name, log, node)) in w.frameworks.iter().enumerate() {
             let info = FrameworkInfo {
@@ -382,6 +431,186 @@ impl World {
         self.hosts.lock().expect("hosts lock")
     }
 
+    fn masters(&self) -> std::sync::MutexGuard<'_, Vec<MasterHost>> {
+        self.masters.lock().expect("masters lock")
+    }
+
+    /// Names of the masters' machines.
+    pub(crate) fn master_names(&self) -> Vec<String> {
+        self.master_peers.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The master's settings in the simulation.
+    fn master_config(&self, i: usize) -> MasterConfig {
+        let names = self.master_names();
+        MasterConfig {
+            agent_removal_timeout: Duration::from_secs(600),
+            allocation_interval: Duration::from_secs(1),
+            offer_limit: self.cfg.offer_limit,
+            forget_kills: self.cfg.defect == Some(Defect::ForgetKills),
+            fault: self.masters()[i].fault.clone(),
+            other_masters: names
+                .into_iter()
+                .filter(|n| *n != names_at(self, i))
+                .collect(),
+            ..MasterConfig::default()
+        }
+    }
+
+    /// Starts master `i`'s machine: alone, its master at once; one of several, its
+    /// replica of the registry and the master while it leads.
+    async fn start_master(&self, i: usize) {
+        let (name, addr, log, disk, current) = {
+            let m = &self.masters()[i];
+            (
+                m.name.clone(),
+                m.addr,
+                m.log.clone(),
+                m.disk.clone(),
+                m.current.clone(),
+            )
+        };
+        let peers: Vec<PeerAddr> = self
+            .master_peers
+            .iter()
+            .filter(|p| p.name != name)
+            .cloned()
+            .collect();
+        let node = start_node(&self.net, &self.cfg, &name, addr, peers).await;
+        let mcfg = self.master_config(i);
+        let (replica, leading) = if self.cfg.masters <= 1 {
+            let (sup, _) = start_supervisor(&node, mcfg)
+                .await
+                .expect("the master starts");
+            *current.lock().expect("current lock") = Some(sup);
+            (None, None)
+        } else {
+            let rcfg = ReplicaConfig {
+                peers: self.master_names(),
+                dir: PathBuf::from(format!("/sim/{name}/registry")),
+                disk,
+                heartbeat_ms: self.cfg.raft_heartbeat.as_millis() as u64,
+                election_timeout_ms: self.cfg.election_timeout.as_millis() as u64,
+                snapshot_every: 64,
+                log_in: Some(log),
+            };
+            let replica = Arc::new(
+                Replica::start(&node, rcfg)
+                    .await
+                    .expect("a simulated master's replica starts"),
+            );
+            let api = format!("sim://{name}");
+            let task = tokio::spawn(lead(node.clone(), mcfg, replica.clone(), api, current));
+            // Leadership changes, in the trace.
+            let (lease, rec, who) = (replica.lease(), self.rec.clone(), name.clone());
+            let notes = tokio::spawn(async move {
+                let mut was = None;
+                loop {
+                    was = lease.changed_from(was).await;
+                    match was {
+                        Some(t) => rec.note(format_args!("{who} leads in term {t}")),
+                        None => rec.note(format_args!("{who} no longer leads")),
+                    }
+                }
+            });
+            (Some(replica), Some(vec![task, notes]))
+        };
+        let mut ms = self.masters();
+        let m = &mut ms[i];
+        m.node = Some(node);
+        m.replica = replica;
+        m.leading = leading;
+        m.down = false;
+    }
+
+    /// Master `i`'s machine crashes: its processes end at once; its disk keeps what
+    /// was written.
+    async fn crash_master(&self, i: usize) {
+        let (name, node, replica, leading, current) = {
+            let mut ms = self.masters();
+            let m = &mut ms[i];
+            if m.down {
+                return;
+            }
+            m.down = true;
+            let current = m.current.lock().expect("current lock").take();
+            (
+                m.name.clone(),
+                m.node.take(),
+                m.replica.take(),
+                m.leading.take(),
+                current,
+            )
+        };
+        self.net.crash(&name);
+        for t in leading.into_iter().flatten() {
+            t.abort();
+        }
+        if let Some(sup) = current {
+            sup.kill();
+        }
+        if let Some(r) = replica {
+            r.shutdown().await;
+        }
+        if let Some(n) = node {
+            n.halt();
+        }
+    }
+
+    /// The master that leads now (its lease holds), with its supervisor.
+    fn leader(&self) -> Option<(usize, ActorRef<MasterSupervisorMsg>)> {
+        let ms = self.masters();
+        ms.iter().enumerate().find_map(|(i, m)| {
+            let leads = m
+                .replica
+                .as_ref()
+                .map_or(!m.down, |r| r.lease().term().is_some());
+            let sup = m.current.lock().expect("current lock").clone()?;
+            leads.then_some((i, sup))
+        })
+    }
+
+    /// The role weight the simulation writes to the registry, as each live master's
+    /// registry holds it.
+    pub(crate) fn registry_marks(&self) -> Vec<(String, Option<u64>)> {
+        self.masters()
+            .iter()
+            .filter_map(|m| {
+                let r = m.replica.as_ref()?;
+                Some((m.name.clone(), r.registry().weights.get(MARK_ROLE).copied()))
+            })
+            .collect()
+    }
+
+    /// Writes mark `n` through the leader's replica; true once acknowledged.
+    async fn write_mark(&self, n: u64) -> bool {
+        let replica = {
+            let ms = self.masters();
+            ms.iter()
+                .filter_map(|m| m.replica.clone())
+                .find(|r| r.lease().term().is_some())
+        };
+        let Some(r) = replica else { return false };
+        let op = plexus_kernel::registry::RegistryOp::SetWeight {
+            role: MARK_ROLE.into(),
+            weight_milli: n,
+        };
+        r.write(op).await.is_ok()
+    }
+
+    /// How many masters hold a lease now.
+    pub(crate) fn leaders(&self) -> Vec<String> {
+        self.masters()
+            .iter()
+            .filter(|m| {
+                m.replica
+                    .as_ref()
+                    .is_some_and(|r| r.lease().term().is_some())
+            })
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     /// Names of the agents' machines.
     pub(crate) fn agent_names(&self) -> Vec<String> {
         self.hosts().iter().map(|m| m.name.clone()).collect()
@@ -406,14 +635,7 @@ impl World {
                 h[i].disk.clone(),
             )
         };
-        let node = start_node(
-            &self.net,
-            &self.cfg,
-            &name,
-            addr,
-            vec![self.master_node.peer_addr()],
-        )
-        .await;
+        let node = start_node(&self.net, &self.cfg, &name, addr, self.master_peers.clone()).await;
         for w in &self.cfg.workloads {
             w.install_agent(&node);
         }
@@ -477,15 +699,19 @@ impl World {
         }
     }
 
-    /// Blocks traffic of `node` with everything it talks to (both ways unless `one_way`).
+    /// Blocks traffic of `node` with everything it talks to (both ways unless `one_way`):
+    /// a master with every other node, any other node with the masters.
     fn cut(&self, node: &str, one_way: bool, block: bool) {
-        let others: Vec<String> = if node == "master" {
+        let masters = self.master_names();
+        let others: Vec<String> = if masters.iter().any(|m| m == node) {
             self.agent_names()
                 .into_iter()
                 .chain(self.frameworks.iter().map(|f| f.0.clone()))
+                .chain(masters.into_iter().filter(|m| m != node))
+                .chain(["ops".to_string()])
                 .collect()
         } else {
-            vec!["master".to_string()]
+            masters
         };
         for o in others {
             if block {
@@ -496,6 +722,26 @@ impl World {
             } else {
                 self.net.unblock(node, &o);
                 self.net.unblock(&o, node);
+            }
+        }
+    }
+
+    /// The leading master's index (the first master's when none leads now).
+    fn leader_index(&self) -> usize {
+        self.leader().map_or(0, |(i, _)| i)
+    }
+
+    /// Blocks (or unblocks) all traffic between the nodes of `a` and those of `b`.
+    fn split(&self, a: &[String], b: &[String], block: bool) {
+        for x in a {
+            for y in b {
+                if block {
+                    self.net.block(x, y);
+                    self.net.block(y, x);
+                } else {
+                    self.net.unblock(x, y);
+                    self.net.unblock(y, x);
+                }
             }
         }
     }
@@ -558,12 +804,50 @@ impl World {
             Fault::CrashMaster => {
                 // It panics on its next message; its supervisor starts another, which
                 // learns the cluster again from re-registering agents and frameworks.
-                rec.note(format_args!("fault crash master"));
-                self.master_fault.trip();
+                let i = self.leader_index();
+                rec.note(format_args!(
+                    "fault crash master actor on {}",
+                    names_at(self, i)
+                ));
+                self.masters()[i].fault.trip();
+            }
+            Fault::CrashLeader { down_for } => {
+                let i = self.leader_index();
+                let name = names_at(self, i);
+                rec.note(format_args!("fault crash {name} for {down_for:?}"));
+                self.crash_master(i).await;
+                tokio::time::sleep(down_for).await;
+                rec.note(format_args!("fault restart {name}"));
+                self.start_master(i).await;
+            }
+            Fault::IsolateLeader { agents, lasts } => {
+                let i = self.leader_index();
+                let leader = names_at(self, i);
+                let with: std::collections::BTreeSet<String> = agents
+                    .iter()
+                    .map(|a| format!("agent-{:05}", a % self.cfg.agents.max(1)))
+                    .collect();
+                rec.note(format_args!(
+                    "fault isolate {leader} with [{}] for {lasts:?}",
+                    with.iter().cloned().collect::<Vec<_>>().join(",")
+                ));
+                let side: Vec<String> = std::iter::once(leader.clone()).chain(with).collect();
+                let rest: Vec<String> = self
+                    .master_names()
+                    .into_iter()
+                    .chain(self.agent_names())
+                    .chain(self.frameworks.iter().map(|f| f.0.clone()))
+                    .chain(["ops".to_string()])
+                    .filter(|n| !side.contains(n))
+                    .collect();
+                self.split(&side, &rest, true);
+                tokio::time::sleep(lasts).await;
+                rec.note(format_args!("fault heal isolation of {leader}"));
+                self.split(&side, &rest, false);
             }
             Fault::Pause { node, lasts } => {
                 let name = match node {
-                    0 => "master".to_string(),
+                    0 => names_at(self, self.leader_index()),
                     n if n <= self.frameworks.len() => self.frameworks[n - 1].0.clone(),
                     n => format!("agent-{:05}", n % self.cfg.agents.max(1)),
                 };
@@ -577,7 +861,8 @@ impl World {
     }
 
     pub(crate) async fn master_state(&self) -> Option<ClusterState> {
-        let m = call_t!(self.master, MasterSupervisorMsg::Current, 30_000).ok()??;
+        let (_, sup) = self.leader()?;
+        let m = call_t!(sup, MasterSupervisorMsg::Current, 30_000).ok()??;
         call_t!(m, MasterMsg::State, 30_000).ok()
     }
 
@@ -607,7 +892,10 @@ pub fn run(cfg: SimConfig) -> SimReport {
     rt.block_on(async move {
         // A fixed epoch: the wall clock in the simulation is simulated too.
         plexus_net::clock::simulate(Duration::from_secs(1_700_000_000));
+        // Masters' election timeouts from the seed too.
+        seed_elections(Some(cfg.seed ^ 0x7261_6674));
         let r = simulate(cfg).await;
+        seed_elections(None);
         plexus_net::clock::real();
         r
     })
@@ -627,7 +915,7 @@ async fn simulate(cfg: SimConfig) -> SimReport {
     }
     for wl in &w.cfg.workloads {
         wl.start(SimContext {
-            master: w.master_node.clone(),
+            master: w.ops_node.clone(),
             agents: w.agent_names(),
             rec: w.rec.clone(),
         })
@@ -640,12 +928,27 @@ async fn simulate(cfg: SimConfig) -> SimReport {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {
                 tick.tick().await;
+                invariants::one_leader(&w, false);
                 if let Some(s) = w.master_state().await {
                     invariants::resources(&w.rec, &s);
                 }
             }
         })
     };
+    // Registry writes through whichever master leads, every 10 s.
+    let acked = Arc::new(Mutex::new(None::<u64>));
+    let writer = (w.cfg.masters > 1).then(|| {
+        let (w, acked) = (w.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            for n in 1u64.. {
+                tick.tick().await;
+                if w.write_mark(n).await {
+                    *acked.lock().expect("acked lock") = Some(n);
+                }
+            }
+        })
+    });
     tokio::time::sleep_until(start + cfg.duration).await;
     // Every planned fault has ended by now; clean network from here on.
     w.rec.note(format_args!("faults over; settling"));
@@ -673,8 +976,12 @@ async fn simulate(cfg: SimConfig) -> SimReport {
     }
     tokio::time::sleep(Duration::from_secs(30)).await;
     checker.abort();
+    if let Some(t) = writer {
+        t.abort();
+    }
     w.rec.note(format_args!("final checks"));
     invariants::final_checks(&w, settle_start).await;
+    invariants::registry_writes_kept(&w, *acked.lock().expect("acked lock"));
     for wl in &w.cfg.workloads {
         wl.check(&w.rec);
     }

@@ -45,9 +45,18 @@ impl Master {
         }
     }
 
+    /// What this master's minted ids start with: its node's name and incarnation, the
+    /// term it leads in and its generation, so that no two masters (of several, started
+    /// at once, one restarted, or one leading again) mint the same id.
     fn epoch(&self) -> u32 {
-        let inc = self.node.incarnation();
-        let mixed = (inc ^ (inc >> 32)) as u32;
+        let term = self.cfg.leading.as_ref().map_or(0, |(t, _)| *t)
+            ^ (u64::from(self.cfg.epoch_salt) << 40);
+        let inc = self.node.incarnation() ^ term.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        // FNV-1a of the node's name: the same on every run.
+        let name = self.node.name().bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let mixed = (inc ^ (inc >> 32)) as u32 ^ name;
         mixed.wrapping_add(self.generation.wrapping_mul(0x9e37_79b9))
     }
 }

@@ -58,6 +58,9 @@ pub struct MasterConfig {
     /// The other masters' node names: frameworks whose drivers run there (the built-in
     /// jobs framework of each master) act on the kernel's authority, as this node's do.
     pub other_masters: std::collections::BTreeSet<String>,
+    /// Mixed into the ids this master mints: how many masters this process started
+    /// before it (a master leading again in the same term mints ids of its own).
+    pub epoch_salt: u32,
 }
 
 /// Most roles with a weight or a quota.
@@ -171,6 +174,7 @@ impl Default for MasterConfig {
             role_changes: SharedRoles::default(),
             leading: None,
             other_masters: Default::default(),
+            epoch_salt: 0,
         }
     }
 }

@@ -16,7 +16,8 @@
 //!   policy;
 //! - [`view`]: the read model the master publishes for the API ([`ReadModel`]), so
 //!   readers never wait on the master nor it on them;
-//! - [`config`]: the tunables, [`MasterConfig`].
+//! - [`config`]: the tunables, [`MasterConfig`];
+//! - [`leadership`]: with several masters, running the master only where one leads.
 //!
 //! A lost agent turns its tasks `TASK_UNREACHABLE` (then `TASK_GONE` after
 //! `agent_removal_timeout`); a disconnected framework keeps its tasks for its failover
@@ -26,6 +27,7 @@ pub mod actor;
 pub mod assembly;
 pub mod config;
 pub mod core;
+pub mod leadership;
 mod offers;
 pub mod session;
 pub mod supervisor;

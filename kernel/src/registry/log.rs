@@ -61,6 +61,55 @@ impl<T, E: std::error::Error + 'static> Failing<T> for Result<T, E> {
     }
 }
 
+/// A log file kept in memory that outlives the database opened on it: a simulated
+/// master's disk, kept across its restarts. Every write is durable at once.
+#[derive(Debug, Clone, Default)]
+pub struct MemFile(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl MemFile {
+    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl redb::StorageBackend for MemFile {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.bytes().len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+        let b = self.bytes();
+        let start = offset as usize;
+        b.get(start..start + len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("read of {len} bytes at {offset} past the end ({})", b.len()),
+                )
+            })
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.bytes().resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut b = self.bytes();
+        let end = offset as usize + data.len();
+        if b.len() < end {
+            b.resize(end, 0);
+        }
+        b[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
 impl LogStore {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> Result<LogStore, LogStoreError> {
@@ -69,6 +118,26 @@ impl LogStore {
             why,
         };
         let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
+        Self::on(db, path)
+    }
+
+    /// Opens (or creates) the log kept in `file` (`name` says which, in errors).
+    pub fn open_in(file: MemFile, name: &Path) -> Result<LogStore, LogStoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(file)
+            .map_err(|e| LogStoreError::Open {
+                path: name.to_path_buf(),
+                why: e.to_string(),
+            })?;
+        Self::on(db, name)
+    }
+
+    /// The log in `db`, its tables made if new.
+    fn on(db: Database, path: &Path) -> Result<LogStore, LogStoreError> {
+        let fail = |why: String| LogStoreError::Open {
+            path: path.to_path_buf(),
+            why,
+        };
         let tx = db.begin_write().map_err(|e| fail(e.to_string()))?;
         tx.open_table(LOG).map_err(|e| fail(e.to_string()))?;
         tx.open_table(META).map_err(|e| fail(e.to_string()))?;

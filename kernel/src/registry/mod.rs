@@ -23,8 +23,9 @@ mod machine;
 pub mod net;
 /// A master's replica: Raft, storage, peers and the leader's lease.
 pub mod replica;
+pub mod rt;
 
-pub use log::{LogStore, LogStoreError};
+pub use log::{LogStore, LogStoreError, MemFile};
 pub use machine::{LeaderRecord, Registry, RegistryMachine};
 
 use std::io::Cursor;
@@ -43,6 +44,7 @@ openraft::declare_raft_types!(
         R = RegistryReply,
         NodeId = MasterId,
         Node = openraft::BasicNode,
+        AsyncRuntime = rt::RegistryRuntime,
 );
 
 /// A change to the registry.

@@ -8,7 +8,7 @@
 //!
 //! A leader leads only while a quorum answered it recently: [`Lease`] holds until
 //! [`ReplicaConfig::lease`] after the last quorum acknowledgement openraft reports. The
-//! lease is shorter than the shortest election timeout, so a leader cut off from its
+//! lease ends before a follower may start an election, so a leader cut off from its
 //! quorum (or paused) stops offering before another master can be elected.
 
 #![allow(clippy::result_large_err)]
@@ -66,13 +66,19 @@ pub struct ReplicaConfig {
     pub election_timeout_ms: u64,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
+    /// Where the log is kept: `None`, a redb file in `dir`; else this file in memory (a
+    /// simulated master's).
+    pub log_in: Option<super::MemFile>,
 }
 
 impl ReplicaConfig {
-    /// How long a leader leads after its last quorum acknowledgement: three quarters of
-    /// the shortest election timeout.
+    /// How long a leader leads after its last quorum acknowledgement: twice the
+    /// shortest election timeout. A follower that voted for a leader starts an election
+    /// only after openraft's leader lease (the longest election timeout, twice the
+    /// shortest) and an election timeout more have passed since it last heard from it,
+    /// at least three times the shortest: a leader's lease ends a third of that earlier.
     pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.election_timeout_ms * 3 / 4)
+        Duration::from_millis(self.election_timeout_ms * 2)
     }
 }
 
@@ -194,10 +200,14 @@ impl Replica {
                     node.name()
                 ))
             })?;
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| {
+        cfg.disk.create_dir_all(&cfg.dir).map_err(|e| {
             ReplicaError::Peers(format!("cannot create {}: {e}", cfg.dir.display()))
         })?;
-        let log = LogStore::open(&cfg.dir.join("registry.redb"))?;
+        let path = cfg.dir.join("registry.redb");
+        let log = match &cfg.log_in {
+            None => LogStore::open(&path)?,
+            Some(file) => LogStore::open_in(file.clone(), &path)?,
+        };
         let machine = RegistryMachine::on(cfg.disk.clone(), &cfg.dir.join("registry.snapshot"))?;
         let rc = openraft::Config {
             cluster_name: node.cluster().to_string(),
