@@ -2,6 +2,7 @@
 //! `plexus <figure> key=value ...`, comparable line by line with `benches/peers/*/run.sh`.
 
 pub mod allocator;
+pub mod failover;
 pub mod launch;
 pub mod placed;
 pub mod remote;

@@ -202,6 +202,10 @@ pub enum BenchCommand {
     /// Actors placed by resources through an in-process master and agent: from `spawn`
     /// to the placed actor's first reply.
     PlacedSpawn(crate::bench::placed::PlacedOpts),
+    /// The leading master's crash in a simulated datacenter (3 masters, 10,000 agents,
+    /// 100,000 tasks): simulated time to a new leader, every agent re-registered, the
+    /// first offer.
+    Failover(crate::bench::failover::FailoverOpts),
 }
 
 /// Settings flags of every server command; they override the file and `PLEXUS_*`
@@ -610,6 +614,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench(BenchCommand::Allocator(o)) => crate::bench::allocator::run(o)?,
+        Command::Bench(BenchCommand::Failover(o)) => crate::bench::failover::run(o)?,
         Command::Bench(BenchCommand::Launch(o)) => {
             let threads = plexus_config::NodeSettings::default().worker_threads;
             runtime(threads)?.block_on(crate::bench::launch::run(o))?

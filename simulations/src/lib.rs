@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod containerizer;
 pub mod disk;
 pub mod faults;

@@ -96,6 +96,8 @@ pub struct SimConfig {
     pub election_timeout: Duration,
     /// The leading master's Raft heartbeat period.
     pub raft_heartbeat: Duration,
+    /// How often an agent not registered tries again (a real agent's: 250 ms).
+    pub agent_tick: Duration,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -135,6 +137,7 @@ impl Default for SimConfig {
             // otherwise be most of what a simulation spends its time on.
             election_timeout: Duration::from_millis(1000),
             raft_heartbeat: Duration::from_millis(250),
+            agent_tick: Duration::from_secs(2),
         }
     }
 }
@@ -203,7 +206,17 @@ struct MasterHost {
     /// Makes its master actor panic on its next message (a master crash its supervisor
     /// restarts).
     fault: FaultSwitch,
+    /// What its master publishes while it leads.
+    reads: plexus_kernel::master::ReadModel,
     down: bool,
+}
+
+/// What the leading master's read model shows.
+pub(crate) struct LeaderView {
+    /// Tasks it knows running.
+    pub(crate) running_tasks: usize,
+    /// Agents registered with it.
+    pub(crate) active_agents: usize,
 }
 
 /// The running datacenter.
@@ -318,7 +331,7 @@ fn executor_host(net: SimNetwork, cfg: SimConfig, rec: Recorder) -> ExecutorHost
 }
 
 impl World {
-    async fn build(cfg: SimConfig) -> Arc<World> {
+    pub(crate) async fn build(cfg: SimConfig) -> Arc<World> {
         let net = SimNetwork::new(
             cfg.seed,
             SimFaults {
@@ -353,6 +366,7 @@ impl World {
                 log: MemFile::default(),
                 disk: Arc::new(SimDisk::default()),
                 fault: FaultSwitch::default(),
+                reads: Default::default(),
                 down: true,
             })
             .collect();
@@ -443,12 +457,17 @@ impl World {
     /// The master's settings in the simulation.
     fn master_config(&self, i: usize) -> MasterConfig {
         let names = self.master_names();
+        let (fault, reads) = {
+            let m = &self.masters()[i];
+            (m.fault.clone(), m.reads.clone())
+        };
         MasterConfig {
             agent_removal_timeout: Duration::from_secs(600),
             allocation_interval: Duration::from_secs(1),
             offer_limit: self.cfg.offer_limit,
             forget_kills: self.cfg.defect == Some(Defect::ForgetKills),
-            fault: self.masters()[i].fault.clone(),
+            fault,
+            reads,
             other_masters: names
                 .into_iter()
                 .filter(|n| *n != names_at(self, i))
@@ -598,6 +617,42 @@ impl World {
         r.write(op).await.is_ok()
     }
 
+    /// The leading master's read model, while one leads.
+    pub(crate) fn leader_view(&self) -> Option<LeaderView> {
+        let (i, _) = self.leader()?;
+        let v = self.masters()[i].reads.current();
+        let running = v
+            .tasks
+            .values()
+            .filter(|t| t.state == plexus_kernel::task::TaskState::Running)
+            .count();
+        let active = v
+            .agents
+            .iter()
+            .filter(|a| a.status == plexus_kernel::protocol::AgentStatus::Active)
+            .count();
+        Some(LeaderView {
+            running_tasks: running,
+            active_agents: active,
+        })
+    }
+
+    /// The leading master's index, if one leads.
+    pub(crate) fn leader_index_now(&self) -> Option<usize> {
+        self.leader().map(|(i, _)| i)
+    }
+
+    /// Crashes master `i`'s machine.
+    pub(crate) async fn crash_master_now(&self, i: usize) {
+        self.crash_master(i).await;
+    }
+
+    /// When the first framework last received an offer (simulated ms).
+    pub(crate) fn last_offer_ms(&self) -> Option<u64> {
+        let (_, log, _) = self.frameworks.first()?;
+        log.lock().expect("log lock").last_offer_ms
+    }
+
     /// How many masters hold a lease now.
     pub(crate) fn leaders(&self) -> Vec<String> {
         self.masters()
@@ -644,7 +699,7 @@ impl World {
             resources: RoleResources::unreserved(Resources::new(8.0, 16384)),
             state_dir,
             kill_grace: Duration::from_secs(5),
-            tick: Duration::from_secs(2),
+            tick: self.cfg.agent_tick,
             drop_acknowledgements: self.cfg.defect == Some(Defect::DropAcks),
             forget_completed_tasks: self.cfg.defect == Some(Defect::ForgetCompleted),
             send_unwritten_updates: self.cfg.defect == Some(Defect::SendUnwritten),
