@@ -140,8 +140,7 @@ impl Ha {
     /// The master that leads: the one that answers the API itself, every other live one
     /// sending its clients away.
     fn leader(&self, alive: &[usize]) -> usize {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
+        self.eventually("a single leader", || {
             let answers: Vec<(usize, Option<u16>)> =
                 alive.iter().map(|i| (*i, self.status(*i))).collect();
             let leading: Vec<usize> = answers
@@ -149,20 +148,16 @@ impl Ha {
                 .filter(|(_, s)| *s == Some(200))
                 .map(|(i, _)| *i)
                 .collect();
-            if leading.len() == 1
+            let single = leading.len() == 1
                 && answers
                     .iter()
-                    .all(|(i, s)| *i == leading[0] || *s == Some(307))
-            {
-                return leading[0];
+                    .all(|(i, s)| *i == leading[0] || *s == Some(307));
+            if single {
+                Ok(leading[0])
+            } else {
+                Err(format!("{answers:?}"))
             }
-            assert!(
-                Instant::now() < end,
-                "no single leader: {answers:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     fn logs(&self) -> String {
@@ -173,7 +168,29 @@ impl Ha {
         out
     }
 
-    /// Polls master `via`'s API until `f` holds.
+    /// What `look` finds, once it finds it: the processes give no signal but their API,
+    /// so it is asked again, soon at first and then less often (up to every 200 ms),
+    /// for at most a minute; past that the test fails with the last answer and the logs.
+    fn eventually<T>(&self, what: &str, mut look: impl FnMut() -> Result<T, String>) -> T {
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match look() {
+                Ok(v) => return v,
+                Err(last) if Instant::now() >= end => {
+                    panic!(
+                        "timed out waiting for {what}; last: {last}\n{}",
+                        self.logs()
+                    )
+                }
+                Err(_) => {}
+            }
+            std::thread::park_timeout(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Asks master `via`'s API until `f` holds.
     fn wait_state(
         &self,
         via: usize,
@@ -181,38 +198,20 @@ impl Ha {
         f: impl Fn(&ClusterSummary) -> bool,
     ) -> ClusterSummary {
         let c = self.client(via);
-        let end = Instant::now() + Duration::from_secs(60);
-        let mut last = None;
-        while Instant::now() < end {
-            match c.state() {
-                Ok(s) if f(&s) => return s,
-                Ok(s) => last = Some(format!("{s:#?}")),
-                Err(e) => last = Some(format!("{e:#}")),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "timed out waiting for {what}; last: {last:?}\n{}",
-            self.logs()
-        );
+        self.eventually(what, || match c.state() {
+            Ok(s) if f(&s) => Ok(s),
+            Ok(s) => Err(format!("{s:#?}")),
+            Err(e) => Err(format!("{e:#}")),
+        })
     }
 
     fn wait_tasks(&self, via: usize, what: &str, f: impl Fn(&[TaskView]) -> bool) {
         let c = self.client(via);
-        let end = Instant::now() + Duration::from_secs(60);
-        let mut last = String::new();
-        while Instant::now() < end {
-            match c.tasks() {
-                Ok(t) if f(&t) => return,
-                Ok(t) => last = format!("{t:#?}"),
-                Err(e) => last = format!("{e:#}"),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "timed out waiting for {what}; last: {last}\n{}",
-            self.logs()
-        );
+        self.eventually(what, || match c.tasks() {
+            Ok(t) if f(&t) => Ok(()),
+            Ok(t) => Err(format!("{t:#?}")),
+            Err(e) => Err(format!("{e:#}")),
+        })
     }
 }
 
