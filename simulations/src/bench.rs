@@ -105,7 +105,7 @@ async fn measure(cfg: FailoverConfig) -> Result<FailoverTimes, String> {
     let old = w.leader_index_now().ok_or("no master leads")?;
     let crashed = Instant::now();
     let crashed_ms = w.rec.now_ms();
-    w.crash_master_now(old).await;
+    w.crash_master(old).await;
     let (mut elected, mut registered, mut offered) = (None, None, None);
     let step = Duration::from_millis(1);
     while registered.is_none() || offered.is_none() || elected.is_none() {

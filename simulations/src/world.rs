@@ -544,7 +544,7 @@ impl World {
 
     /// Master `i`'s machine crashes: its processes end at once; its disk keeps what
     /// was written.
-    async fn crash_master(&self, i: usize) {
+    pub(crate) async fn crash_master(&self, i: usize) {
         let (name, node, replica, leading, current) = {
             let mut ms = self.masters();
             let m = &mut ms[i];
@@ -640,11 +640,6 @@ impl World {
     /// The leading master's index, if one leads.
     pub(crate) fn leader_index_now(&self) -> Option<usize> {
         self.leader().map(|(i, _)| i)
-    }
-
-    /// Crashes master `i`'s machine.
-    pub(crate) async fn crash_master_now(&self, i: usize) {
-        self.crash_master(i).await;
     }
 
     /// When the first framework last received an offer (simulated ms).
