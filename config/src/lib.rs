@@ -353,7 +353,7 @@ impl Default for AgentSettings {
             task_max_pids: 4096,
             task_log_max_mb: 20,
             task_log_rotations: 1,
-            disk_floor_mb: 1024,
+            disk_floor_mb: 256,
             limit_check_interval: Duration::from_millis(250),
             disk_check_interval: Duration::from_secs(5),
             attributes: Default::default(),

@@ -246,7 +246,7 @@ impl Default for TaskLimits {
         TaskLimits {
             max_pids: Some(4096),
             logs: shim::DEFAULT_LOGS,
-            disk_floor_mb: 1024,
+            disk_floor_mb: 256,
             check_interval_ms: watch.check_interval_ms,
             disk_check_interval_ms: watch.disk_check_interval_ms,
         }
