@@ -14,6 +14,9 @@ pub struct Client {
     agent: ureq::Agent,
     /// The bearer token sent with every request (see [`Client::new`]).
     token: Option<String>,
+    /// The token was given ([`Client::with_token`]): it goes wherever a redirect leads,
+    /// instead of the one found for there.
+    given: bool,
 }
 
 /// Where the CLI keeps the tokens of the APIs it may call: `PLEXUS_CREDENTIALS_DIR`, or
@@ -149,10 +152,14 @@ impl Client {
     /// finds for it: `PLEXUS_TOKEN`, the file `PLEXUS_TOKEN_FILE` names, or the one the
     /// master left in [`credentials_dir`].
     pub fn new(base: &str) -> Client {
-        Client::with_token(base, find_token(base))
+        Client {
+            given: false,
+            ..Client::with_token(base, find_token(base))
+        }
     }
 
-    /// A client of the API at `base` sending `token` (none: no credential). Over HTTPS
+    /// A client of the API at `base` sending `token` (none: no credential), to wherever
+    /// a standby master redirects it too. Over HTTPS
     /// it trusts the cluster CA in `PLEXUS_CA` and presents the client certificate in
     /// `PLEXUS_CERT` and `PLEXUS_KEY` (a `client` certificate names its principal).
     pub fn with_token(base: &str, token: Option<String>) -> Client {
@@ -172,6 +179,7 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             agent,
             token,
+            given: true,
         }
     }
 
@@ -211,7 +219,9 @@ impl Client {
                 .flatten();
             match next {
                 Some(next) => {
-                    token = find_token(&next).or(token);
+                    if !self.given {
+                        token = find_token(&next).or(token);
+                    }
                     base = next;
                 }
                 None => return Ok(sent),

@@ -15,7 +15,7 @@ use plexus_kernel::api::{ApiContext, ApiSpec, ApiSupervisor, ApiSupervisorMsg};
 use plexus_kernel::containerizer::cgroups::CgroupMode;
 use plexus_kernel::containerizer::logs::LogLimits;
 use plexus_kernel::containerizer::{ProcessContainerizer, TaskLimits};
-use plexus_kernel::jobs::{Jobs, JobsStore, MAX_JOB_ROLES};
+use plexus_kernel::jobs::{Jobs, JobsBackend, JobsStore, MAX_JOB_ROLES};
 use plexus_kernel::master::{MasterConfig, MasterSupervisorMsg};
 use plexus_kernel::protocol::{AgentMsg, FrameworkInfo, MasterMsg};
 use plexus_kernel::registry::replica::{Replica, ReplicaConfig};
@@ -25,7 +25,7 @@ use plexus_kernel::supervision::{FaultSwitch, RestartPolicy};
 use ractor::{Actor, ActorRef};
 
 pub use plexus_kernel::master::leadership::CurrentMaster;
-use plexus_kernel::master::leadership::{lead, start_supervisor};
+use plexus_kernel::master::leadership::{lead, start_supervisor, Leading};
 
 /// A running master.
 pub struct MasterHandle {
@@ -91,12 +91,23 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     let role_changes = cfg.role_changes.clone();
     let reads = cfg.reads.clone();
     let supervisor = CurrentMaster::default();
-    let (ended, replica) = if s.master.peers.is_empty() {
+    let roles = job_roles(s)?;
+    let (ended, replica, jobs) = if s.master.peers.is_empty() {
         let (sup, ended) = start_supervisor(node, cfg)
             .await
             .context("starting the master")?;
         *supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(sup);
-        (ended, None)
+        let store = JobsStore::open(&dir.join("jobs.redb"))?;
+        let (jobs, framework_ids) = Jobs::open(&roles, JobsBackend::Local(Arc::new(store)))?;
+        for role in &roles {
+            let info = jobs_info(role, framework_ids.get(role).cloned());
+            SchedulerDriver::start(node, info, jobs.scheduler_for(role), JOBS_SUBSCRIBE)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("starting the jobs framework of role {role:?}: {e}")
+                })?;
+        }
+        (ended, None, jobs)
     } else {
         let replica = Arc::new(start_replica(node, s, &dir).await?);
         let scheme = if s.master.api_tls { "https" } else { "http" };
@@ -105,45 +116,26 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
             api_addr.set_ip(node.addr().ip());
         }
         let api = format!("{scheme}://{api_addr}");
-        let lead = lead(node.clone(), cfg, replica.clone(), api, supervisor.clone());
-        (tokio::spawn(lead), Some(replica))
+        // The jobs live in the registry; the framework runs on whichever master leads.
+        let backend = JobsBackend::Replicated(replica.clone());
+        let (jobs, _) = Jobs::open(&roles, backend.clone())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(run_jobs_while_leading(
+            node.clone(),
+            jobs.clone(),
+            backend,
+            rx,
+        ));
+        let lead = lead(
+            node.clone(),
+            cfg,
+            replica.clone(),
+            api,
+            supervisor.clone(),
+            Some(tx),
+        );
+        (tokio::spawn(lead), Some(replica), jobs)
     };
-    let roles = job_roles(s)?;
-    let store = JobsStore::open(&dir.join("jobs.redb"))?;
-    let (jobs, framework_ids) = Jobs::open(&roles, store)?;
-    for role in &roles {
-        let info = FrameworkInfo {
-            // The id it had before a restart: its tasks are still its own.
-            id: framework_ids.get(role).cloned(),
-            name: if role == ANY_ROLE {
-                "jobs".into()
-            } else {
-                format!("jobs-{role}")
-            },
-            principal: Some("plexus".into()),
-            role: role.clone(),
-            failover_timeout_secs: 3600.0,
-        };
-        let scheduler = jobs.scheduler_for(role);
-        if replica.is_none() {
-            SchedulerDriver::start(node, info, scheduler, Duration::from_secs(30))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("starting the jobs framework of role {role:?}: {e}")
-                })?;
-            continue;
-        }
-        // One of several masters: the masters may start in any order and elect a
-        // leader once a majority is up, so the framework subscribes whenever one leads.
-        let node = node.clone();
-        let role = role.clone();
-        tokio::spawn(async move {
-            let wait = Duration::from_secs(365 * 86_400);
-            if let Err(e) = SchedulerDriver::start(&node, info, scheduler, wait).await {
-                tracing::error!("the jobs framework of role {role:?} did not start: {e}");
-            }
-        });
-    }
     // Bound once: a restarted API serves on the same socket.
     let listener = std::net::TcpListener::bind(s.master.api_listen).with_context(|| {
         format!(
@@ -173,6 +165,74 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         api,
         api_ended,
     })
+}
+
+/// Most time the jobs framework takes to subscribe to the master of its own process.
+const JOBS_SUBSCRIBE: Duration = Duration::from_secs(30);
+
+/// The built-in jobs framework of `role`, under the id it had (its tasks are its own).
+fn jobs_info(role: &str, id: Option<plexus_kernel::ids::FrameworkId>) -> FrameworkInfo {
+    FrameworkInfo {
+        id,
+        name: if role == ANY_ROLE {
+            "jobs".into()
+        } else {
+            format!("jobs-{role}")
+        },
+        principal: Some("plexus".into()),
+        role: role.to_string(),
+        failover_timeout_secs: 3600.0,
+    }
+}
+
+/// With several masters: runs the jobs framework while this master leads. When it
+/// begins to lead, the framework takes back the jobs the registry holds and subscribes
+/// under the ids the registry names (the leader before had them: the tasks stay the
+/// framework's); when it stops leading, the framework's drivers stop before its master
+/// does, so only the leader's framework ever acts.
+async fn run_jobs_while_leading(
+    node: Node,
+    jobs: Jobs,
+    backend: JobsBackend,
+    mut leading: tokio::sync::mpsc::Receiver<Leading>,
+) {
+    let mut drivers: Vec<ActorRef<plexus_kernel::protocol::SchedulerMsg>> = Vec::new();
+    while let Some((term, done)) = leading.recv().await {
+        for d in drivers.drain(..) {
+            if let Err(e) = d
+                .stop_and_wait(Some("no longer leading".into()), Some(JOBS_SUBSCRIBE))
+                .await
+            {
+                tracing::warn!("stopping a jobs framework driver: {e}");
+            }
+        }
+        if let Some(term) = term {
+            match backend.load() {
+                Ok(saved) => {
+                    let ids = jobs.take_back(saved);
+                    tracing::info!(
+                        term,
+                        jobs = jobs.list().len(),
+                        "the jobs framework runs here"
+                    );
+                    for role in jobs.roles() {
+                        let info = jobs_info(&role, ids.get(&role).cloned());
+                        let sched = jobs.scheduler_for(&role);
+                        match SchedulerDriver::start(&node, info, sched, JOBS_SUBSCRIBE).await {
+                            Ok((d, _)) => drivers.push(d),
+                            Err(e) => tracing::error!(
+                                "the jobs framework of role {role:?} did not start: {e}"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("the jobs framework cannot run: {e}"),
+            }
+        }
+        if done.send(()).is_err() {
+            tracing::debug!("leadership changed again before the jobs framework followed");
+        }
+    }
 }
 
 /// Joins the other masters of `master.peers` and starts this one's replica of the

@@ -1,7 +1,8 @@
 //! Three `plexus master` processes and three agents on 127.0.0.x: one master leads, the
 //! others send API clients to it; when the leader is killed or paused another takes over,
-//! the agents re-register with their tasks (nothing restarts, nothing runs twice) and new
-//! jobs are accepted; a master that comes back follows.
+//! the agents re-register with their tasks (nothing restarts, nothing runs twice), the
+//! jobs framework runs on the new leader with every job accepted before, and new jobs are
+//! accepted; a master that comes back follows.
 
 mod common;
 
@@ -240,6 +241,13 @@ fn active(s: &ClusterSummary) -> usize {
         .count()
 }
 
+/// Whether job `id` is listed, waiting for placement.
+fn pending(tasks: &[TaskView], id: &str) -> bool {
+    tasks
+        .iter()
+        .any(|t| t.task_id == id && t.state == "PENDING" && t.owner.as_deref() == Some("test"))
+}
+
 fn running(tasks: &[TaskView], ids: &[String]) -> bool {
     ids.iter().all(|id| {
         tasks
@@ -263,6 +271,19 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     ha.wait_tasks(standby, "the tasks run", |t| running(t, &ids));
     let pids: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
     assert!(pids.iter().all(|p| p.len() == 1), "{pids:?}");
+    // Two jobs as big as an agent: one takes the agent that has no task, the other
+    // is accepted and waits.
+    let big = ha
+        .client(first)
+        .submit(&job(sleeper(8), 0.1, 4096))
+        .unwrap();
+    let waiting = ha
+        .client(first)
+        .submit(&job(sleeper(9), 0.1, 4096))
+        .unwrap();
+    ha.wait_tasks(first, "one big job runs, the other waits", |t| {
+        running(t, std::slice::from_ref(&big)) && pending(t, &waiting)
+    });
 
     ha.masters[first].kill9();
     let rest: Vec<usize> = all.iter().copied().filter(|i| *i != first).collect();
@@ -273,6 +294,19 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     // Nothing restarted, nothing runs twice.
     let after: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
     assert_eq!(after, pids);
+    // The jobs framework runs on the new leader with every job the old one accepted:
+    // the running ones its own still, the waiting one still waiting.
+    ha.wait_tasks(
+        second,
+        "the jobs, known to the new leader's jobs framework",
+        |t| {
+            pending(t, &waiting)
+                && ids.iter().all(|id| {
+                    t.iter()
+                        .any(|v| &v.task_id == id && v.owner.as_deref() == Some("test"))
+                })
+        },
+    );
 
     let new = sleeper(2);
     let id = ha

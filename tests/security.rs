@@ -507,8 +507,11 @@ fn a_task_cannot_harm_its_agent_forks_output_and_disk_are_bounded() {
     let ids = [&bomb, &chatty, &filler];
     let tasks = c.wait_tasks("the three tasks end", Duration::from_secs(120), |t| {
         t.iter()
-            .filter(|t| ids.contains(&&t.task_id.to_string()) && t.state != "TASK_RUNNING")
-            .filter(|t| t.state != "TASK_STAGING" && t.state != "TASK_STARTING")
+            .filter(|t| ids.contains(&&t.task_id.to_string()))
+            .filter(|t| {
+                !["PENDING", "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"]
+                    .contains(&t.state.as_str())
+            })
             .count()
             == 3
     });

@@ -519,7 +519,14 @@ impl World {
                     .expect("a simulated master's replica starts"),
             );
             let api = format!("sim://{name}");
-            let task = tokio::spawn(lead(node.clone(), mcfg, replica.clone(), api, current));
+            let task = tokio::spawn(lead(
+                node.clone(),
+                mcfg,
+                replica.clone(),
+                api,
+                current,
+                None,
+            ));
             // Leadership changes, in the trace.
             let (lease, rec, who) = (replica.lease(), self.rec.clone(), name.clone());
             let notes = tokio::spawn(async move {

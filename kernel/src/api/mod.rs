@@ -925,14 +925,16 @@ const DURABLE_WAIT_MS: u64 = 10_000;
 /// cannot be written (a full disk) answers 503 instead of a change that might be lost.
 async fn durable(ctx: &ApiContext) -> Result<(), ApiError> {
     let wait = std::time::Duration::from_millis(DURABLE_WAIT_MS);
-    tokio::time::timeout(wait, ctx.jobs.durable())
-        .await
-        .map_err(|_| {
-            ApiError::unavailable(format!(
-                "the jobs store could not be written within {DURABLE_WAIT_MS} ms (see the master's log); \
-                 the request is kept and is written once the store can be"
-            ))
-        })
+    match tokio::time::timeout(wait, ctx.jobs.durable()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(dropped)) => Err(ApiError::unavailable(format!(
+            "{dropped}; send the request again (it goes to the master that leads now)"
+        ))),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "the jobs store could not be written within {DURABLE_WAIT_MS} ms (see the master's log); \
+             the request is kept and is written once the store can be"
+        ))),
+    }
 }
 
 async fn kill(

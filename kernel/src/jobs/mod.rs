@@ -14,7 +14,7 @@
 
 pub mod store;
 
-pub use store::{JobsStore, StoreError};
+pub use store::{JobsBackend, JobsStore, Saved, StoreError};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -164,7 +164,15 @@ pub struct Jobs {
     changes: watch::Sender<u64>,
     /// The generation of changes the store holds.
     durable: watch::Sender<u64>,
+    /// How many times what the framework held was replaced ([`Jobs::take_back`]).
+    resets: watch::Sender<u64>,
 }
+
+/// Changes were dropped before they were written: this master stopped leading and
+/// took back what the registry holds instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the change was dropped before it was written: this master no longer leads")]
+pub struct ChangesDropped;
 
 impl Default for Jobs {
     /// A jobs framework serving role `*` only.
@@ -282,6 +290,7 @@ impl Jobs {
             inner: Arc::new(Mutex::new(inner)),
             changes: watch::channel(0).0,
             durable: watch::channel(0).0,
+            resets: watch::channel(0).0,
         }
     }
 
@@ -292,46 +301,76 @@ impl Jobs {
     /// under. Needs a tokio runtime.
     pub fn open(
         roles: &[String],
-        store: JobsStore,
+        store: JobsBackend,
     ) -> Result<(Jobs, BTreeMap<String, FrameworkId>), StoreError> {
         let saved = store.load()?;
         let jobs = Jobs::new(roles);
-        {
-            let mut g = jobs.lock();
-            g.next = saved.next;
-            for (seq, j) in saved.jobs {
-                let id = j.task_id.clone();
-                match j.state {
-                    None => match g.queues.get_mut(&j.role) {
-                        Some(q) => q.pending.push_back(id.clone()),
-                        // A role no longer served: it waits, saying so.
-                        None => {
-                            tracing::warn!(job = %id, role = %j.role, "a pending job of a role no longer served")
-                        }
-                    },
-                    Some(s) if s.is_terminal() => g.ended.push_back(id.clone()),
-                    Some(_) => {}
-                }
-                g.seq_of.insert(id.clone(), seq);
-                g.jobs.insert(id, Arc::new(j));
-            }
-            g.unsaved = Some(Unsaved::default());
-        }
-        let store = Arc::new(store);
+        let framework_ids = jobs.take_back(saved);
         tokio::spawn(write_behind(jobs.clone(), store));
-        Ok((jobs, saved.framework_ids))
+        Ok((jobs, framework_ids))
+    }
+
+    /// Replaces what this framework holds with `saved` (a master that begins to lead
+    /// takes back the jobs the registry holds): changes not yet written are dropped, and
+    /// whoever waits for them is told ([`Jobs::durable`]). Returns the framework id each
+    /// role had.
+    pub fn take_back(&self, saved: Saved) -> BTreeMap<String, FrameworkId> {
+        let mut g = self.lock();
+        let generation = g.unsaved.as_ref().map_or(0, |u| u.generation);
+        let roles: Vec<String> = g.queues.keys().cloned().collect();
+        let subscribers = std::mem::take(&mut g.subscribers);
+        *g = Inner::default();
+        g.subscribers = subscribers;
+        for r in roles {
+            g.queues.insert(r, RoleQueue::default());
+        }
+        g.next = saved.next;
+        for (seq, j) in saved.jobs {
+            let id = j.task_id.clone();
+            match j.state {
+                None => match g.queues.get_mut(&j.role) {
+                    Some(q) => q.pending.push_back(id.clone()),
+                    // A role no longer served: it waits, saying so.
+                    None => {
+                        tracing::warn!(job = %id, role = %j.role, "a pending job of a role no longer served")
+                    }
+                },
+                Some(s) if s.is_terminal() => g.ended.push_back(id.clone()),
+                Some(_) => {}
+            }
+            g.seq_of.insert(id.clone(), seq);
+            g.jobs.insert(id, Arc::new(j));
+        }
+        // What the store holds is all there is: nothing is waited for.
+        g.unsaved = Some(Unsaved {
+            generation,
+            ..Unsaved::default()
+        });
+        drop(g);
+        self.durable.send_replace(generation);
+        self.resets.send_modify(|r| *r += 1);
+        self.changed();
+        saved.framework_ids
     }
 
     /// Waits until every change made before the call is in the store (at once without
-    /// one). While the store cannot be written this waits; callers bound it.
-    pub async fn durable(&self) {
+    /// one). While the store cannot be written this waits; callers bound it. Fails when
+    /// the changes were dropped instead ([`Jobs::take_back`]).
+    pub async fn durable(&self) -> Result<(), ChangesDropped> {
+        let mut resets = self.resets.subscribe();
         let want = match &self.lock().unsaved {
             Some(u) => u.generation,
-            None => return,
+            None => return Ok(()),
         };
         let mut durable = self.durable.subscribe();
-        if durable.wait_for(|d| *d >= want).await.is_err() {
-            tracing::debug!("jobs framework gone before its changes were written");
+        tokio::select! {
+            r = durable.wait_for(|d| *d >= want) => {
+                if r.is_err() {
+                    tracing::debug!("jobs framework gone before its changes were written");
+                }
+                Ok(())
+            }
+            _ = resets.changed() => Err(ChangesDropped),
         }
     }
 
@@ -609,8 +648,6 @@ impl Scheduler for JobsScheduler {
         let mut queue =
             std::mem::take(&mut g.queues.get_mut(&self.role).expect("served role").pending);
         let budget = driver.launch_budget_bytes();
-        // Jobs whose launch could not be sent, and why.
-        let mut unsent: BTreeMap<TaskId, String> = BTreeMap::new();
         while let Some(id) = queue.pop_front() {
             let Some(j) = g.jobs.get(&id) else { continue };
             let spec = TaskSpec {
@@ -645,6 +682,7 @@ impl Scheduler for JobsScheduler {
                 None => still.push_back(id),
             }
         }
+        let mut launches = Vec::new();
         for slot in slots {
             for t in &slot.launch {
                 if let Some(j) = g.jobs.get_mut(&t.task_id).map(Arc::make_mut) {
@@ -658,31 +696,14 @@ impl Scheduler for JobsScheduler {
                 driver.decline(vec![slot.offer.id], Duration::from_secs(1));
                 continue;
             }
-            let ids: Vec<TaskId> = slot.launch.iter().map(|t| t.task_id.clone()).collect();
-            if let Err(e) =
-                driver.launch(vec![slot.offer.id], slot.launch, Duration::from_millis(200))
-            {
-                // Not launched: they wait for the next offers, saying why.
-                for id in ids {
-                    if let Some(j) = g.jobs.get_mut(&id).map(Arc::make_mut) {
-                        j.state = None;
-                        j.agent_id = None;
-                        j.why_not_placed = Some(format!("the launch could not be sent: {e}"));
-                    }
-                    g.touch(&id);
-                    still.push_back(id);
-                }
-            }
+            launches.push((slot.offer.id, slot.launch));
         }
         for id in &still {
             if let Some(j) = g.jobs.get_mut(id).map(Arc::make_mut) {
-                j.why_not_placed = Some(
-                    match (unsent.remove(id), short_of(&j.resources, &largest)) {
-                        (Some(why), _) => why,
-                        (None, Some(what)) => format!("no agent offers enough {what}"),
-                        (None, None) => "offers were used by earlier jobs; waiting for more".into(),
-                    },
-                );
+                j.why_not_placed = Some(match short_of(&j.resources, &largest) {
+                    Some(what) => format!("no agent offers enough {what}"),
+                    None => "offers were used by earlier jobs; waiting for more".into(),
+                });
             }
         }
         let q = g.queues.get_mut(&self.role).expect("served role");
@@ -691,8 +712,25 @@ impl Scheduler for JobsScheduler {
             q.suppressed = true;
             driver.suppress();
         }
+        let stored = g.unsaved.is_some();
         drop(g);
         self.jobs.changed();
+        if launches.is_empty() {
+            return;
+        }
+        if !stored {
+            send_launches(&self.jobs, driver, &self.role, launches);
+            return;
+        }
+        // Launched only once the store says where each job went: a master that takes
+        // over after a crash finds them placed, and never launches one a second time.
+        let (jobs, driver, role) = (self.jobs.clone(), driver.clone(), self.role.clone());
+        tokio::spawn(async move {
+            match jobs.durable().await {
+                Ok(()) => send_launches(&jobs, &driver, &role, launches),
+                Err(e) => tracing::info!("jobs not launched: {e}"),
+            }
+        });
     }
 
     fn update(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
@@ -742,10 +780,44 @@ impl Scheduler for JobsScheduler {
     }
 }
 
+/// Sends each offer's launches; jobs whose launch could not be sent wait for the next
+/// offers again, saying why.
+fn send_launches(
+    jobs: &Jobs,
+    driver: &DriverHandle,
+    role: &str,
+    launches: Vec<(crate::ids::OfferId, Vec<TaskSpec>)>,
+) {
+    for (offer, launch) in launches {
+        let ids: Vec<TaskId> = launch.iter().map(|t| t.task_id.clone()).collect();
+        let Err(e) = driver.launch(vec![offer], launch, Duration::from_millis(200)) else {
+            continue;
+        };
+        let mut g = jobs.lock();
+        for id in ids {
+            if let Some(j) = g.jobs.get_mut(&id).map(Arc::make_mut) {
+                j.state = None;
+                j.agent_id = None;
+                j.why_not_placed = Some(format!("the launch could not be sent: {e}"));
+            }
+            g.touch(&id);
+            let q = g.queues.get_mut(role).expect("served role");
+            q.pending.push_back(id);
+        }
+        let q = g.queues.get_mut(role).expect("served role");
+        if q.suppressed {
+            q.suppressed = false;
+            driver.revive();
+        }
+        drop(g);
+        jobs.changed();
+    }
+}
+
 /// Writes the jobs' changes to `store` in batches, as they come, until the framework is
 /// gone. A batch that cannot be written (a full disk) is kept and tried again with
 /// backoff, said at error level; meanwhile submissions wait for it.
-async fn write_behind(jobs: Jobs, store: Arc<JobsStore>) {
+async fn write_behind(jobs: Jobs, store: JobsBackend) {
     let mut changes = jobs.changes();
     let mut failures: u32 = 0;
     loop {
@@ -759,22 +831,21 @@ async fn write_behind(jobs: Jobs, store: Arc<JobsStore>) {
             }
             continue;
         }
-        let s = store.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let r = s.write(&batch);
-            (batch, r)
-        })
-        .await;
-        match written {
-            Ok((_, Ok(()))) => {
+        let resets = *jobs.resets.borrow();
+        match store.write(batch).await {
+            (_, Ok(())) => {
                 if failures > 0 {
                     tracing::info!(failed = failures, "jobs store written again");
                     failures = 0;
                 }
-                jobs.durable.send_replace(generation);
+                if *jobs.resets.borrow() == resets {
+                    jobs.durable.send_replace(generation);
+                }
             }
-            Ok((batch, Err(e))) => {
-                jobs.lock().restore_batch(batch);
+            (batch, Err(e)) => {
+                if *jobs.resets.borrow() == resets {
+                    jobs.lock().restore_batch(batch);
+                }
                 failures += 1;
                 if failures.is_power_of_two() {
                     tracing::error!(
@@ -786,10 +857,6 @@ async fn write_behind(jobs: Jobs, store: Arc<JobsStore>) {
                     .saturating_mul(1 << failures.min(6))
                     .min(WRITE_RETRY_MAX_MS);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
-            }
-            Err(e) => {
-                tracing::error!("the jobs store writer failed: {e}");
-                return;
             }
         }
     }

@@ -6,14 +6,22 @@
 //! was submitted in; the next job number; the framework id of each role. Changes are
 //! written in batches ([`JobsStore::write`]), one transaction each, synced before it
 //! returns; the jobs framework answers a submission only once its batch is written.
+//!
+//! With several masters the jobs live in the replicated registry instead
+//! ([`JobsBackend::Replicated`]): each batch is one registry write, committed by a
+//! majority of the masters before it counts as written, so whichever master leads next
+//! takes back every job that was answered.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::JobStatus;
 use crate::ids::{FrameworkId, TaskId};
+use crate::registry::replica::Replica;
+use crate::registry::{JobRecord, JobsChange, JobsImage, RegistryOp};
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -23,7 +31,7 @@ const ACCESS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_access");
 const NEXT_KEY: &str = "next";
 const FRAMEWORK_PREFIX: &str = "framework:";
 
-/// Errors of the jobs store, naming its file.
+/// Errors of the jobs store, naming its file (or the replicated registry).
 #[derive(Debug, thiserror::Error)]
 #[error("jobs store {path}: {what}")]
 pub struct StoreError {
@@ -31,6 +39,104 @@ pub struct StoreError {
     pub path: PathBuf,
     /// What went wrong.
     pub what: String,
+}
+
+/// Where the jobs framework keeps its jobs: its master's own database, or the
+/// registry the masters replicate.
+#[derive(Clone)]
+pub enum JobsBackend {
+    /// One master's database file.
+    Local(Arc<JobsStore>),
+    /// The masters' replicated registry (writes succeed only on the leader).
+    Replicated(Arc<Replica>),
+}
+
+impl std::fmt::Debug for JobsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobsBackend::Local(s) => f.debug_tuple("Local").field(s).finish(),
+            JobsBackend::Replicated(r) => f.debug_tuple("Replicated").field(&r.id).finish(),
+        }
+    }
+}
+
+/// How the replicated registry is named in errors.
+const REGISTRY_NAME: &str = "(the masters' replicated registry)";
+
+impl JobsBackend {
+    /// Everything kept.
+    pub fn load(&self) -> Result<Saved, StoreError> {
+        match self {
+            JobsBackend::Local(s) => s.load(),
+            JobsBackend::Replicated(r) => Ok(from_image(r.registry().jobs)),
+        }
+    }
+
+    /// Writes `batch`; returns it with the outcome once it is durable (or failed).
+    pub async fn write(&self, batch: Batch) -> (Batch, Result<(), StoreError>) {
+        match self {
+            JobsBackend::Local(s) => {
+                let (s, b) = (s.clone(), batch.clone());
+                let path = s.path.clone();
+                let r = tokio::task::spawn_blocking(move || s.write(&b))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError {
+                            path,
+                            what: format!("its writer failed: {e}"),
+                        })
+                    });
+                (batch, r)
+            }
+            JobsBackend::Replicated(r) => {
+                let op = RegistryOp::Jobs(to_change(&batch));
+                let written = r.write(op).await.map(|_| ()).map_err(|e| StoreError {
+                    path: PathBuf::from(REGISTRY_NAME),
+                    what: e.to_string(),
+                });
+                (batch, written)
+            }
+        }
+    }
+}
+
+/// A batch as a registry change.
+pub fn to_change(b: &Batch) -> JobsChange {
+    JobsChange {
+        next: b.next,
+        put: b
+            .put
+            .iter()
+            .map(|(seq, job)| JobRecord {
+                seq: *seq,
+                job: job.clone(),
+                owner: job.owner.clone(),
+                user: job.user.clone(),
+            })
+            .collect(),
+        delete: b.delete.clone(),
+        framework_ids: b.framework_ids.clone(),
+    }
+}
+
+/// What the registry holds, as a store's contents.
+pub fn from_image(image: JobsImage) -> Saved {
+    let mut jobs: Vec<(u64, JobStatus)> = image
+        .jobs
+        .into_values()
+        .map(|r| {
+            let mut job = r.job;
+            job.owner = r.owner;
+            job.user = r.user;
+            (r.seq, job)
+        })
+        .collect();
+    jobs.sort_by_key(|(seq, _)| *seq);
+    Saved {
+        next: image.next,
+        jobs,
+        framework_ids: image.framework_ids,
+    }
 }
 
 /// What a store holds.
@@ -225,6 +331,45 @@ mod tests {
             ids,
             vec!["a", "c"],
             "in submission order, without the deleted one"
+        );
+        assert_eq!(back.framework_ids["*"], "fw-1");
+    }
+
+    #[test]
+    fn the_registry_keeps_what_a_store_keeps_owners_and_users_included() {
+        let mut reg = crate::registry::Registry::default();
+        let mut c = job("c");
+        c.user = Some("nobody".into());
+        let first = Batch {
+            next: Some(3),
+            put: vec![(2, job("b")), (1, job("a")), (3, c)],
+            delete: vec![],
+            framework_ids: vec![("*".into(), "fw-1".into())],
+        };
+        assert!(reg.apply(&RegistryOp::Jobs(to_change(&first))));
+        let second = Batch {
+            delete: vec!["b".into()],
+            ..Batch::default()
+        };
+        assert!(reg.apply(&RegistryOp::Jobs(to_change(&second))));
+        assert!(
+            !reg.apply(&RegistryOp::Jobs(to_change(&second))),
+            "a batch applied again changes nothing"
+        );
+        let back = from_image(reg.jobs);
+        assert_eq!(back.next, 3);
+        let jobs: Vec<(&str, Option<&str>, Option<&str>)> = back
+            .jobs
+            .iter()
+            .map(|(_, j)| (j.task_id.as_str(), j.owner.as_deref(), j.user.as_deref()))
+            .collect();
+        assert_eq!(
+            jobs,
+            vec![
+                ("a", Some("alice"), None),
+                ("c", Some("alice"), Some("nobody"))
+            ],
+            "in submission order, with who they belong to"
         );
         assert_eq!(back.framework_ids["*"], "fw-1");
     }

@@ -22,6 +22,24 @@ use crate::supervision::RestartPolicy;
 /// masters, only while this one leads).
 pub type CurrentMaster = Arc<Mutex<Option<ActorRef<MasterSupervisorMsg>>>>;
 
+/// A change of this master's leadership: the term it leads in from now on (after its
+/// master started), or none (before its master is stopped); `lead` waits for the
+/// answer before going on, so what runs only on the leader starts and stops in step.
+pub type Leading = (Option<u64>, tokio::sync::oneshot::Sender<()>);
+
+/// Tells `watcher` of a leadership change and waits until it has acted on it.
+async fn tell(watcher: Option<&tokio::sync::mpsc::Sender<Leading>>, term: Option<u64>) {
+    let Some(w) = watcher else { return };
+    let (done, acted) = tokio::sync::oneshot::channel();
+    if w.send((term, done)).await.is_err() {
+        debug!("nobody watches this master's leadership any more");
+        return;
+    }
+    if acted.await.is_err() {
+        debug!("the leadership watcher ended before it acted");
+    }
+}
+
 /// Starts a master under its supervisor.
 pub async fn start_supervisor(
     node: &Node,
@@ -41,13 +59,15 @@ fn set(current: &CurrentMaster, v: Option<ActorRef<MasterSupervisorMsg>>) {
 }
 
 /// Runs a master while this one leads (see the module's documentation), keeping
-/// `current` up to date. Returns when a master's supervisor gives up on it.
+/// `current` up to date and telling `watcher` (see [`Leading`]). Returns when a
+/// master's supervisor gives up on it.
 pub async fn lead(
     node: Node,
     cfg: MasterConfig,
     replica: Arc<Replica>,
     api: String,
     current: CurrentMaster,
+    watcher: Option<tokio::sync::mpsc::Sender<Leading>>,
 ) {
     let lease = replica.lease();
     let mut term: Option<u64> = None;
@@ -68,6 +88,7 @@ pub async fn lead(
         };
         if let Some((sup, ended)) = running.take() {
             set(&current, None);
+            tell(watcher.as_ref(), None).await;
             stop_leading(sup, ended).await;
             info!(term = ?term, "stopped leading");
         }
@@ -91,6 +112,7 @@ pub async fn lead(
                 set(&current, Some(sup.clone()));
                 running = Some((sup, ended));
                 info!(term = t, "leading: the master runs here");
+                tell(watcher.as_ref(), Some(t)).await;
             }
             Err(e) => {
                 error!("cannot start the leading master: {e}");

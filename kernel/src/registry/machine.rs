@@ -11,8 +11,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{MasterId, RegistryOp, RegistryRaft, RegistryReply};
-use crate::ids::{AgentId, FrameworkId};
+use super::{JobRecord, JobsChange, MasterId, RegistryOp, RegistryRaft, RegistryReply};
+use crate::ids::{AgentId, FrameworkId, TaskId};
 
 /// Removed agents and frameworks remembered (the oldest removals are forgotten first).
 pub const MAX_REMOVED: usize = 10_000;
@@ -32,6 +32,39 @@ pub struct Registry {
     pub weights: BTreeMap<String, u64>,
     /// The newest leader that said where its API is.
     pub leader: Option<LeaderRecord>,
+    /// The built-in jobs framework's jobs.
+    pub jobs: JobsImage,
+}
+
+/// The built-in jobs framework's state, as the registry holds it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobsImage {
+    /// The next job number.
+    pub next: u64,
+    /// Every job kept (the framework forgets the oldest ended ones itself).
+    pub jobs: BTreeMap<TaskId, JobRecord>,
+    /// The framework id of each role.
+    pub framework_ids: BTreeMap<String, FrameworkId>,
+}
+
+impl JobsImage {
+    /// Applies one batch; true if it changed anything.
+    fn apply(&mut self, c: &JobsChange) -> bool {
+        let mut changed = false;
+        if let Some(next) = c.next {
+            changed |= std::mem::replace(&mut self.next, next) != next;
+        }
+        for r in &c.put {
+            changed |= self.jobs.insert(r.job.task_id.clone(), r.clone()).as_ref() != Some(r);
+        }
+        for id in &c.delete {
+            changed |= self.jobs.remove(id).is_some();
+        }
+        for (role, id) in &c.framework_ids {
+            changed |= self.framework_ids.insert(role.clone(), id.clone()).as_ref() != Some(id);
+        }
+        changed
+    }
 }
 
 /// A leader's word of where its API is.
@@ -110,6 +143,7 @@ impl Registry {
                 };
                 self.leader.replace(new.clone()) != Some(new)
             }
+            RegistryOp::Jobs(c) => self.jobs.apply(c),
             RegistryOp::SetWeight { role, weight_milli } => {
                 self.weights.insert(role.clone(), *weight_milli) != Some(*weight_milli)
             }

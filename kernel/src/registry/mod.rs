@@ -1,7 +1,8 @@
 //! The replicated registry: what masters agree on through Raft (openraft), and keep on
 //! disk.
 //!
-//! As in Mesos, what is replicated is small: admitted agents (and removed ones with when
+//! As in Mesos, what is replicated is small: where the leader's API is, the built-in
+//! jobs framework's jobs, and operations for admitted agents (and removed ones with when
 //! they were removed), frameworks with their failover timeouts, and roles' weights.
 //! Tasks are not: agents bring theirs back when they re-register. Each change is a
 //! [`RegistryOp`] appended to the Raft log; once committed, every master applies it to
@@ -26,7 +27,7 @@ pub mod replica;
 pub mod rt;
 
 pub use log::{LogStore, LogStoreError, MemFile};
-pub use machine::{LeaderRecord, Registry, RegistryMachine};
+pub use machine::{JobsImage, LeaderRecord, Registry, RegistryMachine};
 
 use std::io::Cursor;
 
@@ -88,6 +89,9 @@ pub enum RegistryOp {
         /// Its API's base URL.
         api: String,
     },
+    /// Changes of the built-in jobs framework (every master's runs it while leading,
+    /// from what the registry holds).
+    Jobs(JobsChange),
     /// A role's weight changed.
     SetWeight {
         /// The role.
@@ -95,6 +99,33 @@ pub enum RegistryOp {
         /// Its weight, in thousandths.
         weight_milli: u64,
     },
+}
+
+/// A job as the registry keeps it: its submission number, its status, and who it
+/// belongs to (kept beside the status, which does not carry them on the wire).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Its submission number.
+    pub seq: u64,
+    /// Its status and history.
+    pub job: crate::jobs::JobStatus,
+    /// The principal that submitted it.
+    pub owner: Option<String>,
+    /// The OS user it runs as.
+    pub user: Option<String>,
+}
+
+/// One batch of the jobs framework's changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobsChange {
+    /// The next job number, if it changed.
+    pub next: Option<u64>,
+    /// Jobs new or changed.
+    pub put: Vec<JobRecord>,
+    /// Jobs forgotten.
+    pub delete: Vec<crate::ids::TaskId>,
+    /// Framework ids of roles, new or changed.
+    pub framework_ids: Vec<(String, FrameworkId)>,
 }
 
 /// What applying a [`RegistryOp`] answers: whether it changed the registry.
