@@ -3,7 +3,8 @@
 //! clock paused, the figures are simulated time from the crash until (a) another master
 //! leads, (b) every agent has re-registered with it, (c) its first offer. The masters use
 //! the default election settings (`master.election_timeout`,
-//! `master.raft_heartbeat_interval`).
+//! `master.raft_heartbeat_interval`). With `--processes` the same is timed on real
+//! processes ([`super::failover_processes`]).
 
 use std::time::Duration;
 
@@ -22,10 +23,20 @@ pub struct FailoverOpts {
     /// One-way message delay, µs.
     #[arg(long, default_value_t = 500)]
     pub delay_us: u64,
+    /// Instead: three `plexus master` processes and three agents on 127.0.0.x, the
+    /// leader killed `--failovers` times; wall-clock figures.
+    #[arg(long)]
+    pub processes: bool,
+    /// Failovers with `--processes` (each printed, then the median).
+    #[arg(long, default_value_t = 10)]
+    pub failovers: usize,
 }
 
 /// Runs the benchmark and prints its figures.
 pub fn run(o: FailoverOpts) -> anyhow::Result<()> {
+    if o.processes {
+        return super::failover_processes::run(o.failovers);
+    }
     let defaults = plexus_config::MasterSettings::default();
     let mut all = Vec::new();
     for seed in 1..=o.runs {
@@ -52,23 +63,31 @@ pub fn run(o: FailoverOpts) -> anyhow::Result<()> {
         );
         all.push(t);
     }
-    let median = |f: fn(&plexus_sim::bench::FailoverTimes) -> f64| {
-        let mut v: Vec<f64> = all.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let shape = format!("agents={} tasks={} runs={}", o.agents, o.tasks, o.runs);
-    println!(
-        "plexus failover_elected_ms p50={:.1} {shape}",
-        median(|t| t.elected_ms)
-    );
-    println!(
-        "plexus failover_registered_ms p50={:.1} {shape}",
-        median(|t| t.registered_ms)
-    );
-    println!(
-        "plexus failover_first_offer_ms p50={:.1} {shape}",
-        median(|t| t.first_offer_ms)
+    print_medians(
+        "failover",
+        &[
+            ("elected_ms", all.iter().map(|t| t.elected_ms).collect()),
+            (
+                "registered_ms",
+                all.iter().map(|t| t.registered_ms).collect(),
+            ),
+            (
+                "first_offer_ms",
+                all.iter().map(|t| t.first_offer_ms).collect(),
+            ),
+        ],
+        &shape,
     );
     Ok(())
+}
+
+/// Prints one line per figure: `plexus {prefix}_{name} p50=… {shape}`.
+pub(crate) fn print_medians(prefix: &str, figures: &[(&str, Vec<f64>)], shape: &str) {
+    for (name, values) in figures {
+        let mut v = values.clone();
+        v.sort_by(f64::total_cmp);
+        let p50 = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+        println!("plexus {prefix}_{name} p50={p50:.1} {shape}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod failover;
+pub mod failover_processes;
 pub mod launch;
 pub mod placed;
 pub mod remote;

@@ -204,7 +204,7 @@ pub enum BenchCommand {
     PlacedSpawn(crate::bench::placed::PlacedOpts),
     /// The leading master's crash in a simulated datacenter (3 masters, 10,000 agents,
     /// 100,000 tasks): simulated time to a new leader, every agent re-registered, the
-    /// first offer.
+    /// first offer; with `--processes`, wall-clock figures of real masters and agents.
     Failover(crate::bench::failover::FailoverOpts),
 }
 
