@@ -1083,3 +1083,91 @@ fn roles_weights_and_quotas_change_at_runtime_over_the_settings() {
     });
     assert_eq!(state(&again)[1], ("prod".into(), 5.0, None));
 }
+
+/// A leading master's registry: `alice`'s framework `fw-a` recorded, `fw-old` removed.
+fn recorded_registry() -> MasterConfig {
+    let mut seed = crate::registry::Registry::default();
+    seed.apply(&crate::registry::RegistryOp::AddFramework {
+        framework_id: "fw-a".into(),
+        failover_timeout_ms: 60_000,
+        authority: FrameworkAuthority::Principal("alice".into()),
+    });
+    seed.apply(&crate::registry::RegistryOp::RemoveFramework {
+        framework_id: "fw-old".into(),
+        unix_ms: 5,
+    });
+    MasterConfig {
+        registry: Some(super::config::RegistryLink {
+            replica: None,
+            seed: std::sync::Arc::new(seed),
+        }),
+        ..MasterConfig::default()
+    }
+}
+
+#[test]
+fn after_a_failover_only_the_recorded_authority_takes_back_a_framework_id() {
+    let mut c = MasterCore::new(recorded_registry());
+    let alice = FrameworkAuthority::Principal("alice".into());
+    let mallory = FrameworkAuthority::Principal("mallory".into());
+    let claim = |id: &str| FrameworkInfo {
+        id: Some(id.into()),
+        ..framework("f", "*", 60.0)
+    };
+    // The attack: another principal claims alice's framework before she re-subscribes.
+    let e = c.subscribe(claim("fw-a"), mallory.clone()).unwrap_err();
+    assert!(matches!(e, SubscribeError::Forbidden(_)), "{e}");
+    // A removed framework stays removed, whoever asks.
+    let e = c.subscribe(claim("fw-old"), alice.clone()).unwrap_err();
+    assert_eq!(e, SubscribeError::UnknownFramework("fw-old".into()));
+    // Alice takes hers back; nothing new is recorded for it.
+    assert_eq!(c.subscribe(claim("fw-a"), alice).unwrap(), "fw-a");
+    assert!(!drain(&mut c).iter().any(|e| matches!(e, Effect::Record(_))));
+}
+
+#[test]
+fn a_leading_master_records_new_frameworks_and_their_removal() {
+    let mut c = MasterCore::new(recorded_registry());
+    let bob = FrameworkAuthority::Principal("bob".into());
+    let id = c.subscribe(framework("b", "*", 30.0), bob.clone()).unwrap();
+    let records: Vec<crate::registry::RegistryOp> = drain(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Record(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        records,
+        vec![crate::registry::RegistryOp::AddFramework {
+            framework_id: id.clone(),
+            failover_timeout_ms: 30_000,
+            authority: bob,
+        }]
+    );
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: id.clone(),
+            call: FrameworkCall::Teardown,
+        },
+    );
+    let removed = drain(&mut c).into_iter().any(|e| {
+        e == Effect::Record(crate::registry::RegistryOp::RemoveFramework {
+            framework_id: id.clone(),
+            unix_ms: at(1).unix_ms,
+        })
+    });
+    assert!(removed, "the teardown is recorded");
+    // Without a registry nothing is recorded.
+    let mut single = MasterCore::new(MasterConfig::default());
+    single
+        .subscribe(
+            framework("b", "*", 30.0),
+            FrameworkAuthority::Principal("bob".into()),
+        )
+        .unwrap();
+    assert!(!drain(&mut single)
+        .iter()
+        .any(|e| matches!(e, Effect::Record(_))));
+}
