@@ -127,7 +127,7 @@ impl Credentials {
 }
 
 /// On whose authority a framework acts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameworkAuthority {
     /// The kernel's own (a framework in the master's process, such as the jobs
     /// framework, whose API authorized each job).

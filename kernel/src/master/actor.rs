@@ -113,29 +113,6 @@ pub struct MasterState {
     publish_due: bool,
     /// Registrations that came in parts, until they are whole.
     assembler: Assembler,
-    /// With several masters: what to record in the registry, written in order.
-    recorder: Option<tokio::sync::mpsc::Sender<crate::registry::RegistryOp>>,
-}
-
-/// Most registry records waiting to be written (each is one Raft write).
-pub const MAX_PENDING_RECORDS: usize = 10_000;
-
-/// Writes the registry records of a leading master one after another, in the order
-/// they came, until the master is gone. A record that cannot be written (this master
-/// no longer leads) is said and dropped: the next leader learns that framework again
-/// when it re-subscribes.
-fn start_recorder(
-    replica: std::sync::Arc<crate::registry::replica::Replica>,
-) -> tokio::sync::mpsc::Sender<crate::registry::RegistryOp> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(MAX_PENDING_RECORDS);
-    tokio::spawn(async move {
-        while let Some(op) = rx.recv().await {
-            if let Err(e) = replica.write(op).await {
-                warn!("a registry record was not written: {e}");
-            }
-        }
-    });
-    tx
 }
 
 impl MasterState {
@@ -172,12 +149,6 @@ impl MasterState {
                 }
                 Effect::AllocateAfter(delay) => {
                     me.send_after(delay, || MasterMsg::Allocate);
-                }
-                Effect::Record(op) => {
-                    let Some(r) = &self.recorder else { continue };
-                    if let Err(e) = r.try_send(op) {
-                        warn!("a registry record was dropped ({MAX_PENDING_RECORDS} wait): {e}");
-                    }
                 }
             }
         }
@@ -366,16 +337,8 @@ impl Actor for Master {
         }
         me.send_interval(TICK_INTERVAL, || MasterMsg::Tick);
         me.send_interval(self.cfg.allocation_interval, || MasterMsg::Allocate);
-        let mut cfg = self.cfg.clone();
-        if let Some(link) = &mut cfg.registry {
-            // What is recorded now (a master restarted by its supervisor sees what the
-            // one before it recorded).
-            if let Some(r) = &link.replica {
-                link.seed = std::sync::Arc::new(r.registry());
-            }
-        }
         Ok(MasterState {
-            core: MasterCore::with_epoch(cfg, self.epoch()),
+            core: MasterCore::with_epoch(self.cfg.clone(), self.epoch()),
             start: Instant::now(),
             agents: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -388,12 +351,6 @@ impl Actor for Master {
             published_at: Instant::now() - self.cfg.publish_interval,
             publish_due: false,
             assembler: Assembler::default(),
-            recorder: self
-                .cfg
-                .registry
-                .as_ref()
-                .and_then(|l| l.replica.clone())
-                .map(start_recorder),
         })
     }
 

@@ -61,28 +61,6 @@ pub struct MasterConfig {
     /// Mixed into the ids this master mints: how many masters this process started
     /// before it (a master leading again in the same term mints ids of its own).
     pub epoch_salt: u32,
-    /// With several masters: the registry this master records its frameworks in, and
-    /// what it held when this master began to lead.
-    pub registry: Option<RegistryLink>,
-}
-
-/// A leading master's registry: where it records, and what was recorded before it.
-#[derive(Clone)]
-pub struct RegistryLink {
-    /// This master's replica (writes go through it to the other masters; none: the
-    /// records are only made, as in the core's tests).
-    pub replica: Option<Arc<crate::registry::replica::Replica>>,
-    /// The registry as this master began to lead.
-    pub seed: Arc<crate::registry::Registry>,
-}
-
-impl std::fmt::Debug for RegistryLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryLink")
-            .field("master", &self.replica.as_ref().map(|r| r.id))
-            .field("frameworks", &self.seed.frameworks.len())
-            .finish()
-    }
 }
 
 /// Most roles with a weight or a quota.
@@ -197,7 +175,6 @@ impl Default for MasterConfig {
             leading: None,
             other_masters: Default::default(),
             epoch_salt: 0,
-            registry: None,
         }
     }
 }

@@ -31,7 +31,6 @@ use crate::protocol::{
     FrameworkCall, FrameworkInfo, FrameworkState, FrameworkStatus, InboxStats, Offer, TaskSpec,
 };
 use crate::reason::Reason;
-use crate::registry::RegistryOp;
 use crate::resources::{Resources, RoleResources};
 use crate::status::{ActorAt, StatusUpdate};
 use crate::task::TaskState;
@@ -171,9 +170,6 @@ pub enum Effect {
     },
     /// Feed [`Event::Allocate`] after this delay.
     AllocateAfter(Duration),
-    /// Record this in the masters' registry (only with [`MasterConfig::registry`]), in
-    /// the order given.
-    Record(crate::registry::RegistryOp),
 }
 
 /// Why a framework could not subscribe.
@@ -259,9 +255,6 @@ pub struct MasterCore {
     /// Frameworks removed (torn down, or past their failover timeout), oldest first.
     removed: VecDeque<FrameworkId>,
     removed_set: std::collections::BTreeSet<FrameworkId>,
-    /// With a registry: the frameworks recorded there, and on whose authority each acts
-    /// (whoever subscribes under one of their ids must be the same).
-    recorded: BTreeMap<FrameworkId, FrameworkAuthority>,
 }
 
 impl MasterCore {
@@ -282,31 +275,9 @@ impl MasterCore {
         for (role, q) in &quotas {
             allocator.set_quota(role, Some(q.clone()));
         }
-        let mut removed: Vec<(u64, FrameworkId)> = Vec::new();
-        let mut recorded = BTreeMap::new();
-        if let Some(link) = &cfg.registry {
-            for (id, r) in &link.seed.frameworks {
-                recorded.insert(id.clone(), r.authority.clone());
-            }
-            for (id, at_ms) in &link.seed.removed_frameworks {
-                removed.push((*at_ms, id.clone()));
-            }
-        }
-        // Oldest removal first, so the oldest are forgotten first.
-        removed.sort();
-        let removed: VecDeque<FrameworkId> = removed
-            .into_iter()
-            .rev()
-            .take(MAX_REMOVED_FRAMEWORKS)
-            .rev()
-            .map(|(_, id)| id)
-            .collect();
         MasterCore {
             weights,
             quotas,
-            recorded,
-            removed_set: removed.iter().cloned().collect(),
-            removed,
             cfg,
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
@@ -318,6 +289,8 @@ impl MasterCore {
             next_id: 0,
             last_alloc_us: 0,
             out: VecDeque::new(),
+            removed: VecDeque::new(),
+            removed_set: std::collections::BTreeSet::new(),
         }
     }
 
@@ -396,7 +369,7 @@ impl MasterCore {
                 Ok(()) => self.schedule_allocation(),
                 Err(e) => self.refuse(fw, format!("revive: {e}")),
             },
-            FrameworkCall::Teardown => self.remove_framework(now, fw),
+            FrameworkCall::Teardown => self.remove_framework(fw),
         }
     }
 
@@ -456,14 +429,8 @@ impl MasterCore {
         if let Some(why) = self.cfg.acls.framework_problem(&authority, &info.role) {
             return Err(SubscribeError::Forbidden(why));
         }
-        let recorded = info.id.as_ref().and_then(|id| {
-            self.frameworks
-                .get(id)
-                .map(|f| &f.authority)
-                .or_else(|| self.recorded.get(id))
-        });
-        if let Some(recorded) = recorded {
-            if *recorded != authority {
+        if let Some(f) = info.id.as_ref().and_then(|id| self.frameworks.get(id)) {
+            if f.authority != authority {
                 return Err(SubscribeError::Forbidden(format!(
                     "framework {:?} was registered by another authority",
                     info.id
@@ -478,12 +445,9 @@ impl MasterCore {
                 return Err(SubscribeError::UnknownFramework(id.clone()))
             }
             Some(id) if !self.frameworks.contains_key(id) => {
-                // A framework of an earlier master (this one restarted, or another led
-                // before): its tasks came back with their agents, and so does it.
+                // A framework of an earlier master (this one restarted): its tasks came
+                // back with their agents, and so does it.
                 self.allocator.add_framework(id, &info.role)?;
-                if !self.recorded.contains_key(id) {
-                    self.record_framework(id, &info, &authority);
-                }
                 info!(framework = %id, name = %info.name, "framework re-subscribed after a master restart");
                 self.frameworks.insert(
                     id.clone(),
@@ -506,7 +470,6 @@ impl MasterCore {
             None => {
                 let id = FrameworkId::new(self.mint("fw"));
                 self.allocator.add_framework(&id, &info.role)?;
-                self.record_framework(&id, &info, &authority);
                 info!(framework = %id, name = %info.name, role = %info.role, "framework subscribed");
                 self.frameworks.insert(
                     id.clone(),
@@ -525,25 +488,6 @@ impl MasterCore {
         self.tell_scheduler(&id, ToScheduler::Subscribed(id.clone()));
         self.schedule_allocation();
         Ok(id)
-    }
-
-    /// With a registry: records that framework `id` acts on `authority`.
-    fn record_framework(
-        &mut self,
-        id: &FrameworkId,
-        info: &FrameworkInfo,
-        authority: &FrameworkAuthority,
-    ) {
-        if self.cfg.registry.is_none() {
-            return;
-        }
-        self.recorded.insert(id.clone(), authority.clone());
-        let secs = info.failover_timeout_secs.clamp(0.0, u64::MAX as f64 / 1e3);
-        self.out.push_back(Effect::Record(RegistryOp::AddFramework {
-            framework_id: id.clone(),
-            failover_timeout_ms: (secs * 1e3) as u64,
-            authority: authority.clone(),
-        }));
     }
 
     /// The cluster as operators see it.
@@ -1330,16 +1274,9 @@ impl MasterCore {
         }
     }
 
-    fn remove_framework(&mut self, now: Now, fw: &str) {
+    fn remove_framework(&mut self, fw: &str) {
         if !self.frameworks.contains_key(fw) {
             return;
-        }
-        if self.recorded.remove(fw).is_some() {
-            self.out
-                .push_back(Effect::Record(RegistryOp::RemoveFramework {
-                    framework_id: fw.into(),
-                    unix_ms: now.unix_ms,
-                }));
         }
         let live: Vec<(TaskId, AgentId, RoleResources)> = self
             .tasks
@@ -1436,7 +1373,7 @@ impl MasterCore {
             .collect();
         for fw in expired {
             warn!(framework = %fw, "failover timeout passed: killing its tasks");
-            self.remove_framework(now, &fw);
+            self.remove_framework(&fw);
         }
     }
 

@@ -105,11 +105,6 @@ pub async fn lead(
         }
         let mut c = cfg.clone();
         c.leading = Some((t, lease.clone()));
-        // Read once the leader's word is applied here: everything before it is too.
-        c.registry = Some(super::config::RegistryLink {
-            replica: Some(replica.clone()),
-            seed: Arc::new(replica.registry()),
-        });
         c.epoch_salt = starts;
         starts = starts.wrapping_add(1);
         match start_supervisor(&node, c).await {

@@ -24,8 +24,8 @@ pub struct Registry {
     pub agents: BTreeMap<AgentId, String>,
     /// Removed agents and when (unix ms): they may not come back under their ids.
     pub removed_agents: BTreeMap<AgentId, u64>,
-    /// Frameworks: their failover timeouts and on whose authority they act.
-    pub frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+    /// Frameworks and their failover timeouts, ms.
+    pub frameworks: BTreeMap<FrameworkId, u64>,
     /// Removed frameworks and when (unix ms).
     pub removed_frameworks: BTreeMap<FrameworkId, u64>,
     /// Roles' weights, in thousandths.
@@ -65,15 +65,6 @@ impl JobsImage {
         }
         changed
     }
-}
-
-/// A framework as the registry keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FrameworkRecord {
-    /// How long its tasks outlive its disconnection, ms.
-    pub failover_timeout_ms: u64,
-    /// On whose authority it acts.
-    pub authority: crate::acl::FrameworkAuthority,
 }
 
 /// A leader's word of where its API is.
@@ -121,16 +112,13 @@ impl Registry {
             RegistryOp::AddFramework {
                 framework_id,
                 failover_timeout_ms,
-                authority,
             } => {
                 if self.removed_frameworks.contains_key(framework_id) {
                     return false;
                 }
-                let record = FrameworkRecord {
-                    failover_timeout_ms: *failover_timeout_ms,
-                    authority: authority.clone(),
-                };
-                self.frameworks.insert(framework_id.clone(), record.clone()) != Some(record)
+                self.frameworks
+                    .insert(framework_id.clone(), *failover_timeout_ms)
+                    != Some(*failover_timeout_ms)
             }
             RegistryOp::RemoveFramework {
                 framework_id,

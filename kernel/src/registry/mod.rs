@@ -27,7 +27,7 @@ pub mod replica;
 pub mod rt;
 
 pub use log::{LogStore, LogStoreError, MemFile};
-pub use machine::{FrameworkRecord, JobsImage, LeaderRecord, Registry, RegistryMachine};
+pub use machine::{JobsImage, LeaderRecord, Registry, RegistryMachine};
 
 use std::io::Cursor;
 
@@ -71,8 +71,6 @@ pub enum RegistryOp {
         framework_id: FrameworkId,
         /// How long its tasks outlive its disconnection, ms.
         failover_timeout_ms: u64,
-        /// On whose authority it acts: only the same may subscribe under its id.
-        authority: crate::acl::FrameworkAuthority,
     },
     /// A framework is removed, at `unix_ms`.
     RemoveFramework {

@@ -100,7 +100,6 @@ fn a_removed_agent_or_framework_cannot_come_back_under_its_id() {
     let add = RegistryOp::AddFramework {
         framework_id: "f1".into(),
         failover_timeout_ms: 60_000,
-        authority: crate::acl::FrameworkAuthority::Principal("alice".into()),
     };
     assert!(r.apply(&add));
     assert!(r.apply(&RegistryOp::RemoveFramework {
