@@ -3,7 +3,8 @@
 //! and again, and each time the wall clock runs from the kill until (a) another master
 //! answers the API as leader, (b) it has every agent registered, (c) a job submitted to
 //! it once it leads runs (its first offer came before that). The killed master is then
-//! started again and follows before the next round.
+//! started again and follows, and the cluster runs steady for a moment, before the next
+//! round.
 //!
 //! The masters poll nothing for the figures: the benchmark asks their APIs (redirects
 //! not followed: a standby answers 307) as often as it can, so each figure carries up to
@@ -25,6 +26,8 @@ const MASTERS: usize = 3;
 const AGENTS: usize = 3;
 /// Longest wait for any one step before the benchmark gives up, saying which.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the cluster runs steady before the next kill.
+const STEADY: Duration = Duration::from_secs(2);
 /// Pause between two askings of the APIs.
 const POLL: Duration = Duration::from_millis(2);
 
@@ -319,6 +322,10 @@ fn round(c: &mut Cluster, n: usize) -> anyhow::Result<Round> {
     c.until("the killed master back, following", || {
         (c.status(old) == Some(307)).then_some(())
     })?;
+    // The next failover is one of a steady cluster: the master just back has followed
+    // the leader for a while (a master that joined a moment ago still holds its
+    // startup vote, and delays the next election by one election timeout).
+    std::thread::sleep(STEADY);
     Ok(Round {
         elected,
         registered,
