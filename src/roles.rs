@@ -253,7 +253,7 @@ async fn start_replica(
         disk: Arc::new(plexus_kernel::statefile::RealDisk),
         heartbeat_ms: s.master.raft_heartbeat_interval.as_millis() as u64,
         election_timeout_ms: s.master.election_timeout.as_millis() as u64,
-        snapshot_every: 1_000,
+        snapshot_every: s.master.registry_snapshot_every,
         log_in: None,
     };
     Ok(Replica::start(node, cfg).await?)

@@ -207,6 +207,10 @@ pub struct MasterSettings {
     /// How often the leader tells the other masters it leads.
     #[serde(with = "humantime_serde")]
     pub raft_heartbeat_interval: Duration,
+    /// Registry writes between two snapshots; each master keeps half as many entries
+    /// of its log before its last snapshot, and one further behind catches up from
+    /// the leader's snapshot.
+    pub registry_snapshot_every: u64,
 }
 
 /// Authorization rules (`[master.acls]`), in the spirit of Mesos's ACLs: each list
@@ -290,6 +294,7 @@ impl Default for MasterSettings {
             peers: Vec::new(),
             election_timeout: Duration::from_millis(150),
             raft_heartbeat_interval: Duration::from_millis(50),
+            registry_snapshot_every: 1_000,
         }
     }
 }
@@ -451,6 +456,13 @@ impl NodeSettings {
                 "master.raft_heartbeat_interval",
                 ms(m.raft_heartbeat_interval),
                 "must be positive",
+            ));
+        }
+        if m.registry_snapshot_every < 2 {
+            return Err(bad(
+                "master.registry_snapshot_every",
+                m.registry_snapshot_every.to_string(),
+                "must be at least 2",
             ));
         }
         if m.election_timeout < m.raft_heartbeat_interval * 3 {
@@ -869,6 +881,11 @@ mod tests {
                 "[agent]\nlimit_check_interval = \"0s\"\n",
                 "agent.limit_check_interval",
                 "0ms",
+            ),
+            (
+                "[master]\nregistry_snapshot_every = 1\n",
+                "master.registry_snapshot_every",
+                "1",
             ),
             (
                 "[master]\nelection_timeout = \"100ms\"\n",

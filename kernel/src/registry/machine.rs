@@ -336,6 +336,10 @@ impl RaftStateMachine<RegistryRaft> for RegistryMachine {
         g.registry = registry;
         g.last_applied = meta.last_log_id;
         g.membership = meta.last_membership.clone();
+        tracing::info!(
+            index = ?meta.last_log_id.map(|l| l.index),
+            "registry snapshot installed"
+        );
         Ok(())
     }
 
