@@ -20,7 +20,7 @@ use plexus_kernel::api::{ClusterSummary, SubmitJob};
 use plexus_kernel::protocol::AgentStatus;
 use plexus_net::Role;
 
-use plexus::client::Client;
+use plexus::client::{leadership_status, single_leader, Client};
 
 const MASTERS: usize = 3;
 const AGENTS: usize = 3;
@@ -73,8 +73,6 @@ struct Cluster {
     agents: Vec<Proc>,
     apis: Vec<String>,
     token: String,
-    /// Asks without following redirects, so a standby shows itself (307).
-    http: ureq::Agent,
 }
 
 impl Drop for Cluster {
@@ -167,19 +165,12 @@ impl Cluster {
                 &["agent", "--master", &all],
             )?);
         }
-        let http: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
         Ok(Cluster {
             _dir: dir,
             masters,
             agents,
             apis,
             token,
-            http,
         })
     }
 
@@ -198,31 +189,16 @@ impl Cluster {
         Ok(p)
     }
 
-    /// The status of a GET of `/api/v1/state` on master `i`, redirects not followed.
+    /// How master `i` answers a read (see [`leadership_status`]).
     fn status(&self, i: usize) -> Option<u16> {
-        let r = self
-            .http
-            .get(&format!("{}/api/v1/state", self.apis[i]))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call()
-            .ok()?;
-        Some(r.status().as_u16())
+        leadership_status(&self.apis[i], Some(&self.token), Duration::from_secs(2))
     }
 
     /// The master among `alive` that answers as leader while every other sends its
     /// clients to it, if there is one now.
     fn leader_now(&self, alive: &[usize]) -> Option<usize> {
-        let answers: Vec<(usize, Option<u16>)> =
-            alive.iter().map(|i| (*i, self.status(*i))).collect();
-        let leading: Vec<usize> = answers
-            .iter()
-            .filter(|(_, s)| *s == Some(200))
-            .map(|(i, _)| *i)
-            .collect();
-        let followed = answers
-            .iter()
-            .all(|(i, s)| leading.first() == Some(i) || *s == Some(307));
-        (leading.len() == 1 && followed).then(|| leading[0])
+        let statuses: Vec<Option<u16>> = alive.iter().map(|i| self.status(*i)).collect();
+        single_leader(&statuses).map(|k| alive[k])
     }
 
     fn client(&self, i: usize) -> Client {

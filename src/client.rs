@@ -62,6 +62,34 @@ fn find_token(base: &str) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_string())
 }
 
+/// How the master whose API is at `base` answers a read, its redirects not followed:
+/// 200 when it leads, 307 from a standby sending its clients to the leader, 503 while no
+/// master leads; none without an answer within `timeout`.
+pub fn leadership_status(base: &str, token: Option<&str>, timeout: Duration) -> Option<u16> {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let url = format!("{}/api/v1/state", base.trim_end_matches('/'));
+    let r = with_auth(http.get(&url), bearer).call().ok()?;
+    Some(r.status().as_u16())
+}
+
+/// Of several masters' [`leadership_status`] answers, the place of the one leader: the
+/// only one answering itself while every other sends its clients away.
+pub fn single_leader(statuses: &[Option<u16>]) -> Option<usize> {
+    let mut leading = (0..statuses.len()).filter(|i| statuses[*i] == Some(200));
+    let leader = leading.next()?;
+    let others_follow = statuses
+        .iter()
+        .enumerate()
+        .all(|(i, s)| i == leader || *s == Some(307));
+    (leading.next().is_none() && others_follow).then_some(leader)
+}
+
 /// Most redirects one request follows (a standby master sends it to the leader).
 pub const MAX_REDIRECTS: usize = 3;
 
@@ -659,5 +687,19 @@ pub fn logs(c: &Client, id: &str, file: &str, follow: bool) -> anyhow::Result<()
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::single_leader;
+
+    #[test]
+    fn one_leader_is_the_only_one_answering_itself_while_the_others_redirect() {
+        assert_eq!(single_leader(&[Some(307), Some(200), Some(307)]), Some(1));
+        assert_eq!(single_leader(&[Some(200), Some(200)]), None, "two say they lead");
+        assert_eq!(single_leader(&[Some(200), Some(503)]), None, "one still elects");
+        assert_eq!(single_leader(&[Some(200), None]), None, "one does not answer");
+        assert_eq!(single_leader(&[Some(307), Some(307)]), None);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::kcluster::{job, node_toml, pids_of, sleeper, Proc};
 use common::{free_tcp, free_udp};
-use plexus::client::Client;
+use plexus::client::{leadership_status, single_leader, Client};
 use plexus_kernel::api::{ClusterSummary, TaskView};
 use plexus_kernel::protocol::AgentStatus;
 
@@ -122,42 +122,19 @@ impl Ha {
         Client::with_token(&self.apis[i], Some(self.token.clone()))
     }
 
-    /// The status of a GET of `/api/v1/state` on master `i`, redirects not followed.
+    /// How master `i` answers a read (see [`leadership_status`]).
     fn status(&self, i: usize) -> Option<u16> {
-        let http: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let r = http
-            .get(&format!("{}/api/v1/state", self.apis[i]))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call()
-            .ok()?;
-        Some(r.status().as_u16())
+        leadership_status(&self.apis[i], Some(&self.token), Duration::from_secs(5))
     }
 
     /// The master that leads: the one that answers the API itself, every other live one
     /// sending its clients away.
     fn leader(&self, alive: &[usize]) -> usize {
         self.eventually("a single leader", || {
-            let answers: Vec<(usize, Option<u16>)> =
-                alive.iter().map(|i| (*i, self.status(*i))).collect();
-            let leading: Vec<usize> = answers
-                .iter()
-                .filter(|(_, s)| *s == Some(200))
-                .map(|(i, _)| *i)
-                .collect();
-            let single = leading.len() == 1
-                && answers
-                    .iter()
-                    .all(|(i, s)| *i == leading[0] || *s == Some(307));
-            if single {
-                Ok(leading[0])
-            } else {
-                Err(format!("{answers:?}"))
-            }
+            let statuses: Vec<Option<u16>> = alive.iter().map(|i| self.status(*i)).collect();
+            single_leader(&statuses)
+                .map(|k| alive[k])
+                .ok_or_else(|| format!("{:?}", alive.iter().zip(&statuses).collect::<Vec<_>>()))
         })
     }
 
