@@ -697,9 +697,21 @@ mod tests {
     #[test]
     fn one_leader_is_the_only_one_answering_itself_while_the_others_redirect() {
         assert_eq!(single_leader(&[Some(307), Some(200), Some(307)]), Some(1));
-        assert_eq!(single_leader(&[Some(200), Some(200)]), None, "two say they lead");
-        assert_eq!(single_leader(&[Some(200), Some(503)]), None, "one still elects");
-        assert_eq!(single_leader(&[Some(200), None]), None, "one does not answer");
+        assert_eq!(
+            single_leader(&[Some(200), Some(200)]),
+            None,
+            "two say they lead"
+        );
+        assert_eq!(
+            single_leader(&[Some(200), Some(503)]),
+            None,
+            "one still elects"
+        );
+        assert_eq!(
+            single_leader(&[Some(200), None]),
+            None,
+            "one does not answer"
+        );
         assert_eq!(single_leader(&[Some(307), Some(307)]), None);
     }
 }
