@@ -194,6 +194,14 @@ fn seeds_that_found_bugs_keep_passing() {
         ]);
         assert!(ok && out.contains("passed=1 failed=0"), "{out}");
     }
+    // With three masters. 363: a placed actor's reference ended before its start was
+    // answered, and its supervisor, not knowing it yet, never heard of its end. 522: an
+    // agent's change made outside a message's usual path stayed unwritten, and the
+    // update waiting for it was never resent.
+    for seeds in ["363..=363", "522..=522"] {
+        let (ok, out) = plexus(&["sim", "--seeds", seeds, "--jobs", "1"]);
+        assert!(ok && out.contains("passed=1 failed=0"), "{out}");
+    }
 }
 
 /// Three masters whose leader crashes, or is cut off with some agents, every two

@@ -332,15 +332,28 @@ impl Session {
             .await
             .map_err(|e| e.to_string())?;
         let cell = r.get_cell();
-        lock(&self.proxies)
-            .entry(pid)
-            .or_default()
-            .push(ProxyEntry {
+        {
+            // Checked under the table's lock: a session that went down while the proxy
+            // started has ended the proxies it found, and this one is not among them.
+            let mut proxies = lock(&self.proxies);
+            if !self.is_alive() {
+                drop(proxies);
+                gone.store(true, Ordering::SeqCst);
+                let why = format!(
+                    "{} {}: it went down as the reference was made",
+                    crate::node::NODE_DOWN,
+                    self.peer.name
+                );
+                cell.stop(Some(why.clone()));
+                return Err(why);
+            }
+            proxies.entry(pid).or_default().push(ProxyEntry {
                 cell: cell.clone(),
                 gone,
                 linked,
                 defer,
             });
+        }
         if watch {
             self.send_or_drop(&Wire::Watch { pid });
         }

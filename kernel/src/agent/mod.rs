@@ -1087,16 +1087,34 @@ impl Actor for Agent {
         st.inbox.handled();
         #[cfg(debug_assertions)]
         let seen = format!("{msg:?}");
-        let r = self.handle_msg(me, msg, st).await;
+        self.handle_msg(me.clone(), msg, st).await?;
         #[cfg(debug_assertions)]
         if let Err(e) = st.core.check() {
             panic!("agent invariant broken by {seen}: {e}");
         }
+        // Whatever the message changed is written (its updates wait for that).
+        self.changed(&me, st).await?;
         self.arm_tick(st);
-        r
+        Ok(())
     }
 
     async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<AgentMsg>,
+        evt: SupervisionEvent,
+        st: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        self.supervisor_evt(me.clone(), evt, st).await?;
+        // Whatever the event changed is written (its updates wait for that), and
+        // updates are resent until acknowledged.
+        self.changed(&me, st).await?;
+        self.arm_tick(st);
+        Ok(())
+    }
+}
+
+impl Agent {
+    async fn supervisor_evt(
         &self,
         me: ActorRef<AgentMsg>,
         evt: SupervisionEvent,

@@ -193,7 +193,14 @@ pub struct Child {
 pub struct OneForOneState {
     children: BTreeMap<String, Child>,
     by_actor: BTreeMap<ActorId, String>,
+    /// Ends of actors not (yet) known as children, oldest first: a child's reference
+    /// is linked to this supervisor before its start is answered, so its end can come
+    /// first; the answer then finds it here.
+    early_ends: VecDeque<(ActorId, Result<Option<String>, String>)>,
 }
+
+/// Most ends of unknown actors remembered (see `OneForOneState::early_ends`).
+const MAX_EARLY_ENDS: usize = 1_024;
 
 impl OneForOne {
     fn start(&self, me: &ActorRef<OneForOneMsg>, child: &Child) {
@@ -282,6 +289,7 @@ impl Actor for OneForOne {
         let mut st = OneForOneState {
             children: BTreeMap::new(),
             by_actor: BTreeMap::new(),
+            early_ends: VecDeque::new(),
         };
         for spec in specs {
             if st.children.contains_key(&spec.name) {
@@ -330,12 +338,18 @@ impl Actor for OneForOne {
                         let actor = cell.get_id();
                         c.actor = Some(cell);
                         self.tell(ChildEvent::Started {
-                            child: name,
+                            child: name.clone(),
                             actor,
                             agent,
                             task_id,
                             starts: c.starts,
                         });
+                        let early = st.early_ends.iter().position(|(a, _)| *a == actor);
+                        if let Some((_, event)) = early.and_then(|i| st.early_ends.remove(i)) {
+                            // It ended before its start was answered.
+                            st.by_actor.remove(&actor);
+                            self.ended(&me, st, &name, actor, event)?;
+                        }
                     }
                     Err(e) => {
                         warn!(child = %name, "not started: {e}");
@@ -363,14 +377,34 @@ impl Actor for OneForOne {
             _ => return Ok(()),
         };
         let Some(name) = st.by_actor.remove(&cell.get_id()) else {
+            if st.early_ends.len() >= MAX_EARLY_ENDS {
+                st.early_ends.pop_front();
+            }
+            st.early_ends.push_back((cell.get_id(), event));
             return Ok(());
         };
+        self.ended(&me, st, &name, cell.get_id(), event)
+    }
+}
+
+impl OneForOne {
+    /// Child `name`'s actor ended (`Err`: failed, with the error; `Ok`: terminated,
+    /// with the reason): its observer is told, and it is restarted.
+    fn ended(
+        &self,
+        me: &ActorRef<OneForOneMsg>,
+        st: &mut OneForOneState,
+        name: &str,
+        actor: ActorId,
+        event: Result<Option<String>, String>,
+    ) -> Result<(), ActorProcessingErr> {
+        let name = name.to_string();
         match event {
             Err(error) => {
                 warn!(child = %name, "failed: {error}");
                 self.tell(ChildEvent::Failed {
                     child: name.clone(),
-                    actor: cell.get_id(),
+                    actor,
                     error,
                 });
             }
@@ -378,11 +412,11 @@ impl Actor for OneForOne {
                 info!(child = %name, ?reason, "terminated");
                 self.tell(ChildEvent::Terminated {
                     child: name.clone(),
-                    actor: cell.get_id(),
+                    actor,
                     reason,
                 });
             }
         }
-        self.restart(&me, st, &name)
+        self.restart(me, st, &name)
     }
 }
