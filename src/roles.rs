@@ -73,6 +73,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
     let access = std::sync::Arc::new(api_access(s, &dir)?);
     let cfg = MasterConfig {
         agent_removal_timeout: s.master.agent_removal_timeout,
+        agent_reregister_timeout: s.master.agent_reregister_timeout,
         allocation_interval: s.master.allocation_interval,
         weights: s.master.weights.clone(),
         quotas,
@@ -119,6 +120,7 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         // The jobs live in the registry; the framework runs on whichever master leads.
         let backend = JobsBackend::Replicated(replica.clone());
         let (jobs, _) = Jobs::open(&roles, backend.clone())?;
+        jobs.trust_unknown();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(run_jobs_while_leading(
             node.clone(),

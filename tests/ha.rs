@@ -28,6 +28,11 @@ struct Ha {
 
 impl Ha {
     fn start(tag: &str) -> Ha {
+        Ha::start_with(tag, "")
+    }
+
+    /// Starts the cluster, each master's `[master]` section given `master_toml` too.
+    fn start_with(tag: &str, master_toml: &str) -> Ha {
         let dir = tempfile::tempdir().unwrap();
         plexus_net::tls::init_ca(dir.path(), "plexus").unwrap();
         let token = format!("test-token-{:016}", std::process::id());
@@ -53,7 +58,7 @@ impl Ha {
             let api = format!("127.0.0.1:{}", free_tcp("127.0.0.1"));
             let cfg = format!(
                 "{}[master]\napi_listen = \"{api}\"\nallocation_interval = \"200ms\"\n\
-                 peers = [{}]\n\
+                 {master_toml}peers = [{}]\n\
                  [[master.principals]]\nname = \"test\"\ntoken_file = \"{}\"\n",
                 node_toml(dir.path(), name, plexus_net::Role::Master, *addr, ""),
                 peers.join(", "),
@@ -225,6 +230,11 @@ fn pending(tasks: &[TaskView], id: &str) -> bool {
         .any(|t| t.task_id == id && t.state == "PENDING" && t.owner.as_deref() == Some("test"))
 }
 
+fn in_state(tasks: &[TaskView], ids: &[String], state: &str) -> bool {
+    ids.iter()
+        .all(|id| tasks.iter().any(|t| &t.task_id == id && t.state == state))
+}
+
 fn running(tasks: &[TaskView], ids: &[String]) -> bool {
     ids.iter().all(|id| {
         tasks
@@ -246,8 +256,11 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
         .map(|a| ha.client(standby).submit(&job(a.clone(), 0.1, 32)).unwrap())
         .collect();
     ha.wait_tasks(standby, "the tasks run", |t| running(t, &ids));
-    let pids: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
-    assert!(pids.iter().all(|p| p.len() == 1), "{pids:?}");
+    let pids: Vec<Vec<i32>> = ha.eventually("the tasks' processes", || {
+        let pids: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
+        let started = pids.iter().all(|p| p.len() == 1);
+        started.then_some(pids.clone()).ok_or(format!("{pids:?}"))
+    });
     // Two jobs as big as an agent: one takes the agent that has no task, the other
     // is accepted and waits.
     let big = ha
@@ -316,7 +329,11 @@ fn a_paused_leader_steps_down_and_nothing_runs_twice() {
     ha.wait_tasks(first, "the task runs", |t| {
         running(t, std::slice::from_ref(&id))
     });
-    let pid = pids_of(&argv);
+    // Running as the kernel says, its process seen once it has started the command.
+    let pid = ha.eventually("the task's process", || {
+        let p = pids_of(&argv);
+        (p.len() == 1).then_some(p.clone()).ok_or(format!("{p:?}"))
+    });
 
     // Paused for longer than the election timeout: another master leads meanwhile.
     ha.masters[first].signal("STOP");
@@ -340,4 +357,55 @@ fn a_paused_leader_steps_down_and_nothing_runs_twice() {
     });
     assert_eq!(pids_of(&argv), pid, "the first task never restarted");
     assert_eq!(pids_of(&argv2).len(), 1, "the second runs once");
+}
+
+#[test]
+fn a_master_back_after_the_log_was_compacted_catches_up_by_snapshot_and_can_lead() {
+    let mut ha = Ha::start_with("hs", "registry_snapshot_every = 8\n");
+    let all: Vec<usize> = (0..MASTERS).collect();
+    let first = ha.leader(&all);
+    let (behind, other) = ((first + 1) % MASTERS, (first + 2) % MASTERS);
+    ha.masters[behind].kill9();
+    // Every job, run to its end one after the other, is a handful of registry writes:
+    // the log is compacted well past where the killed master stopped.
+    let mut done: Vec<String> = Vec::new();
+    for _ in 0..6 {
+        let id = ha
+            .client(first)
+            .submit(&job(vec!["true".into()], 0.1, 32))
+            .unwrap();
+        done.push(id);
+        ha.wait_tasks(first, "the job finishes", |t| {
+            in_state(t, &done, "TASK_FINISHED")
+        });
+    }
+    let installed = ha.masters[behind].log_lines(&["registry snapshot installed"]);
+    ha.masters[behind].spawn();
+    ha.eventually(
+        "the returning master installs the leader's snapshot",
+        || {
+            let now = ha.masters[behind].log_lines(&["registry snapshot installed"]);
+            (now > installed).then_some(()).ok_or(now.to_string())
+        },
+    );
+    // With the other follower gone, a job is written by the leader and the returning
+    // master alone; then the leader goes and the other follower comes back. Only the
+    // returning master's log holds that job, so it is the one elected.
+    ha.masters[other].kill9();
+    let last = sleeper(0);
+    let last_id = ha
+        .client(first)
+        .submit(&job(last.clone(), 0.1, 32))
+        .unwrap();
+    ha.wait_tasks(first, "the last job runs", |t| {
+        running(t, std::slice::from_ref(&last_id))
+    });
+    ha.masters[first].kill9();
+    ha.masters[other].spawn();
+    assert_eq!(ha.leader(&[behind, other]), behind);
+    ha.wait_state(behind, "every agent re-registered", |s| active(s) == AGENTS);
+    ha.wait_tasks(behind, "every job, from the snapshot and after it", |t| {
+        in_state(t, &done, "TASK_FINISHED") && running(t, std::slice::from_ref(&last_id))
+    });
+    assert_eq!(pids_of(&last).len(), 1, "the last job runs once");
 }

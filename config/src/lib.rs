@@ -163,6 +163,11 @@ pub struct MasterSettings {
     /// How long an unreachable agent's tasks wait before they are `TASK_GONE`.
     #[serde(with = "humantime_serde")]
     pub agent_removal_timeout: Duration,
+    /// With several masters: how long a new leader waits for the agents the registry
+    /// admitted to re-register before it answers that a task it does not know is
+    /// unknown (frameworks then launch its work again).
+    #[serde(with = "humantime_serde")]
+    pub agent_reregister_timeout: Duration,
     /// Longest pause between allocation cycles.
     #[serde(with = "humantime_serde")]
     pub allocation_interval: Duration,
@@ -280,6 +285,7 @@ impl Default for MasterSettings {
         MasterSettings {
             api_listen: "127.0.0.1:5050".parse().expect("static address"),
             agent_removal_timeout: Duration::from_secs(60),
+            agent_reregister_timeout: Duration::from_secs(10),
             allocation_interval: Duration::from_secs(1),
             weights: Default::default(),
             quotas: Default::default(),

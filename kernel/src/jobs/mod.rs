@@ -166,6 +166,9 @@ pub struct Jobs {
     durable: watch::Sender<u64>,
     /// How many times what the framework held was replaced ([`Jobs::take_back`]).
     resets: watch::Sender<u64>,
+    /// Whether the master's `TASK_UNKNOWN` says a job is on no agent (see
+    /// [`Jobs::trust_unknown`]).
+    unknown_is_lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Changes were dropped before they were written: this master stopped leading and
@@ -291,7 +294,25 @@ impl Jobs {
             changes: watch::channel(0).0,
             durable: watch::channel(0).0,
             resets: watch::channel(0).0,
+            unknown_is_lost: Arc::default(),
         }
+    }
+
+    /// Tells the framework that its masters keep the registry's agents (several
+    /// masters): a master answers `TASK_UNKNOWN` only once every agent that may hold
+    /// the task is back or given up on. Then, when it subscribes, the framework asks
+    /// after every job it holds as placed; a job placed but unknown is placed again
+    /// (its launch was lost when the master that made it stopped leading), and one that
+    /// ran is lost. Without it (one master, whose restart forgets its agents) an unknown
+    /// job waits for its agent to come back.
+    pub fn trust_unknown(&self) {
+        self.unknown_is_lost
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn unknown_is_lost(&self) -> bool {
+        self.unknown_is_lost
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A jobs framework serving `roles` that keeps its jobs in `store`: what the store
@@ -596,13 +617,21 @@ impl Scheduler for JobsScheduler {
         }
         // Kills asked for while disconnected go out now; what the master knows of the
         // rest comes back through reconciliation.
+        let mut placed = Vec::new();
         for j in g.jobs.values() {
             let live = j.state.is_some_and(|s| !s.is_terminal());
             if j.role == self.role && live && j.kill_requested {
                 driver.kill(&j.task_id);
             }
+            if j.role == self.role && live {
+                placed.push(j.task_id.clone());
+            }
         }
-        driver.reconcile(Vec::new());
+        if !self.jobs.unknown_is_lost() {
+            driver.reconcile(Vec::new());
+        } else if !placed.is_empty() {
+            driver.reconcile(placed);
+        }
         drop(g);
         self.jobs.changed();
     }
@@ -734,6 +763,10 @@ impl Scheduler for JobsScheduler {
     }
 
     fn update(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
+        if u.state == TaskState::Unknown && self.jobs.unknown_is_lost() {
+            self.unknown(driver, u);
+            return;
+        }
         let mut g = self.jobs.lock();
         if let Some(j) = g.jobs.get_mut(&u.task_id).map(Arc::make_mut) {
             let was = j.state;
@@ -774,6 +807,54 @@ impl Scheduler for JobsScheduler {
             if u.state.is_terminal() && !was.is_some_and(TaskState::is_terminal) {
                 g.ended(&u.task_id);
             }
+        }
+        drop(g);
+        self.jobs.changed();
+    }
+}
+
+impl JobsScheduler {
+    /// No agent has the job (see [`Jobs::trust_unknown`]): one whose launch was lost is
+    /// placed again; one that started is lost.
+    fn unknown(&mut self, driver: &DriverHandle, u: &StatusUpdate) {
+        let mut g = self.jobs.lock();
+        let Some(j) = g.jobs.get_mut(&u.task_id).map(Arc::make_mut) else {
+            return;
+        };
+        let Some(was) = j.state.filter(|s| !s.is_terminal()) else {
+            return;
+        };
+        let again = was == TaskState::Staging && !j.kill_requested;
+        let (state, message) = if again {
+            (
+                None,
+                "its launch was lost with the master that made it; placed again",
+            )
+        } else {
+            (Some(TaskState::Lost), "no agent has it any more")
+        };
+        tracing::warn!(job = %u.task_id, "unknown to the master: {message}");
+        j.state = state;
+        j.agent_id = None;
+        j.record(JobEvent {
+            state: state.unwrap_or(TaskState::Unknown),
+            reason: u.reason,
+            message: message.into(),
+            exit_code: None,
+            unix_ms: u.unix_ms,
+        });
+        g.touch(&u.task_id);
+        if again {
+            let q = g.queues.get_mut(&self.role).expect("served role");
+            q.pending.push_back(u.task_id.clone());
+            if q.suppressed {
+                q.suppressed = false;
+                driver.revive();
+            }
+        } else {
+            g.subscribers
+                .retain(|s| s.send((u.task_id.clone(), TaskState::Lost)).is_ok());
+            g.ended(&u.task_id);
         }
         drop(g);
         self.jobs.changed();

@@ -150,7 +150,19 @@ impl MasterState {
                 Effect::AllocateAfter(delay) => {
                     me.send_after(delay, || MasterMsg::Allocate);
                 }
+                Effect::Registry(op) => self.write_registry(op),
             }
+        }
+    }
+
+    /// Queues a registry write; one that finds the queue full is dropped (and said).
+    fn write_registry(&self, op: crate::registry::RegistryOp) {
+        let Some(link) = &self.core.config().registry else {
+            debug_assert!(false, "a registry write without a registry");
+            return;
+        };
+        if let Err(e) = link.writes.try_send(op) {
+            warn!("a registry write is dropped: {e}");
         }
     }
 

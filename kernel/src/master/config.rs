@@ -13,6 +13,10 @@ use crate::supervision::FaultSwitch;
 pub struct MasterConfig {
     /// How long an unreachable agent's tasks wait before they are `TASK_GONE`.
     pub agent_removal_timeout: Duration,
+    /// With several masters: how long a master that begins to lead waits for the
+    /// agents the registry admitted to re-register, holding back `TASK_UNKNOWN` for
+    /// tasks it does not know meanwhile (see [`super::recovery`]).
+    pub agent_reregister_timeout: Duration,
     /// Longest pause between allocation cycles.
     pub allocation_interval: Duration,
     /// Delay that batches events into one allocation cycle (in a large cluster, at
@@ -55,12 +59,32 @@ pub struct MasterConfig {
     /// master's name carries it, so the name follows the election) and its lease, past
     /// which it takes no message (the process stops it). `None`: a single master.
     pub leading: Option<(u64, crate::registry::replica::Lease)>,
+    /// With several masters: the registry as this master found it when it began to
+    /// lead, and where its registry writes go. `None`: a single master.
+    pub registry: Option<RegistryLink>,
     /// The other masters' node names: frameworks whose drivers run there (the built-in
     /// jobs framework of each master) act on the kernel's authority, as this node's do.
     pub other_masters: std::collections::BTreeSet<String>,
     /// Mixed into the ids this master mints: how many masters this process started
     /// before it (a master leading again in the same term mints ids of its own).
     pub epoch_salt: u32,
+}
+
+/// The default wait for admitted agents to re-register with a new leader.
+pub const AGENT_REREGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most registry writes of a leading master queued at once (agents admitted or removed);
+/// past it a write is dropped and logged (the agent is written again should it
+/// re-register).
+pub const REGISTRY_WRITES_QUEUED: usize = 16_384;
+
+/// A leading master's link to the replicated registry.
+#[derive(Debug, Clone)]
+pub struct RegistryLink {
+    /// The agents the registry held as admitted when this master began to lead.
+    pub admitted: std::collections::BTreeSet<crate::ids::AgentId>,
+    /// Where the master's registry writes go (written in order, in batches).
+    pub writes: tokio::sync::mpsc::Sender<crate::registry::RegistryOp>,
 }
 
 /// Most roles with a weight or a quota.
@@ -157,6 +181,7 @@ impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
             agent_removal_timeout: Duration::from_secs(60),
+            agent_reregister_timeout: AGENT_REREGISTER_TIMEOUT,
             allocation_interval: Duration::from_secs(1),
             allocation_batch: Duration::from_millis(2),
             weights: BTreeMap::new(),
@@ -173,6 +198,7 @@ impl Default for MasterConfig {
             credentials: crate::acl::Credentials::default(),
             role_changes: SharedRoles::default(),
             leading: None,
+            registry: None,
             other_masters: Default::default(),
             epoch_salt: 0,
         }

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::config::MasterConfig;
 use super::offers::OfferBook;
+use super::recovery::Recovery;
 use super::tasks::{TaskRecord, TaskTable, TransitionError};
 pub use crate::acl::FrameworkAuthority;
 use crate::allocator::{Allocator, AllocatorError};
@@ -170,6 +171,9 @@ pub enum Effect {
     },
     /// Feed [`Event::Allocate`] after this delay.
     AllocateAfter(Duration),
+    /// Write this to the replicated registry (with several masters only; in order, not
+    /// waited for).
+    Registry(crate::registry::RegistryOp),
 }
 
 /// Why a framework could not subscribe.
@@ -255,6 +259,8 @@ pub struct MasterCore {
     /// Frameworks removed (torn down, or past their failover timeout), oldest first.
     removed: VecDeque<FrameworkId>,
     removed_set: std::collections::BTreeSet<FrameworkId>,
+    /// The registry's agents, and those expected back after this master began to lead.
+    recovery: Recovery,
 }
 
 impl MasterCore {
@@ -275,6 +281,18 @@ impl MasterCore {
         for (role, q) in &quotas {
             allocator.set_quota(role, Some(q.clone()));
         }
+        let recovery = match &cfg.registry {
+            Some(r) => {
+                if !r.admitted.is_empty() {
+                    info!(
+                        agents = r.admitted.len(),
+                        "waiting for the registry's agents to re-register"
+                    );
+                }
+                Recovery::leading(r.admitted.clone(), cfg.agent_reregister_timeout)
+            }
+            None => Recovery::single(),
+        };
         MasterCore {
             weights,
             quotas,
@@ -291,6 +309,7 @@ impl MasterCore {
             out: VecDeque::new(),
             removed: VecDeque::new(),
             removed_set: std::collections::BTreeSet::new(),
+            recovery,
         }
     }
 
@@ -791,6 +810,10 @@ impl MasterCore {
         self.allocator
             .add_agent(&agent_id, resources.clone(), &used);
         info!(agent = %agent_id, %hostname, reregister, resources = %resources.total(), "agent registered");
+        let (write, recovered) = self.recovery.registered(&agent_id, &hostname);
+        if let Some(op) = write {
+            self.out.push_back(Effect::Registry(op));
+        }
         self.agents.insert(
             agent_id.clone(),
             AgentEntry {
@@ -806,6 +829,10 @@ impl MasterCore {
             self.agent_health(now, &agent_id, problem);
         }
         self.tell_agent(&agent_id, ToAgent::Registered);
+        if recovered {
+            info!("every agent of the registry re-registered");
+            self.answer_held(now);
+        }
         for task_id in stale {
             warn!(task = %task_id, "killing a task the cluster already gave up on");
             self.tell_agent(&agent_id, ToAgent::Kill { task_id });
@@ -1244,6 +1271,14 @@ impl MasterCore {
             task_ids
         };
         for id in ids {
+            let known = self.tasks.get(&id).is_some_and(|t| t.framework_id == fw);
+            if !known && self.recovery.waiting() {
+                // It may be on an agent not back yet: answered once the agents are.
+                if !self.recovery.hold(&fw.into(), id.clone()) {
+                    warn!(framework = fw, task = %id, "too many reconciliations held; one dropped");
+                }
+                continue;
+            }
             let u = match self.tasks.get(&id).filter(|t| t.framework_id == fw) {
                 Some(t) => StatusUpdate {
                     uuid: 0,
@@ -1271,6 +1306,19 @@ impl MasterCore {
                 },
             };
             self.tell_scheduler(fw, ToScheduler::Update(u));
+        }
+    }
+
+    /// Answers the reconciliations held while agents were expected back.
+    fn answer_held(&mut self, now: Now) {
+        let mut by_fw: BTreeMap<FrameworkId, Vec<TaskId>> = BTreeMap::new();
+        for (fw, id) in self.recovery.release() {
+            by_fw.entry(fw).or_default().push(id);
+        }
+        for (fw, ids) in by_fw {
+            if self.frameworks.contains_key(&fw) {
+                self.reconcile(now, &fw, ids);
+            }
         }
     }
 
@@ -1360,6 +1408,16 @@ impl MasterCore {
             }
             self.agents.remove(&id);
             self.allocator.forget_agent(&id);
+            if let Some(op) = self.recovery.removed(&id, now.unix_ms) {
+                self.out.push_back(Effect::Registry(op));
+            }
+        }
+        if let Some(late) = self.recovery.expire(now.elapsed) {
+            warn!(
+                agents = late,
+                "agents of the registry did not re-register in time; their tasks are unknown"
+            );
+            self.answer_held(now);
         }
         let expired: Vec<FrameworkId> = self
             .frameworks

@@ -13,7 +13,8 @@ use plexus_actors::Node;
 use ractor::{Actor, ActorRef};
 use tracing::{debug, error, info, warn};
 
-use super::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg};
+use super::config::REGISTRY_WRITES_QUEUED;
+use super::{MasterConfig, MasterSpec, MasterSupervisor, MasterSupervisorMsg, RegistryLink};
 use crate::registry::replica::Replica;
 use crate::registry::RegistryOp;
 use crate::supervision::RestartPolicy;
@@ -73,6 +74,7 @@ pub async fn lead(
     let mut term: Option<u64> = None;
     let mut starts: u32 = 0;
     let mut running: Option<(ActorRef<MasterSupervisorMsg>, tokio::task::JoinHandle<()>)> = None;
+    let mut writer: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let now = match running.as_mut() {
             Some((_, ended)) => tokio::select! {
@@ -92,6 +94,9 @@ pub async fn lead(
             stop_leading(sup, ended).await;
             info!(term = ?term, "stopped leading");
         }
+        if let Some(w) = writer.take() {
+            w.abort();
+        }
         term = now;
         let Some(t) = now else { continue };
         let said = RegistryOp::Leader {
@@ -103,8 +108,14 @@ pub async fn lead(
             warn!(term = t, "not leading after all: {e}");
             continue;
         }
+        let (writes, queued) = tokio::sync::mpsc::channel(REGISTRY_WRITES_QUEUED);
+        writer = Some(tokio::spawn(write_registry(replica.clone(), queued)));
         let mut c = cfg.clone();
         c.leading = Some((t, lease.clone()));
+        c.registry = Some(RegistryLink {
+            admitted: replica.registry().agents.into_keys().collect(),
+            writes,
+        });
         c.epoch_salt = starts;
         starts = starts.wrapping_add(1);
         match start_supervisor(&node, c).await {
@@ -119,6 +130,29 @@ pub async fn lead(
                 return;
             }
         }
+    }
+}
+
+/// Most registry writes of the master put in one Raft entry.
+const REGISTRY_BATCH: usize = 1_024;
+
+/// Writes the leading master's registry changes in order, what queued up meanwhile in
+/// one entry, until the master is gone.
+async fn write_registry(
+    replica: Arc<Replica>,
+    mut queued: tokio::sync::mpsc::Receiver<RegistryOp>,
+) {
+    let mut ops = Vec::new();
+    while queued.recv_many(&mut ops, REGISTRY_BATCH).await > 0 {
+        let op = if ops.len() == 1 {
+            ops.remove(0)
+        } else {
+            RegistryOp::Batch(std::mem::take(&mut ops))
+        };
+        if let Err(e) = replica.write(op).await {
+            warn!("a registry write of the master failed: {e}");
+        }
+        ops.clear();
     }
 }
 

@@ -17,7 +17,8 @@
 //! - [`view`]: the read model the master publishes for the API ([`ReadModel`]), so
 //!   readers never wait on the master nor it on them;
 //! - [`config`]: the tunables, [`MasterConfig`];
-//! - [`leadership`]: with several masters, running the master only where one leads.
+//! - [`leadership`]: with several masters, running the master only where one leads;
+//! - [`recovery`]: with several masters, the registry's agents a new leader waits for.
 //!
 //! A lost agent turns its tasks `TASK_UNREACHABLE` (then `TASK_GONE` after
 //! `agent_removal_timeout`); a disconnected framework keeps its tasks for its failover
@@ -29,6 +30,7 @@ pub mod config;
 pub mod core;
 pub mod leadership;
 mod offers;
+pub mod recovery;
 pub mod session;
 pub mod supervisor;
 mod tasks;
@@ -37,7 +39,7 @@ mod tests;
 pub mod view;
 
 pub use self::actor::{Master, MasterState};
-pub use self::config::{MasterConfig, MASTER_INBOX_LIMIT_MSGS};
+pub use self::config::{MasterConfig, RegistryLink, MASTER_INBOX_LIMIT_MSGS};
 pub use self::core::{
     AgentLink, Effect, Event, MasterCore, Now, SubscribeError, ToAgent, ToScheduler,
 };

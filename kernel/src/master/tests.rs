@@ -581,6 +581,151 @@ fn reconciliation_reports_known_tasks_and_unknown_ones() {
     assert!(ups.iter().all(|u| u.reason == Some(Reason::Reconciliation)));
 }
 
+/// A master beginning to lead with `admitted` in the registry, and what it writes there.
+fn leading_core(
+    admitted: &[&str],
+) -> (
+    MasterCore,
+    tokio::sync::mpsc::Receiver<crate::registry::RegistryOp>,
+) {
+    let (writes, written) = tokio::sync::mpsc::channel(16);
+    let cfg = MasterConfig {
+        agent_reregister_timeout: Duration::from_secs(10),
+        registry: Some(super::RegistryLink {
+            admitted: admitted.iter().map(|a| AgentId::from(*a)).collect(),
+            writes,
+        }),
+        ..MasterConfig::default()
+    };
+    (MasterCore::new(cfg), written)
+}
+
+fn reconcile(fw: &FrameworkId, ids: &[&str]) -> Event {
+    Event::Framework {
+        framework_id: fw.clone(),
+        call: FrameworkCall::Reconcile {
+            task_ids: ids.iter().map(|i| TaskId::from(*i)).collect(),
+        },
+    }
+}
+
+#[test]
+fn a_new_leader_answers_unknown_only_once_the_registrys_agents_are_back() {
+    let (mut c, _) = leading_core(&["a1", "a2"]);
+    let fw = c
+        .subscribe(framework("f", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
+    drain(&mut c);
+    c.handle(at(1), reconcile(&fw, &["t1", "t2"]));
+    assert!(
+        updates(&drain(&mut c)).is_empty(),
+        "a1 and a2 may have them"
+    );
+    let t1 = reported("t1", &fw, 1.0, 128);
+    c.handle(
+        at(2),
+        Event::AgentRegistered(registration("a1", 4.0, vec![t1])),
+    );
+    drain(&mut c);
+    c.handle(at(3), reconcile(&fw, &["t2"]));
+    assert!(updates(&drain(&mut c)).is_empty(), "a2 may still have t2");
+    c.handle(
+        at(4),
+        Event::AgentRegistered(registration("a2", 4.0, vec![])),
+    );
+    let ups = updates(&drain(&mut c));
+    let got: Vec<(&str, TaskState)> = ups.iter().map(|u| (u.task_id.as_str(), u.state)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("t1", TaskState::Running),
+            ("t2", TaskState::Unknown),
+            ("t2", TaskState::Unknown)
+        ]
+    );
+    c.handle(at(5), reconcile(&fw, &["t3"]));
+    assert_eq!(updates(&drain(&mut c))[0].state, TaskState::Unknown);
+}
+
+#[test]
+fn agents_of_the_registry_not_back_within_the_timeout_are_given_up_on() {
+    let (mut c, _) = leading_core(&["a1"]);
+    let fw = c
+        .subscribe(framework("f", "*", 60.0), FrameworkAuthority::Kernel)
+        .unwrap();
+    drain(&mut c);
+    c.handle(at(1), reconcile(&fw, &["t1"]));
+    c.handle(at(9), Event::Tick);
+    assert!(
+        updates(&drain(&mut c)).is_empty(),
+        "9 s of the 10 s timeout"
+    );
+    c.handle(at(10), Event::Tick);
+    let ups = updates(&drain(&mut c));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(
+        (ups[0].state, ups[0].reason),
+        (TaskState::Unknown, Some(Reason::Reconciliation))
+    );
+}
+
+#[test]
+fn a_leader_writes_agents_new_to_the_registry_and_their_removal() {
+    use crate::registry::RegistryOp;
+    let (mut c, _) = leading_core(&["a1"]);
+    c.handle(
+        at(0),
+        Event::AgentRegistered(registration("a1", 4.0, vec![])),
+    );
+    c.handle(
+        at(0),
+        Event::AgentRegistered(registration("a2", 4.0, vec![])),
+    );
+    let writes: Vec<RegistryOp> = drain(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Registry(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        vec![RegistryOp::AdmitAgent {
+            agent_id: "a2".into(),
+            hostname: "a2.example".into()
+        }],
+        "a1 is in the registry already"
+    );
+    c.handle(
+        at(1),
+        Event::AgentLost {
+            agent_id: "a1".into(),
+        },
+    );
+    c.handle(at(61), Event::Tick);
+    let removed: Vec<Effect> = drain(&mut c)
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Registry(_)))
+        .collect();
+    assert_eq!(
+        removed,
+        vec![Effect::Registry(RegistryOp::RemoveAgent {
+            agent_id: "a1".into(),
+            unix_ms: at(61).unix_ms
+        })]
+    );
+}
+
+#[test]
+fn a_single_master_writes_no_registry_and_answers_unknown_at_once() {
+    let (mut c, fw) = running(60.0);
+    assert!(!drain(&mut c)
+        .iter()
+        .any(|e| matches!(e, Effect::Registry(_))));
+    c.handle(at(1), reconcile(&fw, &["x"]));
+    assert_eq!(updates(&drain(&mut c))[0].state, TaskState::Unknown);
+}
+
 #[test]
 fn quota_caps_what_a_role_is_offered() {
     let mut cfg = MasterConfig::default();

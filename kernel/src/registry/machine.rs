@@ -22,7 +22,7 @@ pub const MAX_REMOVED: usize = 10_000;
 pub struct Registry {
     /// Admitted agents and their node names.
     pub agents: BTreeMap<AgentId, String>,
-    /// Removed agents and when (unix ms): they may not come back under their ids.
+    /// Removed agents and when (unix ms), until they are admitted again.
     pub removed_agents: BTreeMap<AgentId, u64>,
     /// Frameworks and their failover timeouts, ms.
     pub frameworks: BTreeMap<FrameworkId, u64>,
@@ -95,10 +95,9 @@ impl Registry {
     pub fn apply(&mut self, op: &RegistryOp) -> bool {
         match op {
             RegistryOp::AdmitAgent { agent_id, hostname } => {
-                if self.removed_agents.contains_key(agent_id) {
-                    return false;
-                }
-                self.agents.insert(agent_id.clone(), hostname.clone()) != Some(hostname.clone())
+                let back = self.removed_agents.remove(agent_id).is_some();
+                let new = self.agents.insert(agent_id.clone(), hostname.clone());
+                back || new.as_ref() != Some(hostname)
             }
             RegistryOp::RemoveAgent { agent_id, unix_ms } => {
                 let was = self.agents.remove(agent_id).is_some();
@@ -144,6 +143,9 @@ impl Registry {
                 self.leader.replace(new.clone()) != Some(new)
             }
             RegistryOp::Jobs(c) => self.jobs.apply(c),
+            RegistryOp::Batch(ops) => ops
+                .iter()
+                .fold(false, |changed, op| self.apply(op) | changed),
             RegistryOp::SetWeight { role, weight_milli } => {
                 self.weights.insert(role.clone(), *weight_milli) != Some(*weight_milli)
             }

@@ -58,7 +58,8 @@ pub enum RegistryOp {
         /// Its node name.
         hostname: String,
     },
-    /// An agent is removed (it stayed away past its timeout), at `unix_ms`.
+    /// An agent is removed (it stayed away past its timeout), at `unix_ms`; admitted
+    /// again should it come back.
     RemoveAgent {
         /// The agent.
         agent_id: AgentId,
@@ -92,6 +93,8 @@ pub enum RegistryOp {
     /// Changes of the built-in jobs framework (every master's runs it while leading,
     /// from what the registry holds).
     Jobs(JobsChange),
+    /// Several changes, applied in order as one write.
+    Batch(Vec<RegistryOp>),
     /// A role's weight changed.
     SetWeight {
         /// The role.

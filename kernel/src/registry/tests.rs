@@ -83,7 +83,7 @@ async fn a_snapshot_outlives_the_process_and_the_registry_restarts_from_it() {
 }
 
 #[test]
-fn a_removed_agent_or_framework_cannot_come_back_under_its_id() {
+fn a_removed_agent_is_remembered_until_admitted_again_and_a_removed_framework_stays_out() {
     let mut r = Registry::default();
     let admit = RegistryOp::AdmitAgent {
         agent_id: "a1".into(),
@@ -95,8 +95,13 @@ fn a_removed_agent_or_framework_cannot_come_back_under_its_id() {
         agent_id: "a1".into(),
         unix_ms: 5
     }));
-    assert!(!r.apply(&admit));
     assert!(r.agents.is_empty());
+    assert_eq!(r.removed_agents.get(&AgentId::from("a1")), Some(&5));
+    assert!(
+        r.apply(&admit),
+        "an agent that comes back is admitted again"
+    );
+    assert!(r.removed_agents.is_empty());
     let add = RegistryOp::AddFramework {
         framework_id: "f1".into(),
         failover_timeout_ms: 60_000,
@@ -108,6 +113,30 @@ fn a_removed_agent_or_framework_cannot_come_back_under_its_id() {
     }));
     assert!(!r.apply(&add));
     assert!(r.frameworks.is_empty());
+}
+
+#[test]
+fn a_batch_applies_its_changes_in_order() {
+    let mut r = Registry::default();
+    let batch = RegistryOp::Batch(vec![
+        RegistryOp::AdmitAgent {
+            agent_id: "a1".into(),
+            hostname: "h1".into(),
+        },
+        RegistryOp::AdmitAgent {
+            agent_id: "a2".into(),
+            hostname: "h2".into(),
+        },
+        RegistryOp::RemoveAgent {
+            agent_id: "a1".into(),
+            unix_ms: 9,
+        },
+    ]);
+    assert!(r.apply(&batch));
+    assert_eq!(r.agents.len(), 1);
+    assert!(r.agents.contains_key(&AgentId::from("a2")));
+    assert_eq!(r.removed_agents.get(&AgentId::from("a1")), Some(&9));
+    assert!(!r.apply(&RegistryOp::Batch(Vec::new())));
 }
 
 #[test]
