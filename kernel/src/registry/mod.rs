@@ -1,9 +1,10 @@
 //! The replicated registry: what masters agree on through Raft (openraft), and keep on
 //! disk.
 //!
-//! As in Mesos, what is replicated is small: where the leader's API is, the built-in
-//! jobs framework's jobs, and operations for admitted agents (and removed ones with when
-//! they were removed), frameworks with their failover timeouts, and roles' weights.
+//! As in Mesos, what is replicated is small: where the leader's API is, the admitted
+//! agents (and removed ones with when they were removed, see
+//! [`crate::master::recovery`]), the built-in jobs framework's jobs, and operations for
+//! frameworks with their failover timeouts and roles' weights.
 //! Tasks are not: agents bring theirs back when they re-register. Each change is a
 //! [`RegistryOp`] appended to the Raft log; once committed, every master applies it to
 //! its [`Registry`] (the state machine), so a new leader replays nothing.
