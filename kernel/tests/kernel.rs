@@ -209,6 +209,12 @@ impl Cluster {
 
 async fn start_jobs(c: &Cluster) -> Jobs {
     let jobs = Jobs::default();
+    drive_jobs(c, &jobs).await;
+    jobs
+}
+
+/// Subscribes `jobs` with the cluster's master, in role `*`.
+async fn drive_jobs(c: &Cluster, jobs: &Jobs) {
     let info = FrameworkInfo {
         id: None,
         name: "jobs".into(),
@@ -224,7 +230,6 @@ async fn start_jobs(c: &Cluster) -> Jobs {
     )
     .await
     .unwrap();
-    jobs
 }
 
 /// Waits (at most a minute) until the jobs satisfy `f`, looking again at every change.
@@ -294,18 +299,79 @@ async fn jobs_run_to_completion_across_agents_and_resources_return() {
     .await;
 }
 
+/// A job as the registry would hold it, `state` on agent `agent` (`scratch` numbers it).
+fn held_job(
+    scratch: &Jobs,
+    argv: &[&str],
+    state: TaskState,
+    agent: &str,
+) -> plexus_kernel::jobs::JobStatus {
+    let id = scratch.submit(half_cpu_job(argv)).unwrap();
+    let mut j = scratch.get(&id).unwrap();
+    j.state = Some(state);
+    j.agent_id = Some(agent.into());
+    j
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_a_job_whose_launch_was_lost_is_placed_again_and_one_that_ran_is_lost() {
+    let c = Cluster::start(1).await;
+    // What a new leader's jobs framework takes back from the registry: one job placed
+    // whose launch went down with the old leader, one that had started on an agent that
+    // went down with it. The master knows neither.
+    let scratch = Jobs::default();
+    let placed = held_job(&scratch, &["true"], TaskState::Staging, "a0");
+    let started = held_job(&scratch, &["sleep", "300"], TaskState::Running, "gone");
+    let store = plexus_kernel::jobs::JobsStore::open(&c.dir.path().join("jobs.redb")).unwrap();
+    let backend = plexus_kernel::jobs::JobsBackend::Local(Arc::new(store));
+    let (jobs, _) = Jobs::open(&["*".to_string()], backend).unwrap();
+    jobs.trust_unknown();
+    jobs.take_back(plexus_kernel::jobs::Saved {
+        next: 3,
+        jobs: vec![(1, placed.clone()), (2, started.clone())],
+        framework_ids: Default::default(),
+    });
+    drive_jobs(&c, &jobs).await;
+    wait_jobs(&jobs, |js| {
+        let state = |id: &TaskId| js.iter().find(|j| &j.task_id == id).and_then(|j| j.state);
+        state(&placed.task_id) == Some(TaskState::Finished)
+            && state(&started.task_id) == Some(TaskState::Lost)
+    })
+    .await;
+    let again = jobs.get(&placed.task_id).unwrap();
+    assert!(
+        again
+            .history
+            .iter()
+            .any(|e| e.message.contains("placed again")),
+        "{again:#?}"
+    );
+    let s = c.state().await;
+    assert_eq!(
+        s.tasks
+            .iter()
+            .filter(|t| t.task_id == placed.task_id)
+            .count(),
+        1,
+        "launched once, by this master"
+    );
+}
+
+/// A job of half a cpu and 64 MB running `argv`.
+fn half_cpu_job(argv: &[&str]) -> JobRequest {
+    JobRequest {
+        name: None,
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        resources: Resources::new(0.5, 64),
+        role: None,
+        owner: None,
+        user: None,
+    }
+}
+
 /// Submits a job of half a cpu and waits until it runs; returns its task id.
 async fn submit_running(jobs: &Jobs, argv: &[&str]) -> TaskId {
-    let task = jobs
-        .submit(JobRequest {
-            name: None,
-            argv: argv.iter().map(|a| a.to_string()).collect(),
-            resources: Resources::new(0.5, 64),
-            role: None,
-            owner: None,
-            user: None,
-        })
-        .unwrap();
+    let task = jobs.submit(half_cpu_job(argv)).unwrap();
     wait_jobs(jobs, |js| {
         js.iter()
             .any(|j| j.task_id == task && j.state == Some(TaskState::Running))
