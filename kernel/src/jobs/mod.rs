@@ -620,12 +620,13 @@ impl Scheduler for JobsScheduler {
         let mut placed = Vec::new();
         for j in g.jobs.values() {
             let live = j.state.is_some_and(|s| !s.is_terminal());
-            if j.role == self.role && live && j.kill_requested {
+            if j.role != self.role || !live {
+                continue;
+            }
+            if j.kill_requested {
                 driver.kill(&j.task_id);
             }
-            if j.role == self.role && live {
-                placed.push(j.task_id.clone());
-            }
+            placed.push(j.task_id.clone());
         }
         if !self.jobs.unknown_is_lost() {
             driver.reconcile(Vec::new());

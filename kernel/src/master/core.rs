@@ -1271,15 +1271,15 @@ impl MasterCore {
             task_ids
         };
         for id in ids {
-            let known = self.tasks.get(&id).is_some_and(|t| t.framework_id == fw);
-            if !known && self.recovery.waiting() {
+            let known = self.tasks.get(&id).filter(|t| t.framework_id == fw);
+            if known.is_none() && self.recovery.waiting() {
                 // It may be on an agent not back yet: answered once the agents are.
                 if !self.recovery.hold(&fw.into(), id.clone()) {
                     warn!(framework = fw, task = %id, "too many reconciliations held; one dropped");
                 }
                 continue;
             }
-            let u = match self.tasks.get(&id).filter(|t| t.framework_id == fw) {
+            let u = match known {
                 Some(t) => StatusUpdate {
                     uuid: 0,
                     task_id: id,

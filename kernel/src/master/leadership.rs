@@ -144,15 +144,13 @@ async fn write_registry(
 ) {
     let mut ops = Vec::new();
     while queued.recv_many(&mut ops, REGISTRY_BATCH).await > 0 {
-        let op = if ops.len() == 1 {
-            ops.remove(0)
-        } else {
-            RegistryOp::Batch(std::mem::take(&mut ops))
+        let op = match ops.len() {
+            1 => ops.pop().expect("one write"),
+            _ => RegistryOp::Batch(std::mem::take(&mut ops)),
         };
         if let Err(e) = replica.write(op).await {
             warn!("a registry write of the master failed: {e}");
         }
-        ops.clear();
     }
 }
 

@@ -63,11 +63,6 @@ impl Recovery {
         !self.expected.is_empty()
     }
 
-    /// Agents still expected.
-    pub fn expected(&self) -> usize {
-        self.expected.len()
-    }
-
     /// An agent registered: the registry write its admission takes, if it is new to the
     /// registry. True in the second place if it was the last agent expected.
     pub fn registered(&mut self, agent: &AgentId, hostname: &str) -> (Option<RegistryOp>, bool) {
@@ -172,7 +167,9 @@ mod tests {
             })
         );
         assert_eq!(r.removed(&"a1".into(), 8), None);
-        assert_eq!(r.expected(), 1);
+        assert!(r.waiting(), "a2 is still expected");
+        r.removed(&"a2".into(), 9);
+        assert!(!r.waiting(), "a removed agent is expected no more");
     }
 
     #[test]
