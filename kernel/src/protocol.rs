@@ -578,6 +578,12 @@ pub enum AgentMsg {
         /// The task.
         task_id: TaskId,
     },
+    /// The reference to task `task_id`'s actor ended with its executor's link while the
+    /// executor may still run: make a new one (internal).
+    Reattach {
+        /// The task.
+        task_id: TaskId,
+    },
     /// A pre-started executor may have been idle too long (internal).
     SpareIdle {
         /// Its node name.

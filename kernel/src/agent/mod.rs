@@ -899,6 +899,38 @@ impl Agent {
         });
     }
 
+    /// Makes a new reference to the actor of task `task_id`, whose reference ended with
+    /// its executor's link, if the task still runs: the actor's end then reaches this
+    /// agent again (as `noproc` if it ended meanwhile). An executor that does not come
+    /// back ends the task by its exit.
+    fn reattach(&self, me: &ActorRef<AgentMsg>, st: &AgentState, task_id: &TaskId) {
+        let Some(t) = st.core.task(task_id) else {
+            return;
+        };
+        let Some(at) = t.actor_at.clone().filter(|_| !t.state.is_terminal()) else {
+            return;
+        };
+        let (node, me, index, task_id) = (
+            self.node.clone(),
+            me.clone(),
+            st.actor_tasks.clone(),
+            task_id.clone(),
+        );
+        tokio::spawn(async move {
+            let cell = match node.remote_cell(&at.node, at.pid).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(task = %task_id, "the actor's executor is not back: {e}");
+                    return;
+                }
+            };
+            match watch_placed(&node, &me, &index, &task_id, at.node, cell) {
+                Ok(_) => info!(task = %task_id, "the actor's executor is back; watching it again"),
+                Err(e) => debug!(task = %task_id, "cannot watch the actor again: {e}"),
+            }
+        });
+    }
+
     /// The actor of actor task `task_id` started (or could not): the core decides, the
     /// framework hears where it is at once, and the next pre-started executor is due.
     fn actor_started(
@@ -1126,10 +1158,14 @@ impl Agent {
             if let Some(task_id) = actor_task {
                 let end = match &evt {
                     SupervisionEvent::ActorFailed(_, e) => Some(ActorEnd::Failed(e.to_string())),
-                    // Its executor is gone: how it ended is the executor's exit.
+                    // Its executor's link went down: how the actor ends is the
+                    // executor's exit, unless the executor is back (its link only
+                    // dropped), when a new reference tells.
                     SupervisionEvent::ActorTerminated(_, _, r)
                         if plexus_actors::is_node_down(r.as_deref()) =>
                     {
+                        let id = task_id.clone();
+                        me.send_after(REATTACH_AFTER, move || AgentMsg::Reattach { task_id: id });
                         None
                     }
                     SupervisionEvent::ActorTerminated(_, _, r) => {
@@ -1274,6 +1310,7 @@ impl Agent {
                 }
                 self.changed(&me, st).await?;
             }
+            AgentMsg::Reattach { task_id } => self.reattach(&me, st, &task_id),
             AgentMsg::SpareDue { task_id } => {
                 if let Some((key, like)) = st.spare_after.remove(&task_id) {
                     self.start_spare(&me, st, key, &like);
@@ -1383,6 +1420,10 @@ fn watch_placed(
         pid: cell.get_id().pid(),
     })
 }
+
+/// How long after its executor's link went down the reference to an actor is made
+/// again (a link that only dropped is back by then).
+const REATTACH_AFTER: Duration = Duration::from_secs(1);
 
 /// Waits for executor `exec` to dial this agent, then starts actor `spec` in it,
 /// granted to the framework's node.
