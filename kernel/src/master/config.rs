@@ -83,6 +83,8 @@ pub const REGISTRY_WRITES_QUEUED: usize = 16_384;
 pub struct RegistryLink {
     /// The agents the registry held as admitted when this master began to lead.
     pub admitted: std::collections::BTreeSet<crate::ids::AgentId>,
+    /// The frameworks it held then, with their failover timeouts (ms).
+    pub frameworks: BTreeMap<crate::ids::FrameworkId, u64>,
     /// Where the master's registry writes go (written in order, in batches).
     pub writes: tokio::sync::mpsc::Sender<crate::registry::RegistryOp>,
 }

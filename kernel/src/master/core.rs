@@ -40,6 +40,9 @@ use crate::task::TaskState;
 /// forgotten first.
 pub const MAX_REMOVED_FRAMEWORKS: usize = 10_000;
 
+/// Longest failover timeout recorded in the registry (a year; longer ones count as it).
+pub const MAX_FAILOVER_TIMEOUT_SECS: f64 = 365.0 * 86_400.0;
+
 /// Longest decline filter a framework may ask for.
 pub const MAX_REFUSE_SECS: f64 = 86_400.0;
 /// Per-agent share of the allocation batch delay (a cycle scans every agent).
@@ -289,7 +292,11 @@ impl MasterCore {
                         "waiting for the registry's agents to re-register"
                     );
                 }
-                Recovery::leading(r.admitted.clone(), cfg.agent_reregister_timeout)
+                Recovery::leading(
+                    r.admitted.clone(),
+                    cfg.agent_reregister_timeout,
+                    r.frameworks.clone(),
+                )
             }
             None => Recovery::single(),
         };
@@ -388,7 +395,7 @@ impl MasterCore {
                 Ok(()) => self.schedule_allocation(),
                 Err(e) => self.refuse(fw, format!("revive: {e}")),
             },
-            FrameworkCall::Teardown => self.remove_framework(fw),
+            FrameworkCall::Teardown => self.remove_framework(now, fw),
         }
     }
 
@@ -506,7 +513,41 @@ impl MasterCore {
         };
         self.tell_scheduler(&id, ToScheduler::Subscribed(id.clone()));
         self.schedule_allocation();
+        let secs = self.frameworks[&id]
+            .info
+            .failover_timeout_secs
+            .clamp(0.0, MAX_FAILOVER_TIMEOUT_SECS);
+        if let Some(op) = self.recovery.subscribed(&id, (secs * 1e3) as u64) {
+            self.out.push_back(Effect::Registry(op));
+        }
         Ok(id)
+    }
+
+    /// A framework of the registry did not re-subscribe with this master within its
+    /// failover timeout: the tasks its agents brought back are killed (and those agents
+    /// still bring back), and it may not come back under its id.
+    fn abandon(&mut self, now: Now, fw: FrameworkId) {
+        warn!(framework = %fw, "did not re-subscribe within its failover timeout: killing its tasks");
+        let live: Vec<(TaskId, AgentId)> = self
+            .tasks
+            .values()
+            .filter(|t| t.framework_id == fw && !t.is_terminal())
+            .map(|t| (t.task_id.clone(), t.agent_id.clone()))
+            .collect();
+        for (task_id, agent) in live {
+            self.tasks.request_kill(&task_id);
+            self.tell_agent(&agent, ToAgent::Kill { task_id });
+        }
+        if let Some(op) = self.recovery.framework_removed(&fw, now.unix_ms) {
+            self.out.push_back(Effect::Registry(op));
+        }
+        self.removed.push_back(fw.clone());
+        self.removed_set.insert(fw);
+        while self.removed.len() > MAX_REMOVED_FRAMEWORKS {
+            if let Some(old) = self.removed.pop_front() {
+                self.removed_set.remove(&old);
+            }
+        }
     }
 
     /// The cluster as operators see it.
@@ -943,9 +984,11 @@ impl MasterCore {
                 }
                 continue;
             }
-            if known_terminal == Some(true) {
-                // Already given up on (e.g. TASK_GONE while the agent was away): it must
-                // not run on unknown to its framework.
+            if known_terminal == Some(true)
+                || (known_terminal.is_none() && self.removed_set.contains(&t.framework_id))
+            {
+                // Already given up on (e.g. TASK_GONE while the agent was away), or its
+                // framework is gone: it must not run on unknown to anyone.
                 stale.push(id);
                 continue;
             }
@@ -1322,9 +1365,12 @@ impl MasterCore {
         }
     }
 
-    fn remove_framework(&mut self, fw: &str) {
+    fn remove_framework(&mut self, now: Now, fw: &str) {
         if !self.frameworks.contains_key(fw) {
             return;
+        }
+        if let Some(op) = self.recovery.framework_removed(&fw.into(), now.unix_ms) {
+            self.out.push_back(Effect::Registry(op));
         }
         let live: Vec<(TaskId, AgentId, RoleResources)> = self
             .tasks
@@ -1431,7 +1477,12 @@ impl MasterCore {
             .collect();
         for fw in expired {
             warn!(framework = %fw, "failover timeout passed: killing its tasks");
-            self.remove_framework(&fw);
+            self.remove_framework(now, &fw);
+        }
+        for fw in self.recovery.overdue_frameworks(now.elapsed) {
+            if !self.frameworks.contains_key(&fw) {
+                self.abandon(now, fw);
+            }
         }
     }
 

@@ -112,8 +112,10 @@ pub async fn lead(
         writer = Some(tokio::spawn(write_registry(replica.clone(), queued)));
         let mut c = cfg.clone();
         c.leading = Some((t, lease.clone()));
+        let registry = replica.registry();
         c.registry = Some(RegistryLink {
-            admitted: replica.registry().agents.into_keys().collect(),
+            admitted: registry.agents.into_keys().collect(),
+            frameworks: registry.frameworks,
             writes,
         });
         c.epoch_salt = starts;

@@ -588,16 +588,134 @@ fn leading_core(
     MasterCore,
     tokio::sync::mpsc::Receiver<crate::registry::RegistryOp>,
 ) {
+    leading_core_with(admitted, &[])
+}
+
+/// As [`leading_core`], the registry holding `frameworks` too (with failover timeouts, s).
+fn leading_core_with(
+    admitted: &[&str],
+    frameworks: &[(&str, u64)],
+) -> (
+    MasterCore,
+    tokio::sync::mpsc::Receiver<crate::registry::RegistryOp>,
+) {
     let (writes, written) = tokio::sync::mpsc::channel(16);
     let cfg = MasterConfig {
         agent_reregister_timeout: Duration::from_secs(10),
         registry: Some(super::RegistryLink {
             admitted: admitted.iter().map(|a| AgentId::from(*a)).collect(),
+            frameworks: frameworks
+                .iter()
+                .map(|(f, secs)| (FrameworkId::from(*f), secs * 1000))
+                .collect(),
             writes,
         }),
         ..MasterConfig::default()
     };
     (MasterCore::new(cfg), written)
+}
+
+fn registry_writes(effects: &[Effect]) -> Vec<crate::registry::RegistryOp> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Registry(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_framework_of_the_registry_not_back_within_its_failover_timeout_loses_its_tasks() {
+    use crate::registry::RegistryOp;
+    let (mut c, _) = leading_core_with(&["a1"], &[("f-gone", 30), ("f-back", 30)]);
+    let gone = FrameworkId::from("f-gone");
+    let t1 = reported("t1", &gone, 1.0, 128);
+    let t2 = reported("t2", "f-back", 1.0, 128);
+    c.handle(
+        at(1),
+        Event::AgentRegistered(registration("a1", 4.0, vec![t1, t2])),
+    );
+    let back = c
+        .subscribe(
+            FrameworkInfo {
+                id: Some("f-back".into()),
+                ..framework("b", "*", 30.0)
+            },
+            FrameworkAuthority::Kernel,
+        )
+        .unwrap();
+    assert!(
+        registry_writes(&drain(&mut c)).is_empty(),
+        "both are in the registry as they are"
+    );
+    c.handle(at(29), Event::Tick);
+    assert!(agent_msgs(&drain(&mut c), "a1").is_empty(), "29 s of 30");
+    c.handle(at(30), Event::Tick);
+    let fx = drain(&mut c);
+    assert_eq!(
+        agent_msgs(&fx, "a1"),
+        vec![ToAgent::Kill {
+            task_id: "t1".into()
+        }],
+        "only the task of the framework that did not come back"
+    );
+    assert_eq!(
+        registry_writes(&fx),
+        vec![RegistryOp::RemoveFramework {
+            framework_id: gone.clone(),
+            unix_ms: at(30).unix_ms
+        }]
+    );
+    let again = c.subscribe(
+        FrameworkInfo {
+            id: Some(gone.clone()),
+            ..framework("g", "*", 30.0)
+        },
+        FrameworkAuthority::Kernel,
+    );
+    assert_eq!(again, Err(SubscribeError::UnknownFramework(gone.clone())));
+    // An agent back later with a task of it: killed at once.
+    let t3 = reported("t3", &gone, 1.0, 128);
+    c.handle(
+        at(40),
+        Event::AgentRegistered(registration("a2", 4.0, vec![t3])),
+    );
+    assert!(agent_msgs(&drain(&mut c), "a2").contains(&ToAgent::Kill {
+        task_id: "t3".into()
+    }));
+    assert_eq!(task_state(&c, "t2"), Some(TaskState::Running));
+    assert_eq!(back, FrameworkId::from("f-back"));
+}
+
+#[test]
+fn a_leader_writes_a_framework_new_to_the_registry_and_its_removal() {
+    use crate::registry::RegistryOp;
+    let (mut c, _) = leading_core(&[]);
+    let fw = c
+        .subscribe(framework("f", "*", 2.5), FrameworkAuthority::Kernel)
+        .unwrap();
+    assert_eq!(
+        registry_writes(&drain(&mut c)),
+        vec![RegistryOp::AddFramework {
+            framework_id: fw.clone(),
+            failover_timeout_ms: 2_500
+        }]
+    );
+    c.handle(
+        at(1),
+        Event::Framework {
+            framework_id: fw.clone(),
+            call: FrameworkCall::Teardown,
+        },
+    );
+    assert_eq!(
+        registry_writes(&drain(&mut c)),
+        vec![RegistryOp::RemoveFramework {
+            framework_id: fw,
+            unix_ms: at(1).unix_ms
+        }]
+    );
 }
 
 fn reconcile(fw: &FrameworkId, ids: &[&str]) -> Event {
