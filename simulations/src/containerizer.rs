@@ -115,6 +115,8 @@ struct Inner {
     rec: Recorder,
     /// Processes no longer end on their own (the run is being checked).
     frozen: bool,
+    /// How often each machine crashed: a launch begun before a crash starts nothing.
+    crashes: BTreeMap<String, u64>,
 }
 
 impl Inner {
@@ -149,6 +151,7 @@ impl Machines {
                 failure_rate,
                 rec,
                 frozen: false,
+                crashes: BTreeMap::new(),
             })),
         }
     }
@@ -172,7 +175,8 @@ impl Machines {
 
     /// The machine died: every process on it is gone, with nothing recorded.
     pub fn crash(&self, machine: &str) {
-        let g = self.lock();
+        let mut g = self.lock();
+        *g.crashes.entry(machine.to_string()).or_default() += 1;
         g.rec
             .note(format_args!("machine {machine} lost its processes"));
         for p in g.procs.values().filter(|p| p.machine == machine) {
@@ -282,10 +286,19 @@ impl Containerizer for SimContainerizer {
                     })
                 }
             };
+            let crashes = |g: &Inner| g.crashes.get(&machine).copied().unwrap_or(0);
+            let boot = crashes(&m.lock());
             // Starting a process takes a moment.
             tokio::time::sleep(Duration::from_millis(2)).await;
             let (pid, life, end) = {
                 let mut g = m.lock();
+                if crashes(&g) != boot {
+                    // The machine crashed meanwhile: nothing was started.
+                    return Err(ContainerError::Launch {
+                        task: spec.task_id,
+                        reason: format!("{machine} crashed while starting the task"),
+                    });
+                }
                 let twice = g.running(&spec.task_id);
                 if let Some((other, _)) = twice.first() {
                     g.rec.violation(
