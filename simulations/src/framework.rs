@@ -90,7 +90,14 @@ impl Scheduler for SimScheduler {
         let mut g = self.log.lock().expect("log lock");
         g.framework_id = Some(framework_id.into());
         g.handle = Some(driver.clone());
-        g.suppressed = false;
+        // A subscription revives the framework, and a suppression it sent before may
+        // arrive after it: say again what it wants.
+        if g.suppressed && g.live.len() >= self.target {
+            driver.suppress();
+        } else {
+            g.suppressed = false;
+            driver.revive();
+        }
         // A master that restarted forgot the kills asked of it: ask again.
         for t in g.kill_requested.intersection(&g.live) {
             driver.kill(t);

@@ -303,9 +303,10 @@ impl Master {
             Ok(Some(s)) => s,
             other => return Err(format!("cannot reach scheduler {scheduler:?}: {other:?}")),
         };
+        let now = st.now();
         let id = st
             .core
-            .subscribe(info, authority)
+            .subscribe(now, info, authority)
             .map_err(|e| e.to_string())?;
         let (session, _) = Actor::spawn_linked(
             None,

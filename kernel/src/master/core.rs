@@ -440,9 +440,11 @@ impl MasterCore {
 
     /// A framework subscribes (or re-subscribes with its id) on `authority`; returns its
     /// id. The ACLs decide whether it may register in its role, and a framework id stays
-    /// with the authority that registered it.
+    /// with the authority that registered it. A scheduler that subscribes holds no
+    /// offer: those still out to its framework are rescinded.
     pub fn subscribe(
         &mut self,
+        now: Now,
         info: FrameworkInfo,
         authority: FrameworkAuthority,
     ) -> Result<FrameworkId, SubscribeError> {
@@ -488,7 +490,9 @@ impl MasterCore {
             Some(id) => {
                 let f = self.frameworks.get_mut(id).expect("checked");
                 f.disconnected_since = None;
-                // Its offers were rescinded and it was suppressed when it disconnected.
+                // Offers out to it were made to the scheduler it had (a disconnected one
+                // has none): they go back, as does its suppression.
+                self.rescind_framework_offers(now, id);
                 self.allocator.revive(id)?;
                 info!(framework = %id, "framework re-subscribed");
                 id.clone()
@@ -802,6 +806,15 @@ impl MasterCore {
 
     fn rescind_agent_offers(&mut self, now: Now, agent: &str) {
         for id in self.offers.of_agent(agent) {
+            if let Some(o) = self.offers.remove(&id) {
+                self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
+                self.tell_scheduler(&o.framework_id, ToScheduler::Rescind(id));
+            }
+        }
+    }
+
+    fn rescind_framework_offers(&mut self, now: Now, fw: &str) {
+        for id in self.offers.of_framework(fw) {
             if let Some(o) = self.offers.remove(&id) {
                 self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
                 self.tell_scheduler(&o.framework_id, ToScheduler::Rescind(id));

@@ -101,7 +101,11 @@ impl Recovery {
 
     /// A framework was removed at `unix_ms`: the registry write that says so, if the
     /// registry holds it.
-    pub fn framework_removed(&mut self, framework: &FrameworkId, unix_ms: u64) -> Option<RegistryOp> {
+    pub fn framework_removed(
+        &mut self,
+        framework: &FrameworkId,
+        unix_ms: u64,
+    ) -> Option<RegistryOp> {
         self.awaited.remove(framework);
         self.frameworks
             .remove(framework)

@@ -150,6 +150,7 @@ fn cluster(failover_secs: f64) -> (MasterCore, FrameworkId, Offer) {
     );
     let fw = c
         .subscribe(
+            at(0),
             framework("jobs", "*", failover_secs),
             FrameworkAuthority::Kernel,
         )
@@ -287,7 +288,11 @@ fn invalid_launches_end_task_error_with_the_reason() {
 fn offers_that_are_unknown_or_not_ones_own_are_refused() {
     let (mut c, fw, o) = cluster(60.0);
     let other = c
-        .subscribe(framework("other", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("other", "*", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     drain(&mut c);
     c.handle(
@@ -430,7 +435,7 @@ fn a_disconnected_framework_is_removed_after_its_failover_timeout() {
     let mut back = framework("jobs", "*", 30.0);
     back.id = Some(fw.clone());
     assert_eq!(
-        c.subscribe(back.clone(), FrameworkAuthority::Kernel)
+        c.subscribe(at(0), back.clone(), FrameworkAuthority::Kernel)
             .unwrap(),
         fw
     );
@@ -452,7 +457,7 @@ fn a_disconnected_framework_is_removed_after_its_failover_timeout() {
     );
     assert_eq!(c.framework_connected(&fw), None);
     assert_eq!(
-        c.subscribe(back, FrameworkAuthority::Kernel),
+        c.subscribe(at(0), back, FrameworkAuthority::Kernel),
         Err(SubscribeError::UnknownFramework(fw))
     );
 }
@@ -461,7 +466,11 @@ fn a_disconnected_framework_is_removed_after_its_failover_timeout() {
 fn kills_reach_the_agent_only_for_the_frameworks_own_live_tasks() {
     let (mut c, fw) = running(60.0);
     let other = c
-        .subscribe(framework("other", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("other", "*", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     drain(&mut c);
     c.handle(
@@ -638,6 +647,7 @@ fn a_framework_of_the_registry_not_back_within_its_failover_timeout_loses_its_ta
     );
     let back = c
         .subscribe(
+            at(1),
             FrameworkInfo {
                 id: Some("f-back".into()),
                 ..framework("b", "*", 30.0)
@@ -668,6 +678,7 @@ fn a_framework_of_the_registry_not_back_within_its_failover_timeout_loses_its_ta
         }]
     );
     let again = c.subscribe(
+        at(0),
         FrameworkInfo {
             id: Some(gone.clone()),
             ..framework("g", "*", 30.0)
@@ -693,7 +704,7 @@ fn a_leader_writes_a_framework_new_to_the_registry_and_its_removal() {
     use crate::registry::RegistryOp;
     let (mut c, _) = leading_core(&[]);
     let fw = c
-        .subscribe(framework("f", "*", 2.5), FrameworkAuthority::Kernel)
+        .subscribe(at(0), framework("f", "*", 2.5), FrameworkAuthority::Kernel)
         .unwrap();
     assert_eq!(
         registry_writes(&drain(&mut c)),
@@ -731,7 +742,7 @@ fn reconcile(fw: &FrameworkId, ids: &[&str]) -> Event {
 fn a_new_leader_answers_unknown_only_once_the_registrys_agents_are_back() {
     let (mut c, _) = leading_core(&["a1", "a2"]);
     let fw = c
-        .subscribe(framework("f", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(at(0), framework("f", "*", 60.0), FrameworkAuthority::Kernel)
         .unwrap();
     drain(&mut c);
     c.handle(at(1), reconcile(&fw, &["t1", "t2"]));
@@ -769,7 +780,7 @@ fn a_new_leader_answers_unknown_only_once_the_registrys_agents_are_back() {
 fn agents_of_the_registry_not_back_within_the_timeout_are_given_up_on() {
     let (mut c, _) = leading_core(&["a1"]);
     let fw = c
-        .subscribe(framework("f", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(at(0), framework("f", "*", 60.0), FrameworkAuthority::Kernel)
         .unwrap();
     drain(&mut c);
     c.handle(at(1), reconcile(&fw, &["t1"]));
@@ -854,7 +865,11 @@ fn quota_caps_what_a_role_is_offered() {
         Event::AgentRegistered(registration("a1", 4.0, vec![])),
     );
     let fw = c
-        .subscribe(framework("c", "capped", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("c", "capped", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     c.handle(at(0), Event::Allocate);
     let o = offers(&drain(&mut c), &fw);
@@ -877,10 +892,18 @@ fn weights_split_agents_by_weighted_share() {
         );
     }
     let heavy = c
-        .subscribe(framework("h", "heavy", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("h", "heavy", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     let light = c
-        .subscribe(framework("l", "light", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("l", "light", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     c.handle(at(0), Event::Allocate);
     let fx = drain(&mut c);
@@ -961,7 +984,7 @@ proptest! {
         });
         let reads = super::view::ReadModel::default();
         let mut publisher = super::view::Publisher::default();
-        let mut fw = c.subscribe(framework("p", "*", 20.0), FrameworkAuthority::Kernel).unwrap();
+        let mut fw = c.subscribe(at(0), framework("p", "*", 20.0), FrameworkAuthority::Kernel).unwrap();
         let mut t = 0u64;
         let mut next_task = 0u32;
         let mut open: Vec<Offer> = Vec::new();
@@ -1005,8 +1028,8 @@ proptest! {
                 Step::Resubscribe => {
                     let mut info = framework("p", "*", 20.0);
                     info.id = Some(fw.clone());
-                    if c.subscribe(info, FrameworkAuthority::Kernel).is_err() {
-                        fw = c.subscribe(framework("p", "*", 20.0), FrameworkAuthority::Kernel).unwrap();
+                    if c.subscribe(at(0), info, FrameworkAuthority::Kernel).is_err() {
+                        fw = c.subscribe(at(0), framework("p", "*", 20.0), FrameworkAuthority::Kernel).unwrap();
                     }
                 }
                 Step::Tick(secs) => {
@@ -1048,7 +1071,11 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
     );
     // Another framework subscribes first: what the absent one's tasks hold is not offered.
     let other = c
-        .subscribe(framework("other", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("other", "*", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     assert_ne!(other, fw, "ids do not repeat across a restart");
     c.handle(at(1), Event::Allocate);
@@ -1060,7 +1087,7 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
     let mut back = framework("jobs", "*", 60.0);
     back.id = Some(fw.clone());
     assert_eq!(
-        c.subscribe(back, FrameworkAuthority::Kernel),
+        c.subscribe(at(0), back, FrameworkAuthority::Kernel),
         Ok(fw.clone())
     );
     assert_eq!(c.check_books(), Ok(()));
@@ -1068,7 +1095,11 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
     let share = s.frameworks.iter().find(|f| f.id == fw).unwrap().share;
     assert!(share > 0.0, "its task is charged to it");
     let later = c
-        .subscribe(framework("later", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("later", "*", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     assert!(![fw.as_str(), other.as_str()].contains(&later.as_str()));
 }
@@ -1084,7 +1115,11 @@ fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
         },
     );
     let next = c
-        .subscribe(framework("next", "*", 60.0), FrameworkAuthority::Kernel)
+        .subscribe(
+            at(0),
+            framework("next", "*", 60.0),
+            FrameworkAuthority::Kernel,
+        )
         .unwrap();
     c.handle(at(2), Event::Allocate);
     let o = offers(&drain(&mut c), &next);
@@ -1269,7 +1304,7 @@ fn a_framework_acts_on_its_authority_its_id_stays_with_it_and_root_needs_a_rule(
     );
     let alice = FrameworkAuthority::Principal("alice".into());
     let fw = c
-        .subscribe(framework("a", "*", 60.0), alice.clone())
+        .subscribe(at(0), framework("a", "*", 60.0), alice.clone())
         .unwrap();
     // Another principal cannot take its id over; the same one re-subscribes.
     let mut again = framework("a", "*", 60.0);
@@ -1278,10 +1313,10 @@ fn a_framework_acts_on_its_authority_its_id_stays_with_it_and_root_needs_a_rule(
         FrameworkAuthority::Principal("mallory".into()),
         FrameworkAuthority::Anonymous,
     ] {
-        let e = c.subscribe(again.clone(), other).unwrap_err();
+        let e = c.subscribe(at(0), again.clone(), other).unwrap_err();
         assert!(matches!(e, SubscribeError::Forbidden(_)), "{e}");
     }
-    assert_eq!(c.subscribe(again, alice), Ok(fw.clone()));
+    assert_eq!(c.subscribe(at(0), again, alice), Ok(fw.clone()));
     drain(&mut c);
     c.handle(at(1), Event::Allocate);
     let o = offers(&drain(&mut c), &fw);
@@ -1345,4 +1380,43 @@ fn roles_weights_and_quotas_change_at_runtime_over_the_settings() {
         ..MasterConfig::default()
     });
     assert_eq!(state(&again)[1], ("prod".into(), 5.0, None));
+}
+
+#[test]
+fn a_framework_that_subscribes_again_gets_its_offers_anew() {
+    let (mut c, fw, o) = cluster(60.0);
+    // Its scheduler subscribes again while connected (a retry, or a new scheduler
+    // process): what was offered before is not in its hands.
+    c.subscribe(
+        at(1),
+        FrameworkInfo {
+            id: Some(fw.clone()),
+            ..framework("jobs", "*", 60.0)
+        },
+        FrameworkAuthority::Kernel,
+    )
+    .unwrap();
+    let fx = drain(&mut c);
+    let rescinded = fx.iter().position(
+        |e| matches!(e, Effect::Scheduler { msg: ToScheduler::Rescind(id), .. } if *id == o.id),
+    );
+    let subscribed = fx.iter().position(|e| {
+        matches!(
+            e,
+            Effect::Scheduler {
+                msg: ToScheduler::Subscribed(_),
+                ..
+            }
+        )
+    });
+    assert!(
+        rescinded.is_some() && rescinded < subscribed,
+        "the old offer is rescinded before the answer: {fx:?}"
+    );
+    assert_eq!(c.check_books(), Ok(()));
+    c.handle(at(2), Event::Allocate);
+    let again = offers(&drain(&mut c), &fw);
+    assert_eq!(again.len(), 1, "the agent is offered again");
+    assert_ne!(again[0].id, o.id);
+    assert_eq!(again[0].resources.total().cpus(), 4.0);
 }
