@@ -80,13 +80,6 @@ pub async fn start_master(node: &Node, s: &NodeSettings) -> anyhow::Result<Maste
         offer_limit: s.master.offer_limit,
         acls: access.acls().clone(),
         credentials: access.credentials(),
-        other_masters: s
-            .master
-            .peers
-            .iter()
-            .map(|p| p.name.clone())
-            .filter(|n| n != node.name())
-            .collect(),
         ..MasterConfig::default()
     };
     let role_changes = cfg.role_changes.clone();

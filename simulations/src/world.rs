@@ -456,7 +456,6 @@ impl World {
 
     /// The master's settings in the simulation.
     fn master_config(&self, i: usize) -> MasterConfig {
-        let names = self.master_names();
         let (fault, reads) = {
             let m = &self.masters()[i];
             (m.fault.clone(), m.reads.clone())
@@ -468,10 +467,6 @@ impl World {
             forget_kills: self.cfg.defect == Some(Defect::ForgetKills),
             fault,
             reads,
-            other_masters: names
-                .into_iter()
-                .filter(|n| *n != names_at(self, i))
-                .collect(),
             ..MasterConfig::default()
         }
     }

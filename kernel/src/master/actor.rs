@@ -264,9 +264,9 @@ impl Master {
     }
 
     /// On whose authority a subscribing framework acts: the kernel's, when its driver
-    /// runs in this node or another master's (the name rules let a node hold only
-    /// `plexus.scheduler:NODE:…` names of its own); else the principal it names, if its
-    /// secret proves it.
+    /// runs in this node (the built-in frameworks run only on the leader, and the name
+    /// rules let a node hold only `plexus.scheduler:NODE:…` names of its own); else the
+    /// principal it names, if its secret proves it.
     fn authority(
         &self,
         info: &FrameworkInfo,
@@ -276,7 +276,7 @@ impl Master {
         let kernel_node = scheduler
             .strip_prefix(plexus_actors::names::SCHEDULER_PREFIX)
             .and_then(|rest| rest.split(':').next())
-            .is_some_and(|n| n == self.node.name() || self.cfg.other_masters.contains(n));
+            .is_some_and(|n| n == self.node.name());
         if kernel_node {
             return Ok(FrameworkAuthority::Kernel);
         }

@@ -62,9 +62,6 @@ pub struct MasterConfig {
     /// With several masters: the registry as this master found it when it began to
     /// lead, and where its registry writes go. `None`: a single master.
     pub registry: Option<RegistryLink>,
-    /// The other masters' node names: frameworks whose drivers run there (the built-in
-    /// jobs framework of each master) act on the kernel's authority, as this node's do.
-    pub other_masters: std::collections::BTreeSet<String>,
     /// Mixed into the ids this master mints: how many masters this process started
     /// before it (a master leading again in the same term mints ids of its own).
     pub epoch_salt: u32,
@@ -85,6 +82,8 @@ pub struct RegistryLink {
     pub admitted: std::collections::BTreeSet<crate::ids::AgentId>,
     /// The frameworks it held then, with their failover timeouts (ms).
     pub frameworks: BTreeMap<crate::ids::FrameworkId, u64>,
+    /// The frameworks it held as removed then, oldest first: none may come back.
+    pub removed_frameworks: Vec<crate::ids::FrameworkId>,
     /// Where the master's registry writes go (written in order, in batches).
     pub writes: tokio::sync::mpsc::Sender<crate::registry::RegistryOp>,
 }
@@ -201,7 +200,6 @@ impl Default for MasterConfig {
             role_changes: SharedRoles::default(),
             leading: None,
             registry: None,
-            other_masters: Default::default(),
             epoch_salt: 0,
         }
     }

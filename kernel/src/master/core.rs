@@ -300,7 +300,7 @@ impl MasterCore {
             }
             None => Recovery::single(),
         };
-        MasterCore {
+        let mut core = MasterCore {
             weights,
             quotas,
             cfg,
@@ -317,7 +317,16 @@ impl MasterCore {
             removed: VecDeque::new(),
             removed_set: std::collections::BTreeSet::new(),
             recovery,
+        };
+        let removed = core
+            .cfg
+            .registry
+            .as_ref()
+            .map(|r| r.removed_frameworks.clone());
+        for fw in removed.into_iter().flatten() {
+            core.forbid(fw);
         }
+        core
     }
 
     /// The next effect to carry out, oldest first.
@@ -545,8 +554,16 @@ impl MasterCore {
         if let Some(op) = self.recovery.framework_removed(&fw, now.unix_ms) {
             self.out.push_back(Effect::Registry(op));
         }
-        self.removed.push_back(fw.clone());
-        self.removed_set.insert(fw);
+        self.forbid(fw);
+    }
+
+    /// `fw` was removed: it may not come back under its id, and tasks of it that agents
+    /// bring back are killed (the last [`MAX_REMOVED_FRAMEWORKS`] removed are kept).
+    fn forbid(&mut self, fw: FrameworkId) {
+        if !self.removed_set.insert(fw.clone()) {
+            return;
+        }
+        self.removed.push_back(fw);
         while self.removed.len() > MAX_REMOVED_FRAMEWORKS {
             if let Some(old) = self.removed.pop_front() {
                 self.removed_set.remove(&old);
@@ -1406,13 +1423,7 @@ impl MasterCore {
             self.tell_agent(&agent, ToAgent::Kill { task_id });
         }
         self.frameworks.remove(fw);
-        self.removed.push_back(fw.into());
-        self.removed_set.insert(fw.into());
-        while self.removed.len() > MAX_REMOVED_FRAMEWORKS {
-            if let Some(old) = self.removed.pop_front() {
-                self.removed_set.remove(&old);
-            }
-        }
+        self.forbid(fw.into());
         info!(framework = %fw, "framework removed");
     }
 

@@ -113,8 +113,10 @@ pub async fn lead(
         let mut c = cfg.clone();
         c.leading = Some((t, lease.clone()));
         let registry = replica.registry();
+        let removed_frameworks = registry.removed_in_order();
         c.registry = Some(RegistryLink {
             admitted: registry.agents.into_keys().collect(),
+            removed_frameworks,
             frameworks: registry.frameworks,
             writes,
         });

@@ -617,6 +617,7 @@ fn leading_core_with(
                 .iter()
                 .map(|(f, secs)| (FrameworkId::from(*f), secs * 1000))
                 .collect(),
+            removed_frameworks: Vec::new(),
             writes,
         }),
         ..MasterConfig::default()
@@ -1419,4 +1420,40 @@ fn a_framework_that_subscribes_again_gets_its_offers_anew() {
     assert_eq!(again.len(), 1, "the agent is offered again");
     assert_ne!(again[0].id, o.id);
     assert_eq!(again[0].resources.total().cpus(), 4.0);
+}
+
+#[test]
+fn a_framework_the_registry_holds_as_removed_may_not_come_back_after_a_failover() {
+    let (writes, _written) = tokio::sync::mpsc::channel(16);
+    let cfg = MasterConfig {
+        registry: Some(super::RegistryLink {
+            admitted: [AgentId::from("a1")].into(),
+            frameworks: std::collections::BTreeMap::new(),
+            removed_frameworks: vec![FrameworkId::from("f-gone")],
+            writes,
+        }),
+        ..MasterConfig::default()
+    };
+    let mut c = MasterCore::new(cfg);
+    let again = c.subscribe(
+        at(0),
+        FrameworkInfo {
+            id: Some("f-gone".into()),
+            ..framework("g", "*", 30.0)
+        },
+        FrameworkAuthority::Kernel,
+    );
+    assert_eq!(
+        again,
+        Err(SubscribeError::UnknownFramework("f-gone".into()))
+    );
+    // Its task, brought back by its agent, is killed.
+    let t1 = reported("t1", "f-gone", 1.0, 128);
+    c.handle(
+        at(1),
+        Event::AgentRegistered(registration("a1", 4.0, vec![t1])),
+    );
+    assert!(agent_msgs(&drain(&mut c), "a1").contains(&ToAgent::Kill {
+        task_id: "t1".into()
+    }));
 }

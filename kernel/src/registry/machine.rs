@@ -91,6 +91,17 @@ fn bound<K: Ord + Clone>(removed: &mut BTreeMap<K, u64>) {
 }
 
 impl Registry {
+    /// The removed frameworks, oldest removal first.
+    pub fn removed_in_order(&self) -> Vec<FrameworkId> {
+        let mut by_time: Vec<(&u64, &FrameworkId)> = self
+            .removed_frameworks
+            .iter()
+            .map(|(fw, unix_ms)| (unix_ms, fw))
+            .collect();
+        by_time.sort();
+        by_time.into_iter().map(|(_, fw)| fw.clone()).collect()
+    }
+
     /// Applies `op`; true if it changed anything.
     pub fn apply(&mut self, op: &RegistryOp) -> bool {
         match op {
