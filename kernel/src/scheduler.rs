@@ -328,8 +328,9 @@ impl Actor for SchedulerDriver {
                 };
                 me.get_cell().monitor(master.get_cell());
                 st.info.id = Some(id.clone());
-                if master.get_status() != ractor::ActorStatus::Running {
-                    // Ended before the monitor was set, so it will not report its end.
+                if master.get_status() >= ractor::ActorStatus::Stopping {
+                    // Ended before the monitor was set, so it will not report its end (a
+                    // reference just made may still be starting: it will).
                     me.send_after(Duration::from_millis(200), || SchedulerMsg::Resubscribe);
                     return Ok(());
                 }

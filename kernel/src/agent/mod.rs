@@ -1000,8 +1000,9 @@ impl Agent {
                 Ok(Some(m)) => {
                     me.get_cell().monitor(m.get_cell());
                     // A ref that ended before the monitor was set will never report its
-                    // end: look again at the next tick.
-                    if m.get_status() != ractor::ActorStatus::Running {
+                    // end: look again at the next tick. (One just made may still be
+                    // starting: it will report.)
+                    if m.get_status() >= ractor::ActorStatus::Stopping {
                         debug!(agent = %st.core.agent_id(), "the master found has already ended");
                         return;
                     }
