@@ -200,13 +200,15 @@ fn seeds_that_found_bugs_keep_passing() {
     // update waiting for it was never resent. 253: an executor's link dropped and came
     // back, and the end of the actor it hosted never reached its agent. 663: a machine
     // crashed while a task's process was starting, and the process lived on. 907: a
-    // framework subscribed twice in a row and kept a suppression it thought undone.
+    // framework subscribed twice in a row and kept a suppression it thought undone. 350: a
+    // task to kill was called unknown by a leader its agent could not reach, and ran on.
     for seeds in [
         "363..=363",
         "522..=522",
         "253..=253",
         "663..=663",
         "907..=907",
+        "350..=350",
     ] {
         let (ok, out) = plexus(&["sim", "--seeds", seeds, "--jobs", "1"]);
         assert!(ok && out.contains("passed=1 failed=0"), "{out}");

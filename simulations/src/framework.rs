@@ -102,10 +102,19 @@ impl Scheduler for SimScheduler {
         for t in g.kill_requested.intersection(&g.live) {
             driver.kill(t);
         }
-        // After a (re-)subscription, learn the state of everything not known to be over.
-        let live: Vec<TaskId> = g.live.iter().cloned().collect();
-        if !live.is_empty() {
-            driver.reconcile(live);
+        // After a (re-)subscription, learn the state of everything not known to be over,
+        // and of tasks to kill that a master called unknown: `TASK_UNKNOWN` is no proof
+        // that a task is dead (its agent may be back later), so a kill is asked again
+        // when one turns out to run.
+        let mut ask: Vec<TaskId> = g.live.iter().cloned().collect();
+        ask.extend(
+            g.kill_requested
+                .iter()
+                .filter(|t| g.last.get(*t) == Some(&TaskState::Unknown))
+                .cloned(),
+        );
+        if !ask.is_empty() {
+            driver.reconcile(ask);
         }
     }
 
