@@ -188,6 +188,21 @@ impl Ha {
         })
     }
 
+    /// `PUT /api/v1/roles/{role}` with `body` on master `i`; its status and answer.
+    fn put_role(&self, i: usize, role: &str, body: &str) -> (u16, String) {
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = http
+            .put(&format!("{}/api/v1/roles/{role}", self.apis[i]))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
     fn wait_tasks(&self, via: usize, what: &str, f: impl Fn(&[TaskView]) -> bool) {
         let c = self.client(via);
         self.eventually(what, || match c.tasks() {
@@ -248,6 +263,15 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     let mut ha = Ha::start("hk");
     let all: Vec<usize> = (0..MASTERS).collect();
     let first = ha.leader(&all);
+    // A role's weight and quota, set on the leader, are the registry's.
+    let (status, body) = ha.put_role(first, "batch", r#"{"weight": 3, "quota": "cpus:1"}"#);
+    assert_eq!(status, 202, "{body}");
+    let batch = |s: &ClusterSummary| {
+        s.roles.iter().any(|r| {
+            r.role == "batch" && r.weight == 3.0 && r.quota.as_ref().map(|q| q.cpus()) == Some(1.0)
+        })
+    };
+    ha.wait_state(first, "the role's weight and quota in force", batch);
     // Submitted through a standby: the client follows it to the leader.
     let standby = (first + 1) % MASTERS;
     let argv: Vec<Vec<String>> = (0..2).map(sleeper).collect();
@@ -280,6 +304,7 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     let second = ha.leader(&rest);
     assert_ne!(second, first);
     ha.wait_state(second, "every agent re-registered", |s| active(s) == AGENTS);
+    ha.wait_state(second, "the role's weight and quota, kept", batch);
     ha.wait_tasks(second, "the same tasks run", |t| running(t, &ids));
     // Nothing restarted, nothing runs twice.
     let after: Vec<Vec<i32>> = argv.iter().map(|a| pids_of(a)).collect();
@@ -344,7 +369,7 @@ fn a_paused_leader_steps_down_and_nothing_runs_twice() {
     let id2 = ha
         .client(second)
         .submit(&job(argv2.clone(), 0.1, 32))
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", ha.logs()));
     ha.wait_tasks(second, "a new job runs", |t| {
         running(t, &[id.clone(), id2.clone()])
     });

@@ -802,6 +802,14 @@ async fn put_role(
         }
     };
     ctx.roles
+        .check(&role, b.weight)
+        .map_err(|e| ApiError::bad(format!("role {:?}: {e}", role.as_str())))?;
+    if let Some(replica) = &ctx.standby {
+        // Several masters: the change is the registry's before it is applied, so the
+        // next leader applies it too.
+        replicate_role(replica, &role, b.weight, quota.clone()).await?;
+    }
+    ctx.roles
         .set(&role, b.weight, quota)
         .map_err(|e| ApiError::bad(format!("role {:?}: {e}", role.as_str())))?;
     let master = ctx
@@ -817,6 +825,34 @@ async fn put_role(
         .map_err(|e| ApiError::unavailable(format!("telling the master: {e}")))?;
     // Applied by the master within its next publish (`GET /api/v1/state` shows `roles`).
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "role": role.as_str() })))
+}
+
+/// Writes a role's new weight and/or quota to the registry, as one write.
+async fn replicate_role(
+    replica: &crate::registry::replica::Replica,
+    role: &str,
+    weight: Option<f64>,
+    quota: Option<Option<crate::resources::Resources>>,
+) -> Result<(), ApiError> {
+    use crate::registry::RegistryOp;
+    let mut ops = Vec::new();
+    if let Some(w) = weight {
+        ops.push(RegistryOp::SetWeight {
+            role: role.to_string(),
+            weight_milli: (w * 1000.0).round() as u64,
+        });
+    }
+    if let Some(quota) = quota {
+        ops.push(RegistryOp::SetQuota {
+            role: role.to_string(),
+            quota,
+        });
+    }
+    replica
+        .write(RegistryOp::Batch(ops))
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::unavailable(format!("recording the change in the registry: {e}")))
 }
 
 /// Answers `403` unless the ACLs let `who` do `what`.

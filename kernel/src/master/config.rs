@@ -132,23 +132,23 @@ impl SharedRoles {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Sets `role`'s weight and/or quota (`Some(None)` clears the quota); refuses a bad
-    /// role or weight, and a new role beyond [`MAX_ROLE_SETTINGS`].
-    pub fn set(
-        &self,
-        role: &str,
-        weight: Option<f64>,
-        quota: Option<Option<Resources>>,
-    ) -> Result<(), String> {
+    /// Replaces everything set (a master that begins to lead takes the registry's).
+    pub fn replace(&self, settings: RoleSettings) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    /// Whether `role`'s weight may be set to `weight`: refuses a bad role or weight, and
+    /// a new role beyond [`MAX_ROLE_SETTINGS`].
+    pub fn check(&self, role: &str, weight: Option<f64>) -> Result<(), String> {
         crate::resources::validate_role(role)?;
         if let Some(w) = weight {
-            if !(w.is_finite() && w > 0.0 && w <= 1e6) {
+            if !(w.is_finite() && (0.001..=1e6).contains(&w)) {
                 return Err(format!(
-                    "weight must be a number above 0 and at most 1000000, not {w}"
+                    "weight must be a number from 0.001 to 1000000, not {w}"
                 ));
             }
         }
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let known = g.weights.contains_key(role) || g.quotas.contains_key(role);
         let roles = g
             .weights
@@ -161,6 +161,19 @@ impl SharedRoles {
                 "at most {MAX_ROLE_SETTINGS} roles may have a weight or a quota"
             ));
         }
+        Ok(())
+    }
+
+    /// Sets `role`'s weight and/or quota (`Some(None)` clears the quota), if
+    /// [`SharedRoles::check`] allows it.
+    pub fn set(
+        &self,
+        role: &str,
+        weight: Option<f64>,
+        quota: Option<Option<Resources>>,
+    ) -> Result<(), String> {
+        self.check(role, weight)?;
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = weight {
             g.weights.insert(role.to_string(), w);
         }

@@ -113,6 +113,8 @@ pub async fn lead(
         let mut c = cfg.clone();
         c.leading = Some((t, lease.clone()));
         let registry = replica.registry();
+        // Roles' weights and quotas as the registry holds them (set through any leader).
+        c.role_changes.replace(registry.role_settings());
         let removed_frameworks = registry.removed_in_order();
         c.registry = Some(RegistryLink {
             admitted: registry.agents.into_keys().collect(),

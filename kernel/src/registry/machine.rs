@@ -34,6 +34,8 @@ pub struct Registry {
     pub leader: Option<LeaderRecord>,
     /// The built-in jobs framework's jobs.
     pub jobs: JobsImage,
+    /// Roles' quotas set at runtime (`None`: cleared, even if the settings give one).
+    pub quotas: BTreeMap<String, Option<crate::resources::Resources>>,
 }
 
 /// The built-in jobs framework's state, as the registry holds it.
@@ -91,6 +93,20 @@ fn bound<K: Ord + Clone>(removed: &mut BTreeMap<K, u64>) {
 }
 
 impl Registry {
+    /// The roles' weights and quotas set at runtime, as the master applies them (a
+    /// weight of 0 thousandths is none).
+    pub fn role_settings(&self) -> crate::master::config::RoleSettings {
+        crate::master::config::RoleSettings {
+            weights: self
+                .weights
+                .iter()
+                .filter(|(_, milli)| **milli > 0)
+                .map(|(role, milli)| (role.clone(), *milli as f64 / 1000.0))
+                .collect(),
+            quotas: self.quotas.clone(),
+        }
+    }
+
     /// The removed frameworks, oldest removal first.
     pub fn removed_in_order(&self) -> Vec<FrameworkId> {
         let mut by_time: Vec<(&u64, &FrameworkId)> = self
@@ -159,6 +175,9 @@ impl Registry {
                 .fold(false, |changed, op| self.apply(op) | changed),
             RegistryOp::SetWeight { role, weight_milli } => {
                 self.weights.insert(role.clone(), *weight_milli) != Some(*weight_milli)
+            }
+            RegistryOp::SetQuota { role, quota } => {
+                self.quotas.insert(role.clone(), quota.clone()).as_ref() != Some(quota)
             }
         }
     }

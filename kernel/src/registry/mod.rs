@@ -103,6 +103,13 @@ pub enum RegistryOp {
         /// Its weight, in thousandths.
         weight_milli: u64,
     },
+    /// A role's quota changed.
+    SetQuota {
+        /// The role.
+        role: String,
+        /// Its quota (`None`: cleared, even if the settings give one).
+        quota: Option<crate::resources::Resources>,
+    },
 }
 
 /// A job as the registry keeps it: its submission number, its status, and who it

@@ -140,6 +140,35 @@ fn a_batch_applies_its_changes_in_order() {
 }
 
 #[test]
+fn roles_weights_and_quotas_are_the_masters_settings_and_a_cleared_quota_stays_cleared() {
+    let mut r = Registry::default();
+    let cpus = crate::resources::Resources::new(2.0, 256);
+    assert!(r.apply(&RegistryOp::Batch(vec![
+        RegistryOp::SetWeight {
+            role: "batch".into(),
+            weight_milli: 2500,
+        },
+        RegistryOp::SetQuota {
+            role: "batch".into(),
+            quota: Some(cpus.clone()),
+        },
+        RegistryOp::SetQuota {
+            role: "web".into(),
+            quota: None,
+        },
+    ])));
+    assert!(!r.apply(&RegistryOp::SetQuota {
+        role: "web".into(),
+        quota: None,
+    }));
+    let s = r.role_settings();
+    assert_eq!(s.weights.get("batch"), Some(&2.5));
+    assert_eq!(s.quotas.get("batch"), Some(&Some(cpus)));
+    // Cleared at runtime: the settings' quota for it no longer holds.
+    assert_eq!(s.quotas.get("web"), Some(&None));
+}
+
+#[test]
 fn removals_are_remembered_up_to_a_bound_oldest_forgotten_first() {
     let mut r = Registry::default();
     for i in 0..=machine::MAX_REMOVED as u64 {
