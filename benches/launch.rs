@@ -25,7 +25,8 @@ use plexus_kernel::task::TaskState;
 use ractor::{call_t, ActorRef};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::remote::{pct, tls_for, Reaper};
+use super::remote::{pct, tls_with, Reaper};
+use plexus_net::{Role, Roles};
 
 /// Sizes of the launch benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -112,7 +113,12 @@ pub(crate) fn bench_node(dir: &std::path::Path, name: &str) -> anyhow::Result<No
         name: name.into(),
         cluster: "bench".into(),
         listen: "127.0.0.1:0".parse()?,
-        tls: tls_for(dir, name)?,
+        // No executor role: a peer holding it must be named after the agent it serves.
+        tls: tls_with(
+            dir,
+            name,
+            Roles::of(&[Role::Master, Role::Agent, Role::Client]),
+        )?,
         state_dir: dir.join("node"),
         ..NodeSettings::default()
     };
@@ -228,7 +234,7 @@ async fn idle_agent_rss(
     node: &Node,
     master: &ActorRef<MasterMsg>,
 ) -> anyhow::Result<f64> {
-    let t = tls_for(dir, "bench-agent")?;
+    let t = tls_with(dir, "bench-agent", Roles::of(&[Role::Agent]))?;
     let cfg = format!(
         "name = \"bench-agent\"\ncluster = \"bench\"\nlisten = \"127.0.0.1:0\"\n\
          state_dir = \"{}\"\n[tls]\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\

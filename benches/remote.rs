@@ -79,7 +79,16 @@ async fn cast_rate(e: &ActorRef<EchoMsg>, n: u64) -> anyhow::Result<f64> {
 }
 
 pub(crate) fn tls_for(dir: &std::path::Path, name: &str) -> anyhow::Result<TlsSettings> {
-    let (c, k) = plexus_net::tls::issue(dir, dir, name, plexus_net::Roles::ALL)?;
+    tls_with(dir, name, plexus_net::Roles::ALL)
+}
+
+/// As [`tls_for`], the certificate naming only `roles`.
+pub(crate) fn tls_with(
+    dir: &std::path::Path,
+    name: &str,
+    roles: plexus_net::Roles,
+) -> anyhow::Result<TlsSettings> {
+    let (c, k) = plexus_net::tls::issue(dir, dir, name, roles)?;
     Ok(TlsSettings {
         ca_cert: Some(dir.join("ca.pem")),
         cert: Some(c),
