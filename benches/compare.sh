@@ -24,12 +24,20 @@ cleanup() {
 trap cleanup EXIT
 git -C "$root" worktree add --detach "$work/base" "$base" >/dev/null
 echo "building $base and the working tree (release)..." >&2
-(cd "$work/base" && CARGO_TARGET_DIR="$root/target/compare-base" cargo build --release -q --bin plexus)
-(cd "$root" && cargo build --release -q --bin plexus)
+(cd "$work/base" && CARGO_TARGET_DIR="$root/target/compare-base" cargo build --release -q --bin plexus --bin plexus-shim)
+(cd "$root" && cargo build --release -q --bin plexus --bin plexus-shim)
+# Each run starts from an empty page cache when this may drop it: the page cache of
+# tasks' deleted cgroups stays charged to them and slows every later run (launch
+# throughput falls by half over six runs without it).
+fresh() {
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
 declare -A exe=([base]="$root/target/compare-base/release/plexus" [head]="$root/target/release/plexus")
 for r in $(seq "$rounds"); do
     for side in base head; do
         for b in "${benches[@]}"; do
+            fresh
             "${exe[$side]}" --log error bench "$b" | grep '^plexus ' | sed "s/^/$side round=$r /"
         done
     done

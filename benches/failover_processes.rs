@@ -47,7 +47,10 @@ impl Proc {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let child = Command::new(std::env::current_exe()?)
             .args(&self.args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("PLEXUS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1003,7 +1003,7 @@ impl Agent {
                     // end: look again at the next tick. (One just made may still be
                     // starting: it will report.)
                     if m.get_status() >= ractor::ActorStatus::Stopping {
-                        debug!(agent = %st.core.agent_id(), "the master found has already ended");
+                        debug!(agent = %st.core.agent_id(), status = ?m.get_status(), "the master found has already ended");
                         return;
                     }
                     st.master = Some(m);
