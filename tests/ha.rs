@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::kcluster::{job, node_toml, pids_of, sleeper, Proc};
 use common::{free_tcp, free_udp};
 use plexus::client::{leadership_status, single_leader, Client};
-use plexus_kernel::api::{ClusterSummary, TaskView};
+use plexus_kernel::api::{ClusterSummary, SubmitJob, TaskView};
 use plexus_kernel::protocol::AgentStatus;
 
 const MASTERS: usize = 3;
@@ -188,6 +188,19 @@ impl Ha {
         })
     }
 
+    /// Submits `j` through master `i`; its task id. A submission the master dropped
+    /// because it stopped leading meanwhile (a lease lost under load) is sent again, as
+    /// the answer says to; any other refusal fails the test, with the masters' logs.
+    fn submit(&self, i: usize, j: &SubmitJob) -> String {
+        self.eventually("the job accepted", || match self.client(i).submit(j) {
+            Ok(id) => Ok(id),
+            Err(e) if format!("{e:#}").contains("dropped before it was written") => {
+                Err(format!("{e:#}"))
+            }
+            Err(e) => panic!("submitting {:?}: {e:#}\n{}", j.argv, self.logs()),
+        })
+    }
+
     /// `PUT /api/v1/roles/{role}` with `body` on master `i`; its status and answer.
     fn put_role(&self, i: usize, role: &str, body: &str) -> (u16, String) {
         let http: ureq::Agent = ureq::Agent::config_builder()
@@ -277,7 +290,7 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     let argv: Vec<Vec<String>> = (0..2).map(sleeper).collect();
     let ids: Vec<String> = argv
         .iter()
-        .map(|a| ha.client(standby).submit(&job(a.clone(), 0.1, 32)).unwrap())
+        .map(|a| ha.submit(standby, &job(a.clone(), 0.1, 32)))
         .collect();
     ha.wait_tasks(standby, "the tasks run", |t| running(t, &ids));
     let pids: Vec<Vec<i32>> = ha.eventually("the tasks' processes", || {
@@ -287,14 +300,8 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     });
     // Two jobs as big as an agent: one takes the agent that has no task, the other
     // is accepted and waits.
-    let big = ha
-        .client(first)
-        .submit(&job(sleeper(8), 0.1, 4096))
-        .unwrap();
-    let waiting = ha
-        .client(first)
-        .submit(&job(sleeper(9), 0.1, 4096))
-        .unwrap();
+    let big = ha.submit(first, &job(sleeper(8), 0.1, 4096));
+    let waiting = ha.submit(first, &job(sleeper(9), 0.1, 4096));
     ha.wait_tasks(first, "one big job runs, the other waits", |t| {
         running(t, std::slice::from_ref(&big)) && pending(t, &waiting)
     });
@@ -324,10 +331,7 @@ fn killing_the_leader_elects_another_that_keeps_every_task_and_takes_new_jobs() 
     );
 
     let new = sleeper(2);
-    let id = ha
-        .client(rest[0])
-        .submit(&job(new.clone(), 0.1, 32))
-        .unwrap();
+    let id = ha.submit(rest[0], &job(new.clone(), 0.1, 32));
     ha.wait_tasks(second, "a new job runs", |t| {
         running(t, std::slice::from_ref(&id))
     });
@@ -347,10 +351,7 @@ fn a_paused_leader_steps_down_and_nothing_runs_twice() {
     let all: Vec<usize> = (0..MASTERS).collect();
     let first = ha.leader(&all);
     let argv = sleeper(0);
-    let id = ha
-        .client(first)
-        .submit(&job(argv.clone(), 0.1, 32))
-        .unwrap();
+    let id = ha.submit(first, &job(argv.clone(), 0.1, 32));
     ha.wait_tasks(first, "the task runs", |t| {
         running(t, std::slice::from_ref(&id))
     });
@@ -366,10 +367,7 @@ fn a_paused_leader_steps_down_and_nothing_runs_twice() {
     let second = ha.leader(&rest);
     ha.wait_state(second, "every agent re-registered", |s| active(s) == AGENTS);
     let argv2 = sleeper(1);
-    let id2 = ha
-        .client(second)
-        .submit(&job(argv2.clone(), 0.1, 32))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", ha.logs()));
+    let id2 = ha.submit(second, &job(argv2.clone(), 0.1, 32));
     ha.wait_tasks(second, "a new job runs", |t| {
         running(t, &[id.clone(), id2.clone()])
     });
@@ -395,10 +393,7 @@ fn a_master_back_after_the_log_was_compacted_catches_up_by_snapshot_and_can_lead
     // the log is compacted well past where the killed master stopped.
     let mut done: Vec<String> = Vec::new();
     for _ in 0..6 {
-        let id = ha
-            .client(first)
-            .submit(&job(vec!["true".into()], 0.1, 32))
-            .unwrap();
+        let id = ha.submit(first, &job(vec!["true".into()], 0.1, 32));
         done.push(id);
         ha.wait_tasks(first, "the job finishes", |t| {
             in_state(t, &done, "TASK_FINISHED")
@@ -418,10 +413,7 @@ fn a_master_back_after_the_log_was_compacted_catches_up_by_snapshot_and_can_lead
     // returning master's log holds that job, so it is the one elected.
     ha.masters[other].kill9();
     let last = sleeper(0);
-    let last_id = ha
-        .client(first)
-        .submit(&job(last.clone(), 0.1, 32))
-        .unwrap();
+    let last_id = ha.submit(first, &job(last.clone(), 0.1, 32));
     ha.wait_tasks(first, "the last job runs", |t| {
         running(t, std::slice::from_ref(&last_id))
     });

@@ -162,13 +162,24 @@ struct Unsaved {
 pub struct Jobs {
     inner: Arc<Mutex<Inner>>,
     changes: watch::Sender<u64>,
-    /// The generation of changes the store holds.
-    durable: watch::Sender<u64>,
-    /// How many times what the framework held was replaced ([`Jobs::take_back`]).
-    resets: watch::Sender<u64>,
+    /// How far the store holds the changes.
+    durable: watch::Sender<Durable>,
     /// Whether the master's `TASK_UNKNOWN` says a job is on no agent (see
     /// [`Jobs::trust_unknown`]).
     unknown_is_lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How far the store holds the framework's changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Durable {
+    /// How many times what the framework held was replaced ([`Jobs::take_back`]).
+    epoch: u64,
+    /// The generation of changes of this epoch the store holds (all of them up to it
+    /// are written, or were dropped at the start of the epoch).
+    generation: u64,
+    /// The generation the store held when the epoch began: a change of the epoch
+    /// before up to it was written, one after it was dropped.
+    written_before: u64,
 }
 
 /// Changes were dropped before they were written: this master stopped leading and
@@ -292,8 +303,7 @@ impl Jobs {
         Jobs {
             inner: Arc::new(Mutex::new(inner)),
             changes: watch::channel(0).0,
-            durable: watch::channel(0).0,
-            resets: watch::channel(0).0,
+            durable: watch::channel(Durable::default()).0,
             unknown_is_lost: Arc::default(),
         }
     }
@@ -362,14 +372,18 @@ impl Jobs {
             g.seq_of.insert(id.clone(), seq);
             g.jobs.insert(id, Arc::new(j));
         }
-        // What the store holds is all there is: nothing is waited for.
+        // What the store holds is all there is: nothing is waited for. (A new epoch,
+        // under the lock: a batch taken before it is of the epoch before.)
         g.unsaved = Some(Unsaved {
             generation,
             ..Unsaved::default()
         });
+        self.durable.send_modify(|d| {
+            d.written_before = d.generation;
+            d.epoch += 1;
+            d.generation = generation;
+        });
         drop(g);
-        self.durable.send_replace(generation);
-        self.resets.send_modify(|r| *r += 1);
         self.changed();
         saved.framework_ids
     }
@@ -378,20 +392,27 @@ impl Jobs {
     /// one). While the store cannot be written this waits; callers bound it. Fails when
     /// the changes were dropped instead ([`Jobs::take_back`]).
     pub async fn durable(&self) -> Result<(), ChangesDropped> {
-        let mut resets = self.resets.subscribe();
-        let want = match &self.lock().unsaved {
-            Some(u) => u.generation,
-            None => return Ok(()),
+        let (want, epoch) = {
+            let g = self.lock();
+            match &g.unsaved {
+                Some(u) => (u.generation, self.durable.borrow().epoch),
+                None => return Ok(()),
+            }
         };
         let mut durable = self.durable.subscribe();
-        tokio::select! {
-            r = durable.wait_for(|d| *d >= want) => {
-                if r.is_err() {
-                    tracing::debug!("jobs framework gone before its changes were written");
-                }
+        let reached = durable
+            .wait_for(|d| d.epoch != epoch || d.generation >= want)
+            .await
+            .map(|d| *d);
+        match reached {
+            Err(_) => {
+                tracing::debug!("jobs framework gone before its changes were written");
                 Ok(())
             }
-            _ = resets.changed() => Err(ChangesDropped),
+            Ok(d) if d.epoch == epoch => Ok(()),
+            // Written before what the framework held was replaced.
+            Ok(d) if d.epoch == epoch + 1 && d.written_before >= want => Ok(()),
+            Ok(_) => Err(ChangesDropped),
         }
     }
 
@@ -902,31 +923,37 @@ fn send_launches(
 async fn write_behind(jobs: Jobs, store: JobsBackend) {
     let mut changes = jobs.changes();
     let mut failures: u32 = 0;
+    let mut epochs = jobs.durable.subscribe();
     loop {
-        let Some((batch, generation)) = jobs.lock().take_batch() else {
+        // The batch and the epoch it belongs to, read together under the lock.
+        let (taken, epoch) = {
+            let mut g = jobs.lock();
+            (g.take_batch(), jobs.durable.borrow().epoch)
+        };
+        let Some((batch, generation)) = taken else {
             return;
         };
         if batch.is_empty() {
-            jobs.durable.send_replace(generation);
+            reached(&jobs, epoch, generation);
             if changes.changed().await.is_err() {
                 return;
             }
             continue;
         }
-        let resets = *jobs.resets.borrow();
         match store.write(batch).await {
             (_, Ok(())) => {
                 if failures > 0 {
                     tracing::info!(failed = failures, "jobs store written again");
                     failures = 0;
                 }
-                if *jobs.resets.borrow() == resets {
-                    jobs.durable.send_replace(generation);
-                }
+                reached(&jobs, epoch, generation);
             }
             (batch, Err(e)) => {
-                if *jobs.resets.borrow() == resets {
-                    jobs.lock().restore_batch(batch);
+                {
+                    let mut g = jobs.lock();
+                    if jobs.durable.borrow().epoch == epoch {
+                        g.restore_batch(batch);
+                    }
                 }
                 failures += 1;
                 if failures.is_power_of_two() {
@@ -938,10 +965,27 @@ async fn write_behind(jobs: Jobs, store: JobsBackend) {
                 let wait = WRITE_RETRY_MIN_MS
                     .saturating_mul(1 << failures.min(6))
                     .min(WRITE_RETRY_MAX_MS);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                // A new epoch (this master leads again) writes at once.
+                let new_epoch = epochs.wait_for(|d| d.epoch != epoch);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = new_epoch => failures = 0,
+                }
             }
         }
     }
+}
+
+/// The store holds the changes of `epoch` up to `generation` (nothing, if the epoch is
+/// over: its changes were dropped).
+fn reached(jobs: &Jobs, epoch: u64, generation: u64) {
+    jobs.durable.send_if_modified(|d| {
+        let newer = d.epoch == epoch && d.generation < generation;
+        if newer {
+            d.generation = generation;
+        }
+        newer
+    });
 }
 
 /// First wait before writing the jobs store again after a write failed.
@@ -962,6 +1006,22 @@ mod tests {
             owner: None,
             user: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_submission_dropped_by_a_new_leaders_take_back_is_not_answered_as_written() {
+        let jobs = Jobs::new(&[ANY_ROLE.to_string()]);
+        jobs.take_back(Saved::default());
+        // No writer runs: the submission stays unwritten until the take-back drops it.
+        jobs.submit(job(1)).unwrap();
+        let waiter = tokio::spawn({
+            let jobs = jobs.clone();
+            async move { jobs.durable().await }
+        });
+        tokio::task::yield_now().await;
+        jobs.take_back(Saved::default());
+        assert_eq!(waiter.await.unwrap(), Err(ChangesDropped));
+        assert!(jobs.list().is_empty(), "the store did not have it");
     }
 
     #[test]
