@@ -501,7 +501,8 @@ impl MasterCore {
                 f.disconnected_since = None;
                 // Offers out to it were made to the scheduler it had (a disconnected one
                 // has none): they go back, as does its suppression.
-                self.rescind_framework_offers(now, id);
+                let offered = self.offers.of_framework(id);
+                self.withdraw_offers(now, offered, true);
                 self.allocator.revive(id)?;
                 info!(framework = %id, "framework re-subscribed");
                 id.clone()
@@ -822,27 +823,19 @@ impl MasterCore {
     }
 
     fn rescind_agent_offers(&mut self, now: Now, agent: &str) {
-        for id in self.offers.of_agent(agent) {
-            if let Some(o) = self.offers.remove(&id) {
-                self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
-                self.tell_scheduler(&o.framework_id, ToScheduler::Rescind(id));
-            }
-        }
+        let ids = self.offers.of_agent(agent);
+        self.withdraw_offers(now, ids, true);
     }
 
-    fn rescind_framework_offers(&mut self, now: Now, fw: &str) {
-        for id in self.offers.of_framework(fw) {
+    /// Takes back the offers `ids`, their resources free again; with `tell`, their
+    /// frameworks hear that they are rescinded.
+    fn withdraw_offers(&mut self, now: Now, ids: Vec<OfferId>, tell: bool) {
+        for id in ids {
             if let Some(o) = self.offers.remove(&id) {
                 self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
-                self.tell_scheduler(&o.framework_id, ToScheduler::Rescind(id));
-            }
-        }
-    }
-
-    fn drop_framework_offers(&mut self, now: Now, fw: &str) {
-        for id in self.offers.of_framework(fw) {
-            if let Some(o) = self.offers.remove(&id) {
-                self.recover(now, &o.framework_id, &o.agent_id, &o.resources, None);
+                if tell {
+                    self.tell_scheduler(&o.framework_id, ToScheduler::Rescind(id));
+                }
             }
         }
     }
@@ -1171,7 +1164,9 @@ impl MasterCore {
             return;
         }
         warn!(framework = %fw, "framework disconnected");
-        self.drop_framework_offers(now, fw);
+        // A scheduler that is gone hears of no offer.
+        let offered = self.offers.of_framework(fw);
+        self.withdraw_offers(now, offered, false);
         if let Err(e) = self.allocator.suppress(fw) {
             unreachable!("a known framework is in the allocator: {e}");
         }

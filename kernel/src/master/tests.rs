@@ -131,13 +131,21 @@ fn agent_update(fw: &str, agent: &str, task: &str, state: TaskState, uuid: u64) 
 
 /// `fw` uses `offer_ids` to launch `tasks`, refusing nothing it leaves.
 fn accept(fw: &str, offer_ids: Vec<OfferId>, tasks: Vec<TaskSpec>) -> Event {
-    Event::Framework {
-        framework_id: fw.into(),
-        call: FrameworkCall::Accept {
+    call(
+        fw,
+        FrameworkCall::Accept {
             offer_ids,
             tasks,
             refuse_secs: 0.0,
         },
+    )
+}
+
+/// Framework `fw` makes `call`.
+fn call(fw: &str, call: FrameworkCall) -> Event {
+    Event::Framework {
+        framework_id: fw.into(),
+        call,
     }
 }
 
@@ -475,12 +483,12 @@ fn kills_reach_the_agent_only_for_the_frameworks_own_live_tasks() {
     drain(&mut c);
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Kill {
+        call(
+            &fw,
+            FrameworkCall::Kill {
                 task_id: "nope".into(),
             },
-        },
+        ),
     );
     let fx = drain(&mut c);
     assert_eq!(
@@ -492,22 +500,22 @@ fn kills_reach_the_agent_only_for_the_frameworks_own_live_tasks() {
     );
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: other,
-            call: FrameworkCall::Kill {
+        call(
+            &other,
+            FrameworkCall::Kill {
                 task_id: "t1".into(),
             },
-        },
+        ),
     );
     assert!(agent_msgs(&drain(&mut c), "a1").is_empty(), "not its task");
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Kill {
+        call(
+            &fw,
+            FrameworkCall::Kill {
                 task_id: "t1".into(),
             },
-        },
+        ),
     );
     assert_eq!(
         agent_msgs(&drain(&mut c), "a1"),
@@ -529,25 +537,19 @@ fn a_terminal_update_frees_resources_and_updates_of_a_removed_framework_are_ackn
     assert!(fx.iter().any(|e| matches!(e, Effect::AllocateAfter(_))));
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Decline {
+        call(
+            &fw,
+            FrameworkCall::Decline {
                 offer_ids: c.state().offers.iter().map(|o| o.id.clone()).collect(),
                 refuse_secs: 0.0,
             },
-        },
+        ),
     );
     c.handle(at(2), Event::Allocate);
     assert_eq!(offers(&drain(&mut c), &fw)[0].resources.total().cpus(), 4.0);
 
     let (mut c, fw) = running(60.0);
-    c.handle(
-        at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Teardown,
-        },
-    );
+    c.handle(at(1), call(&fw, FrameworkCall::Teardown));
     assert_eq!(
         agent_msgs(&drain(&mut c), "a1"),
         vec![ToAgent::Kill {
@@ -577,12 +579,12 @@ fn reconciliation_reports_known_tasks_and_unknown_ones() {
     let (mut c, fw) = running(60.0);
     c.handle(
         at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Reconcile {
+        call(
+            &fw,
+            FrameworkCall::Reconcile {
                 task_ids: vec!["t1".into(), "x".into()],
             },
-        },
+        ),
     );
     let ups = updates(&drain(&mut c));
     assert_eq!(ups[0].state, TaskState::Running);
@@ -714,13 +716,7 @@ fn a_leader_writes_a_framework_new_to_the_registry_and_its_removal() {
             failover_timeout_ms: 2_500
         }]
     );
-    c.handle(
-        at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Teardown,
-        },
-    );
+    c.handle(at(1), call(&fw, FrameworkCall::Teardown));
     assert_eq!(
         registry_writes(&drain(&mut c)),
         vec![RegistryOp::RemoveFramework {
@@ -731,12 +727,12 @@ fn a_leader_writes_a_framework_new_to_the_registry_and_its_removal() {
 }
 
 fn reconcile(fw: &FrameworkId, ids: &[&str]) -> Event {
-    Event::Framework {
-        framework_id: fw.clone(),
-        call: FrameworkCall::Reconcile {
+    call(
+        fw,
+        FrameworkCall::Reconcile {
             task_ids: ids.iter().map(|i| TaskId::from(*i)).collect(),
         },
-    }
+    )
 }
 
 #[test]
@@ -932,10 +928,7 @@ fn the_same_events_make_the_same_decisions() {
         c.handle(at(4), Event::Allocate);
         c.handle(
             at(5),
-            Event::Framework {
-                framework_id: fw.clone(),
-                call: FrameworkCall::Reconcile { task_ids: vec![] },
-            },
+            call(&fw, FrameworkCall::Reconcile { task_ids: vec![] }),
         );
         drain(&mut c)
     };
@@ -1011,15 +1004,15 @@ proptest! {
                         for s in &specs {
                             launched.push((s.task_id.clone(), o.agent_id.clone()));
                         }
-                        c.handle(at(t), Event::Framework { framework_id: fw.clone(), call: FrameworkCall::Accept {
+                        c.handle(at(t), call(&fw, FrameworkCall::Accept {
                             offer_ids: vec![o.id],
                             tasks: specs,
-                            refuse_secs: 1.0 } });
+                            refuse_secs: 1.0 } ));
                     }
                 }
-                Step::DeclineAll => c.handle(at(t), Event::Framework { framework_id: fw.clone(), call: FrameworkCall::Decline {
+                Step::DeclineAll => c.handle(at(t), call(&fw, FrameworkCall::Decline {
                     offer_ids: open.iter().map(|o| o.id.clone()).collect(),
-                    refuse_secs: 5.0 } }),
+                    refuse_secs: 5.0 } )),
                 Step::Finish(i) => {
                     if let Some((task, agent)) = launched.get(usize::from(i)).cloned() {
                         c.handle(at(t), agent_update(&fw, &agent, &task, TaskState::Finished, u64::from(i) + 1));
@@ -1037,7 +1030,7 @@ proptest! {
                     t += u64::from(secs);
                     c.handle(at(t), Event::Tick);
                 }
-                Step::Teardown => c.handle(at(t), Event::Framework { framework_id: fw.clone(), call: FrameworkCall::Teardown }),
+                Step::Teardown => c.handle(at(t), call(&fw, FrameworkCall::Teardown )),
             }
             for e in drain(&mut c) {
                 if let Effect::Scheduler { msg: ToScheduler::Offers(o), .. } = e {
@@ -1108,13 +1101,7 @@ fn a_restarted_master_takes_tasks_from_agents_and_frameworks_back_under_their_id
 #[test]
 fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
     let (mut c, fw) = running(60.0);
-    c.handle(
-        at(1),
-        Event::Framework {
-            framework_id: fw.clone(),
-            call: FrameworkCall::Teardown,
-        },
-    );
+    c.handle(at(1), call(&fw, FrameworkCall::Teardown));
     let next = c
         .subscribe(
             at(0),
@@ -1132,13 +1119,13 @@ fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
     c.handle(at(3), agent_update(&fw, "a1", "t1", TaskState::Killed, 9));
     c.handle(
         at(3),
-        Event::Framework {
-            framework_id: next.clone(),
-            call: FrameworkCall::Decline {
+        call(
+            &next,
+            FrameworkCall::Decline {
                 offer_ids: vec![o[0].id.clone()],
                 refuse_secs: 0.0,
             },
-        },
+        ),
     );
     c.handle(at(4), Event::Allocate);
     assert_eq!(
@@ -1150,11 +1137,13 @@ fn a_removed_frameworks_running_tasks_keep_their_resources_until_they_end() {
 #[test]
 fn a_kill_is_sent_again_when_the_agent_comes_back_until_the_task_ends() {
     let (mut c, fw) = running(60.0);
-    let kill = || Event::Framework {
-        framework_id: FrameworkId::from("fw-00000000-1"),
-        call: FrameworkCall::Kill {
-            task_id: "t1".into(),
-        },
+    let kill = || {
+        call(
+            &FrameworkId::from("fw-00000000-1"),
+            FrameworkCall::Kill {
+                task_id: "t1".into(),
+            },
+        )
     };
     assert_eq!(fw, "fw-00000000-1");
     c.handle(
